@@ -1,0 +1,5 @@
+import sys
+
+from rtcore.cli import main
+
+sys.exit(main())

@@ -1,0 +1,35 @@
+# Type stub for the private extension module rtcore._core (csrc/bindings/*.cpp).
+# Keep each section in step with its binding file, in the same commit.
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+# --- bind_errors.cpp ---------------------------------------------------------------------------
+
+class LayoutError(ValueError): ...
+
+# --- bind_shm.cpp ------------------------------------------------------------------------------
+
+def segment_exists(name: str) -> bool: ...
+def unlink_segment(name: str) -> None: ...
+def check_segment_name(name: str) -> str: ...
+def segment_header_size() -> int: ...
+
+# --- bind_replay.cpp ---------------------------------------------------------------------------
+
+
+
+# --- bind_board.cpp ----------------------------------------------------------------------------
+
+
+
+# --- bind_sched.cpp ----------------------------------------------------------------------------
+
+
+
+# --- bind_params.cpp ---------------------------------------------------------------------------
+
+
+
+# --- end ---------------------------------------------------------------------------------------

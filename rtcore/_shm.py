@@ -1,0 +1,122 @@
+"""Ownership of shared-memory segments on the Python side.
+
+Every rtcore shared object (replay buffer, boards, schedule, turnstile, parameter store) is one POSIX
+shared-memory segment. The process that *creates* a segment owns its name: it unlinks it on ``close()``,
+when the object is garbage-collected, and at interpreter exit (also after an uncaught exception).
+Processes that ``attach()`` never unlink. A forked child inherits the parent's objects but not their
+ownership: ownership is tied to the creating pid.
+
+Shared objects pickle as their segment name, so they can be handed to ``spawn``-ed processes, which
+attach on unpickling.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import secrets
+import weakref
+from typing import Any, ClassVar
+
+from rtcore import _core
+
+__all__ = ["SharedObject", "default_name", "owned_segments"]
+
+# Tests set RTCORE_SHM_PREFIX so that leak checks see only their own segments.
+_PREFIX = os.environ.get("RTCORE_SHM_PREFIX", "rtcore")
+# name -> pid of the creating process. Consulted at exit so that a leaked object never leaks a segment.
+_owned: dict[str, int] = {}
+
+
+def default_name(kind: str) -> str:
+    """A fresh segment name: ``rtcore-<kind>-<pid>-<random>``."""
+    return f"{_PREFIX}-{kind}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def owned_segments() -> list[str]:
+    """Names of the segments this process created and has not unlinked yet."""
+    pid = os.getpid()
+    return [n for n, p in _owned.items() if p == pid]
+
+
+def _unlink_owned(name: str, pid: int) -> None:
+    if os.getpid() != pid:  # a forked child: the parent owns it
+        return
+    if _owned.get(name) == pid:
+        del _owned[name]
+        try:
+            _core.unlink_segment(name)
+        except OSError:
+            pass
+
+
+@atexit.register
+def _unlink_all_at_exit() -> None:
+    for name in owned_segments():
+        _unlink_owned(name, os.getpid())
+
+
+class SharedObject:
+    """Base class of rtcore's shared-memory objects.
+
+    Subclasses set ``_KIND`` (used in default names) and pass the ``_core`` handle to ``__init__``.
+    They reach the handle through ``self._h``, which raises a clear error once the object is closed.
+    """
+
+    _KIND: ClassVar[str] = "object"
+
+    def __init__(self, handle: Any, name: str, owner: bool) -> None:
+        self.__handle = handle
+        self._name = name
+        self._owner = owner
+        if owner:
+            _owned[name] = os.getpid()
+            self._finalizer = weakref.finalize(self, _unlink_owned, name, os.getpid())
+        else:
+            self._finalizer = None
+
+    @property
+    def _h(self) -> Any:
+        h = self.__handle
+        if h is None:
+            raise ValueError(f"{type(self).__name__} '{self._name}' is closed")
+        return h
+
+    @property
+    def name(self) -> str:
+        """The shared-memory segment name; pass it to ``attach()`` in another process."""
+        return self._name
+
+    @property
+    def owner(self) -> bool:
+        """True in the process that created the segment (and will unlink it)."""
+        return self._owner and _owned.get(self._name) == os.getpid()
+
+    @property
+    def closed(self) -> bool:
+        return self.__handle is None
+
+    def close(self) -> None:
+        """Detach from the segment; the creating process also unlinks its name.
+
+        Arrays handed out earlier that view the segment stay valid: the mapping lives until the last
+        of them is gone. Closing twice is harmless.
+        """
+        h, self.__handle = self.__handle, None
+        if h is not None and hasattr(h, "close"):
+            h.close()
+        if self._finalizer is not None:
+            self._finalizer()  # unlinks if this process owns the name
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __reduce__(self):
+        return (type(self).attach, (self._name,))
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else ("owner" if self.owner else "attached")
+        return f"{type(self).__name__}(name={self._name!r}, {state})"

@@ -1,0 +1,63 @@
+"""The ``rtcore`` command line.
+
+Each subcommand lives in its own module, which defines ``add_arguments(parser)`` and
+``main(args) -> int``; this file only dispatches. ``rtcore`` with no subcommand runs the default job
+(``rtcore run`` with its defaults: a short realtime game on CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+# subcommand -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("rtcore.runner", "play a game in real time with a model, learning while it plays"),
+    "simulate": ("rtcore.simulate", "simulate staggered inference on a virtual clock (deterministic)"),
+    "bench": ("rtcore.benchmarks", "measure model latency and other figures the runner sizes itself by"),
+    "report": ("rtcore.report", "redraw the plots and summary of a run directory"),
+    "gb-record-state": ("rtcore.envs.gameboy", "record a PyBoy save state after a scripted button sequence"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rtcore",
+        description="Realtime reinforcement learning with staggered asynchronous inference.",
+    )
+    from rtcore import __version__
+
+    parser.add_argument("--version", action="version", version=f"rtcore {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:  # not part of this build
+                continue
+            raise
+        p = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip().splitlines()[0])
+        module.add_arguments(p)
+        p.set_defaults(_main=module.main)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv:
+        argv = ["run"]
+    args = parser.parse_args(argv)
+    if getattr(args, "_main", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args._main(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

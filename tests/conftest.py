@@ -1,0 +1,46 @@
+"""Shared test fixtures.
+
+Every test runs under a leak check: the shared-memory segments it (or any process it started) created
+must be gone when it ends. Segment names carry a per-session prefix, set here before anything imports
+rtcore, so concurrent test sessions on one machine do not see each other's segments.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("RTCORE_SHM_PREFIX", f"rtcoretest{os.getpid()}")
+
+import glob  # noqa: E402
+import random  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+SHM_PREFIX = os.environ["RTCORE_SHM_PREFIX"]
+
+
+def shm_segments() -> set[str]:
+    return {os.path.basename(p) for p in glob.glob(f"/dev/shm/{SHM_PREFIX}*")}
+
+
+@pytest.fixture(autouse=True)
+def no_shm_leak():
+    before = shm_segments()
+    yield
+    import gc
+
+    gc.collect()
+    leaked = shm_segments() - before
+    for name in leaked:  # clean up so one leak does not cascade into every later test
+        try:
+            os.unlink(f"/dev/shm/{name}")
+        except FileNotFoundError:
+            pass
+    assert not leaked, f"test leaked shared-memory segments: {sorted(leaked)}"
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    random.seed(0)
+    return np.random.default_rng(0)

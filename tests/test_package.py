@@ -1,0 +1,25 @@
+import pytest
+
+import rtcore
+from rtcore import _core
+
+
+def test_import_exposes_version_and_private_core():
+    assert rtcore.__version__
+    assert _core.__doc__ and "private" in _core.__doc__
+
+
+def test_unknown_public_name_is_attribute_error():
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        rtcore.Nope  # noqa: B018
+
+
+@pytest.mark.parametrize("bad", ["", "a/b", "sp ace", "x" * 201])
+def test_bad_segment_name_is_value_error(bad):
+    with pytest.raises(ValueError, match="segment name"):
+        _core.check_segment_name(bad)
+
+
+def test_missing_segment_does_not_exist():
+    assert not _core.segment_exists("rtcore-definitely-not-there")
+    _core.unlink_segment("rtcore-definitely-not-there")  # no error when already gone
