@@ -11,7 +11,9 @@ void bind_errors(py::module_& m);
 void bind_shm(py::module_& m);
 void bind_replay(py::module_& m);
 void bind_board(py::module_& m);
+void bind_timer(py::module_& m);
 void bind_sched(py::module_& m);
+void bind_preprocess(py::module_& m);
 void bind_params(py::module_& m);
 
 }  // namespace rtcore::bindings

@@ -7,6 +7,8 @@ PYBIND11_MODULE(_core, m) {
   bind_shm(m);
   bind_replay(m);
   bind_board(m);
+  bind_timer(m);
   bind_sched(m);
+  bind_preprocess(m);
   bind_params(m);
 }
