@@ -424,15 +424,15 @@ class Ring {
       }
     }
     const std::uint64_t b = j + k;  // bootstrap position: the n-th next obs, or the episode's terminal obs
-    // Obs stack: positions max(j - (K-1-i), e).
+    // Obs stack: positions max(j - (K-1-i), e), written without unsigned underflow.
     for (std::size_t i = 0; i < K; ++i) {
-      const std::uint64_t p = std::max<std::uint64_t>(j - (K - 1 - i), e);
+      const std::uint64_t p = j - std::min<std::uint64_t>(K - 1 - i, back);
       seq_load(obs_row + i * fb, frame(s, p), fb);
     }
     // Next stack: positions max(b - (K-1-i), episode start); reuse frames already copied into obs_row.
     const std::uint64_t back_b = std::min<std::uint64_t>(ep_off + k, K - 1);
     for (std::size_t i = 0; i < K; ++i) {
-      const std::uint64_t q = std::max<std::uint64_t>(b - (K - 1 - i), b - back_b);
+      const std::uint64_t q = b - std::min<std::uint64_t>(K - 1 - i, back_b);
       if (q <= j)
         std::memcpy(next_row + i * fb, obs_row + (K - 1 - (j - q)) * fb, fb);  // q >= e: already in the obs stack
       else
