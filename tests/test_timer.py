@@ -59,9 +59,9 @@ def test_start_in_the_future_and_properties() -> None:
     assert t.start == pytest.approx(start, abs=1e-9)
     assert t.spin == 0.0
     assert t.next_tick == 0
-    assert t.wait() == 0
+    assert t.wait() == t.stats()["overruns"]  # 0, unless this process was descheduled past tick 0
     assert rt_timer.monotonic() >= start - 1e-9
-    assert t.wait() == 1
+    assert t.wait() == 1 + t.stats()["overruns"]  # 1, unless this process was descheduled past tick 1
     assert t.realtime_status == "off"
     assert "Timer(period=" in repr(t)
     t.reset_stats()
