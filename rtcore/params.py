@@ -343,6 +343,11 @@ class ParamReader:
     def device(self) -> Any:
         return self._device
 
+    @property
+    def host_registered(self) -> bool:
+        """CUDA: whether the store's buffers are page-locked for this process (asynchronous copies)."""
+        return bool(self._device.type == "cuda" and self._registered)
+
     def acquire(self, timeout: float = 5.0) -> int:
         """Points the module at the newest complete version (waiting up to ``timeout`` s for a first one)
         and returns it. CPU: holds a pin until :meth:`release`."""

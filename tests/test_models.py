@@ -155,3 +155,25 @@ def test_bench_models_cli_prints_table_and_json(capsys):
     assert any(line.startswith("nature:k=1") for line in out)
     args = parser.parse_args(["models", "--models", "bogus", "--quick"])
     assert benchmarks.main(args) == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("backend,frozen", [("script", False), ("script", True), ("export", False), ("eager", False)])
+def test_cuda_backends_give_the_cpu_q_values(backend, frozen):
+    torch.manual_seed(0)
+    model = build_model("impala:k=1,dueling=1", 4, 6)
+    x = example_input(model, 3)
+    with torch.no_grad():
+        ref = model(x)
+        runner = load_for_inference(model, "cuda", backend=backend, frozen=frozen)
+        torch.testing.assert_close(runner(x.cuda()).cpu(), ref, rtol=1e-3, atol=1e-3)
+    r = measure_latency(model, "cuda", iters=5, warmup=2, backend=backend, frozen=frozen)
+    assert 0 < r["p50"] <= r["p99"]
+
+
+def test_load_for_inference_leaves_the_callers_module_alone():
+    model = build_model("nature:k=1", 1, 3)
+    before = [p.data_ptr() for p in model.parameters()]
+    runner = load_for_inference(model, "cpu", backend="script")
+    assert [p.data_ptr() for p in model.parameters()] == before
+    assert not set(before) & {p.data_ptr() for p in runner.parameters()}

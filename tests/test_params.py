@@ -219,3 +219,33 @@ def test_a_reader_killed_while_pinned_does_not_block_publishing():
             child.kill()
             child.join()
         store.close()
+
+
+# ---- CUDA (skipped where there is no GPU) -----------------------------------------------------------------
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@cuda
+def test_cuda_reader_copies_each_new_version_to_the_device():
+    torch.manual_seed(0)
+    learner = build_model("impala:k=1", 1, 6)
+    worker = load_for_inference(build_model("impala:k=1", 1, 6), "cuda", backend="script")
+    x = example_input(learner, 2)
+    with ParamStore.for_module(learner) as store, torch.no_grad():
+        reader = ParamReader(store, worker)
+        assert reader.host_registered  # the store's buffers are page-locked: copies are DMA
+        assert torch.from_numpy(store.buffer_view(0)).is_pinned()
+        for step in range(4):
+            assert reader.acquire() == step + 1
+            torch.testing.assert_close(worker(x.cuda()).cpu(), learner(x), rtol=1e-4, atol=1e-4)
+            assert all(p.is_cuda for p in worker.parameters())
+            reader.release()
+            for p in learner.parameters():
+                p.add_(0.01 * torch.randn_like(p))
+            assert store.publish(learner.parameters()) == step + 2
+            if step % 2 == 0:
+                assert reader.prefetch()  # starts the copy now; the next acquire finishes it
+                assert not reader.prefetch()  # one copy in flight at a time
+        assert store.stats()["published"] == 5
+        reader.close()

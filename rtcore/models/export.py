@@ -21,6 +21,7 @@ with ``backend="export"``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import statistics
 import time
@@ -139,6 +140,7 @@ def load_for_inference(model: nn.Module | str | os.PathLike[str], device: str | 
     :class:`rtcore.params.ParamReader`. ``frozen=True`` needs the script backend and gives a module
     with no parameters left to refresh.
 
+    A module passed in is copied first: the caller's module is never moved, compiled or re-bound.
     Callers set ``torch.set_num_threads`` themselves (workers use 1 thread each).
     """
     if backend not in BACKENDS:
@@ -166,7 +168,7 @@ def load_for_inference(model: nn.Module | str | os.PathLike[str], device: str | 
         else:
             module = load_checkpoint(path)
     elif isinstance(model, nn.Module):
-        module = model
+        module = copy.deepcopy(model)  # never move or re-bind the caller's module
     else:
         raise TypeError(f"model must be an nn.Module or a path, got {type(model).__name__}")
 
