@@ -303,7 +303,7 @@ class Ring {
                                     ((__atomic_load_n(&last.ep_off_flags, __ATOMIC_RELAXED) & kTerminalObs) ? 1u : 0u);
       std::atomic_thread_fence(std::memory_order_acquire);  // acquire: the loads above complete before the check
       if (meta(s, lo).stamp.load(std::memory_order_relaxed) == stamp_done(lo) || attempt >= 64)  // relaxed: fenced
-        return (ready - lo) - std::uint64_t(std::uint32_t(t_ready - t_lo));
+        return (ready - lo) - std::min<std::uint64_t>(ready - lo, std::uint32_t(t_ready - t_lo));
     }
   }
 
