@@ -63,8 +63,8 @@ def sleep_until(deadline: float, spin: float = DEFAULT_SPIN) -> None:
     Ctrl-C raises ``KeyboardInterrupt`` within 50 ms. A deadline in the past returns at once.
     """
     d = float(deadline)
-    if not math.isfinite(d):
-        raise ValueError(f"deadline must be finite, got {deadline!r}")
+    if not math.isfinite(d) or d > 9e9:
+        raise ValueError(f"deadline must be a finite CLOCK_MONOTONIC time in seconds (see monotonic()), got {deadline!r}")
     s = _seconds("spin", spin, positive=False)
     _core.sleep_until_ns(max(0, int(round(d * 1e9))), int(round(s * 1e9)))
 
@@ -102,7 +102,7 @@ class Timer:
             start_ns = _core.monotonic_ns()
         else:
             st = float(start)
-            if not math.isfinite(st) or st < 0:
+            if not math.isfinite(st) or st < 0 or st > 9e9:
                 raise ValueError(f"start must be a finite CLOCK_MONOTONIC time >= 0 (see rtcore.timer.monotonic()), got {start!r}")
             start_ns = int(round(st * 1e9))
         if isinstance(realtime, bool):

@@ -161,6 +161,8 @@ def test_sleep_until_is_never_early_and_returns_at_once_for_the_past() -> None:
         rt_timer.sleep_until(rt_timer.monotonic(), spin=-1)
     with pytest.raises(ValueError, match="finite"):
         rt_timer.sleep_until(float("inf"))
+    with pytest.raises(ValueError, match="finite"):
+        rt_timer.sleep_until(1e300)
 
 
 _CTRL_C_CHILD = """
