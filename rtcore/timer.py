@@ -17,7 +17,6 @@ Example, an environment loop at 59.7275 Hz::
 from __future__ import annotations
 
 import math
-import threading
 from typing import Any
 
 from rtcore import _core
@@ -113,7 +112,6 @@ class Timer:
             raise TypeError(f"realtime must be a bool or an int SCHED_FIFO priority, got {type(realtime).__name__}")
         self._t = _core.Timer(period_ns, int(round(s * 1e9)), start_ns)
         self._realtime_status = "off" if priority is None else _core.apply_realtime(priority)
-        self._realtime_thread = threading.get_ident() if priority is not None else None
 
     def wait(self, timeout: float | None = None) -> int:
         """Block until the next tick's deadline and return its index ``k``; ``-1`` once stopped.
@@ -173,6 +171,11 @@ class Timer:
     def next_tick(self) -> int:
         """The index the next :meth:`wait` aims for, unless the caller is late past it."""
         return self._t.next_tick
+
+    @property
+    def last_lateness(self) -> float:
+        """Seconds after its deadline that the last returned tick was returned (0.0 before the first)."""
+        return self._t.last_lateness_ns * 1e-9
 
     @staticmethod
     def now() -> float:

@@ -29,6 +29,7 @@ def test_ticks_are_never_early_and_every_index_is_accounted_for() -> None:
         st = t.stats()
         assert k - prev - 1 == st["overruns"] - prev_over  # each index returned once or counted as missed
         prev, prev_over = k, st["overruns"]
+    assert 0.0 <= t.last_lateness <= t.stats()["lateness_max"]
     st = t.stats()
     assert st["ticks"] == 40
     assert set(st) >= {"ticks", "overruns", "late", "lateness_p50", "lateness_p99", "lateness_max", "lateness_mean"}
