@@ -40,6 +40,8 @@ def test_scripted_inputs_give_the_expected_rewards(rom):
         assert env.buttons == ("a", "b", "left", "up", "right", "down") and env.action_space.n == 7
         obs, _ = env.reset(seed=0)
         assert obs.shape == (84, 84) and obs.dtype == np.uint8
+        screen = env._pb.screen.ndarray
+        assert (screen[..., 0] == screen[..., 1]).all() and (screen[..., 0] == screen[..., 2]).all()  # grey palette
         script = [A, 0, A, 0, A, 0, B, 0, RIGHT, 0, LEFT, UP, DOWN, 0]
         rewards = [env.step(a)[1] for a in script]
         # A: +1 per new press, B: -1, RIGHT: +16, other directions: nothing

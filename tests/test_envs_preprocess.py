@@ -52,6 +52,12 @@ def test_writes_into_the_given_array_and_accepts_row_strides(rng):
     np.testing.assert_array_equal(out, p(np.ascontiguousarray(view)))
 
 
+def test_a_channel_view_is_resized_like_a_copy(rng):
+    rgba = rng.integers(0, 256, (144, 160, 4), dtype=np.uint8)
+    p = Preprocessor((144, 160))
+    np.testing.assert_array_equal(p(rgba[:, :, 0]), p(np.ascontiguousarray(rgba[:, :, 0])))
+
+
 def test_bad_frames_are_refused_with_the_expected_shape():
     p = Preprocessor((210, 160))
     with pytest.raises(ValueError, match=r"frame has shape \(100, 160\), expected \(210, 160\)"):
@@ -59,7 +65,9 @@ def test_bad_frames_are_refused_with_the_expected_shape():
     with pytest.raises(ValueError, match="dtype float32, expected uint8"):
         p(np.zeros((210, 160), np.float32))
     with pytest.raises(ValueError, match="contiguous pixels"):
-        p(np.zeros((210, 320), np.uint8)[:, ::2])
+        Preprocessor((210, 160, 3))(np.zeros((210, 160, 6), np.uint8)[:, :, ::2])
+    with pytest.raises(ValueError, match="positive, non-overlapping strides"):
+        p(np.zeros((210, 160), np.uint8)[:, ::-1])
     with pytest.raises(ValueError, match=r"out has shape \(84, 83\), expected \(84, 84\)"):
         p(np.zeros((210, 160), np.uint8), np.zeros((84, 83), np.uint8))
     with pytest.raises(ValueError, match="only shrinks"):

@@ -51,12 +51,23 @@ class AreaResize {
   // ignored), rows `row_stride` bytes apart. dst: out_h x out_w bytes, contiguous.
   void operator()(const std::uint8_t* src, int channels, std::ptrdiff_t row_stride, std::uint8_t* dst) {
     switch (channels) {
-      case 1: break;
-      case 3: luma<3>(src, row_stride); src = grey_.data(); row_stride = in_w_; break;
-      case 4: luma<4>(src, row_stride); src = grey_.data(); row_stride = in_w_; break;
+      case 1: vertical<1>(src, row_stride, 1); break;
+      case 3: luma<3>(src, row_stride); vertical<1>(grey_.data(), in_w_, 1); break;
+      case 4: luma<4>(src, row_stride); vertical<1>(grey_.data(), in_w_, 1); break;
       default: throw InvalidArgument("frame has " + std::to_string(channels) + " channels, expected 1, 3 or 4");
     }
-    vertical(src, row_stride);
+    horizontal(dst);
+  }
+
+  // A grey frame whose pixels are `pixel_stride` bytes apart (e.g. one channel of an RGBA frame whose
+  // palette is grey, as the Game Boy's is: R = G = B = luma).
+  void grey_strided(const std::uint8_t* src, std::ptrdiff_t pixel_stride, std::ptrdiff_t row_stride, std::uint8_t* dst) {
+    if (pixel_stride < 1) throw InvalidArgument("pixel stride must be >= 1, got " + std::to_string(pixel_stride));
+    if (pixel_stride == 1) {
+      vertical<1>(src, row_stride, 1);
+    } else {
+      vertical<0>(src, row_stride, pixel_stride);
+    }
     horizontal(dst);
   }
 
@@ -110,7 +121,10 @@ class AreaResize {
   }
 
   // k input rows -> one row of in_w values in 8.8 fixed point, rounded (at most 255 << 8: fits 16 bits).
-  void vertical(const std::uint8_t* src, std::ptrdiff_t row_stride) {
+  // PS: pixel stride known at compile time (1: contiguous, vectorizes), or 0: `pixel_stride`.
+  template <int PS>
+  void vertical(const std::uint8_t* src, std::ptrdiff_t row_stride, std::ptrdiff_t pixel_stride) {
+    const std::ptrdiff_t ps = PS ? PS : pixel_stride;
     const int k = rows_.k, n = in_w_;
     std::uint32_t* __restrict acc = acc_.data();  // restrict: uint8_t pointers may alias anything otherwise
     for (int o = 0; o < out_h_; ++o) {
@@ -119,7 +133,7 @@ class AreaResize {
       for (int j = 0; j < k; ++j) {
         const std::uint32_t wj = w[j];
         const std::uint8_t* __restrict row = src + (rows_.first[o] + j) * row_stride;
-        for (int x = 0; x < n; ++x) acc[x] += wj * row[x];  // <= 255 << 16
+        for (int x = 0; x < n; ++x) acc[x] += wj * row[x * ps];  // <= 255 << 16
       }
       std::uint16_t* __restrict out = mid_.data() + static_cast<std::size_t>(o) * n;
       for (int x = 0; x < n; ++x) out[x] = static_cast<std::uint16_t>(acc[x] >> 8);

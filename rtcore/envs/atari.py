@@ -9,6 +9,7 @@ stacking). The default action is NOOP (action 0 of every ALE action set).
 from __future__ import annotations
 
 import difflib
+from time import perf_counter
 from typing import Any
 
 import gymnasium as gym
@@ -101,6 +102,8 @@ class AtariEnv(gym.Env):
         self._prep = Preprocessor((h, w), (obs_size, obs_size))
         self._obs = np.empty((obs_size, obs_size), np.uint8)
         self.action_meanings = self._env.get_action_meanings()
+        #: Seconds the last step spent inside the emulator (the driver counts the rest as its own cost).
+        self.emulator_time = 0.0
 
     def _observe(self) -> np.ndarray:
         self._ale.getScreenGrayscale(self._screen)
@@ -117,8 +120,10 @@ class AtariEnv(gym.Env):
         a = check_discrete_action(action, self._n, self.env_id)
         ale_action = self._action_set[a]
         reward = 0.0
+        t0 = perf_counter()
         for _ in range(self.frame_skip):
             reward += self._ale.act(ale_action)
+        self.emulator_time = perf_counter() - t0
         terminated = self._ale.game_over(with_truncation=False)
         truncated = self._ale.game_truncated()
         return self._observe(), reward, terminated, truncated, {"lives": self._ale.lives()}

@@ -19,6 +19,7 @@ import io
 import os
 import warnings
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any, Callable, Mapping, Protocol, Sequence, Union
 
 import gymnasium as gym
@@ -235,13 +236,15 @@ class GameBoyEnv(gym.Env):
         self.default_action = 0
         self.action_space = gym.spaces.Discrete(1 + len(buttons))
         self.observation_space = gym.spaces.Box(0, 255, (obs_size, obs_size), np.uint8)
-        self._prep = Preprocessor((*SCREEN_SHAPE, 4), (obs_size, obs_size))
+        self._prep = Preprocessor(SCREEN_SHAPE, (obs_size, obs_size))
         self._pb = open_pyboy(self.rom_path)
         self.ram: Ram = self._pb.memory
         self._boot_state = self._save()
         self._held: str | None = None
         self._release_in = 0
         self._steps = 0
+        #: Seconds the last step spent inside the emulator (the driver counts the rest as its own cost).
+        self.emulator_time = 0.0
 
     # -- emulator plumbing
     def _save(self) -> bytes:
@@ -277,7 +280,8 @@ class GameBoyEnv(gym.Env):
 
     def _observe(self) -> np.ndarray:
         out = np.empty(self.observation_space.shape, np.uint8)
-        self._prep(self._pb.screen.ndarray, out)
+        # PyBoy's default DMG palette is grey (R = G = B), so the red channel is the luma: resize it in place.
+        self._prep(self._pb.screen.ndarray[:, :, 0], out)
         return out
 
     def start_episode(self) -> None:
@@ -303,7 +307,9 @@ class GameBoyEnv(gym.Env):
         a = check_discrete_action(action, self.action_space.n, self.env_id)
         if a:
             self.press(self.buttons[a - 1])
+        t0 = perf_counter()
         self.tick(1)
+        self.emulator_time = perf_counter() - t0
         reward, terminated = self.game.step(self.ram)
         self._steps += 1
         truncated = self.max_episode_steps is not None and self._steps >= self.max_episode_steps and not terminated

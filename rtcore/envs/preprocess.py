@@ -21,7 +21,8 @@ OBS_SIZE = 84
 
 class Preprocessor:
     """Grayscale + area resize of ``in_shape`` frames (``(H, W)`` or ``(H, W, C)``, C in 1, 3, 4) to
-    ``out_shape`` uint8.
+    ``out_shape`` uint8. A grey ``(H, W)`` frame may be a strided view (e.g. one channel of an RGBA
+    screen whose palette is grey).
 
     Not safe to call from two threads at once (it keeps a scratch buffer); make one per env.
     """

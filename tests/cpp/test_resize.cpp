@@ -109,6 +109,19 @@ TEST(row_stride_is_honoured) {
   CHECK(o1 == o2);
 }
 
+TEST(strided_grey_equals_contiguous_grey) {
+  const int ih = 144, iw = 160;
+  auto rgba = random_image(ih * iw * 4, 6);
+  std::vector<std::uint8_t> r_only(static_cast<std::size_t>(ih) * iw);
+  for (int i = 0; i < ih * iw; ++i) r_only[i] = rgba[i * 4];
+  AreaResize a(ih, iw, 84, 84), b(ih, iw, 84, 84);
+  std::vector<std::uint8_t> o1(84 * 84), o2(84 * 84);
+  a.grey_strided(rgba.data(), 4, iw * 4, o1.data());
+  b(r_only.data(), 1, iw, o2.data());
+  CHECK(o1 == o2);
+  CHECK_THROWS(a.grey_strided(rgba.data(), 0, iw * 4, o1.data()), rtcore::InvalidArgument);
+}
+
 TEST(identity_size_copies) {
   AreaResize r(5, 7, 5, 7);
   auto img = random_image(35, 5);
