@@ -91,3 +91,11 @@ def test_bad_options_are_refused():
         rtcore.make("ALE/Pong-v5", frame_skip=0)
     with pytest.raises(ValueError, match="repeat_action_probability must be in"):
         rtcore.make("ALE/Pong-v5", repeat_action_probability=2.0)
+
+
+def test_passes_the_gymnasium_env_checker():
+    from gymnasium.utils.env_checker import check_env
+
+    env = rtcore.make("ALE/Pong-v5")
+    check_env(env, skip_render_check=True)  # any checker warning is an error under pytest's filterwarnings
+    env.close()

@@ -294,3 +294,11 @@ def test_real_tetris_starts_a_game_and_ends_at_game_over():
         steps += 1
     assert terminated and total >= 0
     env.close()
+
+
+def test_passes_the_gymnasium_env_checker():
+    from gymnasium.utils.env_checker import check_env
+
+    env = rtcore.make("gb/TestRom")
+    check_env(env, skip_render_check=True)  # any checker warning is an error under pytest's filterwarnings
+    env.close()

@@ -399,6 +399,10 @@ def record_state(rom: PathLike, script: str, out: PathLike, from_state: PathLike
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Record a PyBoy save state after a scripted button sequence (e.g. the start of a Pokemon battle, "
+        "for gb/PokemonRed states=[...])."
+    )
     parser.add_argument("rom", help="path to the Game Boy ROM (yours; rtcore ships none)")
     parser.add_argument("out", help="where to write the save state")
     parser.add_argument(
