@@ -111,3 +111,18 @@ def test_bad_delay_is_refused():
         DelayWrapper(FrameEnv(), delay=-1)
     with pytest.raises(ValueError, match="delay must be an int >= 0"):
         DelayWrapper(FrameEnv(), delay=1.5)  # type: ignore[arg-type]
+
+
+def test_make_wraps_with_a_delay():
+    import rtcore
+
+    env = rtcore.make("gb/TestRom", delay=5, sequential=True)
+    assert isinstance(env, DelayWrapper) and env.delay == 5 and env.sequential and env.default_action == 0
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(1)
+    assert info["frames"] == 6
+    env.close()
+    with pytest.raises(ValueError, match="sequential=True needs delay"):
+        rtcore.make("gb/TestRom", sequential=True)
+    with pytest.raises(ValueError, match="delay must be an int >= 0"):
+        rtcore.make("gb/TestRom", delay=-2)

@@ -1,13 +1,16 @@
-// Area ("box") downscaling of 8-bit frames, with RGB(A) -> luma folded into the first pass.
+// Area ("box") downscaling of 8-bit frames to the agent's observation size, with RGB(A) -> luma.
 //
-// This is the observation preprocessing every pixel environment runs once per tick (Atari 210x160 ->
-// 84x84, Game Boy 144x160x4 -> 84x84), so it is on the env driver's hot path. The weights are computed
-// once at construction (each output pixel averages exactly the input area it covers, as OpenCV's
-// INTER_AREA does), in 16.16 fixed point, with the same number of taps for every output index (zero
-// weights pad the short ones) so the loops have no data-dependent bounds. First a vertical pass (whole
-// rows: contiguous, vectorizes) into a 16-bit 8.8 scratch of out_h x in_w, then a horizontal pass over
-// only out_h rows. RGB(A) input goes through a luma pass into a grey scratch first. A call does no allocation, takes no lock and touches only the caller's buffers and the
-// object's scratch, so one AreaResize must not be called from two threads at once (one per env).
+// This is the observation preprocessing every pixel environment runs once per tick (Atari 210x160 grey
+// -> 84x84; Game Boy 144x160, one channel of its grey RGBA screen -> 84x84), so it is on the env
+// driver's hot path. Each output pixel averages exactly the input area it covers (what OpenCV's
+// INTER_AREA computes). The weights are computed once at construction in 16.16 fixed point, with the
+// same number of taps for every output index (zero weights pad the short ones), so the loops have no
+// data-dependent bounds. A vertical pass over whole rows (contiguous, vectorizes) fills a 16-bit 8.8
+// scratch of out_h x in_w, then a horizontal pass runs over only out_h rows. RGB(A) input goes through a
+// luma pass into a grey scratch first; a grey input may have any pixel stride.
+//
+// Threading: a call allocates nothing, takes no lock and touches only the caller's buffers and the
+// object's scratch, so one AreaResize serves one thread (one per env).
 //
 // Precision: the weights of each output pixel sum to exactly 65536 in each pass, so a constant image stays
 // exactly constant, and the result is the exact (real-valued) area average rounded to nearest, give or

@@ -33,6 +33,7 @@ __all__ = [
     "Preprocessor",
     "EnvDriver",
     "DriverStats",
+    "DriverStatsBlock",
 ]
 
 _LAZY = {
@@ -45,6 +46,7 @@ _LAZY = {
     "Preprocessor": "rtcore.envs.preprocess",
     "EnvDriver": "rtcore.envs.driver",
     "DriverStats": "rtcore.envs.driver",
+    "DriverStatsBlock": "rtcore.envs.driver",
 }
 
 
@@ -90,13 +92,30 @@ def env_ids() -> list[str]:
     return sorted(_GB_IDS) + ["ALE/<Game>-v5"]
 
 
-def make(env_id: str, **kwargs: Any) -> gym.Env:
+def make(env_id: str, *, delay: int | None = None, sequential: bool = False, **kwargs: Any) -> gym.Env:
     """Build the rtcore env ``env_id`` (see the module docstring); kwargs go to its constructor.
 
-    Raises ValueError for an unknown id, naming the ids that exist.
+    ``delay=d`` wraps it in :class:`DelayWrapper` (the paper's delay simulation; ``sequential=True``
+    also applies ``d`` default actions after every action). Raises ValueError for an unknown id,
+    naming the ids that exist.
     """
     if not isinstance(env_id, str):
         raise TypeError(f"env_id must be a string such as 'ALE/Pong-v5' or 'gb/Tetris', got {env_id!r}")
+    if delay is None and sequential:
+        raise ValueError("sequential=True needs delay=<frames>")
+    env = _make(env_id, **kwargs)
+    if delay is None:
+        return env
+    from rtcore.envs.delay import DelayWrapper
+
+    try:
+        return DelayWrapper(env, delay=delay, sequential=sequential)
+    except Exception:
+        env.close()
+        raise
+
+
+def _make(env_id: str, **kwargs: Any) -> gym.Env:
     if env_id.startswith("ALE/"):
         from rtcore.envs.atari import AtariEnv
 

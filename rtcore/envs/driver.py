@@ -13,7 +13,8 @@ spin), the driver
 5. on an episode end, resets and carries on: the reset is wall-clock time too (the timer does not wait
    for it, ticks it overran are counted as missed) and is reported.
 
-Step indices: the first observation is step 0 and every tick adds 1; the first frame of a new episode
+Step indices: the first observation is step 0 (or the step after the board's newest, when a driver
+restarts on a board that was published to) and every tick adds 1; the first frame of a new episode
 takes the index of the terminal frame it replaces (the terminal frame itself goes to the replay buffer
 as ``next_obs``, not to the board). An action posted with ``obs_step = s`` and applied on the tick
 whose current observation is step ``t`` has delay ``t - s``.
@@ -274,7 +275,9 @@ class _Loop:
         self.late_sum = self.late_max = 0.0
         self.delay_sum = 0.0
         self.obs: Any = None
-        self.obs_step = 0
+        # Continue the board's step sequence (a restarted driver on the same boards): steps must increase.
+        last = getattr(obs_board, "step", -1)
+        self.obs_step = last + 1 if isinstance(last, int) and last >= 0 else 0
 
     def _reset(self, now: Callable[[], float], first: bool) -> float:
         t0 = now()
@@ -361,7 +364,8 @@ class _Loop:
             self.replay.add(self.stream, self.obs, action, reward, terminated, truncated, next_obs=next_obs,
                             was_default=was_default, delay=delay)
 
-    def run(self, period: float, max_steps: int | None, paced: bool, stop_flag: Callable[[], bool]) -> None:
+    def run(self, period: float, max_steps: int | None, paced: bool, stop_flag: Callable[[], bool],
+            spin: float = 200e-6, realtime: bool = False) -> None:
         from rtcore.timer import Timer, monotonic
 
         a = self.a
@@ -376,7 +380,7 @@ class _Loop:
                 self.tick(monotonic, t, 0.0, float("inf"))
             return
         start = monotonic() + period
-        timer = Timer(period, start=start)
+        timer = Timer(period, spin=min(spin, period / 2), start=start, realtime=realtime)
         last_k = -1
         try:
             while (max_steps is None or self.steps < max_steps) and not stop_flag():
@@ -394,15 +398,28 @@ class _Loop:
 
 def _driver_main(env_fn: Callable[[], Any], obs_board: Any, action_board: Any, replay: Any, stream: int,
                  frequency: float | None, seed: int, block: DriverStatsBlock, max_steps: int | None,
-                 conn: Any) -> None:
-    """The driver process. Ends cleanly on stop; on an exception it reports the reason and exits 1."""
+                 spin: float, realtime: bool, conn: Any) -> None:
+    """The driver process. Ends cleanly on stop (or when its parent is gone); on an exception it reports
+    the reason and exits 1."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops us
+    parent = os.getppid()
     env = None
     code = 0
     try:
         env = env_fn()
         period = 1.0 / frequency if frequency else float(env.frame_time)
         loop = _Loop(env, obs_board, action_board, replay, stream, block, seed)
-        loop.run(period, max_steps, True, lambda: block.a[STOP] != 0.0)
+        ticks = [0]
+
+        def should_stop() -> bool:
+            ticks[0] += 1
+            if ticks[0] % 64 == 0 and os.getppid() != parent:  # orphaned (parent killed): stop
+                return True
+            return block.a[STOP] != 0.0
+
+        loop.run(period, max_steps, True, should_stop, spin, realtime)
         block.a[STATE] = 2.0
     except BaseException as exc:  # report everything (KeyboardInterrupt too) and end cleanly
         block.a[STATE] = 3.0
@@ -440,11 +457,13 @@ class EnvDriver:
         frequency: ticks per second (None: the env's native rate, ``1 / env.frame_time``).
         seed: the seed of the first reset (later episodes continue the env's random stream).
         stats: a :class:`DriverStatsBlock` to account into (None: the driver makes and owns one).
+        spin: the timer's spin before each deadline (seconds; see :class:`rtcore.Timer`).
+        realtime: ask the timer for SCHED_FIFO and 1 ns timer slack in the driver process.
     """
 
     def __init__(self, env_fn: Callable[[], Any], obs_board: Any, action_board: Any, replay: Any = None,
                  stream: int = 0, frequency: float | None = None, seed: int = 0,
-                 stats: DriverStatsBlock | None = None) -> None:
+                 stats: DriverStatsBlock | None = None, spin: float = 200e-6, realtime: bool = False) -> None:
         if not callable(env_fn):
             raise TypeError(f"env_fn must be a callable returning an env, got {env_fn!r}")
         if frequency is not None and not (isinstance(frequency, (int, float)) and 0 < frequency < 1e5):
@@ -458,6 +477,8 @@ class EnvDriver:
         self.stream = stream
         self.frequency = None if frequency is None else float(frequency)
         self.seed = int(seed)
+        self.spin = float(spin)
+        self.realtime = bool(realtime)
         self._own_block = stats is None
         self.block = DriverStatsBlock.create() if stats is None else stats
         self._proc: Any = None
@@ -477,7 +498,7 @@ class EnvDriver:
         self._proc = ctx.Process(
             target=_driver_main,
             args=(self.env_fn, self.obs_board, self.action_board, self.replay, self.stream, self.frequency,
-                  self.seed, self.block, max_steps, send),
+                  self.seed, self.block, max_steps, self.spin, self.realtime, send),
             name=f"rtcore-env-driver-{self.stream}",
             daemon=True,
         )
@@ -556,7 +577,7 @@ class EnvDriver:
         try:
             period = 1.0 / self.frequency if self.frequency else float(env.frame_time)
             loop = _Loop(env, self.obs_board, self.action_board, self.replay, self.stream, self.block, self.seed)
-            loop.run(period, max_steps, paced, lambda: False)
+            loop.run(period, max_steps, paced, lambda: False, self.spin, self.realtime)
             self.block.a[STATE] = 2.0
         finally:
             env.close()
