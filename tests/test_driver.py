@@ -111,6 +111,12 @@ def test_episodes_resets_and_returns_are_counted():
         # actions are applied from the odd observation steps: 5 per episode of 10 steps
         assert st.episode_returns == [10.0] * 4 and st.mean_return == 10.0
         assert st.reset_time_total > 0 and st.reset_time_max >= st.reset_time_mean > 0
+        # the accounting pickles as its segment name: another handle (another process) sees the same
+        import pickle
+
+        other = pickle.loads(pickle.dumps(drv.block))
+        assert other.name == drv.block.name and other.snapshot().as_dict() == st.as_dict()
+        other.close()
         stack, step = obs_board.read()
         assert step == 40 and int(np.asarray(stack).reshape(-1, 4)[-1][0]) == 4  # the 5th episode's first frame
     finally:
