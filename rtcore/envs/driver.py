@@ -219,8 +219,9 @@ class DriverStatsBlock:
             delay_p50=_hist_quantile(delay_hist, 0.5, float),
             delay_p99=_hist_quantile(delay_hist, 0.99, float),
             lateness_mean=float(a[LATE_SUM]) / ticks if steps else float("nan"),
-            lateness_p50=_hist_quantile(late_hist, 0.5, _log_bin_value),
-            lateness_p99=_hist_quantile(late_hist, 0.99, _log_bin_value),
+            # quantiles from 19%-wide bins, never above the exact maximum
+            lateness_p50=min(_hist_quantile(late_hist, 0.5, _log_bin_value), float(a[LATE_MAX])),
+            lateness_p99=min(_hist_quantile(late_hist, 0.99, _log_bin_value), float(a[LATE_MAX])),
             lateness_max=float(a[LATE_MAX]),
             overruns=int(a[OVERRUNS]),
             missed_ticks=int(a[MISSED]),
@@ -234,8 +235,8 @@ class DriverStatsBlock:
             mean_return=float(np.mean(returns)) if returns else float("nan"),
             mean_length=float(np.mean(lengths)) if lengths else float("nan"),
             cost_mean=float(a[COST_SUM]) / ticks if steps else float("nan"),
-            cost_p50=_hist_quantile(cost_hist, 0.5, _log_bin_value),
-            cost_p99=_hist_quantile(cost_hist, 0.99, _log_bin_value),
+            cost_p50=min(_hist_quantile(cost_hist, 0.5, _log_bin_value), float(a[COST_MAX])),
+            cost_p99=min(_hist_quantile(cost_hist, 0.99, _log_bin_value), float(a[COST_MAX])),
             cost_max=float(a[COST_MAX]),
             emulator_mean=float(a[EMU_SUM]) / ticks if steps else float("nan"),
             last_obs_step=int(a[OBS_STEP]),
@@ -592,6 +593,17 @@ class EnvDriver:
             self._conn = None
         if self._own_block:
             self.block.close()
+
+    def __del__(self) -> None:
+        p = getattr(self, "_proc", None)
+        if p is not None and p.is_alive():  # dropped while running: do not leave a ticking orphan
+            try:
+                self.block.a[STOP] = 1.0
+                p.join(1.0)
+                if p.is_alive():
+                    p.kill()
+            except Exception:
+                pass
 
     def __enter__(self) -> "EnvDriver":
         return self
