@@ -255,6 +255,19 @@ def test_game_boy_test_rom_through_the_driver():
         action_board.close()
 
 
+def test_boards_of_another_frame_shape_are_refused():
+    obs_board, action_board = boards((84, 84), "uint8")
+    drv = EnvDriver(ScriptedEnv, obs_board, action_board)
+    try:
+        with pytest.raises(ValueError, match=r"the ObsBoard holds frames of shape \(84, 84\), but the env's "
+                                             r"observations have shape \(4,\)"):
+            drv.run_inline(3, paced=False)
+    finally:
+        drv.close()
+        obs_board.close()
+        action_board.close()
+
+
 def test_bad_arguments_are_refused():
     with pytest.raises(TypeError, match="env_fn must be a callable"):
         EnvDriver("ALE/Pong-v5", None, None)  # type: ignore[arg-type]

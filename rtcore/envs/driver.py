@@ -264,6 +264,12 @@ class _Loop:
         self.a = block.a
         self.seed = seed
         self.default_action = env.default_action
+        frame = tuple(getattr(getattr(env, "observation_space", None), "shape", None) or ())
+        for what, target in (("ObsBoard", obs_board), ("ReplayBuffer", replay)):
+            shape = getattr(target, "obs_shape", None)
+            if frame and shape is not None and tuple(shape) != frame:
+                raise ValueError(f"the {what} holds frames of shape {tuple(shape)}, but the env's observations "
+                                 f"have shape {frame}")
         self.n_actions = getattr(getattr(env, "action_space", None), "n", None)
         # Local mirrors of the shared scalars (flushed once per tick with one slice store).
         self.steps = self.default_steps = self.overruns = self.missed = 0
