@@ -20,7 +20,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from time import perf_counter
-from typing import Any, Callable, Mapping, Protocol, Sequence, Union
+from typing import Any, Callable, Protocol, Sequence, Union
 
 import gymnasium as gym
 import numpy as np
