@@ -302,3 +302,24 @@ def test_passes_the_gymnasium_env_checker():
     env = rtcore.make("gb/TestRom")
     check_env(env, skip_render_check=True)  # any checker warning is an error under pytest's filterwarnings
     env.close()
+
+
+@pytest.mark.rom
+@needs_roms
+@pytest.mark.timeout(300)
+def test_real_pokemon_battle_from_a_save_state():
+    rom = _find_rom("POKEMON RED")
+    states = sorted(p for p in os.listdir(ROM_DIR) if p.endswith(".state"))
+    if not states:
+        pytest.skip("no *.state battle save state in $RTCORE_ROM_DIR (record one with `rtcore gb-record-state`)")
+    env = rtcore.make("gb/PokemonRed", rom=rom, states=[os.path.join(ROM_DIR, s) for s in states])
+    env.reset(seed=0)
+    assert env.ram[pokemon.W_IS_IN_BATTLE] in (pokemon.WILD, pokemon.TRAINER), "the save state must be in a battle"
+    rewards = []
+    for t in range(20_000):
+        _, r, terminated, _, _ = env.step(A if t % 8 == 0 else 0)  # mash A: pick the first move
+        rewards.append(r)
+        if terminated:
+            break
+    assert set(rewards) <= {-1.0, 0.0, 1.0} and terminated
+    env.close()
