@@ -141,6 +141,15 @@ class DriverStats:
     last_obs_step: int
     heartbeat: float
 
+    @property
+    def driver_cost_mean(self) -> float:
+        """Alias of ``cost_mean``: the driver's own seconds per tick, the emulator excluded."""
+        return self.cost_mean
+
+    @property
+    def driver_cost_p99(self) -> float:
+        return self.cost_p99
+
     def as_dict(self) -> dict[str, Any]:
         """Plain numbers for metrics and JSON (the delay histogram trimmed to its last non-zero bin)."""
         d = {k: v for k, v in self.__dict__.items() if k != "delay_hist"}
