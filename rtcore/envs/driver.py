@@ -40,9 +40,9 @@ import numpy as np
 
 # --- the shared accounting block --------------------------------------------------------------------
 
-_VERSION = 1.0
+_VERSION = 2.0
 DELAY_BINS = 1024  # delays 0..1022 in their own bin, >= 1023 in the last one (the paper's largest: 596)
-LOG_BINS = 96  # durations: bin i holds [2^(i/4), 2^((i+1)/4)) microseconds, bin 0 everything below 1 us
+LOG_BINS = 192  # durations: bin i >= 1 holds [2^((i-1)/8), 2^(i/8)) us (9% wide; up to 16 s), bin 0 < 1 us
 RECENT = 100  # recent episodes kept (returns and lengths)
 
 # Scalar slots (float64; counts stay exact below 2^53).
@@ -87,14 +87,14 @@ def _log_bin(seconds: float) -> int:
     us = seconds * 1e6
     if us < 1.0:
         return 0
-    return min(LOG_BINS - 1, 1 + int(4.0 * math.log2(us)))
+    return min(LOG_BINS - 1, 1 + int(8.0 * math.log2(us)))
 
 
 def _log_bin_value(i: int) -> float:
-    """A bin's representative duration in seconds (geometric middle; bins are 19% wide)."""
+    """A bin's representative duration in seconds (its geometric middle)."""
     if i == 0:
         return 0.5e-6
-    return 2.0 ** ((i - 1 + 0.5) / 4.0) * 1e-6
+    return 2.0 ** ((i - 1 + 0.5) / 8.0) * 1e-6
 
 
 def _hist_quantile(hist: np.ndarray, q: float, value: Callable[[int], float]) -> float:
@@ -228,7 +228,7 @@ class DriverStatsBlock:
             delay_p50=_hist_quantile(delay_hist, 0.5, float),
             delay_p99=_hist_quantile(delay_hist, 0.99, float),
             lateness_mean=float(a[LATE_SUM]) / ticks if steps else float("nan"),
-            # quantiles from 19%-wide bins, never above the exact maximum
+            # quantiles from 9%-wide bins, never above the exact maximum
             lateness_p50=min(_hist_quantile(late_hist, 0.5, _log_bin_value), float(a[LATE_MAX])),
             lateness_p99=min(_hist_quantile(late_hist, 0.99, _log_bin_value), float(a[LATE_MAX])),
             lateness_max=float(a[LATE_MAX]),
