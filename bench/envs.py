@@ -19,14 +19,19 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import platform
 import sys
 import time
 
-import numpy as np
+# One BLAS thread, as in a driver process (one env per process): the numpy peer must not oversubscribe.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
-import rtcore
-from rtcore.envs.driver import EnvDriver
+import numpy as np  # noqa: E402
+
+import rtcore  # noqa: E402
+from rtcore.envs.driver import EnvDriver  # noqa: E402
 
 TARGET_COST_US = 100.0
 
@@ -37,6 +42,46 @@ def steps_per_s(fn, n: int) -> float:
     for _ in range(n):
         fn()
     return n / (time.perf_counter() - t)
+
+
+def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
+    m = np.zeros((n_out, n_in), np.float32)
+    s = n_in / n_out
+    for o in range(n_out):
+        lo, hi = o * s, (o + 1) * s
+        for i in range(int(np.floor(lo)), int(np.ceil(hi))):
+            m[o, i] = (min(hi, i + 1) - max(lo, i)) / s
+    return m
+
+
+def bench_preprocess(n: int) -> dict:
+    """rtcore's C++ area resize vs the same area average as two float32 matmuls in numpy (the peer)."""
+    from rtcore.envs.preprocess import Preprocessor
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (210, 160), dtype=np.uint8)
+    out = np.empty((84, 84), np.uint8)
+    prep = Preprocessor((210, 160))
+    rows, cols = _area_matrix(210, 84), _area_matrix(160, 84).T.copy()
+    f32 = np.empty((210, 160), np.float32)
+    mid = np.empty((84, 160), np.float32)
+    res = np.empty((84, 84), np.float32)
+
+    def numpy_area():
+        np.copyto(f32, img)
+        np.matmul(rows, f32, out=mid)
+        np.matmul(mid, cols, out=res)
+        np.add(res, 0.5, out=res)
+        np.copyto(out, res, casting="unsafe")
+
+    numpy_area()
+    ref = out.copy()
+    prep(img, out)
+    agree = float(np.abs(ref.astype(int) - out).max())
+    t_rt = 1e6 / steps_per_s(lambda: prep(img, out), n)
+    t_np = 1e6 / steps_per_s(numpy_area, n)
+    return {"rtcore_resize_us": t_rt, "numpy_matmul_resize_us": t_np, "speedup_vs_numpy": t_np / t_rt,
+            "max_abs_diff_levels": agree}
 
 
 def bench_env(env_id: str, n: int, paced_seconds: float) -> dict:
@@ -110,6 +155,10 @@ def main(argv=None) -> int:
     n = args.steps or (1000 if args.quick else 5000)
     seconds = args.seconds or (2.0 if args.quick else 10.0)
 
+    pre = bench_preprocess(n)
+    print(f"preprocess 210x160 -> 84x84: rtcore {pre['rtcore_resize_us']:.1f} us, numpy matmul "
+          f"{pre['numpy_matmul_resize_us']:.1f} us ({pre['speedup_vs_numpy']:.1f}x; results differ by at most "
+          f"{pre['max_abs_diff_levels']:.0f} grey level)")
     results = [bench_env(env_id, n, seconds) for env_id in ("ALE/Pong-v5", "gb/TestRom")]
     print(f"{'env':<14}{'raw/s':>10}{'env/s':>10}{'env/raw':>9}{'cost us':>9}{'p50 us':>9}{'p99 us':>9}{'emu us':>9}"
           f"{'late p99':>10}{'late max':>10}{'overrun':>9}")
@@ -129,6 +178,7 @@ def main(argv=None) -> int:
         "machine": platform.machine(),
         "python": sys.version.split()[0],
         "target_cost_us": TARGET_COST_US,
+        "preprocess": pre,
         "results": results,
     }
     print(json.dumps(out, default=lambda x: float(x) if isinstance(x, np.floating) else str(x)))
