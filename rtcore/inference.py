@@ -26,26 +26,15 @@ import signal
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from rtcore.config import epsilon_at
 from rtcore.metrics import Telemetry, WorkerCol
+from rtcore.timer import monotonic, sleep_until
 
-__all__ = ["Actor", "WorkerSpec", "worker_main", "sleep_until"]
-
-_SPIN = 200e-6
-
-
-def sleep_until(deadline: float) -> None:
-    """Waits until ``time.monotonic() >= deadline``: sleeps, then spins the last 200 microseconds."""
-    remaining = deadline - time.monotonic()
-    if remaining > _SPIN:
-        time.sleep(remaining - _SPIN)
-    while time.monotonic() < deadline:
-        pass
-
+__all__ = ["Actor", "ActorConfig", "WorkerSpec", "worker_main"]
 
 @dataclass
 class ActorConfig:
@@ -65,137 +54,103 @@ class ActorConfig:
 class Actor:
     """Reads the newest observation, runs the model on the newest parameters, picks an epsilon-greedy action.
 
-    Used by the inference workers (staggered mode) and the sequential agent. Buffers are allocated once.
+    Used by the inference workers (staggered mode) and the sequential agent. Buffers are allocated once;
+    parameters are picked up through :class:`rtcore.params.ParamReader` (CPU: zero-copy views of the
+    pinned shared buffer; CUDA: one host-to-device copy per new version, prefetched between turns).
     """
 
     def __init__(self, cfg: ActorConfig, obs_board: Any, params: Any, frame_stack: int, obs_shape: tuple[int, ...],
-                 obs_dtype: Any = np.uint8, stream: int = 0) -> None:
+                 obs_dtype: Any = np.uint8) -> None:
         import torch
 
         from rtcore.models.export import load_for_inference
+        from rtcore.params import ParamReader
 
         self.cfg = cfg
         self.obs_board = obs_board
-        self.params = params
         self.device = torch.device(cfg.device)
         self.rng = np.random.default_rng(cfg.seed)
         self.module = load_for_inference(cfg.model_path, self.device, backend=cfg.backend)
-        self._module_params = list(self.module.parameters())
-        numel = sum(p.numel() for p in self._module_params)
-        if params is not None and params.numel != numel:
-            raise ValueError(f"ParamStore holds {params.numel} parameters, the model at {cfg.model_path} has {numel}")
-        self.stack = np.zeros((frame_stack, *obs_shape), dtype=obs_dtype)
-        host = torch.from_numpy(self.stack).unsqueeze(0)
+        self.reader = ParamReader(params, self.module)
+        host = torch.zeros((1, frame_stack, *obs_shape), dtype=getattr(torch, np.dtype(obs_dtype).name))
         if self.device.type == "cuda":
-            self._host = host.pin_memory()
-            self.stack = self._host.numpy()[0]
-            self._x = torch.empty_like(self._host, device=self.device)
-            self._dev_flat = torch.empty(numel, dtype=torch.float32, device=self.device)
-            _bind_params(self._module_params, self._dev_flat)
+            host = host.pin_memory()
+            self._x = torch.empty_like(host, device=self.device)
         else:
-            self._host = host
             self._x = host
-        self.version = -1
-        self._bound_ptr = 0
+        self._host = host
+        self.stack = host.numpy()[0]  # the ObsBoard copies the frame stack straight into the input tensor
         self.last_infer_s = 0.0
 
-    def _pick_up(self, version: int, view: np.ndarray) -> None:
-        """Points the model at parameter version ``version`` (CPU: zero-copy views; CUDA: one H2D copy)."""
-        import torch
-
-        flat = torch.from_numpy(view)
-        if self.device.type == "cuda":
-            self._dev_flat.copy_(flat)  # the view is pinned in the store for the whole pass
-        else:
-            _bind_params(self._module_params, flat)
-        self.version = version
-        self._bound_ptr = view.ctypes.data
+    @property
+    def version(self) -> int:
+        """Parameter version of the last action."""
+        return self.reader.version
 
     def act(self, timing: np.ndarray | None = None) -> tuple[int, int, bool, float]:
-        """One action: ``(action, obs_step, random, epsilon)``; adds times to a worker row when given.
+        """One action: ``(action, obs_step, random, epsilon)``; adds its times to a worker row when given.
 
-        Blocks only for the forward pass (and the emulated delay).
+        The parameter version is fixed for the whole forward pass (never a mix of two versions).
         """
         import torch
 
-        t0 = time.monotonic()
-        if self.params is not None:
-            with self.params.read() as (version, view):
-                t_pick = time.monotonic()
-                if version != self.version or view.ctypes.data != self._bound_ptr:
-                    self._pick_up(version, view)
-                t1 = time.monotonic()
-                _, step = self.obs_board.read(out=self.stack)
-                t2 = time.monotonic()
-                action = self._forward(torch)
-                if self.cfg.inference_delay > 0:
-                    sleep_until(t2 + self.cfg.inference_delay)
-                t3 = time.monotonic()
-        else:
-            t_pick = t1 = time.monotonic()
+        t0 = monotonic()
+        with self.reader.pinned():
+            t1 = monotonic()
             _, step = self.obs_board.read(out=self.stack)
-            t2 = time.monotonic()
+            t2 = monotonic()
             action = self._forward(torch)
             if self.cfg.inference_delay > 0:
                 sleep_until(t2 + self.cfg.inference_delay)
-            t3 = time.monotonic()
+            t3 = monotonic()
+        self.reader.prefetch()  # CUDA: copy a newer version while waiting for the next turn
         eps = epsilon_at(int(step), self.cfg.epsilon_start, self.cfg.epsilon_end, self.cfg.epsilon_decay_steps)
         rand = bool(self.rng.random() < eps)
         if rand:
             action = int(self.rng.integers(self.cfg.n_actions))
         self.last_infer_s = t3 - t2
         if timing is not None:
-            timing[WorkerCol.PICKUP_S] += t1 - t_pick
-            timing[WorkerCol.READ_S] += (t2 - t1) + (t_pick - t0)
+            timing[WorkerCol.PICKUP_S] += t1 - t0
+            timing[WorkerCol.READ_S] += t2 - t1
             timing[WorkerCol.INFER_S] += t3 - t2
             if t3 - t2 > timing[WorkerCol.INFER_MAX]:
                 timing[WorkerCol.INFER_MAX] = t3 - t2
-            timing[WorkerCol.VERSION] = self.version
+            if self.reader.version != timing[WorkerCol.VERSION]:
+                timing[WorkerCol.PICKUPS] += 1
+                timing[WorkerCol.VERSION] = self.reader.version
             timing[WorkerCol.RANDOM] += rand
             timing[WorkerCol.EPSILON] = eps
             timing[WorkerCol.LAST_STEP] = step
         return action, int(step), rand, eps
 
     def warmup(self, passes: int = 3) -> None:
-        """A few forward passes on the newest parameters (TorchScript profiles its first runs), no board read."""
+        """A few forward passes on the newest parameters, no board read (TorchScript profiles its first runs)."""
         import torch
 
         for _ in range(passes):
-            if self.params is not None:
-                with self.params.read() as (version, view):
-                    self._pick_up(version, view)
-                    self._forward(torch)
-            else:
+            with self.reader.pinned():
                 self._forward(torch)
 
-    def wait_first_frame(self, should_stop, poll: float = 0.05) -> bool:
+    def wait_first_frame(self, should_stop: Callable[[], bool], poll: float = 0.05) -> bool:
         """Blocks until the env has published a frame; False if told to stop first."""
-        while self.obs_board.step < 1:
+        while self.obs_board.published < 1:
             if should_stop():
                 return False
             try:
-                self.obs_board.wait_step(0, poll)
+                self.obs_board.wait_step(-1, poll)
             except TimeoutError:
                 pass
         return True
 
-    def _forward(self, torch) -> int:
+    def _forward(self, torch: Any) -> int:
         with torch.inference_mode():
             if self._x is not self._host:
                 self._x.copy_(self._host, non_blocking=True)
             q = self.module(self._x)
             return int(q.argmax(dim=1).item())  # .item() synchronises a CUDA stream
 
-
-def _bind_params(params: list, flat: Any) -> None:
-    """Makes each parameter a view of its slice of the flat tensor (module.parameters() order)."""
-    offset = 0
-    for p in params:
-        n = p.numel()
-        p.data = flat[offset:offset + n].view(p.shape)
-        offset += n
-    if offset != flat.numel():
-        raise ValueError(f"flat parameters have {flat.numel()} elements, the model {offset}")
+    def close(self) -> None:
+        self.reader.close()
 
 
 @dataclass

@@ -44,6 +44,7 @@ __all__ = [
     "SequentialSpec",
     "sequential_main",
     "bind_flat",
+    "measure_updates_per_second",
 ]
 
 
@@ -265,7 +266,12 @@ class DQNLearner:
         with self.params.read() as (_, view):
             self._work.copy_(torch.from_numpy(view))
         self.adam.step(self._work, self._grad)
-        version = int(self.params.publish(self._work.numpy()))
+        # Only the turn holder publishes, and the runner sizes the store at readers + 2 buffers, so a
+        # publish is never skipped; the timeout turns a broken invariant into an error, not a lost update.
+        version = int(self.params.publish(self._work.numpy(), timeout=5.0))
+        if version < 0:
+            raise RuntimeError(f"learner {self.learner}: could not publish parameters within 5 s "
+                               f"(store stats: {self.params.stats()})")
         updates = int(self.control[Control.UPDATES]) + 1
         self.control[Control.UPDATES] = updates
         if updates % self.cfg.target_update == 0:
@@ -514,3 +520,88 @@ def sequential_main(spec: SequentialSpec) -> None:
     except Exception:
         traceback.print_exc()
         raise
+
+
+# ---------------------------------------------------------------------- measurement
+def measure_updates_per_second(model_spec: str, learners: int, seconds: float = 5.0, *, batch_size: int = 32,
+                               frame_stack: int = 4, n_actions: int = 6, capacity: int = 2_000, device: str = "cpu",
+                               threads: int = 1, seed: int = 0) -> dict[str, float]:
+    """Runs ``learners`` learner processes on a replay buffer of random frames for ``seconds``.
+
+    Returns ``updates`` and ``updates_per_s`` (all learners together, timed from the first applied
+    update, so process start-up is not counted), and ``staleness`` (mean versions between a
+    gradient's snapshot and its application: M - 1 when the turns are fair).
+    """
+    import multiprocessing as mp
+
+    import rtcore
+    from rtcore.models import build_model
+    from rtcore.shared_array import SharedArray
+
+    if learners < 1:
+        raise ValueError(f"learners must be >= 1, got {learners}")
+    rng = np.random.default_rng(seed)
+    shape = (84, 84)
+    objs: list[Any] = []
+    procs: list[Any] = []
+    try:
+        replay = rtcore.ReplayBuffer(capacity, shape, frame_stack=frame_stack, n_step=3)
+        objs.append(replay)
+        for i in range(capacity):
+            frame = rng.integers(0, 256, shape, dtype=np.uint8)
+            end = (i + 1) % 500 == 0
+            replay.add(0, frame, int(rng.integers(n_actions)), float(rng.normal()), end, False,
+                       next_obs=frame if end else None)
+        import torch
+
+        torch.manual_seed(seed)
+        model = build_model(model_spec, frame_stack, n_actions)
+        flat = bind_flat(model).numpy().copy()
+        params = rtcore.ParamStore(flat.size)
+        objs.append(params)
+        params.publish(flat)
+        moments = SharedArray((2, flat.size), "float32")
+        objs.append(moments)
+        target = SharedArray((flat.size,), "float32")
+        objs.append(target)
+        target.array[:] = flat
+        tel = Telemetry(1, learners)
+        objs.append(tel)
+        turnstile = rtcore.Turnstile(learners)
+        objs.append(turnstile)
+        ctx = mp.get_context("spawn")
+        for j in range(learners):
+            spec = LearnerSpec(learner=j, model_spec=model_spec, in_frames=frame_stack, n_actions=n_actions,
+                               config=LearnerConfig(batch_size=batch_size), device=device, threads=threads,
+                               learning_starts=batch_size, updates_per_step=0.0, params=params, replay=replay,
+                               turnstile=turnstile, moments=moments, target_params=target, telemetry=tel,
+                               obs_board=None, seed=seed + j)
+            p = ctx.Process(target=learner_main, args=(spec,), daemon=True)
+            p.start()
+            procs.append(p)
+        deadline = time.monotonic() + 120
+        while int(tel.control[Control.UPDATES]) < learners:  # every learner has loaded and is updating
+            if time.monotonic() > deadline or any(p.exitcode is not None for p in procs):
+                raise RuntimeError("learners did not start")
+            time.sleep(0.01)
+        u0, t0 = int(tel.control[Control.UPDATES]), time.monotonic()
+        time.sleep(seconds)
+        u1, t1 = int(tel.control[Control.UPDATES]), time.monotonic()
+        tel.control[Control.STOP] = 1
+        L = tel.learners[:learners]
+        n = L[:, LearnerCol.UPDATES].sum()
+        return {"learners": learners, "updates": u1 - u0, "updates_per_s": (u1 - u0) / (t1 - t0),
+                "staleness": float(L[:, LearnerCol.STALENESS].sum() / max(1, n)),
+                "grad_ms": 1e3 * float(L[:, LearnerCol.GRAD_S].sum() / max(1, n)),
+                "apply_ms": 1e3 * float(L[:, LearnerCol.APPLY_S].sum() / max(1, n))}
+    finally:
+        for o in objs:
+            if isinstance(o, Telemetry):
+                o.control[Control.STOP] = 1
+        for p in procs:
+            p.join(5.0)
+            if p.exitcode is None:
+                p.kill()
+                p.join(5.0)
+        for o in reversed(objs):
+            o.close()

@@ -231,7 +231,9 @@ class _Runner:
             self.schedule = keep(rtcore.StaggerSchedule(self.n_workers, self.tau_theta_max, mode=cfg.stagger,
                                                         heartbeat_timeout=cfg.heartbeat_timeout))
         self.turnstile = keep(rtcore.Turnstile(max(1, self.n_learners), heartbeat_timeout=max(5.0, cfg.heartbeat_timeout)))
-        self.params = keep(rtcore.ParamStore(self.numel))
+        # every worker, learner and the runner's checkpoint may each pin one superseded version: with
+        # readers + 2 buffers a publish always finds a free one
+        self.params = keep(rtcore.ParamStore(self.numel, buffers=self.n_workers + max(1, self.n_learners) + 3))
         from rtcore.learner import bind_flat
 
         flat = bind_flat(self.model).numpy().copy()
