@@ -174,7 +174,7 @@ class DQNLearner:
 
     def __init__(self, online: Any, *, params: Any, replay: Any, moments: np.ndarray, target_params: np.ndarray,
                  control: np.ndarray, config: LearnerConfig, device: str = "cpu", turnstile: Any = None,
-                 learner: int = 0, stats: np.ndarray | None = None) -> None:
+                 learner: int = 0, stats: np.ndarray | None = None, seed: int | None = None) -> None:
         import copy
 
         import torch
@@ -183,6 +183,8 @@ class DQNLearner:
         self.device = torch.device(device)
         self.params = params
         self.replay = replay
+        if seed is not None:
+            replay.seed(seed)
         self.turnstile = turnstile
         self.learner = learner
         self.control = control
@@ -432,7 +434,7 @@ def learner_main(spec: LearnerSpec) -> None:
     model = build_model(spec.model_spec, spec.in_frames, spec.n_actions)
     learner = DQNLearner(model, params=spec.params, replay=spec.replay, moments=spec.moments.array,
                          target_params=spec.target_params.array, control=tel.control, config=spec.config,
-                         device=spec.device, turnstile=spec.turnstile, learner=spec.learner, stats=row)
+                         device=spec.device, turnstile=spec.turnstile, learner=spec.learner, stats=row, seed=spec.seed)
     stop = lambda: tel.stopping  # noqa: E731
     try:
         if not _wait_for_data(spec.replay, spec.learning_starts, tel, row):
@@ -484,7 +486,7 @@ def sequential_main(spec: SequentialSpec) -> None:
     actor.warmup()
     learner = DQNLearner(build_model(ls.model_spec, ls.in_frames, ls.n_actions), params=ls.params, replay=ls.replay,
                          moments=ls.moments.array, target_params=ls.target_params.array, control=tel.control,
-                         config=ls.config, device=ls.device, turnstile=None, learner=0, stats=lrow)
+                         config=ls.config, device=ls.device, turnstile=None, learner=0, stats=lrow, seed=ls.seed)
     learner.join()
     wrow[WorkerCol.STARTS] += 1  # ready
     lrow[LearnerCol.STARTS] += 1
