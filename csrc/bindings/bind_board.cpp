@@ -1,7 +1,346 @@
+// rtcore._core: ObsBoard, ActionBoard (csrc/board) and SharedArray, each over its own shared-memory
+// segment. Public API: rtcore/boards.py, rtcore/shared_array.py.
+//
+// Each handle keeps its Segment in a shared_ptr; every numpy array that views a segment holds a copy
+// (capsule base), and every call that releases the GIL holds one for its duration, so close() never
+// unmaps memory that is still in use.
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
 #include "bindings/bindings.h"
+#include "bindings/numpy_util.h"
+#include "board/action_board.h"
+#include "board/obs_board.h"
+#include "common/errors.h"
+#include "sched/clock.h"
+#include "shm/segment.h"
 
 namespace rtcore::bindings {
 
-void bind_board(py::module_& m) { (void)m; }
+namespace {
+
+using shm::Kind;
+using shm::Segment;
+using SegmentPtr = std::shared_ptr<Segment>;
+
+constexpr std::int64_t kSignalPollNs = 50000000;  // 50 ms
+constexpr int kMaxDims = 8;
+
+// Shape and dtype of an array kept in a segment header (ObsBoard frames, SharedArray).
+struct ArraySpec {
+  std::uint32_t ndim;
+  std::uint32_t reserved;
+  std::int64_t shape[kMaxDims];
+  char dtype[16];  // numpy dtype.str, e.g. "|u1", "<f4"
+};
+
+ArraySpec make_spec(const std::vector<std::int64_t>& shape, const py::dtype& dt, bool allow_empty) {
+  ArraySpec s{};
+  if (shape.size() > static_cast<std::size_t>(kMaxDims))
+    throw InvalidArgument("shape has " + std::to_string(shape.size()) + " dimensions, at most " +
+                          std::to_string(kMaxDims) + " are supported");
+  for (auto d : shape)
+    if (d < 0 || (d == 0 && !allow_empty))
+      throw InvalidArgument("shape " + shape_str(shape) + " has a " + (d < 0 ? "negative" : "zero") +
+                            " dimension; expected positive sizes");
+  if (dt.has_fields() || dt.kind() == 'O' || dt.kind() == 'V' || dt.kind() == 'U' || dt.kind() == 'S')
+    throw InvalidArgument("dtype " + dtype_str(dt) + " is not supported; expected a numeric or bool dtype");
+  s.ndim = static_cast<std::uint32_t>(shape.size());
+  for (std::size_t i = 0; i < shape.size(); ++i) s.shape[i] = shape[i];
+  const std::string str = py::str(dt.attr("str")).cast<std::string>();
+  if (str.size() >= sizeof s.dtype) throw InvalidArgument("dtype " + str + " is not supported");
+  std::memcpy(s.dtype, str.c_str(), str.size());
+  return s;
+}
+
+std::vector<std::int64_t> spec_shape(const ArraySpec& s) { return {s.shape, s.shape + s.ndim}; }
+py::dtype spec_dtype(const ArraySpec& s) { return py::dtype(std::string(s.dtype)); }
+std::size_t spec_bytes(const ArraySpec& s) {
+  std::size_t n = static_cast<std::size_t>(spec_dtype(s).itemsize());
+  for (std::uint32_t i = 0; i < s.ndim; ++i) n *= static_cast<std::size_t>(s.shape[i]);
+  return n;
+}
+
+// A numpy array over `data` that keeps `seg` mapped for as long as it lives.
+py::array view_array(const SegmentPtr& seg, void* data, const std::vector<std::int64_t>& shape, const py::dtype& dt) {
+  auto* keep = new SegmentPtr(seg);
+  py::capsule base(keep, [](void* p) { delete static_cast<SegmentPtr*>(p); });
+  return py::array(dt, shape, data, base);
+}
+
+std::int64_t deadline_of(const py::object& timeout) {
+  if (timeout.is_none()) return std::numeric_limits<std::int64_t>::max();
+  const double t = timeout.cast<double>();
+  if (!(t >= 0)) throw InvalidArgument("timeout must be >= 0 seconds or None, got " + std::to_string(t));
+  if (t > 1e9) return std::numeric_limits<std::int64_t>::max();
+  return clock::now_ns() + clock::to_ns(t);
+}
+
+// ---- ObsBoard ------------------------------------------------------------------------------------
+
+struct ObsParams {
+  ArraySpec frame;
+  std::uint64_t frame_bytes;
+  std::uint32_t frame_stack;
+  std::uint32_t reserved;
+};
+
+class ObsBoardHandle {
+ public:
+  static std::unique_ptr<ObsBoardHandle> create(const std::string& name, const std::vector<std::int64_t>& shape,
+                                                const py::dtype& dtype, std::int64_t frame_stack) {
+    if (frame_stack < 1 || frame_stack > 1024)
+      throw InvalidArgument("frame_stack must be in [1, 1024], got " + std::to_string(frame_stack));
+    ObsParams p{};
+    p.frame = make_spec(shape, dtype, false);
+    p.frame_bytes = spec_bytes(p.frame);
+    p.frame_stack = static_cast<std::uint32_t>(frame_stack);
+    const std::size_t bytes = board::ObsBoardView::bytes_needed(p.frame_bytes, p.frame_stack);
+    auto seg = std::make_shared<Segment>(
+        Segment::create(name, Kind::kObsBoard, board::ObsBoardView::kLayoutVersion, &p, sizeof p, bytes));
+    auto h = std::unique_ptr<ObsBoardHandle>(new ObsBoardHandle(std::move(seg)));
+    h->seg_->mark_ready();  // zeroed memory is an empty board
+    return h;
+  }
+  static std::unique_ptr<ObsBoardHandle> attach(const std::string& name) {
+    auto seg = std::make_shared<Segment>(Segment::attach(name, Kind::kObsBoard, board::ObsBoardView::kLayoutVersion));
+    return std::unique_ptr<ObsBoardHandle>(new ObsBoardHandle(std::move(seg)));
+  }
+
+  void publish(const py::array& frame, std::int64_t step, bool episode_start) {
+    auto seg = live();
+    check_array("frame", frame, shape_, dtype_);
+    const void* data = frame.data();
+    py::gil_scoped_release nogil;
+    view_.publish(data, step, episode_start);
+  }
+
+  std::tuple<py::array, std::int64_t> read(std::optional<py::array> out) {
+    auto seg = live();
+    py::array arr;
+    if (out) {
+      check_array("out", *out, stack_shape_, dtype_, true);
+      arr = *out;
+    } else {
+      arr = py::array(dtype_, stack_shape_);
+    }
+    void* data = arr.mutable_data();
+    std::int64_t step;
+    {
+      py::gil_scoped_release nogil;
+      step = view_.read(data);
+    }
+    return {arr, step};
+  }
+
+  std::int64_t wait_step(std::int64_t after, const py::object& timeout, double spin) {
+    auto seg = live();
+    const std::int64_t limit = deadline_of(timeout);
+    const std::int64_t spin_ns = clock::to_ns(spin < 0 ? 0 : spin);
+    bool first = true;
+    for (;;) {
+      const std::int64_t now = clock::now_ns();
+      const std::int64_t chunk = limit - now > kSignalPollNs ? now + kSignalPollNs : limit;
+      std::int64_t s;
+      {
+        py::gil_scoped_release nogil;
+        s = view_.wait_step(after, chunk, first ? spin_ns : 0);
+      }
+      first = false;
+      if (s > after) return s;
+      if (clock::now_ns() >= limit)
+        throw Timeout("no frame with step > " + std::to_string(after) + " was published within the timeout (newest step " +
+                      std::to_string(view_.step()) + ")");
+      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    }
+  }
+
+  std::int64_t step() { return (live(), view_.step()); }
+  std::uint64_t published() { return (live(), view_.published()); }
+  std::string name() const { return name_; }
+  std::vector<std::int64_t> obs_shape() const { return shape_; }
+  py::dtype dtype() const { return dtype_; }
+  std::uint32_t frame_stack() const { return view_.frame_stack(); }
+  void close() { seg_.reset(); }
+
+ private:
+  explicit ObsBoardHandle(SegmentPtr seg)
+      : seg_(std::move(seg)),
+        name_(seg_->name()),
+        params_(seg_->params<ObsParams>()),
+        view_(seg_->payload(), seg_->payload_size(), params_.frame_bytes, params_.frame_stack) {
+    shape_ = spec_shape(params_.frame);
+    dtype_ = spec_dtype(params_.frame);
+    if (spec_bytes(params_.frame) != params_.frame_bytes)
+      throw LayoutMismatch("ObsBoard '" + name_ + "' has inconsistent layout parameters");
+    stack_shape_ = shape_;
+    stack_shape_.insert(stack_shape_.begin(), params_.frame_stack);
+  }
+  SegmentPtr live() const {
+    if (!seg_) throw InvalidArgument("ObsBoard '" + name_ + "' is closed");
+    return seg_;
+  }
+
+  SegmentPtr seg_;
+  std::string name_;
+  ObsParams params_;
+  board::ObsBoardView view_;
+  std::vector<std::int64_t> shape_, stack_shape_;
+  py::dtype dtype_;
+};
+
+// ---- ActionBoard ---------------------------------------------------------------------------------
+
+struct ActionParams {
+  std::uint32_t max_workers;
+  std::uint32_t reserved;
+};
+
+class ActionBoardHandle {
+ public:
+  static std::unique_ptr<ActionBoardHandle> create(const std::string& name, std::int64_t max_workers) {
+    if (max_workers < 1 || max_workers > board::ActionBoardView::kMaxWorkers)
+      throw InvalidArgument("max_workers must be in [1, " + std::to_string(board::ActionBoardView::kMaxWorkers) +
+                            "], got " + std::to_string(max_workers));
+    ActionParams p{static_cast<std::uint32_t>(max_workers), 0};
+    auto seg = std::make_shared<Segment>(Segment::create(name, Kind::kActionBoard, board::ActionBoardView::kLayoutVersion,
+                                                         &p, sizeof p,
+                                                         board::ActionBoardView::bytes_needed(p.max_workers)));
+    auto h = std::unique_ptr<ActionBoardHandle>(new ActionBoardHandle(std::move(seg)));
+    h->seg_->mark_ready();
+    return h;
+  }
+  static std::unique_ptr<ActionBoardHandle> attach(const std::string& name) {
+    auto seg =
+        std::make_shared<Segment>(Segment::attach(name, Kind::kActionBoard, board::ActionBoardView::kLayoutVersion));
+    return std::unique_ptr<ActionBoardHandle>(new ActionBoardHandle(std::move(seg)));
+  }
+
+  // Short and non-blocking: the GIL stays held (releasing it would cost more than the call).
+  std::uint64_t post(std::int64_t action, std::int64_t obs_step, std::int32_t worker) {
+    auto seg = live();
+    return view_.post(action, obs_step, worker);
+  }
+  py::object take() {
+    auto seg = live();
+    board::Taken t{};
+    if (!view_.take(&t)) return py::none();
+    return py::make_tuple(t.action, t.obs_step, t.worker);
+  }
+  py::object take_seq() {
+    auto seg = live();
+    board::Taken t{};
+    if (!view_.take(&t)) return py::none();
+    return py::make_tuple(t.action, t.obs_step, t.worker, t.seq);
+  }
+  std::uint64_t posted() { return (live(), view_.posted()); }
+  std::uint64_t taken() { return (live(), view_.taken()); }
+  std::uint64_t superseded() { return (live(), view_.superseded()); }
+  bool pending() { return (live(), view_.pending()); }
+  std::uint32_t max_workers() const { return view_.max_workers(); }
+  std::string name() const { return name_; }
+  void close() { seg_.reset(); }
+
+ private:
+  explicit ActionBoardHandle(SegmentPtr seg)
+      : seg_(std::move(seg)),
+        name_(seg_->name()),
+        view_(seg_->payload(), seg_->payload_size(), seg_->params<ActionParams>().max_workers) {}
+  SegmentPtr live() const {
+    if (!seg_) throw InvalidArgument("ActionBoard '" + name_ + "' is closed");
+    return seg_;
+  }
+
+  SegmentPtr seg_;
+  std::string name_;
+  board::ActionBoardView view_;
+};
+
+// ---- SharedArray ---------------------------------------------------------------------------------
+
+constexpr std::uint32_t kArrayLayoutVersion = 1;
+
+class SharedArrayHandle {
+ public:
+  static std::unique_ptr<SharedArrayHandle> create(const std::string& name, const std::vector<std::int64_t>& shape,
+                                                   const py::dtype& dtype) {
+    ArraySpec s = make_spec(shape, dtype, true);
+    const std::size_t bytes = spec_bytes(s);
+    auto seg = std::make_shared<Segment>(
+        Segment::create(name, Kind::kArray, kArrayLayoutVersion, &s, sizeof s, bytes < 64 ? 64 : bytes));
+    seg->mark_ready();
+    return std::unique_ptr<SharedArrayHandle>(new SharedArrayHandle(std::move(seg)));
+  }
+  static std::unique_ptr<SharedArrayHandle> attach(const std::string& name) {
+    auto seg = std::make_shared<Segment>(Segment::attach(name, Kind::kArray, kArrayLayoutVersion));
+    return std::unique_ptr<SharedArrayHandle>(new SharedArrayHandle(std::move(seg)));
+  }
+  py::array array() {
+    if (!seg_) throw InvalidArgument("SharedArray '" + name_ + "' is closed");
+    return view_array(seg_, seg_->payload(), spec_shape(spec_), spec_dtype(spec_));
+  }
+  std::vector<std::int64_t> shape() const { return spec_shape(spec_); }
+  py::dtype dtype() const { return spec_dtype(spec_); }
+  std::string name() const { return name_; }
+  void close() { seg_.reset(); }
+
+ private:
+  explicit SharedArrayHandle(SegmentPtr seg) : seg_(std::move(seg)), name_(seg_->name()), spec_(seg_->params<ArraySpec>()) {
+    if (spec_.ndim > static_cast<std::uint32_t>(kMaxDims) || spec_bytes(spec_) > seg_->payload_size())
+      throw LayoutMismatch("SharedArray '" + name_ + "' has inconsistent layout parameters");
+  }
+  SegmentPtr seg_;
+  std::string name_;
+  ArraySpec spec_;
+};
+
+}  // namespace
+
+void bind_board(py::module_& m) {
+  py::class_<ObsBoardHandle>(m, "ObsBoard")
+      .def_static("create", &ObsBoardHandle::create, py::arg("name"), py::arg("shape"), py::arg("dtype"),
+                  py::arg("frame_stack"))
+      .def_static("attach", &ObsBoardHandle::attach, py::arg("name"))
+      .def("publish", &ObsBoardHandle::publish, py::arg("frame"), py::arg("step"), py::arg("episode_start"))
+      .def("read", &ObsBoardHandle::read, py::arg("out") = py::none())
+      .def("wait_step", &ObsBoardHandle::wait_step, py::arg("after"), py::arg("timeout"), py::arg("spin") = 0.0)
+      .def_property_readonly("step", &ObsBoardHandle::step)
+      .def_property_readonly("published", &ObsBoardHandle::published)
+      .def_property_readonly("name", &ObsBoardHandle::name)
+      .def_property_readonly("obs_shape", &ObsBoardHandle::obs_shape)
+      .def_property_readonly("dtype", &ObsBoardHandle::dtype)
+      .def_property_readonly("frame_stack", &ObsBoardHandle::frame_stack)
+      .def("close", &ObsBoardHandle::close);
+
+  py::class_<ActionBoardHandle>(m, "ActionBoard")
+      .def_static("create", &ActionBoardHandle::create, py::arg("name"), py::arg("max_workers"))
+      .def_static("attach", &ActionBoardHandle::attach, py::arg("name"))
+      .def("post", &ActionBoardHandle::post, py::arg("action"), py::arg("obs_step"), py::arg("worker"))
+      .def("take", &ActionBoardHandle::take)
+      .def("take_seq", &ActionBoardHandle::take_seq)
+      .def_property_readonly("posted", &ActionBoardHandle::posted)
+      .def_property_readonly("taken", &ActionBoardHandle::taken)
+      .def_property_readonly("superseded", &ActionBoardHandle::superseded)
+      .def_property_readonly("pending", &ActionBoardHandle::pending)
+      .def_property_readonly("max_workers", &ActionBoardHandle::max_workers)
+      .def_property_readonly("name", &ActionBoardHandle::name)
+      .def("close", &ActionBoardHandle::close);
+
+  py::class_<SharedArrayHandle>(m, "SharedArray")
+      .def_static("create", &SharedArrayHandle::create, py::arg("name"), py::arg("shape"), py::arg("dtype"))
+      .def_static("attach", &SharedArrayHandle::attach, py::arg("name"))
+      .def("array", &SharedArrayHandle::array)
+      .def_property_readonly("shape", &SharedArrayHandle::shape)
+      .def_property_readonly("dtype", &SharedArrayHandle::dtype)
+      .def_property_readonly("name", &SharedArrayHandle::name)
+      .def("close", &SharedArrayHandle::close);
+}
 
 }  // namespace rtcore::bindings

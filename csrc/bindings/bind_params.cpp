@@ -1,7 +1,224 @@
+// rtcore._core.Params: a handle on a ParamStore (csrc/params/param_store.h) in a shared-memory segment.
+// Validation, defaults and docstrings live in rtcore/params.py; this file checks what it must to stay
+// memory-safe (dtypes, sizes, contiguity) and releases the GIL around every copy and wait.
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
 #include "bindings/bindings.h"
+#include "bindings/numpy_util.h"
+#include "params/param_store.h"
+#include "sched/clock.h"
+#include "shm/segment.h"
 
 namespace rtcore::bindings {
 
-void bind_params(py::module_& m) { (void)m; }
+namespace {
+
+using params::Layout;
+using params::ParamStore;
+
+// dtype codes stored in the layout (the C++ side only needs element sizes).
+py::dtype dtype_of_code(std::uint32_t code) {
+  switch (code) {
+    case 0: return py::dtype::of<float>();
+    case 1: return py::dtype("float16");
+    case 2: return py::dtype::of<double>();
+  }
+  throw LayoutMismatch("parameter store has unknown dtype code " + std::to_string(code));
+}
+
+// Sleeps in short steps with the GIL released until `ready()` or the deadline; every ~50 ms it takes the
+// GIL to run Python signal handlers (so Ctrl-C interrupts a wait). Returns ready().
+template <class Ready>
+bool wait_until(Ready ready, double timeout_s) {
+  if (ready()) return true;
+  if (timeout_s <= 0) return false;
+  const std::int64_t deadline = clock::now_ns() + static_cast<std::int64_t>(timeout_s * 1e9);
+  for (;;) {
+    bool ok = false;
+    {
+      py::gil_scoped_release nogil;
+      const std::int64_t chunk_end = std::min(deadline, clock::now_ns() + 50'000'000);
+      while (!(ok = ready()) && clock::now_ns() < chunk_end) std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    if (ok) return true;
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    if (clock::now_ns() >= deadline) return ready();
+  }
+}
+
+class ParamsHandle {
+ public:
+  static std::unique_ptr<ParamsHandle> create(const std::string& name, std::uint64_t numel, std::uint32_t dtype_code,
+                                              std::uint32_t buffers, std::uint32_t max_readers) {
+    const auto elem = static_cast<std::uint32_t>(dtype_of_code(dtype_code).itemsize());
+    const Layout l = ParamStore::make_layout(numel, elem, dtype_code, buffers, max_readers);
+    auto seg = std::make_shared<shm::Segment>(
+        shm::Segment::create(name, shm::Kind::kParams, params::kLayoutVersion, &l, sizeof l, l.total_size));
+    ParamStore store = ParamStore::init(seg->payload(), seg->payload_size(), l);
+    seg->mark_ready();
+    return std::unique_ptr<ParamsHandle>(new ParamsHandle(std::move(seg), store));
+  }
+
+  static std::unique_ptr<ParamsHandle> attach(const std::string& name) {
+    auto seg = std::make_shared<shm::Segment>(shm::Segment::attach(name, shm::Kind::kParams, params::kLayoutVersion));
+    const Layout l = seg->params<Layout>();
+    dtype_of_code(l.dtype);
+    const Layout expect = ParamStore::make_layout(l.numel, l.elem_size, l.dtype, l.buffers, l.max_readers);
+    if (std::memcmp(&expect, &l, sizeof l) != 0)
+      throw LayoutMismatch("segment '" + seg->name() + "' has a parameter-store layout this build does not produce");
+    ParamStore store = ParamStore::view(seg->payload(), seg->payload_size(), l);
+    return std::unique_ptr<ParamsHandle>(new ParamsHandle(std::move(seg), store));
+  }
+
+  ~ParamsHandle() { close(); }
+
+  void close() {
+    if (!seg_) return;
+    if (slot_ >= 0) store_.release_slot(slot_);
+    slot_ = -1;
+    seg_.reset();
+  }
+
+  // A zero-copy numpy view of buffer b; it keeps the mapping alive.
+  py::array buffer_view(int b) {
+    check_open();
+    check_buffer(b);
+    auto* keep = new std::shared_ptr<shm::Segment>(seg_);
+    py::capsule base(keep, [](void* p) { delete static_cast<std::shared_ptr<shm::Segment>*>(p); });
+    const py::dtype dt = dtype_of_code(store_.layout().dtype);
+    return py::array(dt, {static_cast<py::ssize_t>(store_.numel())}, {static_cast<py::ssize_t>(dt.itemsize())},
+                     store_.buffer(b), base);
+  }
+
+  std::uintptr_t buffer_address(int b) {
+    check_open();
+    check_buffer(b);
+    return reinterpret_cast<std::uintptr_t>(store_.buffer(b));
+  }
+
+  // Publishes the concatenation of `parts` (1-D C-contiguous arrays of the store's dtype whose sizes sum to
+  // numel). Returns the new version, or -1 if no buffer became free within timeout_s.
+  std::int64_t publish(const std::vector<py::array>& parts, double timeout_s) {
+    check_open();
+    const py::dtype dt = dtype_of_code(store_.layout().dtype);
+    std::vector<std::pair<const void*, std::size_t>> chunks;
+    chunks.reserve(parts.size());
+    std::uint64_t total = 0;
+    for (std::size_t i = 0; i < parts.size(); ++i) {
+      const py::array& a = parts[i];
+      if (!a.dtype().equal(dt))
+        throw InvalidArgument("parameters part " + std::to_string(i) + " has dtype " + dtype_str(a.dtype()) +
+                              ", expected " + dtype_str(dt));
+      if (!(a.flags() & py::array::c_style))
+        throw InvalidArgument("parameters part " + std::to_string(i) + " must be C-contiguous");
+      total += static_cast<std::uint64_t>(a.size());
+      chunks.emplace_back(a.data(), static_cast<std::size_t>(a.nbytes()));
+    }
+    if (total != store_.numel())
+      throw InvalidArgument("parameters have " + std::to_string(total) + " elements, expected " +
+                            std::to_string(store_.numel()));
+    const std::uint64_t token = params::self_token();
+    int b = -1;
+    if (!wait_until([&] { return (b = store_.begin_write(token)) >= 0; }, timeout_s)) return -1;
+    {
+      py::gil_scoped_release nogil;
+      auto* dst = static_cast<std::uint8_t*>(store_.buffer(b));
+      for (const auto& [src, n] : chunks) {
+        std::memcpy(dst, src, n);
+        dst += n;
+      }
+    }
+    return static_cast<std::int64_t>(store_.commit(b));
+  }
+
+  // Pins the newest version (waiting up to timeout_s for a first one). Returns (version, buffer).
+  std::pair<std::uint64_t, int> pin(double timeout_s) {
+    check_open();
+    if (slot_ < 0) slot_ = store_.acquire_slot(params::self_token());
+    if (store_.pinned(slot_) >= 0)
+      throw InvalidArgument("this ParamStore handle already holds a pin; unpin it first (one handle per thread)");
+    params::Pin p = store_.pin(slot_);
+    if (p.version == 0) {
+      store_.unpin(slot_);
+      if (!wait_until([&] { return store_.version() != 0; }, timeout_s))
+        throw Timeout("no parameters were published to '" + seg_->name() + "' within " + std::to_string(timeout_s) + " s");
+      p = store_.pin(slot_);
+    }
+    return {p.version, p.buffer};
+  }
+
+  void unpin() {
+    check_open();
+    if (slot_ >= 0) store_.unpin(slot_);
+  }
+
+  int pinned() const { return (seg_ && slot_ >= 0) ? store_.pinned(slot_) : -1; }
+  std::uint64_t version() const {
+    check_open();
+    return store_.version();
+  }
+  const Layout& layout() const {
+    check_open();
+    return store_.layout();
+  }
+  py::dict stats() const {
+    check_open();
+    const params::Stats s = store_.stats();
+    py::dict d;
+    d["version"] = s.version;
+    d["published"] = s.published;
+    d["skipped_no_buffer"] = s.skipped_no_buffer;
+    d["skipped_writer_busy"] = s.skipped_writer_busy;
+    d["reclaimed_readers"] = s.reclaimed_readers;
+    d["reclaimed_writers"] = s.reclaimed_writers;
+    return d;
+  }
+
+ private:
+  ParamsHandle(std::shared_ptr<shm::Segment> seg, ParamStore store) : seg_(std::move(seg)), store_(store) {}
+
+  void check_open() const {
+    if (!seg_) throw InvalidArgument("ParamStore is closed");
+  }
+  void check_buffer(int b) const {
+    if (b < 0 || b >= static_cast<int>(store_.layout().buffers))
+      throw OutOfRange("buffer " + std::to_string(b) + " out of range [0, " + std::to_string(store_.layout().buffers) + ")");
+  }
+
+  std::shared_ptr<shm::Segment> seg_;
+  ParamStore store_;
+  int slot_ = -1;
+};
+
+}  // namespace
+
+void bind_params(py::module_& m) {
+  py::class_<ParamsHandle>(m, "Params", "Private handle on a shared-memory parameter store; use rtcore.ParamStore.")
+      .def_static("create", &ParamsHandle::create, py::arg("name"), py::arg("numel"), py::arg("dtype_code"),
+                  py::arg("buffers"), py::arg("max_readers"))
+      .def_static("attach", &ParamsHandle::attach, py::arg("name"))
+      .def("close", &ParamsHandle::close)
+      .def("buffer_view", &ParamsHandle::buffer_view, py::arg("buffer"))
+      .def("buffer_address", &ParamsHandle::buffer_address, py::arg("buffer"))
+      .def("publish", &ParamsHandle::publish, py::arg("parts"), py::arg("timeout"))
+      .def("pin", &ParamsHandle::pin, py::arg("timeout"))
+      .def("unpin", &ParamsHandle::unpin)
+      .def_property_readonly("pinned", &ParamsHandle::pinned)
+      .def_property_readonly("version", &ParamsHandle::version)
+      .def_property_readonly("numel", [](const ParamsHandle& h) { return h.layout().numel; })
+      .def_property_readonly("buffers", [](const ParamsHandle& h) { return h.layout().buffers; })
+      .def_property_readonly("max_readers", [](const ParamsHandle& h) { return h.layout().max_readers; })
+      .def_property_readonly("dtype_code", [](const ParamsHandle& h) { return h.layout().dtype; })
+      .def_property_readonly("buffer_stride", [](const ParamsHandle& h) { return h.layout().buffer_stride; })
+      .def("stats", &ParamsHandle::stats);
+}
 
 }  // namespace rtcore::bindings

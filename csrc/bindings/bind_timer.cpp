@@ -1,7 +1,119 @@
+// rtcore._core: the periodic timer and one-shot sleeps (csrc/sched/timer.h, clock.h). Public API: rtcore/timer.py.
+//
+// Blocking calls release the GIL and come back at least every kSignalPollNs to run Python's signal
+// handlers (Ctrl-C raises KeyboardInterrupt in the waiting thread) before sleeping on.
+#include <pybind11/stl.h>
+#include <time.h>
+
+#include <memory>
+
 #include "bindings/bindings.h"
+#include "common/errors.h"
+#include "sched/clock.h"
+#include "sched/timer.h"
 
 namespace rtcore::bindings {
 
-void bind_timer(py::module_& m) { (void)m; }
+namespace {
+
+constexpr std::int64_t kSignalPollNs = 50000000;  // 50 ms
+
+std::int64_t timeout_deadline(const py::object& timeout) {
+  if (timeout.is_none()) return sched::PeriodicTimer::kNoLimit;
+  const double t = timeout.cast<double>();
+  if (!(t >= 0)) throw InvalidArgument("timeout must be >= 0 seconds or None, got " + std::to_string(t));
+  if (t > 1e9) return sched::PeriodicTimer::kNoLimit;
+  return clock::now_ns() + clock::to_ns(t);
+}
+
+void check_signals() {
+  if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+}
+
+// clock_nanosleep(TIMER_ABSTIME) to `until`, no spin.
+void nanosleep_until(std::int64_t until) {
+  timespec ts{static_cast<time_t>(until / clock::kNsPerSec), static_cast<long>(until % clock::kNsPerSec)};
+  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
+  }
+}
+
+// Sleeps until `deadline` (sleep, then spin the last `spin` ns) with the GIL released, checking for
+// signals at least every kSignalPollNs.
+void sleep_until_py(std::int64_t deadline, std::int64_t spin) {
+  if (spin < 0) throw InvalidArgument("spin must be >= 0 seconds");
+  for (;;) {
+    const std::int64_t now = clock::now_ns();
+    if (now >= deadline) return;
+    if (deadline - now > kSignalPollNs + spin) {
+      {
+        py::gil_scoped_release nogil;
+        nanosleep_until(now + kSignalPollNs);
+      }
+      check_signals();
+      continue;
+    }
+    py::gil_scoped_release nogil;
+    clock::sleep_until(deadline, spin);
+    return;
+  }
+}
+
+}  // namespace
+
+void bind_timer(py::module_& m) {
+  using sched::PeriodicTimer;
+  m.def("monotonic_ns", &clock::now_ns, "CLOCK_MONOTONIC in nanoseconds (the clock every rtcore process shares).");
+  m.def("monotonic", []() { return clock::to_sec(clock::now_ns()); }, "CLOCK_MONOTONIC in seconds.");
+  m.def(
+      "sleep_until_ns", [](std::int64_t deadline_ns, std::int64_t spin_ns) { sleep_until_py(deadline_ns, spin_ns); },
+      py::arg("deadline_ns"), py::arg("spin_ns"),
+      "Sleep (GIL released) until a CLOCK_MONOTONIC deadline; spin the last spin_ns. Ctrl-C interrupts.");
+  m.def("apply_realtime", &sched::apply_realtime, py::arg("priority"),
+        "Timer slack 1 ns and SCHED_FIFO for the calling thread; returns 'on (...)' or 'refused: <reason>'.");
+
+  py::class_<PeriodicTimer>(m, "Timer")
+      .def(py::init<std::int64_t, std::int64_t, std::int64_t>(), py::arg("period_ns"), py::arg("spin_ns"),
+           py::arg("start_ns"))
+      .def(
+          "wait",
+          [](PeriodicTimer& t, const py::object& timeout) -> std::int64_t {
+            const std::int64_t limit = timeout_deadline(timeout);
+            for (;;) {
+              const std::int64_t now = clock::now_ns();
+              const std::int64_t chunk = limit - now > kSignalPollNs ? now + kSignalPollNs : limit;
+              std::int64_t r;
+              {
+                py::gil_scoped_release nogil;
+                r = t.wait(chunk);
+              }
+              if (r != PeriodicTimer::kNotYet) return r;
+              if (clock::now_ns() >= limit) throw Timeout("Timer.wait() timed out before the next tick");
+              check_signals();
+            }
+          },
+          py::arg("timeout") = py::none())
+      .def("stop", &PeriodicTimer::stop)
+      .def("resume", &PeriodicTimer::resume)
+      .def_property_readonly("stopped", &PeriodicTimer::stopped)
+      .def("stats",
+           [](const PeriodicTimer& t) {
+             const auto s = t.stats();
+             py::dict d;
+             d["ticks"] = s.ticks;
+             d["overruns"] = s.overruns;
+             d["late"] = s.late;
+             d["lateness_p50"] = clock::to_sec(s.lateness_p50_ns);
+             d["lateness_p99"] = clock::to_sec(s.lateness_p99_ns);
+             d["lateness_max"] = clock::to_sec(s.lateness_max_ns);
+             d["lateness_mean"] = s.lateness_mean_ns * 1e-9;
+             return d;
+           })
+      .def("reset_stats", &PeriodicTimer::reset_stats)
+      .def_property_readonly("period_ns", &PeriodicTimer::period_ns)
+      .def_property_readonly("spin_ns", &PeriodicTimer::spin_ns)
+      .def_property_readonly("start_ns", &PeriodicTimer::start_ns)
+      .def_property_readonly("next_tick", &PeriodicTimer::next_tick)
+      .def("deadline_ns", &PeriodicTimer::deadline_ns, py::arg("k"));
+}
 
 }  // namespace rtcore::bindings

@@ -1,0 +1,236 @@
+// ObsBoard: the newest observation (a stack of the newest `frame_stack` frames) and the env step it was
+// taken at, handed from the environment (one writer) to the inference workers (many readers).
+//
+// Layout (a view over caller-provided memory: a shared-memory segment, or the heap in tests):
+//   Control   one cache line: `head` = publish number of the newest complete frame (0: none yet), and
+//             on its own line the futex word readers sleep on in wait_step().
+//   Slots     a ring of S = 2 * frame_stack (at least 2) slots; publish number p lives in slot p % S.
+//             Each slot is a 64-byte meta line (its own seqlock sequence, p, the env step, the publish
+//             number of the frame that pads the stack after an episode start) followed by the frame.
+// Publishing frame p writes only slot p % S and then moves `head`; nothing is copied per stack.
+// The stack for head p is the frames p-K+1 .. p (K = frame_stack), each one replaced by the episode's
+// first frame where it comes before it (padding at an episode start; the first publish ever starts one).
+//
+// Readers copy the K frames into caller memory, each frame under its slot's seqlock and checked to be
+// the expected publish number, so a returned stack is exactly the stack of one publish: never torn,
+// never mixed. With S = 2K slots, publish p + i overwrites a slot of stack p only for i > K, so a
+// read retries only when the writer publishes more than K times during one read.
+//
+// Progress: publish() is wait-free (a bounded copy, one atomic store, a futex wake only when a reader
+// sleeps). read() is lock-free (it retries only when the writer made progress) but not wait-free: a
+// writer publishing more than K frames per read starves it. wait_step() blocks (futex) until a newer
+// step or its deadline. One publisher at a time (the environment); concurrent publishers are not
+// detected. A writer that dies mid-publish leaves the previous stack readable.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <type_traits>
+
+#include "board/futex.h"
+#include "common/errors.h"
+#include "common/seqlock.h"
+#include "sched/clock.h"
+
+namespace rtcore::board {
+
+// Copies n bytes out of a seqlock-protected payload (64-byte aligned `src`) into `dst` of any alignment.
+inline void seq_load_unaligned(unsigned char* dst, const void* src, std::size_t n) noexcept {
+  const auto* s = static_cast<const std::uint64_t*>(src);
+  const std::size_t words = n / 8;
+  for (std::size_t i = 0; i < words; ++i) {
+    const std::uint64_t w = __atomic_load_n(s + i, __ATOMIC_RELAXED);  // relaxed: validated by the sequence re-read
+    std::memcpy(dst + 8 * i, &w, 8);
+  }
+  const auto* sb = reinterpret_cast<const unsigned char*>(s + words);
+  for (std::size_t i = 0; i < n % 8; ++i) dst[8 * words + i] = __atomic_load_n(sb + i, __ATOMIC_RELAXED);  // relaxed: as above
+}
+
+class ObsBoardView {
+ public:
+  static constexpr std::uint32_t kLayoutVersion = 1;
+
+  struct alignas(kCacheLine) Control {
+    alignas(kCacheLine) std::atomic<std::uint64_t> head;     // publish number of the newest complete frame
+    alignas(kCacheLine) std::atomic<std::uint32_t> futex;    // bumped on every publish; readers sleep on it
+    std::atomic<std::uint32_t> sleepers;                     // readers inside futex_wait
+  };
+  struct alignas(kCacheLine) SlotMeta {
+    std::atomic<std::uint64_t> seq;       // seqlock sequence of this slot
+    std::atomic<std::uint64_t> pubno;     // publish number of the frame in the slot
+    std::atomic<std::int64_t> step;       // env step of that frame
+    std::atomic<std::uint64_t> pad_from;  // publish number of the episode's first frame
+  };
+  static_assert(std::is_standard_layout_v<Control> && std::is_standard_layout_v<SlotMeta>, "shared-memory layout");
+  static_assert(sizeof(Control) == 2 * kCacheLine && sizeof(SlotMeta) == kCacheLine, "shared-memory layout");
+  static_assert(std::atomic<std::uint64_t>::is_always_lock_free && std::atomic<std::int64_t>::is_always_lock_free &&
+                    std::atomic<std::uint32_t>::is_always_lock_free,
+                "shared atomics must be lock-free");
+
+  static std::uint32_t slot_count(std::uint32_t frame_stack) noexcept { return frame_stack < 1 ? 2 : 2 * frame_stack; }
+  static std::size_t frame_stride(std::uint64_t frame_bytes) noexcept {
+    return static_cast<std::size_t>((frame_bytes + kCacheLine - 1) / kCacheLine * kCacheLine);
+  }
+  static std::size_t bytes_needed(std::uint64_t frame_bytes, std::uint32_t frame_stack) noexcept {
+    return sizeof(Control) + slot_count(frame_stack) * (sizeof(SlotMeta) + frame_stride(frame_bytes));
+  }
+
+  // `base` must be 64-byte aligned and zeroed on first use (zeroed memory is an empty board).
+  ObsBoardView(void* base, std::size_t size, std::uint64_t frame_bytes, std::uint32_t frame_stack)
+      : base_(static_cast<unsigned char*>(base)),
+        frame_bytes_(frame_bytes),
+        stack_(frame_stack),
+        slots_(slot_count(frame_stack)),
+        stride_(sizeof(SlotMeta) + frame_stride(frame_bytes)) {
+    if (frame_stack < 1) throw InvalidArgument("frame_stack must be >= 1, got " + std::to_string(frame_stack));
+    if (frame_bytes < 1) throw InvalidArgument("a frame must have at least one byte");
+    if (reinterpret_cast<std::uintptr_t>(base) % kCacheLine)
+      throw InvalidArgument("ObsBoard memory must be 64-byte aligned");
+    if (size < bytes_needed(frame_bytes, frame_stack))
+      throw LayoutMismatch("ObsBoard memory of " + std::to_string(size) + " bytes, expected at least " +
+                           std::to_string(bytes_needed(frame_bytes, frame_stack)));
+  }
+
+  std::uint64_t frame_bytes() const noexcept { return frame_bytes_; }
+  std::uint32_t frame_stack() const noexcept { return stack_; }
+  std::size_t stack_bytes() const noexcept { return static_cast<std::size_t>(frame_bytes_) * stack_; }
+  // Frames published so far.
+  std::uint64_t published() const noexcept { return control().head.load(std::memory_order_relaxed); }  // relaxed: a count
+
+  // Publishes one frame (frame_bytes bytes, any alignment) taken at env step `step`. Steps must be
+  // >= 0 and strictly increasing (the env's global step counter, monotone across episodes).
+  // `episode_start`: the stack restarts, padded with this frame.
+  void publish(const void* frame, std::int64_t step, bool episode_start) {
+    Control& c = control();
+    const std::uint64_t prev = c.head.load(std::memory_order_relaxed);  // relaxed: only the writer changes head
+    std::uint64_t pad_from = prev + 1;
+    if (prev != 0) {
+      const SlotMeta& pm = meta(prev);
+      const std::int64_t prev_step = pm.step.load(std::memory_order_relaxed);  // relaxed: written by this writer
+      if (step <= prev_step)
+        throw InvalidArgument("step " + std::to_string(step) + " is not after the last published step " +
+                              std::to_string(prev_step) + " (steps must increase)");
+      if (!episode_start) pad_from = pm.pad_from.load(std::memory_order_relaxed);  // relaxed: written by this writer
+    } else if (step < 0) {
+      throw InvalidArgument("step must be >= 0, got " + std::to_string(step));
+    }
+    const std::uint64_t p = prev + 1;
+    SlotMeta& m = meta(p);
+    const std::uint64_t odd = seq_write_begin(m.seq);
+    m.pubno.store(p, std::memory_order_relaxed);         // relaxed: inside the slot's seqlock
+    m.step.store(step, std::memory_order_relaxed);       // relaxed: inside the slot's seqlock
+    m.pad_from.store(pad_from, std::memory_order_relaxed);  // relaxed: inside the slot's seqlock
+    seq_store(frame_ptr(p), frame, frame_bytes_);
+    seq_write_end(m.seq, odd);
+    c.head.store(p, std::memory_order_release);  // release: slot p is complete before head names it
+    // seq_cst on both sides of the sleeper handshake (Dekker): either the reader sees the new futex
+    // value, or this writer sees the reader's sleepers increment and wakes it.
+    c.futex.fetch_add(1, std::memory_order_seq_cst);
+    if (c.sleepers.load(std::memory_order_seq_cst) != 0) futex_wake_all(&c.futex);
+  }
+
+  // Copies the newest stack (frame_stack frames, oldest first) into `out` (stack_bytes(), any
+  // alignment) and returns the env step of its newest frame; -1 (and zeros) before the first publish.
+  std::int64_t read(void* out) const noexcept {
+    auto* dst = static_cast<unsigned char*>(out);
+    for (;;) {
+      const std::uint64_t p = control().head.load(std::memory_order_acquire);  // acquire: slot p is complete
+      if (p == 0) {
+        std::memset(dst, 0, stack_bytes());
+        return -1;
+      }
+      std::int64_t step;
+      std::uint64_t pad_from;
+      if (!read_meta(p, &step, &pad_from)) continue;
+      bool ok = true;
+      std::uint64_t copied_pad = 0;  // index+1 of the frame in `out` holding the padding frame
+      for (std::uint32_t j = 0; j < stack_ && ok; ++j) {
+        const std::uint64_t want = p + j + 1 >= stack_ + pad_from ? p + j + 1 - stack_ : pad_from;
+        unsigned char* d = dst + static_cast<std::size_t>(j) * frame_bytes_;
+        if (want == pad_from && copied_pad) {
+          std::memcpy(d, dst + (copied_pad - 1) * frame_bytes_, frame_bytes_);  // our own memory: plain copy
+          continue;
+        }
+        ok = read_frame(want, d);
+        if (want == pad_from) copied_pad = j + 1;
+      }
+      if (ok) return step;
+    }
+  }
+
+  // Step of the newest frame; -1 before the first publish.
+  std::int64_t step() const noexcept {
+    for (;;) {
+      const std::uint64_t p = control().head.load(std::memory_order_acquire);  // acquire: slot p is complete
+      if (p == 0) return -1;
+      std::int64_t step;
+      std::uint64_t pad_from;
+      if (read_meta(p, &step, &pad_from)) return step;
+    }
+  }
+
+  // Blocks until a frame with step > `after` is published, and returns that step; returns -1 if
+  // `deadline_ns` (absolute, CLOCK_MONOTONIC) passes first. Spins for `spin_ns` before sleeping.
+  std::int64_t wait_step(std::int64_t after, std::int64_t deadline_ns, std::int64_t spin_ns = 0) const noexcept {
+    Control& c = control();
+    const std::int64_t spin_until = clock::now_ns() + spin_ns;
+    for (;;) {
+      const std::int64_t s = step();
+      if (s > after) return s;
+      if (clock::now_ns() >= spin_until) break;
+      cpu_relax();
+    }
+    for (;;) {
+      c.sleepers.fetch_add(1, std::memory_order_seq_cst);  // seq_cst: the sleeper handshake (see publish)
+      const std::uint32_t v = c.futex.load(std::memory_order_seq_cst);  // seq_cst: as above
+      const std::int64_t s = step();
+      if (s > after) {
+        c.sleepers.fetch_sub(1, std::memory_order_relaxed);  // relaxed: only lets the writer skip a wake
+        return s;
+      }
+      if (clock::now_ns() >= deadline_ns) {
+        c.sleepers.fetch_sub(1, std::memory_order_relaxed);  // relaxed: as above
+        return -1;
+      }
+      futex_wait_until(&c.futex, v, deadline_ns);
+      c.sleepers.fetch_sub(1, std::memory_order_relaxed);  // relaxed: as above
+    }
+  }
+
+ private:
+  Control& control() const noexcept { return *reinterpret_cast<Control*>(base_); }
+  SlotMeta& meta(std::uint64_t p) const noexcept {
+    return *reinterpret_cast<SlotMeta*>(base_ + sizeof(Control) + (p % slots_) * stride_);
+  }
+  unsigned char* frame_ptr(std::uint64_t p) const noexcept {
+    return base_ + sizeof(Control) + (p % slots_) * stride_ + sizeof(SlotMeta);
+  }
+
+  bool read_meta(std::uint64_t p, std::int64_t* step, std::uint64_t* pad_from) const noexcept {
+    const SlotMeta& m = meta(p);
+    const std::uint64_t s0 = seq_read_begin(m.seq);
+    const std::uint64_t got = m.pubno.load(std::memory_order_relaxed);  // relaxed: validated below
+    *step = m.step.load(std::memory_order_relaxed);                     // relaxed: validated below
+    *pad_from = m.pad_from.load(std::memory_order_relaxed);            // relaxed: validated below
+    return seq_read_valid(m.seq, s0) && got == p;
+  }
+
+  bool read_frame(std::uint64_t q, unsigned char* dst) const noexcept {
+    const SlotMeta& m = meta(q);
+    const std::uint64_t s0 = seq_read_begin(m.seq);
+    if (m.pubno.load(std::memory_order_relaxed) != q) return false;  // relaxed: validated below
+    seq_load_unaligned(dst, frame_ptr(q), frame_bytes_);
+    return seq_read_valid(m.seq, s0);
+  }
+
+  unsigned char* base_;
+  std::uint64_t frame_bytes_;
+  std::uint32_t stack_;
+  std::uint32_t slots_;
+  std::size_t stride_;
+};
+
+}  // namespace rtcore::board

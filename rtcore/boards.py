@@ -1,0 +1,244 @@
+"""The environment <-> inference hand-off: :class:`ObsBoard` and :class:`ActionBoard`.
+
+Both live in shared memory (one segment each), pickle as their name (a ``spawn``-ed worker attaches on
+unpickling), and never block the environment:
+
+* :class:`ObsBoard`: the env publishes each new frame; inference workers read the newest stack of
+  ``frame_stack`` frames and the env step it ends at. One writer, many readers, seqlock per slot: a
+  read is whole or retried, never torn.
+* :class:`ActionBoard`: inference workers post actions (many posters, none waits); the env takes the
+  newest action not yet taken, at most once, or gets ``None`` and applies its default action.
+
+A worker's loop::
+
+    obs = np.empty((4, 84, 84), np.uint8)               # preallocated once
+    step = -1
+    while running:
+        step = obs_board.wait_step(step, timeout=1.0)   # a newer frame than the last one used
+        _, step = obs_board.read(out=obs)               # copy the newest stack, no allocation
+        action_board.post(policy(obs), step, worker_id)
+
+and the env's tick::
+
+    got = action_board.take()                           # (action, obs_step, worker) or None
+    action = default_action if got is None else got[0]
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, Sequence
+
+import numpy as np
+
+from rtcore import _core
+from rtcore._shm import SharedObject, default_name
+
+__all__ = ["ObsBoard", "ActionBoard"]
+
+
+def _shape(obs_shape: Any) -> tuple[int, ...]:
+    if isinstance(obs_shape, (int, np.integer)) and not isinstance(obs_shape, bool):
+        obs_shape = (obs_shape,)
+    try:
+        shape = tuple(operator.index(d) for d in obs_shape)
+    except TypeError:
+        raise TypeError(f"obs_shape must be a tuple of ints, got {obs_shape!r}") from None
+    if not shape or any(d <= 0 for d in shape):
+        raise ValueError(f"obs_shape must be a non-empty tuple of positive ints, got {shape}")
+    return shape
+
+
+def _int(what: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"{what} must be an int, got bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{what} must be an int, got {type(value).__name__}") from None
+
+
+class ObsBoard(SharedObject):
+    """The newest observation stack and the env step it ends at, in shared memory.
+
+    Args:
+        obs_shape: shape of one frame, e.g. ``(84, 84)``.
+        dtype: numpy dtype of a frame (numeric or bool).
+        frame_stack: how many of the newest frames :meth:`read` returns, oldest first (>= 1). The
+            board keeps them in a ring: publishing copies one frame, never a whole stack.
+        name: segment name (default: a fresh ``rtcore-obs-...``).
+
+    One process publishes (the environment); any number read, in any process (:meth:`attach`, or pass
+    the board to a ``spawn``-ed process). Steps are the env's global step counter: ``>= 0`` and strictly
+    increasing across publishes (including across episodes).
+    """
+
+    _KIND = "obs"
+
+    def __init__(
+        self,
+        obs_shape: Sequence[int] | int,
+        dtype: Any = "uint8",
+        frame_stack: int = 1,
+        name: str | None = None,
+        *,
+        _handle: Any = None,
+    ) -> None:
+        if _handle is None:
+            shape = _shape(obs_shape)
+            try:
+                dt = np.dtype(dtype)
+            except TypeError as e:
+                raise TypeError(f"dtype {dtype!r} is not a numpy dtype: {e}") from None
+            fs = _int("frame_stack", frame_stack)
+            if fs < 1:
+                raise ValueError(f"frame_stack must be >= 1, got {fs}")
+            name = default_name(self._KIND) if name is None else _core.check_segment_name(name)
+            _handle = _core.ObsBoard.create(name, list(shape), dt, fs)
+            owner = True
+        else:
+            owner = False
+        super().__init__(_handle, _handle.name, owner)
+        self._obs_shape = tuple(_handle.obs_shape)
+        self._dtype = np.dtype(_handle.dtype)
+        self._frame_stack = int(_handle.frame_stack)
+
+    @classmethod
+    def attach(cls, name: str) -> ObsBoard:
+        """Attach to an existing board (``FileNotFoundError`` if missing, ``rtcore.LayoutError`` if the
+        segment holds something else)."""
+        return cls(None, _handle=_core.ObsBoard.attach(_core.check_segment_name(name)))  # type: ignore[arg-type]
+
+    def publish(self, frame: np.ndarray, step: int, episode_start: bool = False) -> None:
+        """Publish one frame (shape ``obs_shape``, dtype ``dtype``, C-contiguous) taken at env ``step``.
+
+        ``episode_start=True``: the stack restarts, padded with this frame. Never blocks (the GIL is
+        released for the copy).
+        """
+        self._h.publish(frame, _int("step", step), bool(episode_start))
+
+    def read(self, out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+        """Copy the newest stack ``[frame_stack, *obs_shape]`` (oldest frame first) and return
+        ``(stack, step)``, ``step`` being the env step of the newest frame.
+
+        ``out``: a C-contiguous, writeable array of that shape and dtype to copy into (no allocation);
+        otherwise a new array. Before the first publish: zeros and step ``-1``. The copy is whole: a
+        frame being overwritten during the read is detected and re-read. The GIL is released.
+        """
+        return self._h.read(out)
+
+    @property
+    def step(self) -> int:
+        """Env step of the newest published frame; ``-1`` before the first publish."""
+        return self._h.step
+
+    @property
+    def published(self) -> int:
+        """Frames published so far."""
+        return self._h.published
+
+    def wait_step(self, after: int, timeout: float | None = None, spin: float = 0.0) -> int:
+        """Block until a frame with step ``> after`` is published; return the newest step.
+
+        ``timeout`` (seconds, ``None`` = forever): raise ``TimeoutError`` when it passes first.
+        ``spin``: seconds to spin before sleeping (lower wake-up latency, burns a core). The GIL is
+        released and Ctrl-C works.
+        """
+        a = _int("after", after)
+        if timeout is not None and not (float(timeout) >= 0):
+            raise ValueError(f"timeout must be >= 0 seconds or None, got {timeout!r}")
+        if not (float(spin) >= 0):
+            raise ValueError(f"spin must be >= 0 seconds, got {spin!r}")
+        return self._h.wait_step(a, None if timeout is None else float(timeout), float(spin))
+
+    @property
+    def obs_shape(self) -> tuple[int, ...]:
+        return self._obs_shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    @property
+    def frame_stack(self) -> int:
+        return self._frame_stack
+
+    @property
+    def stack_shape(self) -> tuple[int, ...]:
+        """Shape :meth:`read` returns: ``(frame_stack, *obs_shape)``."""
+        return (self._frame_stack, *self._obs_shape)
+
+
+class ActionBoard(SharedObject):
+    """The newest posted action, taken by the environment at most once.
+
+    Args:
+        name: segment name (default: a fresh ``rtcore-act-...``).
+        max_workers: worker ids are ``0 .. max_workers - 1`` (default 256, at most 32768).
+
+    ``post`` (inference workers, any process) and ``take`` (the env) never wait for each other:
+    ``post`` is lock-free (it retries only when another post lands at the same instant), ``take`` is
+    lock-free and returns ``None`` when nothing new was posted. "Newest" is post order (a global
+    sequence number given at post time), not ``obs_step``. Guarantees: each post is taken at most once;
+    a take returns the newest post published when it looked; :attr:`superseded` counts exactly the
+    posts replaced by a newer one before being taken. At rest,
+    ``posted == taken + superseded + (1 if pending else 0)``.
+
+    Each worker id posts from one thread at a time (a concurrent post with the same id raises
+    ``ValueError``); a worker id whose process died mid-post is taken over by the next poster.
+    """
+
+    _KIND = "act"
+
+    def __init__(self, name: str | None = None, max_workers: int = 256, *, _handle: Any = None) -> None:
+        if _handle is None:
+            mw = _int("max_workers", max_workers)
+            if not 1 <= mw <= 32768:
+                raise ValueError(f"max_workers must be in [1, 32768], got {mw}")
+            name = default_name(self._KIND) if name is None else _core.check_segment_name(name)
+            _handle = _core.ActionBoard.create(name, mw)
+            owner = True
+        else:
+            owner = False
+        super().__init__(_handle, _handle.name, owner)
+        self._max_workers = int(_handle.max_workers)
+
+    @classmethod
+    def attach(cls, name: str) -> ActionBoard:
+        """Attach to an existing board (``FileNotFoundError`` if missing, ``rtcore.LayoutError`` if the
+        segment holds something else)."""
+        return cls(_handle=_core.ActionBoard.attach(_core.check_segment_name(name)))
+
+    def post(self, action: int, obs_step: int, worker: int) -> None:
+        """Post ``action`` (an int), computed from the observation of env step ``obs_step``, by
+        ``worker`` (``0 <= worker < max_workers``). Never blocks."""
+        self._h.post(_int("action", action), _int("obs_step", obs_step), _int("worker", worker))
+
+    def take(self) -> tuple[int, int, int] | None:
+        """The newest posted action not taken yet, as ``(action, obs_step, worker)``; ``None`` if
+        nothing new was posted since the last take. Each post is returned at most once."""
+        return self._h.take()
+
+    @property
+    def posted(self) -> int:
+        """Posts so far (counted when a post starts)."""
+        return self._h.posted
+
+    @property
+    def taken(self) -> int:
+        """Posts taken so far."""
+        return self._h.taken
+
+    @property
+    def superseded(self) -> int:
+        """Posts replaced by a newer post before being taken ("wasted actions"); counted at each take."""
+        return self._h.superseded
+
+    @property
+    def pending(self) -> bool:
+        """True if a posted action newer than the last taken one is waiting."""
+        return self._h.pending
+
+    @property
+    def max_workers(self) -> int:
+        return self._max_workers

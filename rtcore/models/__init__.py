@@ -1,0 +1,96 @@
+"""Q-network zoo: the paper's Impala CNN family (width k, 15 or 30 conv layers) and the Nature DQN CNN.
+
+    >>> from rtcore.models import build_model
+    >>> net = build_model("impala:k=7", in_frames=1, n_actions=6)    # 10,368,742 parameters
+    >>> q = net(frames)            # frames: uint8 (B, 1, 84, 84) -> float32 (B, 6)
+
+Every model takes uint8 frames (B, in_frames, H, W), scales them by 1/255 itself, and returns one
+Q-value per action. Sizes in the paper's table (one 84x84 frame, 6 actions):
+
+    spec            parameters
+    impala:k=1         903,718      (~0.9M)
+    impala:k=7      10,368,742      (10.4M)
+    impala:k=29    104,682,918      (105M)
+    impala:k=98  1,008,092,742      (1.0B)
+
+:func:`count_parameters` gives exact counts without allocating anything; ``rtcore.models.export`` turns
+a model into what inference workers run (TorchScript, torch.export or eager) and measures latency.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rtcore.models.impala import ImpalaCNN, impala_parameters
+from rtcore.models.nature import NatureCNN, nature_parameters
+from rtcore.models.spec import ARCHITECTURES, ModelSpec, parse_model_spec
+
+__all__ = [
+    "ARCHITECTURES",
+    "ImpalaCNN",
+    "ModelSpec",
+    "NatureCNN",
+    "PAPER_SIZES",
+    "build_model",
+    "count_parameters",
+    "example_input",
+    "parse_model_spec",
+]
+
+# The paper's model sizes (spec -> parameters with in_frames=1, n_actions=6), as measured by this code.
+PAPER_SIZES: dict[str, int] = {
+    "impala:k=1": 903_718,
+    "impala:k=7": 10_368_742,
+    "impala:k=29": 104_682_918,
+    "impala:k=98": 1_008_092_742,
+}
+
+
+def _check_dims(in_frames: int, n_actions: int, frame_size: tuple[int, int]) -> tuple[int, int]:
+    if not isinstance(in_frames, int) or isinstance(in_frames, bool) or in_frames < 1:
+        raise ValueError(f"in_frames must be a positive integer (frames stacked per observation), got {in_frames!r}")
+    if not isinstance(n_actions, int) or isinstance(n_actions, bool) or n_actions < 1:
+        raise ValueError(f"n_actions must be a positive integer, got {n_actions!r}")
+    try:
+        h, w = (int(frame_size[0]), int(frame_size[1]))
+        if len(frame_size) != 2:
+            raise TypeError
+    except (TypeError, ValueError, IndexError):
+        raise ValueError(f"frame_size must be (height, width), got {frame_size!r}") from None
+    return h, w
+
+
+def build_model(spec: str | ModelSpec, in_frames: int, n_actions: int, *,
+                frame_size: tuple[int, int] = (84, 84)) -> nn.Module:
+    """Builds the Q-network named by ``spec`` (see :func:`parse_model_spec`) in eval mode on the CPU.
+
+    The module has attributes ``spec`` (canonical spec string), ``in_frames``, ``n_actions`` and
+    ``frame_size``, which survive TorchScript.
+    """
+    s = parse_model_spec(spec)
+    fs = _check_dims(in_frames, n_actions, frame_size)
+    if s.arch == "impala":
+        model: nn.Module = ImpalaCNN(in_frames, n_actions, s.k, s.deep, s.dueling, s.hidden, fs)
+    else:
+        model = NatureCNN(in_frames, n_actions, s.k, s.dueling, s.hidden, fs)
+    return model.eval()
+
+
+def count_parameters(spec: str | ModelSpec, in_frames: int, n_actions: int, *,
+                     frame_size: tuple[int, int] = (84, 84)) -> int:
+    """Exact number of parameters of ``build_model(spec, in_frames, n_actions)``, computed without building it."""
+    s = parse_model_spec(spec)
+    fs = _check_dims(in_frames, n_actions, frame_size)
+    if s.arch == "impala":
+        return impala_parameters(s, in_frames, n_actions, fs)
+    return nature_parameters(s, in_frames, n_actions, fs)
+
+
+def example_input(model: nn.Module, batch: int = 1, *, device: str | torch.device = "cpu",
+                  seed: int = 0) -> torch.Tensor:
+    """A seeded batch of uint8 frames of the shape ``model`` takes."""
+    h, w = model.frame_size
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (batch, model.in_frames, h, w), dtype=torch.uint8, generator=g)
+    return x.to(device)

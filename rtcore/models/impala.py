@@ -1,0 +1,115 @@
+"""The paper's Impala CNN family (Espeholt et al. 2018, as scaled by Riemer et al. 2024).
+
+Layout, following the released code of "Enabling Realtime Reinforcement Learning at Scale with
+Staggered Asynchronous Inference" (the model family behind its 1M/10M/100M/1B table):
+
+    frames (B, in_frames, 84, 84) uint8 -> /255
+    conv stack x3 (deep: x6), each:  conv 3x3 stride 1, *no padding*  ->  max-pool 3x3 (stride 2 or 1)
+                                      ->  2 residual blocks [relu, conv 3x3 pad 1, relu, conv 3x3 pad 1, +x]
+    channels int(16k) in the first stack, int(32k) in every later one
+    relu -> flatten -> fc(hidden=512) -> relu -> fc(n_actions)        (or a dueling head)
+
+Pool strides: (2, 2, 2) for the 15-layer network (84 -> 7x7 features), (2, 1, 1, 1, 2, 1) for the
+30-layer "deep" one (84 -> 8x8 features). Unlike the canonical Impala CNN (padding "same", pool padding 1)
+the stack's first convolution and pool have no padding; that is what gives the table's counts: with one
+84x84 input frame and 6 actions (the paper's Game Boy action set), k=1 -> 903,718 parameters,
+k=7 -> 10,368,742, k=29 -> 104,682,918, k=98 -> 1,008,092,742.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from rtcore.models.layers import conv_out, head_parameters, make_head, pool_out, scale_frames
+from rtcore.models.spec import ModelSpec
+
+__all__ = ["ImpalaCNN", "impala_channels", "impala_parameters", "POOL_STRIDES", "DEEP_POOL_STRIDES"]
+
+POOL_STRIDES: tuple[int, ...] = (2, 2, 2)
+DEEP_POOL_STRIDES: tuple[int, ...] = (2, 1, 1, 1, 2, 1)
+
+
+def impala_channels(k: float, deep: bool) -> list[int]:
+    """Output channels of each conv stack at width k."""
+    n = len(DEEP_POOL_STRIDES if deep else POOL_STRIDES)
+    return [int(16 * k)] + [int(32 * k)] * (n - 1)
+
+
+def _feature_hw(frame_size: tuple[int, int], strides: Sequence[int]) -> tuple[int, int]:
+    h, w = frame_size
+    for s in strides:
+        h, w = pool_out(conv_out(h, 3), 3, s), pool_out(conv_out(w, 3), 3, s)
+        if h < 1 or w < 1:
+            raise ValueError(f"frames of {frame_size[0]}x{frame_size[1]} are too small for this network; "
+                             f"expected at least 84x84-like sizes")
+    return h, w
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv0 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv0(F.relu(x))
+        h = self.conv1(F.relu(h))
+        return x + h
+
+
+class ConvStack(nn.Module):
+    """conv 3x3 (no padding) -> max-pool 3x3 -> two residual blocks."""
+
+    def __init__(self, in_channels: int, channels: int, pool_stride: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, channels, 3)
+        self.pool = nn.MaxPool2d(3, stride=pool_stride)
+        self.res0 = ResidualBlock(channels)
+        self.res1 = ResidualBlock(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.res1(self.res0(self.pool(self.conv(x))))
+
+
+class ImpalaCNN(nn.Module):
+    """Impala ResNet Q-network of width multiplier ``k``; input uint8 frames (B, in_frames, H, W)."""
+
+    def __init__(self, in_frames: int, n_actions: int, k: float = 1.0, deep: bool = False, dueling: bool = False,
+                 hidden: int = 512, frame_size: tuple[int, int] = (84, 84)) -> None:
+        super().__init__()
+        strides = DEEP_POOL_STRIDES if deep else POOL_STRIDES
+        channels = impala_channels(k, deep)
+        h, w = _feature_hw(frame_size, strides)
+        stacks = []
+        c_in = in_frames
+        for c, s in zip(channels, strides):
+            stacks.append(ConvStack(c_in, c, s))
+            c_in = c
+        self.stacks = nn.Sequential(*stacks)
+        self.head = make_head(c_in * h * w, hidden, n_actions, dueling)
+        self.spec = str(ModelSpec("impala", k, deep, dueling, hidden))
+        self.in_frames = in_frames
+        self.n_actions = n_actions
+        self.frame_size = (int(frame_size[0]), int(frame_size[1]))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = self.stacks(scale_frames(obs))
+        return self.head(F.relu(x).flatten(1))
+
+
+def impala_parameters(spec: ModelSpec, in_frames: int, n_actions: int,
+                      frame_size: tuple[int, int] = (84, 84)) -> int:
+    """Exact parameter count of ``ImpalaCNN`` for this spec, without building it."""
+    strides = DEEP_POOL_STRIDES if spec.deep else POOL_STRIDES
+    channels = impala_channels(spec.k, spec.deep)
+    h, w = _feature_hw(frame_size, strides)
+    total, c_in = 0, in_frames
+    for c in channels:
+        total += c_in * c * 9 + c  # the stack's conv
+        total += 4 * (c * c * 9 + c)  # two residual blocks of two convs
+        c_in = c
+    return total + head_parameters(c_in * h * w, spec.hidden, n_actions, spec.dueling)

@@ -1,0 +1,63 @@
+"""Pieces shared by the model families: input scaling, Q-value heads, shape arithmetic."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["LinearHead", "DuelingHead", "make_head", "head_parameters", "conv_out", "pool_out", "scale_frames"]
+
+
+def scale_frames(obs: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels (or floats on the same 0..255 scale) -> float32 in [0, 1]."""
+    return obs.to(torch.float32) * (1.0 / 255.0)
+
+
+def conv_out(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
+    """Output length of a convolution (or pooling) along one axis."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def pool_out(size: int, kernel: int, stride: int) -> int:
+    return conv_out(size, kernel, stride)
+
+
+class LinearHead(nn.Module):
+    """features -> hidden (ReLU) -> one Q-value per action."""
+
+    def __init__(self, in_features: int, hidden: int, n_actions: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(in_features, hidden)
+        self.out = nn.Linear(hidden, n_actions)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(F.relu(self.fc(x)))
+
+
+class DuelingHead(nn.Module):
+    """Dueling head (Wang et al. 2016): Q = V + A - mean(A), each stream with its own hidden layer."""
+
+    def __init__(self, in_features: int, hidden: int, n_actions: int) -> None:
+        super().__init__()
+        self.value_fc = nn.Linear(in_features, hidden)
+        self.value = nn.Linear(hidden, 1)
+        self.advantage_fc = nn.Linear(in_features, hidden)
+        self.advantage = nn.Linear(hidden, n_actions)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = self.value(F.relu(self.value_fc(x)))
+        a = self.advantage(F.relu(self.advantage_fc(x)))
+        return v + a - a.mean(dim=1, keepdim=True)
+
+
+def make_head(in_features: int, hidden: int, n_actions: int, dueling: bool) -> nn.Module:
+    return (DuelingHead if dueling else LinearHead)(in_features, hidden, n_actions)
+
+
+def head_parameters(in_features: int, hidden: int, n_actions: int, dueling: bool) -> int:
+    """Exact parameter count of :func:`make_head`'s module."""
+    stream = in_features * hidden + hidden
+    if dueling:
+        return 2 * stream + (hidden + 1) + (hidden * n_actions + n_actions)
+    return stream + hidden * n_actions + n_actions

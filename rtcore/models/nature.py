@@ -1,0 +1,69 @@
+"""The Nature DQN CNN (Mnih et al. 2015), with the paper's width multiplier k.
+
+    frames (B, in_frames, 84, 84) uint8 -> /255
+    conv 8x8 stride 4, int(16k) ch -> relu -> conv 4x4 stride 2, int(32k) -> relu -> conv 3x3, int(32k) -> relu
+    flatten -> fc(hidden=512) -> relu -> fc(n_actions)        (or a dueling head)
+
+k=2 (the default) is the original network: 32, 64, 64 channels, 3136 -> 512 (1.69M parameters with four
+frames and six actions).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from rtcore.models.layers import conv_out, head_parameters, make_head, scale_frames
+from rtcore.models.spec import ModelSpec
+
+__all__ = ["NatureCNN", "nature_parameters"]
+
+_LAYERS = ((8, 4), (4, 2), (3, 1))  # (kernel, stride)
+
+
+def _channels(k: float) -> tuple[int, int, int]:
+    return int(16 * k), int(32 * k), int(32 * k)
+
+
+def _feature_hw(frame_size: tuple[int, int]) -> tuple[int, int]:
+    h, w = frame_size
+    for kernel, stride in _LAYERS:
+        h, w = conv_out(h, kernel, stride), conv_out(w, kernel, stride)
+    if h < 1 or w < 1:
+        raise ValueError(f"frames of {frame_size[0]}x{frame_size[1]} are too small for the Nature CNN; "
+                         f"expected at least 36x36")
+    return h, w
+
+
+class NatureCNN(nn.Module):
+    """Nature DQN Q-network; input uint8 frames (B, in_frames, H, W)."""
+
+    def __init__(self, in_frames: int, n_actions: int, k: float = 2.0, dueling: bool = False, hidden: int = 512,
+                 frame_size: tuple[int, int] = (84, 84)) -> None:
+        super().__init__()
+        c1, c2, c3 = _channels(k)
+        h, w = _feature_hw(frame_size)
+        self.conv0 = nn.Conv2d(in_frames, c1, 8, stride=4)
+        self.conv1 = nn.Conv2d(c1, c2, 4, stride=2)
+        self.conv2 = nn.Conv2d(c2, c3, 3, stride=1)
+        self.head = make_head(c3 * h * w, hidden, n_actions, dueling)
+        self.spec = str(ModelSpec("nature", k, False, dueling, hidden))
+        self.in_frames = in_frames
+        self.n_actions = n_actions
+        self.frame_size = (int(frame_size[0]), int(frame_size[1]))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv0(scale_frames(obs)))
+        x = F.relu(self.conv1(x))
+        x = F.relu(self.conv2(x))
+        return self.head(x.flatten(1))
+
+
+def nature_parameters(spec: ModelSpec, in_frames: int, n_actions: int,
+                      frame_size: tuple[int, int] = (84, 84)) -> int:
+    """Exact parameter count of ``NatureCNN`` for this spec, without building it."""
+    c1, c2, c3 = _channels(spec.k)
+    h, w = _feature_hw(frame_size)
+    convs = (in_frames * c1 * 64 + c1) + (c1 * c2 * 16 + c2) + (c2 * c3 * 9 + c3)
+    return convs + head_parameters(c3 * h * w, spec.hidden, n_actions, spec.dueling)

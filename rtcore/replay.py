@@ -1,0 +1,344 @@
+"""Lock-free shared-memory replay buffer.
+
+One or more environment processes write transitions; any number of learner processes sample batches,
+all at once, each in its own process, with no lock anywhere (``csrc/replay/ring.h``).
+
+Storage is per *stream* (one environment instance): ``capacity`` slots are split evenly across
+``streams``, each stream written by one writer at a time. A slot is one observation frame plus that
+step's action, reward and flags; the next observation of a step is the next step's frame on the same
+stream, so each frame is stored once, and at an episode end the caller's ``next_obs`` is stored as an
+extra slot. Frame stacks are rebuilt at sample time, padded with the episode's first frame and never
+crossing an episode start (as Gymnasium's ``FrameStackObservation``).
+
+Progress guarantees: ``add`` is wait-free; ``sample`` is lock-free (a draw overwritten while it is
+copied is redrawn, so a sample never holds a torn transition; it raises ``TimeoutError`` only if
+writers overwrite every draw before it can be copied, i.e. the buffer is far too small for the write
+rate). A writer killed mid-``add`` loses only that step: another process can ``attach`` and continue
+the stream, whose state lives entirely in shared memory.
+
+Example::
+
+    buf = rtcore.ReplayBuffer(100_000, (84, 84), frame_stack=4, streams=8, n_step=3)
+    buf.add(stream, obs, action, reward, terminated, truncated, next_obs=final_obs)
+    batch = buf.sample(32)          # batch.obs: uint8 [32, 4, 84, 84]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from rtcore import _core
+from rtcore._shm import SharedObject, default_name
+
+__all__ = ["ReplayBuffer", "ReplayBatch"]
+
+
+@dataclasses.dataclass(eq=False)
+class ReplayBatch:
+    """A batch of transitions: numpy arrays, filled in place by :meth:`ReplayBuffer.sample`.
+
+    Wrap the arrays with ``torch.from_numpy`` (no copy) and pass the batch back as ``out=`` to
+    sample into the same memory again.
+    """
+
+    obs: np.ndarray
+    """Stacked observations before the action, ``[B, frame_stack, *obs_shape]`` of the buffer's dtype."""
+    next_obs: np.ndarray
+    """Stacked observations to bootstrap from, ``n`` steps later (or the episode's final observation)."""
+    action: np.ndarray
+    """int64 ``[B]``: the action taken at ``obs``."""
+    reward: np.ndarray
+    """float32 ``[B]``: discounted sum of up to ``n_step`` rewards, ``sum_t gamma^t r_t``."""
+    done: np.ndarray
+    """bool ``[B]``: the episode terminated within the n steps (truncation is not termination)."""
+    discount: np.ndarray
+    """float32 ``[B]``: ``gamma^k`` to multiply the bootstrap value by (k steps summed), 0 when ``done``."""
+    was_default: np.ndarray
+    """bool ``[B]``: the environment applied the default action because no fresh one was ready."""
+    delay: np.ndarray
+    """int32 ``[B]``: steps between the observation the action was computed from and the one it acted on."""
+    index: np.ndarray
+    """int64 ``[B]``: a stable id of each transition: ``position * streams + stream``."""
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.action.shape[0])
+
+    def __len__(self) -> int:
+        return self.batch_size
+
+
+def _as_shape(obs_shape: int | Sequence[int]) -> tuple[int, ...]:
+    if isinstance(obs_shape, (int, np.integer)):
+        obs_shape = (int(obs_shape),)
+    try:
+        shape = tuple(operator.index(d) for d in obs_shape)
+    except TypeError:
+        raise TypeError(f"obs_shape must be an int or a sequence of ints, got {obs_shape!r}") from None
+    if any(d < 1 for d in shape):
+        raise ValueError(f"obs_shape dimensions must be >= 1, got {shape}")
+    return shape
+
+
+def _as_dtype(obs_dtype: npt.DTypeLike) -> np.dtype:
+    try:
+        dt = np.dtype(obs_dtype)
+    except TypeError:
+        raise TypeError(f"obs_dtype {obs_dtype!r} is not a numpy dtype") from None
+    if dt.kind not in "biuf" or dt.fields is not None or dt.subdtype is not None:
+        raise ValueError(f"obs_dtype must be a bool, integer or floating numpy dtype, got {dt}")
+    if not dt.isnative:
+        raise ValueError(f"obs_dtype must be in native byte order, got {dt.str}")
+    return dt
+
+
+def _positive_int(what: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"{what} must be an int, got {value!r}")
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{what} must be an int, got {value!r}") from None
+    if v < minimum:
+        raise ValueError(f"{what} must be >= {minimum}, got {v}")
+    return v
+
+
+class ReplayBuffer(SharedObject):
+    """A lock-free replay buffer in POSIX shared memory, shared by writer and sampler processes.
+
+    Args:
+        capacity: total slots (frames) across all streams; each stream gets ``capacity // streams``.
+            An episode end takes one extra slot (its final observation).
+        obs_shape: shape of one observation frame (``(84, 84)`` for Atari, ``(8,)`` for a vector).
+        obs_dtype: numpy dtype of observations (bool, integer or float).
+        frame_stack: frames per sampled observation stack (1 = no stacking).
+        streams: independent environment streams, each with one writer at a time.
+        n_step: steps summed into each sampled reward (1..255).
+        gamma: discount of the n-step return, in [0, 1].
+        name: shared-memory segment name (default: a fresh ``rtcore-replay-...`` name).
+
+    The creating process owns the segment and unlinks it on :meth:`close`, garbage collection or exit.
+    Other processes use :meth:`attach`; the object pickles as its name.
+    """
+
+    _KIND = "replay"
+
+    def __init__(
+        self,
+        capacity: int,
+        obs_shape: int | Sequence[int],
+        obs_dtype: npt.DTypeLike = "uint8",
+        frame_stack: int = 1,
+        streams: int = 1,
+        n_step: int = 1,
+        gamma: float = 0.99,
+        name: str | None = None,
+    ) -> None:
+        capacity = _positive_int("capacity", capacity)
+        shape = _as_shape(obs_shape)
+        dtype = _as_dtype(obs_dtype)
+        frame_stack = _positive_int("frame_stack", frame_stack)
+        streams = _positive_int("streams", streams)
+        n_step = _positive_int("n_step", n_step)
+        if isinstance(gamma, bool) or not isinstance(gamma, (int, float, np.floating, np.integer)):
+            raise TypeError(f"gamma must be a float, got {gamma!r}")
+        gamma = float(gamma)
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+        if streams > 2**31 or frame_stack > 2**31 or n_step > 2**31:
+            raise ValueError("streams, frame_stack and n_step must be below 2**31")
+        if name is None:
+            name = default_name(self._KIND)
+        handle = _core.Replay.create(name, capacity, list(shape), dtype, frame_stack, streams, n_step, gamma)
+        self._setup(handle, owner=True)
+
+    @classmethod
+    def attach(cls, name: str) -> ReplayBuffer:
+        """Attach to an existing buffer by name (from any process). Never unlinks it."""
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {name!r}")
+        self = cls.__new__(cls)
+        self._setup(_core.Replay.attach(name), owner=False)
+        return self
+
+    def _setup(self, handle: Any, owner: bool) -> None:
+        super().__init__(handle, handle.name, owner)
+        self._obs_shape = tuple(handle.obs_shape)
+        self._dtype = np.dtype(handle.dtype)
+        self._capacity = int(handle.capacity)
+        self._frame_stack = int(handle.frame_stack)
+        self._streams = int(handle.streams)
+        self._n_step = int(handle.n_step)
+        self._gamma = float(handle.gamma)
+        self._add = handle.add  # bound once: add() is the per-step hot path
+
+    # --- read-only layout -------------------------------------------------------------------------
+
+    @property
+    def capacity(self) -> int:
+        """Total slots, as requested (each stream holds ``capacity // streams``)."""
+        return self._capacity
+
+    @property
+    def obs_shape(self) -> tuple[int, ...]:
+        return self._obs_shape
+
+    @property
+    def obs_dtype(self) -> np.dtype:
+        return self._dtype
+
+    @property
+    def frame_stack(self) -> int:
+        return self._frame_stack
+
+    @property
+    def streams(self) -> int:
+        return self._streams
+
+    @property
+    def n_step(self) -> int:
+        return self._n_step
+
+    @property
+    def gamma(self) -> float:
+        return self._gamma
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the shared-memory segment in bytes."""
+        return int(self._h.segment_bytes)
+
+    def __len__(self) -> int:
+        """Transitions sampleable now (exact when no writer is running)."""
+        return int(self._h.size())
+
+    def head(self, stream: int) -> int:
+        """Slots written so far on ``stream`` (steps plus one per finished episode)."""
+        return int(self._h.head(stream))
+
+    # --- writing ----------------------------------------------------------------------------------
+
+    def add(
+        self,
+        stream: int,
+        obs: np.ndarray,
+        action: int,
+        reward: float,
+        terminated: bool,
+        truncated: bool,
+        next_obs: np.ndarray | None = None,
+        was_default: bool = False,
+        delay: int = 0,
+    ) -> None:
+        """Append one step to ``stream``.
+
+        ``obs`` is the observation the action was taken at (``obs_shape``, the buffer's dtype,
+        C-contiguous); the step's next observation is the next ``add``'s ``obs`` on this stream. At an
+        episode end (``terminated`` or ``truncated``) pass the final observation as ``next_obs``; the
+        next ``add`` on the stream starts a new episode. ``was_default`` marks a step where the
+        environment applied the default action; ``delay`` is the action's age in steps.
+
+        A handle attached in another process continues the stream where the last writer stopped
+        (also one that was killed): the stream's state is in shared memory. One writer per stream at
+        a time.
+        """
+        self._add(stream, obs, action, reward, terminated, truncated, next_obs, was_default, delay)
+
+    def add_batch(
+        self,
+        obs: np.ndarray,
+        action: npt.ArrayLike,
+        reward: npt.ArrayLike,
+        terminated: npt.ArrayLike,
+        truncated: npt.ArrayLike,
+        next_obs: np.ndarray | None = None,
+        was_default: npt.ArrayLike | None = None,
+        delay: npt.ArrayLike | None = None,
+    ) -> None:
+        """Append one step to every stream at once (a vectorised env): row ``i`` goes to stream ``i``.
+
+        ``obs`` is ``[streams, *obs_shape]``; the other arguments have one entry per stream.
+        ``next_obs`` (same shape as ``obs``) is required if any stream ends its episode; only the
+        rows of ending streams are read.
+        """
+        n = self._streams
+        action = _vector("action", action, n, np.int64, "iu")
+        reward = _vector("reward", reward, n, np.float32, "iuf")
+        terminated = _vector("terminated", terminated, n, np.bool_, "b")
+        truncated = _vector("truncated", truncated, n, np.bool_, "b")
+        was_default = np.zeros(n, np.bool_) if was_default is None else _vector("was_default", was_default, n, np.bool_, "b")
+        delay = np.zeros(n, np.int32) if delay is None else _vector("delay", delay, n, np.int32, "iu")
+        self._h.add_batch(obs, action, reward, terminated, truncated, next_obs, was_default, delay)
+
+    # --- sampling ---------------------------------------------------------------------------------
+
+    def empty_batch(self, batch_size: int) -> ReplayBatch:
+        """Zeroed arrays of the right shapes and dtypes, to pass to :meth:`sample` as ``out=``."""
+        b = _positive_int("batch_size", batch_size)
+        stack = (b, self._frame_stack, *self._obs_shape)
+        return ReplayBatch(
+            obs=np.zeros(stack, self._dtype),
+            next_obs=np.zeros(stack, self._dtype),
+            action=np.zeros(b, np.int64),
+            reward=np.zeros(b, np.float32),
+            done=np.zeros(b, np.bool_),
+            discount=np.zeros(b, np.float32),
+            was_default=np.zeros(b, np.bool_),
+            delay=np.zeros(b, np.int32),
+            index=np.zeros(b, np.int64),
+        )
+
+    def sample(self, batch_size: int, out: ReplayBatch | None = None) -> ReplayBatch:
+        """Draw ``batch_size`` transitions uniformly (with replacement) from all streams.
+
+        Fills ``out`` in place when given (no allocation), else a fresh batch. The GIL is released
+        while transitions are selected and copied. Raises ``ValueError`` if fewer than
+        ``batch_size`` transitions are sampleable.
+        """
+        b = _positive_int("batch_size", batch_size)
+        if out is None:
+            out = self.empty_batch(b)
+        elif not isinstance(out, ReplayBatch):
+            raise TypeError(f"out must be a ReplayBatch (see empty_batch()), got {type(out).__name__}")
+        elif out.action.shape != (b,):
+            raise ValueError(f"out holds a batch of {out.action.shape}, expected ({b},) for batch_size={b}")
+        self._h.sample(
+            out.obs, out.next_obs, out.action, out.reward, out.done, out.discount, out.was_default, out.delay, out.index
+        )
+        return out
+
+    def seed(self, seed: int) -> None:
+        """Seed this handle's sampler. With one process and no concurrent writer, the draws of a
+        seeded handle are reproducible."""
+        if isinstance(seed, bool):
+            raise TypeError(f"seed must be an int, got {seed!r}")
+        try:
+            s = operator.index(seed)
+        except TypeError:
+            raise TypeError(f"seed must be an int, got {seed!r}") from None
+        self._h.seed(s % 2**64)
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return f"ReplayBuffer(name={self._name!r}, closed)"
+        return (
+            f"ReplayBuffer(name={self._name!r}, capacity={self._capacity}, obs_shape={self._obs_shape}, "
+            f"obs_dtype={self._dtype}, frame_stack={self._frame_stack}, streams={self._streams}, "
+            f"n_step={self._n_step}, gamma={self._gamma}, len={len(self)})"
+        )
+
+
+def _vector(what: str, value: npt.ArrayLike, n: int, dtype: type, kinds: str) -> np.ndarray:
+    a = np.asarray(value)
+    if a.dtype.kind not in kinds:
+        raise ValueError(f"{what} has dtype {a.dtype}, expected {np.dtype(dtype)}")
+    if a.shape != (n,):
+        raise ValueError(f"{what} has shape {a.shape}, expected ({n},) (one entry per stream)")
+    return np.ascontiguousarray(a, dtype=dtype)

@@ -1,0 +1,83 @@
+"""A numpy array in shared memory, for counters and statistics that several processes keep together.
+
+``SharedArray(shape, dtype)`` creates a zeroed segment; ``SharedArray.attach(name)`` (or unpickling in a
+``spawn``-ed process) maps the same memory, with its shape and dtype read from the segment header.
+``.array`` is a numpy view of the segment; the view keeps the mapping alive even after ``close()``.
+
+There is no locking: numpy operations on the view are plain loads and stores. Give each element one
+writing process (e.g. one row per worker) and readers see each aligned element of up to 8 bytes whole;
+a read-modify-write such as ``a[0] += 1`` from two processes at once can lose updates.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, Sequence
+
+import numpy as np
+
+from rtcore import _core
+from rtcore._shm import SharedObject, default_name
+
+__all__ = ["SharedArray"]
+
+
+class SharedArray(SharedObject):
+    """A zero-initialised numpy array of ``shape`` and ``dtype`` in its own shared-memory segment.
+
+    Args:
+        shape: array shape (an int or a tuple of non-negative ints, at most 8 dimensions).
+        dtype: a numeric or bool numpy dtype.
+        name: segment name (default: a fresh ``rtcore-array-...``).
+    """
+
+    _KIND = "array"
+
+    def __init__(
+        self, shape: Sequence[int] | int, dtype: Any = "float64", name: str | None = None, *, _handle: Any = None
+    ) -> None:
+        if _handle is None:
+            if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+                shape = (shape,)
+            try:
+                shp = tuple(operator.index(d) for d in shape)
+            except TypeError:
+                raise TypeError(f"shape must be an int or a tuple of ints, got {shape!r}") from None
+            if any(d < 0 for d in shp):
+                raise ValueError(f"shape must have non-negative sizes, got {shp}")
+            try:
+                dt = np.dtype(dtype)
+            except TypeError as e:
+                raise TypeError(f"dtype {dtype!r} is not a numpy dtype: {e}") from None
+            name = default_name(self._KIND) if name is None else _core.check_segment_name(name)
+            _handle = _core.SharedArray.create(name, list(shp), dt)
+            owner = True
+        else:
+            owner = False
+        super().__init__(_handle, _handle.name, owner)
+        self._array = _handle.array()
+
+    @classmethod
+    def attach(cls, name: str) -> SharedArray:
+        """Attach to an existing array (``FileNotFoundError`` if missing, ``rtcore.LayoutError`` if the
+        segment holds something else)."""
+        return cls((), _handle=_core.SharedArray.attach(_core.check_segment_name(name)))
+
+    @property
+    def array(self) -> np.ndarray:
+        """The numpy view of the shared memory (the same object each time)."""
+        self._h  # noqa: B018 -- raises if closed
+        return self._array
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._array.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._array.dtype
+
+    def close(self) -> None:
+        """Detach (the creator also unlinks the name). Views handed out earlier stay valid."""
+        self._array = None  # type: ignore[assignment]
+        super().close()

@@ -1,0 +1,377 @@
+// Tests of the replay ring (csrc/replay/ring.h) on heap memory.
+//
+// Every frame written here is filled with one 64-bit tag encoding (stream, step, is-terminal-obs), so
+// a sampled frame says exactly which step it is, and a torn frame (two tags mixed) is detectable. The
+// episode structure of each stream is a fixed function of the step number, so the expected transition
+// for any sampled (stream, step) can be recomputed independently (expect()) and compared field by field.
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "check.h"
+#include "replay/ring.h"
+
+using namespace rtcore::replay;
+
+namespace {
+
+struct HeapSpan {
+  explicit HeapSpan(std::size_t n) : size(round_up(n, 64)), ptr(std::aligned_alloc(64, size)) { std::memset(ptr, 0, size); }
+  ~HeapSpan() { std::free(ptr); }
+  std::size_t size;
+  void* ptr;
+};
+
+// The synthetic environment: stream s has episodes of length L(s); episode k ends terminated unless
+// k % 3 == 2 (truncated).
+struct World {
+  std::uint32_t frame_words;
+  std::uint64_t L(std::uint32_t s) const { return 5 + 2 * s; }
+  static std::uint64_t tag(std::uint32_t s, std::uint64_t t, bool terminal) {
+    return (std::uint64_t(s) << 48) | (std::uint64_t(terminal) << 47) | t;
+  }
+  static float reward(std::uint64_t t) { return float(t % 11) * 0.5f - 1.0f; }
+  static std::int64_t action(std::uint32_t s, std::uint64_t t) { return std::int64_t(t * 3 + s); }
+  static bool was_default(std::uint64_t t) { return t % 4 == 0; }
+  static std::int32_t delay(std::uint64_t t) { return std::int32_t(t % 9); }
+  bool ends(std::uint32_t s, std::uint64_t t) const { return (t + 1) % L(s) == 0; }
+  bool terminated(std::uint32_t s, std::uint64_t t) const { return ends(s, t) && (t / L(s)) % 3 != 2; }
+  bool truncated(std::uint32_t s, std::uint64_t t) const { return ends(s, t) && (t / L(s)) % 3 == 2; }
+
+  void add(Ring& r, std::uint32_t s, std::uint64_t t, std::vector<std::uint64_t>& a, std::vector<std::uint64_t>& b) const {
+    std::fill(a.begin(), a.end(), tag(s, t, false));
+    std::fill(b.begin(), b.end(), tag(s, t, true));
+    r.add(s, a.data(), action(s, t), reward(t), terminated(s, t), truncated(s, t), ends(s, t) ? b.data() : nullptr,
+          was_default(t), delay(t));
+  }
+};
+
+struct Batch {
+  Batch(std::size_t n, std::size_t K, std::size_t frame_bytes)
+      : obs(n * K * frame_bytes / 8), next(n * K * frame_bytes / 8), action(n), reward(n), done(n), discount(n),
+        was_default(n), delay(n), index(n) {}
+  SampleOut out() {
+    return SampleOut{reinterpret_cast<std::uint8_t*>(obs.data()), reinterpret_cast<std::uint8_t*>(next.data()),
+                     action.data(), reward.data(), done.get(), discount.data(), was_default.get(), delay.data(),
+                     index.data()};
+  }
+  std::vector<std::uint64_t> obs, next;
+  std::vector<std::int64_t> action;
+  std::vector<float> reward;
+  struct Bools {
+    explicit Bools(std::size_t n) : v(new bool[n]()) {}
+    bool* get() { return v.get(); }
+    bool& operator[](std::size_t i) { return v[i]; }
+    std::unique_ptr<bool[]> v;
+  } done;
+  std::vector<float> discount;
+  Bools was_default;
+  std::vector<std::int32_t> delay;
+  std::vector<std::int64_t> index;
+};
+
+// Decodes one frame of a sampled row; returns false if the frame is torn (words disagree).
+bool frame_tag(const std::uint64_t* f, std::uint32_t words, std::uint64_t& tag) {
+  tag = f[0];
+  for (std::uint32_t w = 1; w < words; ++w)
+    if (f[w] != tag) return false;
+  return true;
+}
+
+// Checks row `i` of a batch against the world; returns a description of the first mismatch or "".
+std::string verify_row(const World& w, const Params& p, Batch& b, std::size_t i) {
+  const std::uint32_t K = p.frame_stack, words = w.frame_words;
+  const std::uint64_t* obs = b.obs.data() + i * K * words;
+  const std::uint64_t* nxt = b.next.data() + i * K * words;
+  std::uint64_t last;
+  if (!frame_tag(obs + (K - 1) * words, words, last)) return "torn obs frame";
+  if (last & (1ull << 47)) return "a terminal-obs slot was sampled as a transition";
+  const std::uint32_t s = std::uint32_t(last >> 48);
+  const std::uint64_t t = last & ((1ull << 47) - 1);
+  if (s >= p.streams) return "bad stream in frame";
+  if (std::uint64_t(b.index[i]) % p.streams != s) return "index names another stream";
+  const std::uint64_t L = w.L(s), e0 = t - t % L, u = t % L;
+  for (std::uint32_t k = 0; k < K; ++k) {
+    std::uint64_t tg;
+    if (!frame_tag(obs + k * words, words, tg)) return "torn obs frame";
+    const std::uint64_t want_t = std::max<std::int64_t>(std::int64_t(t) - std::int64_t(K - 1 - k), std::int64_t(e0));
+    if (tg != World::tag(s, want_t, false)) return "obs stack frame " + std::to_string(k) + " is the wrong step";
+  }
+  const std::uint64_t m = std::min<std::uint64_t>(p.n_step, L - u);
+  const bool ended = u + m == L;
+  double ret = 0, g = 1;
+  for (std::uint64_t q = 0; q < m; ++q) {
+    ret += g * World::reward(t + q);
+    g *= p.gamma;
+  }
+  const bool done = ended && w.terminated(s, e0 + L - 1);
+  if (b.action[i] != World::action(s, t)) return "action mismatch";
+  if (std::fabs(b.reward[i] - float(ret)) > 1e-5f * (1 + std::fabs(float(ret)))) return "n-step reward mismatch";
+  if (b.done[i] != done) return "done mismatch";
+  const float disc = done ? 0.0f : float(std::pow(p.gamma, double(m)));
+  if (std::fabs(b.discount[i] - disc) > 1e-6f) return "discount mismatch";
+  if (b.was_default[i] != World::was_default(t)) return "was_default mismatch";
+  if (b.delay[i] != World::delay(t)) return "delay mismatch";
+  for (std::uint32_t k = 0; k < K; ++k) {
+    std::uint64_t tg;
+    if (!frame_tag(nxt + k * words, words, tg)) return "torn next_obs frame";
+    const std::int64_t off = std::max<std::int64_t>(std::int64_t(u + m) - std::int64_t(K - 1 - k), 0);
+    const std::uint64_t want = std::uint64_t(off) == L ? World::tag(s, e0 + L - 1, true) : World::tag(s, e0 + off, false);
+    if (tg != want) return "next_obs stack frame " + std::to_string(k) + " is the wrong step";
+  }
+  return "";
+}
+
+Params small_params(std::uint64_t capacity, std::uint32_t streams, std::uint32_t K, std::uint32_t n, std::uint32_t words) {
+  return make_params(capacity, streams, K, n, 0.9, {std::int64_t(words)}, 8, "<u8");
+}
+
+}  // namespace
+
+TEST(params_validation_names_the_problem) {
+  CHECK_THROWS(small_params(0, 1, 1, 1, 4), rtcore::InvalidArgument);
+  CHECK_THROWS(small_params(100, 0, 1, 1, 4), rtcore::InvalidArgument);
+  CHECK_THROWS(small_params(100, 1, 0, 1, 4), rtcore::InvalidArgument);
+  CHECK_THROWS(small_params(100, 1, 1, 0, 4), rtcore::InvalidArgument);
+  CHECK_THROWS(small_params(100, 1, 1, 256, 4), rtcore::InvalidArgument);
+  CHECK_THROWS(make_params(100, 1, 1, 1, 1.5, {4}, 1, "|u1"), rtcore::InvalidArgument);
+  CHECK_THROWS(make_params(100, 1, 1, 1, 0.9, {0}, 1, "|u1"), rtcore::InvalidArgument);
+  // Each stream needs frame_stack + n_step + 1 slots.
+  CHECK_THROWS(small_params(4 * (4 + 3 + 1) - 1, 4, 4, 3, 4), rtcore::InvalidArgument);
+  const Params p = small_params(4 * (4 + 3 + 1), 4, 4, 3, 4);
+  CHECK_EQ(p.slots_per_stream, 8u);
+  try {
+    small_params(10, 4, 4, 3, 4);
+  } catch (const rtcore::InvalidArgument& e) {
+    CHECK(std::string(e.what()).find("capacity must be >= 32") != std::string::npos);
+  }
+}
+
+TEST(layout_is_aligned_and_strides_are_padded) {
+  const Params a = make_params(1000, 3, 4, 1, 0.99, {84, 84}, 1, "|u1");
+  CHECK_EQ(a.frame_bytes, 7056u);
+  CHECK_EQ(a.frame_stride, 7104u);  // 64-byte rows
+  CHECK_EQ(a.meta_offset % 64, 0u);
+  CHECK_EQ(a.frames_offset % 64, 0u);
+  CHECK(a.total_bytes >= a.frames_offset + 3 * 333 * 7104);
+  const Params v = make_params(100, 1, 1, 1, 0.99, {3}, 4, "<f4");
+  CHECK_EQ(v.frame_bytes, 12u);
+  CHECK_EQ(v.frame_stride, 16u);  // small frames: 8-byte rows
+}
+
+TEST(empty_ring_has_nothing_to_sample) {
+  const Params p = small_params(64, 2, 2, 1, 4);
+  HeapSpan mem(p.total_bytes);
+  Ring r(mem.ptr, mem.size, p);
+  CHECK_EQ(r.size(), 0u);
+  Batch b(1, 2, 32);
+  Rng rng(1);
+  SampleScratch sc;
+  sc.resize(2);
+  CHECK_THROWS(r.sample(1, b.out(), rng, sc), rtcore::InvalidArgument);
+  CHECK_THROWS(r.head(2), rtcore::OutOfRange);
+  std::uint64_t f[4] = {};
+  CHECK_THROWS(r.add(2, f, 0, 0, false, false, nullptr, false, 0), rtcore::OutOfRange);
+  CHECK_THROWS(r.add(0, f, 0, 0, true, false, nullptr, false, 0), rtcore::InvalidArgument);  // next_obs missing
+  CHECK_EQ(r.head(0), 0u);  // the rejected add wrote nothing
+}
+
+TEST(size_counts_complete_n_step_chains_and_skips_terminal_slots) {
+  // One stream, L = 5, n = 3, big enough never to wrap.
+  World w{4};
+  const Params p = small_params(1000, 1, 2, 3, 4);
+  HeapSpan mem(p.total_bytes);
+  Ring r(mem.ptr, mem.size, p);
+  std::vector<std::uint64_t> a(4), b(4);
+  // Before each add: ready = max(episode start, head - n); an episode end makes all its steps sampleable.
+  std::uint64_t expect_sizes[] = {0, 0, 0, 0, 1, 5, 5, 5, 5, 6, 10};
+  for (std::uint64_t t = 0; t < 11; ++t) {
+    CHECK_EQ(r.size(), expect_sizes[t]);
+    w.add(r, 0, t, a, b);
+  }
+  CHECK_EQ(r.head(0), 13u);  // 11 steps + the terminal obs slots of the episodes ending at steps 4 and 9
+}
+
+TEST(every_field_of_every_sample_matches_the_world) {
+  for (std::uint32_t K : {1u, 2u, 4u}) {
+    for (std::uint32_t n : {1u, 3u}) {
+      World w{4};
+      const Params p = small_params(2 * 1000, 2, K, n, 4);
+      HeapSpan mem(p.total_bytes);
+      Ring r(mem.ptr, mem.size, p);
+      std::vector<std::uint64_t> a(4), b(4);
+      for (std::uint64_t t = 0; t < 300; ++t)
+        for (std::uint32_t s = 0; s < 2; ++s) w.add(r, s, t, a, b);
+      Batch bt(256, K, 32);
+      Rng rng(7);
+      SampleScratch sc;
+      sc.resize(2);
+      for (int rep = 0; rep < 20; ++rep) {
+        r.sample(256, bt.out(), rng, sc);
+        for (std::size_t i = 0; i < 256; ++i) {
+          const std::string err = verify_row(w, p, bt, i);
+          if (!err.empty()) std::printf("  K=%u n=%u row %zu: %s\n", K, n, i, err.c_str());
+          CHECK(err.empty());
+        }
+      }
+      CHECK_EQ(sc.collisions, 0u);
+    }
+  }
+}
+
+TEST(sampling_is_uniform_and_reproducible) {
+  World w{1};
+  const Params p = small_params(3 * 50, 3, 1, 1, 1);
+  HeapSpan mem(p.total_bytes);
+  Ring r(mem.ptr, mem.size, p);
+  std::vector<std::uint64_t> a(1), b(1);
+  // Streams of different lengths: stream 0 has 40 steps, 1 has 20, 2 has 10 (no wrap: 50 slots each).
+  for (std::uint32_t s = 0; s < 3; ++s)
+    for (std::uint64_t t = 0; t < 40u >> s; ++t) w.add(r, s, t, a, b);
+  const std::uint64_t n = r.size();
+  std::map<std::int64_t, int> counts;
+  CHECK_EQ(n, 40u + 19u + 9u);  // an unfinished episode's last step waits for its next frame
+  Batch bt(n, 1, 8);
+  Rng rng(3);
+  SampleScratch sc;
+  sc.resize(3);
+  CHECK_THROWS(r.sample(n + 1, bt.out(), rng, sc), rtcore::InvalidArgument);  // more than is stored
+  const int reps = 4000;
+  for (int rep = 0; rep < reps; ++rep) {
+    r.sample(n, bt.out(), rng, sc);
+    for (auto idx : bt.index) counts[idx]++;
+  }
+  CHECK_EQ(counts.size(), n);  // every sampleable transition is drawn, nothing else
+  const double mean = double(reps);
+  for (auto& [idx, c] : counts) CHECK(std::fabs(c - mean) < 5 * std::sqrt(mean));  // 5 sigma
+  // Same seed, same draws.
+  Batch b1(64, 1, 8), b2(64, 1, 8);
+  Rng r1(11), r2(11);
+  r.sample(64, b1.out(), r1, sc);
+  r.sample(64, b2.out(), r2, sc);
+  CHECK(b1.index == b2.index);
+}
+
+TEST(overwritten_transitions_are_never_returned) {
+  World w{4};
+  const Params p = small_params(16, 1, 4, 2, 4);  // 16 slots: wraps every ~13 steps
+  HeapSpan mem(p.total_bytes);
+  Ring r(mem.ptr, mem.size, p);
+  std::vector<std::uint64_t> a(4), b(4);
+  Batch bt(64, 4, 32);
+  Rng rng(5);
+  SampleScratch sc;
+  sc.resize(1);
+  for (std::uint64_t t = 0; t < 500; ++t) {
+    w.add(r, 0, t, a, b);
+    const std::size_t size = r.size();
+    if (size == 0) continue;
+    CHECK(size <= 16 - 3);
+    r.sample(size, bt.out(), rng, sc);
+    for (std::size_t i = 0; i < size; ++i) {
+      const std::string err = verify_row(w, p, bt, i);
+      CHECK(err.empty());
+      // Drawn transitions are recent: within the ring.
+      const std::uint64_t tg = bt.obs[(i * 4 + 3) * 4];
+      CHECK((tg & ((1ull << 47) - 1)) + 16 > t);
+    }
+  }
+}
+
+TEST(a_writer_that_died_mid_add_is_continued_by_the_next) {
+  World w{4};
+  const Params p = small_params(64, 1, 2, 2, 4);
+  HeapSpan mem(p.total_bytes);
+  std::vector<std::uint64_t> a(4), b(4);
+  {
+    Ring r(mem.ptr, mem.size, p);
+    for (std::uint64_t t = 0; t < 12; ++t) w.add(r, 0, t, a, b);
+  }
+  const std::uint64_t size_before = Ring(mem.ptr, mem.size, p).size();
+  // Simulate a SIGKILL in the middle of the next add: slot `head` stamped "writing", half its frame
+  // overwritten with garbage, pub not advanced.
+  auto* base = static_cast<std::uint8_t*>(mem.ptr);
+  auto* st = reinterpret_cast<StreamState*>(base);
+  const std::uint64_t head = st[0].pub.load() >> 8;
+  auto* meta = reinterpret_cast<SlotMeta*>(base + p.meta_offset) + head % p.slots_per_stream;
+  meta->stamp.store(stamp_writing(head));
+  meta->action = 999;
+  std::memset(base + p.frames_offset + (head % p.slots_per_stream) * p.frame_stride, 0xAB, 16);
+  {
+    Ring r(mem.ptr, mem.size, p);  // a new process attaching
+    CHECK_EQ(r.size(), size_before);
+    CHECK_EQ(r.head(0), head);
+    Batch bt(128, 2, 32);
+    Rng rng(9);
+    SampleScratch sc;
+    sc.resize(1);
+    r.sample(size_before, bt.out(), rng, sc);
+    for (std::size_t i = 0; i < size_before; ++i) CHECK(verify_row(w, p, bt, i).empty());
+    // It carries on: the episode continues where the dead writer left it.
+    for (std::uint64_t t = 12; t < 100; ++t) w.add(r, 0, t, a, b);
+    const std::size_t size = r.size();
+    // 100 steps in episodes of 5 + 20 terminal slots = head 120; stacks reach 1 back, so positions
+    // [120 - 63, 120) are in the window, 11 of them terminal slots (positions 6k + 5).
+    CHECK_EQ(size, 63u - 11u);
+    r.sample(size, bt.out(), rng, sc);
+    for (std::size_t i = 0; i < size; ++i) {
+      const std::string err = verify_row(w, p, bt, i);
+      if (!err.empty()) std::printf("  row %zu: %s\n", i, err.c_str());
+      CHECK(err.empty());
+    }
+  }
+}
+
+TEST(concurrent_writers_and_samplers_never_tear) {
+  // Two writer threads (one per stream) race three sampler threads over a ring small enough that
+  // the writers lap it thousands of times; every sampled row must match the world exactly.
+  World w{32};  // 256-byte frames
+  const std::uint32_t streams = 2, K = 4, n = 3;
+  const Params p = small_params(streams * 48, streams, K, n, w.frame_words);
+  HeapSpan mem(p.total_bytes);
+  Ring ring(mem.ptr, mem.size, p);
+  const std::uint64_t steps = 300000;
+  std::atomic<int> writers_left{int(streams)};
+  std::atomic<std::uint64_t> rows{0}, bad{0}, collisions{0};
+  std::vector<std::thread> threads;
+  for (std::uint32_t s = 0; s < streams; ++s)
+    threads.emplace_back([&, s] {
+      std::vector<std::uint64_t> a(w.frame_words), b(w.frame_words);
+      for (std::uint64_t t = 0; t < steps; ++t) w.add(ring, s, t, a, b);
+      writers_left.fetch_sub(1, std::memory_order_release);  // release: the samplers stop after the last add
+    });
+  for (int k = 0; k < 3; ++k)
+    threads.emplace_back([&, k] {
+      Batch bt(16, K, w.frame_words * 8);
+      Rng rng(100 + k);
+      SampleScratch sc;
+      sc.resize(streams);
+      while (ring.size() < 16) std::this_thread::yield();
+      bool last_round = false;
+      while (!last_round) {
+        last_round = writers_left.load(std::memory_order_acquire) == 0;  // acquire: see the final adds
+        ring.sample(16, bt.out(), rng, sc);
+        for (std::size_t i = 0; i < 16; ++i) {
+          const std::string err = verify_row(w, p, bt, i);
+          if (!err.empty()) {
+            if (bad.fetch_add(1, std::memory_order_relaxed) < 5) std::printf("  sampler %d: %s\n", k, err.c_str());
+          }
+        }
+        rows.fetch_add(16, std::memory_order_relaxed);  // relaxed: a counter read after join
+      }
+      collisions.fetch_add(sc.collisions, std::memory_order_relaxed);  // relaxed: read after join
+    });
+  for (auto& t : threads) t.join();
+  std::printf("  %llu rows checked, %llu redrawn after a concurrent overwrite\n", (unsigned long long)rows.load(),
+              (unsigned long long)collisions.load());
+  CHECK_EQ(bad.load(), 0u);
+  CHECK(rows.load() >= 16 * 3);
+  for (std::uint32_t s = 0; s < streams; ++s) CHECK_EQ(ring.head(s), steps + steps / w.L(s));
+}
+
+int main() { return rtcore_test::run_all(); }
