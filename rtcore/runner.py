@@ -230,7 +230,9 @@ class _Runner:
         if cfg.mode == "staggered":
             self.schedule = keep(rtcore.StaggerSchedule(self.n_workers, self.tau_theta_max, mode=cfg.stagger,
                                                         heartbeat_timeout=cfg.heartbeat_timeout))
-        self.turnstile = keep(rtcore.Turnstile(max(1, self.n_learners), heartbeat_timeout=max(5.0, cfg.heartbeat_timeout)))
+        self.turnstile = None
+        if cfg.mode == "staggered" and self.n_learners > 0:
+            self.turnstile = keep(rtcore.Turnstile(self.n_learners, heartbeat_timeout=max(5.0, cfg.heartbeat_timeout)))
         # every worker, learner and the runner's checkpoint may each pin one superseded version: with
         # readers + 2 buffers a publish always finds a free one
         self.params = keep(rtcore.ParamStore(self.numel, buffers=self.n_workers + max(1, self.n_learners) + 3))
@@ -354,7 +356,7 @@ class _Runner:
         t = now - self.t_env0
         steps = int(_field(st, "steps", 0))
         default_steps = int(_field(st, "default_steps", 0))
-        hist = np.asarray(_field(st, "delay_histogram", []), dtype=np.float64)
+        hist = np.asarray(_field(st, "delay_hist", []), dtype=np.float64)
         w = tel.workers
         L = tel.learners
         turns = float(w[:, WorkerCol.TURNS].sum())
@@ -453,8 +455,11 @@ class _Runner:
                 self.driver.stop(STOP_TIMEOUT)
             except Exception as exc:  # the run's outcome stands; say what went wrong
                 self.log(f"rtcore: stopping the env driver: {type(exc).__name__}: {exc}")
+            self.final_stats = self.driver.stats
 
     def close_shared(self) -> None:
+        if self.driver is not None:
+            self.driver.close()
         for obj in reversed(self.closers):
             try:
                 obj.close()
@@ -465,12 +470,12 @@ class _Runner:
     # --- summary
     def summary(self, wall: float) -> RunSummary:
         cfg = self.cfg
-        st = self.driver.stats if self.driver is not None else None
+        st = getattr(self, "final_stats", None)
         tel = self.telemetry
         steps = int(_field(st, "steps", 0))
         ivals = np.concatenate(self.all_intervals) if getattr(self, "all_intervals", None) else np.empty(0)
         np.save(self.run_dir / "action_intervals.npy", ivals)
-        hist = np.asarray(_field(st, "delay_histogram", []), dtype=np.float64)
+        hist = np.asarray(_field(st, "delay_hist", []), dtype=np.float64)
         if hist.size:
             np.save(self.run_dir / "delay_histogram.npy", hist)
         updates = int(tel.control[Control.UPDATES])
