@@ -167,10 +167,10 @@ class Turnstile {
   std::int64_t wait_turn(int j, std::int64_t deadline_ns) {
     for (;;) {
       const std::uint32_t w = sh_->wake.load(std::memory_order_acquire);  // acquire: read before the turn, so no wake is lost
+      if (stopped()) return -2;
       const std::int64_t now = clock::now_ns();
       const std::int64_t u = try_turn(j, now);
       if (u >= 0) return u;
-      if (stopped()) return -2;
       if (now >= deadline_ns) return -1;
       board::futex_wait_until(&sh_->wake, w, std::min(deadline_ns, now + kPollNs));
     }
