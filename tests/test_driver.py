@@ -195,6 +195,10 @@ def test_an_agent_posting_every_tick_leaves_no_inaction():
         assert (b.default_steps - a.default_steps) <= 0.05 * window  # ~0: an action is ready every tick
         # the agent computes from the newest frame: delay 0, occasionally 1 when a tick beats it
         assert b.delay_hist[:2].sum() >= 0.95 * (b.steps - b.default_steps)
+        # live snapshots are consistent across fields while the driver writes (seqlock)
+        for _ in range(300):
+            s = drv.stats
+            assert s.delay_hist.sum() == s.steps - s.default_steps
     finally:
         drv.stop()
         agent.kill()
