@@ -1,0 +1,324 @@
+"""The configuration of a run: one dataclass, one docstring per field, and the CLI generated from it.
+
+``RunConfig`` is the single source of truth for ``rtcore run``: every field becomes a command-line
+option (``batch_size`` -> ``--batch-size``; booleans get ``--flag / --no-flag``), its docstring becomes
+the option's help, and its default the option's default. In Python:
+
+    >>> import rtcore
+    >>> summary = rtcore.run(rtcore.RunConfig(env="ALE/Boxing-v5", model="impala:k=7", seconds=600))
+
+``RunConfig.validate()`` checks every field and raises a ``ValueError`` naming the field, the value and
+what was expected; ``rtcore.run`` calls it first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import math
+import textwrap
+import typing
+from dataclasses import dataclass, fields
+from typing import Any, Literal, Optional, Union
+
+__all__ = ["RunConfig", "add_config_arguments", "config_from_args", "field_docs", "epsilon_at"]
+
+MODES = ("staggered", "sequential")
+STAGGER_MODES = ("max", "mean")
+SEQUENTIAL_ORDERS = ("inflearn", "learninf")
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs. Defaults give the README's first command: a one-minute realtime Pong on CPU."""
+
+    # --- what to play, with what
+    env: str = "ALE/Pong-v5"
+    """Environment id for ``rtcore.make``: any ``ALE/...`` id, ``gb/Tetris``, ``gb/PokemonRed``, ``gb/PokemonBlue``."""
+    rom: Optional[str] = None
+    """Game Boy ROM file (needed by the ``gb/...`` environments; ignored by Atari)."""
+    frequency: Optional[float] = None
+    """Environment steps per second of wall clock (default: the game's native frame rate, 60 Hz for Atari)."""
+    model: str = "impala:k=1"
+    """Q-network spec (``rtcore.models.parse_model_spec``): ``impala:k=1``, ``impala:k=7,deep=1``, ``nature``, ``...,dueling=1``."""
+    frame_stack: int = 4
+    """Frames per observation (84x84 grayscale each), stacked by the boards and the replay buffer, not by copies."""
+    device: str = "cpu"
+    """Device of the inference workers: ``cpu`` or ``cuda`` (several workers share one GPU)."""
+    learner_device: Optional[str] = None
+    """Device of the learners (default: same as ``device``)."""
+    backend: str = "script"
+    """How workers run the model: ``script`` (TorchScript), ``export`` (torch.export) or ``eager``."""
+
+    # --- acting
+    mode: str = "staggered"
+    """``staggered``: N asynchronous inference workers + M learners (the paper's method); ``sequential``: one process alternating act and learn while the env keeps running (the paper's inflearn/learninf baseline)."""
+    sequential_order: str = "inflearn"
+    """Sequential mode only: ``inflearn`` (act, then learn) or ``learninf`` (learn, then act)."""
+    workers: str = "auto"
+    """Inference workers N: a number, or ``auto`` for N* = ceil(tau_theta_max / tau_M) from the measured inference time."""
+    max_workers: int = 64
+    """Upper bound on N when ``--workers auto`` (N* of a big model on a slow machine can exceed what fits)."""
+    stagger: str = "max"
+    """Staggering rule: ``max`` (the paper's Algorithm 1, spacing by the running maximum inference time) or ``mean`` (Algorithm 2)."""
+    inference_delay: float = 0.0
+    """Seconds added to every forward pass, to EMULATE a larger model's latency on small hardware (reported in the metrics; 0 = none)."""
+    tau_theta: Optional[float] = None
+    """Inference time tau_theta_max in seconds used to size N and seed the schedule (default: measured p99 + inference_delay)."""
+    latency_iters: int = 50
+    """Forward passes timed to measure tau_theta before the run starts."""
+    epsilon_start: float = 1.0
+    """Exploration rate at env step 0 (epsilon-greedy)."""
+    epsilon_end: float = 0.05
+    """Exploration rate after ``epsilon_decay_steps`` env steps (linear decay, as in the paper)."""
+    epsilon_decay_steps: int = 100_000
+    """Env steps over which epsilon falls linearly from ``epsilon_start`` to ``epsilon_end``."""
+
+    # --- learning
+    learners: int = 1
+    """Learner processes M (round-robin asynchronous updates; 0 = act only, no learning)."""
+    replay_capacity: int = 100_000
+    """Transitions kept in the shared replay buffer."""
+    learning_starts: int = 1_000
+    """Transitions in the replay buffer before learners start updating."""
+    batch_size: int = 32
+    """Transitions per gradient step."""
+    lr: float = 1e-4
+    """Adam learning rate."""
+    adam_eps: float = 1.5e-4
+    """Adam epsilon."""
+    gamma: float = 0.99
+    """Discount factor."""
+    n_step: int = 3
+    """n-step return length of the DQN targets (computed by the replay buffer)."""
+    target_update: int = 2_000
+    """Hard-update the target network every this many applied updates (all learners together)."""
+    double_dqn: bool = True
+    """Double DQN targets (online network picks the next action, target network values it)."""
+    max_grad_norm: float = 10.0
+    """Clip each gradient to this global L2 norm (0 = no clipping)."""
+    updates_per_step: float = 0.0
+    """Cap on learner updates per env step, all learners together (0 = as fast as the learners go)."""
+    learner_threads: int = 1
+    """torch CPU threads per learner process."""
+
+    # --- the run
+    seconds: float = 60.0
+    """Wall-clock length of the run in seconds."""
+    seed: int = 0
+    """Seed of the env, the exploration and the network initialisation."""
+    run_dir: Optional[str] = None
+    """Run directory (default: ``<runs-root>/<env>-<timestamp>``): config, metrics, checkpoints, plots."""
+    runs_root: str = "runs"
+    """Parent directory of default run directories."""
+    metrics_interval: float = 1.0
+    """Seconds between rows of the metrics (CSV, TensorBoard) and refreshes of the live view."""
+    checkpoint_interval: float = 300.0
+    """Seconds between checkpoints of the online network (one is always written at the end; 0 = only at the end)."""
+    heartbeat_timeout: float = 1.0
+    """A worker silent this long (seconds) is dropped from the schedule and the others re-staggered."""
+    respawn: bool = True
+    """Respawn a dead inference worker or learner (a dead env always ends the run)."""
+    tensorboard: bool = True
+    """Also write TensorBoard event files when ``tensorboard`` is installed."""
+    plots: bool = True
+    """Draw the plots into the run directory at the end (``rtcore report RUN_DIR`` redraws them)."""
+    quiet: bool = False
+    """No live view and no summary table (the live view is also off when stdout is not a terminal)."""
+    json: bool = False
+    """Print one JSON object with the run's summary at the end (and nothing else on stdout)."""
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> "RunConfig":
+        """Checks every field; raises ``ValueError`` naming the field, its value and what was expected."""
+
+        def bad(name: str, expected: str) -> None:
+            raise ValueError(f"{name} = {getattr(self, name)!r}: expected {expected}")
+
+        if not isinstance(self.env, str) or not self.env:
+            bad("env", "an environment id such as 'ALE/Pong-v5'")
+        if self.frequency is not None and not (self.frequency > 0 and math.isfinite(self.frequency)):
+            bad("frequency", "a positive number of steps per second, or None for the native rate")
+        if not isinstance(self.frame_stack, int) or not 1 <= self.frame_stack <= 16:
+            bad("frame_stack", "an integer in [1, 16]")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            bad("device", "'cpu' or 'cuda[:index]'")
+        if self.learner_device is not None and not (self.learner_device == "cpu" or self.learner_device.startswith("cuda")):
+            bad("learner_device", "'cpu', 'cuda[:index]' or None")
+        if self.backend not in ("script", "export", "eager"):
+            bad("backend", "'script', 'export' or 'eager'")
+        if self.mode not in MODES:
+            bad("mode", " or ".join(repr(m) for m in MODES))
+        if self.sequential_order not in SEQUENTIAL_ORDERS:
+            bad("sequential_order", " or ".join(repr(m) for m in SEQUENTIAL_ORDERS))
+        if self.stagger not in STAGGER_MODES:
+            bad("stagger", " or ".join(repr(m) for m in STAGGER_MODES))
+        w = str(self.workers).strip().lower()
+        if w != "auto":
+            try:
+                n = int(w)
+            except ValueError:
+                n = 0
+            if n < 1:
+                bad("workers", "a positive integer or 'auto'")
+        if not isinstance(self.max_workers, int) or self.max_workers < 1:
+            bad("max_workers", "a positive integer")
+        if not (self.inference_delay >= 0 and math.isfinite(self.inference_delay)):
+            bad("inference_delay", "seconds >= 0")
+        if self.tau_theta is not None and not (self.tau_theta > 0 and math.isfinite(self.tau_theta)):
+            bad("tau_theta", "positive seconds, or None to measure it")
+        if self.latency_iters < 1:
+            bad("latency_iters", "a positive integer")
+        for name in ("epsilon_start", "epsilon_end"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                bad(name, "a probability in [0, 1]")
+        if self.epsilon_decay_steps < 0:
+            bad("epsilon_decay_steps", "a number of steps >= 0")
+        if not isinstance(self.learners, int) or self.learners < 0:
+            bad("learners", "an integer >= 0")
+        if self.replay_capacity < max(2, self.batch_size):
+            bad("replay_capacity", f"at least batch_size ({self.batch_size}) and 2")
+        if self.learning_starts < self.batch_size:
+            bad("learning_starts", f"at least batch_size ({self.batch_size})")
+        if self.learning_starts > self.replay_capacity:
+            bad("learning_starts", f"at most replay_capacity ({self.replay_capacity})")
+        if self.batch_size < 1:
+            bad("batch_size", "a positive integer")
+        if not self.lr > 0:
+            bad("lr", "a positive learning rate")
+        if not self.adam_eps > 0:
+            bad("adam_eps", "a positive number")
+        if not 0.0 <= self.gamma <= 1.0:
+            bad("gamma", "a discount in [0, 1]")
+        if not 1 <= self.n_step <= 64:
+            bad("n_step", "an integer in [1, 64]")
+        if self.target_update < 1:
+            bad("target_update", "a positive number of updates")
+        if self.max_grad_norm < 0:
+            bad("max_grad_norm", "a norm >= 0 (0 disables clipping)")
+        if self.updates_per_step < 0:
+            bad("updates_per_step", "a ratio >= 0 (0 = unlimited)")
+        if self.learner_threads < 1:
+            bad("learner_threads", "a positive integer")
+        if not (self.seconds > 0 and math.isfinite(self.seconds)):
+            bad("seconds", "a positive duration")
+        if not self.metrics_interval > 0:
+            bad("metrics_interval", "positive seconds")
+        if self.checkpoint_interval < 0:
+            bad("checkpoint_interval", "seconds >= 0 (0 = only at the end)")
+        if not self.heartbeat_timeout > 0:
+            bad("heartbeat_timeout", "positive seconds")
+        if self.mode == "sequential" and w not in ("auto", "1"):
+            bad("workers", "1 or 'auto' in sequential mode (one process acts and learns)")
+        return self
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def fixed_workers(self) -> int | None:
+        """N when given as a number, None for ``auto``."""
+        w = str(self.workers).strip().lower()
+        return None if w == "auto" else int(w)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        """Rebuilds a config from ``to_dict()`` output (``config.json``); unknown keys are an error."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown RunConfig field(s) {unknown}; expected a subset of {sorted(names)}")
+        return cls(**d)
+
+
+def epsilon_at(step: int, start: float, end: float, decay_steps: int) -> float:
+    """Linear epsilon schedule: ``start`` at step 0, ``end`` from ``decay_steps`` on."""
+    if decay_steps <= 0 or step >= decay_steps:
+        return end
+    return start + (end - start) * (step / decay_steps)
+
+
+# ---------------------------------------------------------------------- docstrings -> CLI
+def field_docs(cls: type = RunConfig) -> dict[str, str]:
+    """The attribute docstrings of a dataclass (the string literal after each field), by field name."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):  # no source (frozen app): fields still work, without help
+        return {}
+    body = ast.parse(source).body[0]
+    assert isinstance(body, ast.ClassDef)
+    docs: dict[str, str] = {}
+    stmts = body.body
+    for prev, node in zip(stmts, stmts[1:]):
+        if (isinstance(prev, ast.AnnAssign) and isinstance(prev.target, ast.Name)
+                and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+                and isinstance(node.value.value, str)):
+            docs[prev.target.id] = " ".join(node.value.value.split())
+    return docs
+
+
+def _base_type(tp: Any) -> tuple[type, bool]:
+    """(underlying type, optional?) of a field annotation."""
+    origin = typing.get_origin(tp)
+    if origin is Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    if origin is Literal:
+        return str, False
+    return tp, False
+
+
+def _optional(convert):
+    def parse(text: str):
+        if text.strip().lower() in ("none", "null", ""):
+            return None
+        return convert(text)
+
+    parse.__name__ = getattr(convert, "__name__", "value")
+    return parse
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type = RunConfig) -> None:
+    """Adds one option per field of ``cls`` to ``parser`` (help from the field's docstring)."""
+    docs = field_docs(cls)
+    hints = typing.get_type_hints(cls)
+    defaults = cls()
+    choices = {"mode": MODES, "stagger": STAGGER_MODES, "sequential_order": SEQUENTIAL_ORDERS,
+               "backend": ("script", "export", "eager")}
+    for f in fields(cls):
+        tp, optional = _base_type(hints[f.name])
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        help_text = docs.get(f.name, "").replace("%", "%%")
+        if tp is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
+                                help=f"{help_text} (default: {'on' if default else 'off'})")
+            continue
+        convert = {int: int, float: float, str: str}.get(tp)
+        if convert is None:
+            raise TypeError(f"RunConfig.{f.name}: unsupported field type {tp!r}")
+        if optional:
+            convert = _optional(convert)
+        metavar = {"int": "N", "float": "X", "str": "TEXT"}[tp.__name__]
+        if f.name in ("seconds", "inference_delay", "tau_theta", "metrics_interval", "checkpoint_interval",
+                      "heartbeat_timeout"):
+            metavar = "S"
+        elif f.name in ("run_dir", "runs_root", "rom"):
+            metavar = "PATH"
+        elif f.name == "workers":
+            metavar = "N|auto"
+        elif f.name == "frequency":
+            metavar = "HZ"
+        parser.add_argument(flag, dest=f.name, type=convert, default=default, choices=choices.get(f.name),
+                            metavar=None if f.name in choices else metavar,
+                            help=f"{help_text} (default: {default})")
+
+
+def config_from_args(args: argparse.Namespace, cls: type = RunConfig) -> RunConfig:
+    """The ``RunConfig`` an ``argparse`` namespace from :func:`add_config_arguments` describes (validated)."""
+    cfg = cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+    return cfg.validate()

@@ -1,0 +1,232 @@
+"""Inference workers: N processes that take turns acting, staggered so an action is ready at every tick.
+
+Each worker is a spawned process that loads the run's model (TorchScript by default) on its device,
+with one CPU thread, and runs the stagger schedule's loop (the paper's Algorithm 1 or 2)::
+
+    join -> [ wait_turn -> pick up the newest parameters -> read the newest frame stack
+              -> forward pass -> epsilon-greedy -> report the time it took -> wait_publish -> post ]*
+
+Parameters: the worker pins the newest complete version in the :class:`rtcore.ParamStore` for the
+whole forward pass, so it never runs a mix of two versions. On CPU the model's parameters are views
+of the pinned shared buffer (picking up a version copies nothing); on CUDA the pinned buffer is copied
+host-to-device once per new version.
+
+``inference_delay`` adds a fixed wait after every forward pass. It EMULATES a larger model's latency on
+small hardware (the run reports it); the schedule sees the longer inference time, as it would with a
+bigger network.
+
+The time spent reading, inferring, posting, waiting and picking up parameters is summed into the
+worker's row of :class:`rtcore.metrics.Telemetry`; the runner turns it into metrics.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from rtcore.config import epsilon_at
+from rtcore.metrics import Telemetry, WorkerCol
+from rtcore.timer import monotonic, sleep_until
+
+__all__ = ["Actor", "ActorConfig", "WorkerSpec", "worker_main"]
+
+@dataclass
+class ActorConfig:
+    """What an actor needs besides its shared objects (picklable)."""
+
+    model_path: str
+    device: str
+    backend: str
+    n_actions: int
+    epsilon_start: float
+    epsilon_end: float
+    epsilon_decay_steps: int
+    inference_delay: float
+    seed: int
+
+
+class Actor:
+    """Reads the newest observation, runs the model on the newest parameters, picks an epsilon-greedy action.
+
+    Used by the inference workers (staggered mode) and the sequential agent. Buffers are allocated once;
+    parameters are picked up through :class:`rtcore.params.ParamReader` (CPU: zero-copy views of the
+    pinned shared buffer; CUDA: one host-to-device copy per new version, prefetched between turns).
+    """
+
+    def __init__(self, cfg: ActorConfig, obs_board: Any, params: Any, frame_stack: int, obs_shape: tuple[int, ...],
+                 obs_dtype: Any = np.uint8) -> None:
+        import torch
+
+        from rtcore.models.export import load_for_inference
+        from rtcore.params import ParamReader
+
+        self.cfg = cfg
+        self.obs_board = obs_board
+        self.device = torch.device(cfg.device)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.module = load_for_inference(cfg.model_path, self.device, backend=cfg.backend)
+        self.reader = ParamReader(params, self.module)
+        host = torch.zeros((1, frame_stack, *obs_shape), dtype=getattr(torch, np.dtype(obs_dtype).name))
+        if self.device.type == "cuda":
+            host = host.pin_memory()
+            self._x = torch.empty_like(host, device=self.device)
+        else:
+            self._x = host
+        self._host = host
+        self.stack = host.numpy()[0]  # the ObsBoard copies the frame stack straight into the input tensor
+        self.last_infer_s = 0.0
+
+    @property
+    def version(self) -> int:
+        """Parameter version of the last action."""
+        return self.reader.version
+
+    def act(self, timing: np.ndarray | None = None) -> tuple[int, int, bool, float]:
+        """One action: ``(action, obs_step, random, epsilon)``; adds its times to a worker row when given.
+
+        The parameter version is fixed for the whole forward pass (never a mix of two versions).
+        """
+        import torch
+
+        t0 = monotonic()
+        with self.reader.pinned():
+            t1 = monotonic()
+            _, step = self.obs_board.read(out=self.stack)
+            t2 = monotonic()
+            action = self._forward(torch)
+            if self.cfg.inference_delay > 0:
+                sleep_until(t2 + self.cfg.inference_delay)
+            t3 = monotonic()
+        self.reader.prefetch()  # CUDA: copy a newer version while waiting for the next turn
+        eps = epsilon_at(int(step), self.cfg.epsilon_start, self.cfg.epsilon_end, self.cfg.epsilon_decay_steps)
+        rand = bool(self.rng.random() < eps)
+        if rand:
+            action = int(self.rng.integers(self.cfg.n_actions))
+        self.last_infer_s = t3 - t2
+        if timing is not None:
+            timing[WorkerCol.PICKUP_S] += t1 - t0
+            timing[WorkerCol.READ_S] += t2 - t1
+            timing[WorkerCol.INFER_S] += t3 - t2
+            if t3 - t2 > timing[WorkerCol.INFER_MAX]:
+                timing[WorkerCol.INFER_MAX] = t3 - t2
+            if self.reader.version != timing[WorkerCol.VERSION]:
+                timing[WorkerCol.PICKUPS] += 1
+                timing[WorkerCol.VERSION] = self.reader.version
+            timing[WorkerCol.RANDOM] += rand
+            timing[WorkerCol.EPSILON] = eps
+            timing[WorkerCol.LAST_STEP] = step
+        return action, int(step), rand, eps
+
+    def warmup(self, passes: int = 3) -> None:
+        """A few forward passes on the newest parameters, no board read (TorchScript profiles its first runs)."""
+        import torch
+
+        for _ in range(passes):
+            with self.reader.pinned():
+                self._forward(torch)
+
+    def wait_first_frame(self, should_stop: Callable[[], bool], poll: float = 0.05) -> bool:
+        """Blocks until the env has published a frame; False if told to stop first."""
+        while self.obs_board.published < 1:
+            if should_stop():
+                return False
+            try:
+                self.obs_board.wait_step(-1, poll)
+            except TimeoutError:
+                pass
+        return True
+
+    def _forward(self, torch: Any) -> int:
+        with torch.inference_mode():
+            if self._x is not self._host:
+                self._x.copy_(self._host, non_blocking=True)
+            q = self.module(self._x)
+            return int(q.argmax(dim=1).item())  # .item() synchronises a CUDA stream
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+@dataclass
+class WorkerSpec:
+    """Everything a worker process gets (shared objects pickle as their segment names)."""
+
+    worker: int
+    actor: ActorConfig
+    obs_board: Any
+    action_board: Any
+    schedule: Any
+    params: Any
+    telemetry: Telemetry
+    frame_stack: int
+    obs_shape: tuple[int, ...]
+    turn_timeout: float = 0.05
+
+
+def _child_setup(threads: int = 1) -> None:
+    """Common start of every child: the runner handles Ctrl-C and tells children to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set
+        pass
+
+
+def worker_main(spec: WorkerSpec) -> None:
+    """Entry point of an inference worker process."""
+    _child_setup(1)
+    tel = spec.telemetry
+    row = tel.workers[spec.worker]
+    row[WorkerCol.PID] = os.getpid()
+    row[WorkerCol.HEARTBEAT] = time.monotonic()
+    actor = Actor(spec.actor, spec.obs_board, spec.params, spec.frame_stack, spec.obs_shape)
+    actor.warmup()  # so the first timed turn is not TorchScript's profiling run
+    row[WorkerCol.STARTS] += 1  # ready: the runner starts the env when every worker is
+    if not actor.wait_first_frame(lambda: tel.stopping):
+        return
+    sched = spec.schedule
+    w = sched.join(spec.worker)
+    try:
+        while not tel.stopping:
+            now = time.monotonic()
+            row[WorkerCol.HEARTBEAT] = now
+            try:
+                sched.wait_turn(w, spec.turn_timeout)
+            except TimeoutError:
+                sched.heartbeat(w)
+                row[WorkerCol.WAIT_S] += time.monotonic() - now
+                continue
+            t0 = time.monotonic()
+            row[WorkerCol.WAIT_S] += t0 - now
+            action, step, _, _ = actor.act(row)
+            t1 = time.monotonic()
+            sched.report(w, t1 - t0)
+            try:
+                sched.wait_publish(w, max(1.0, 4 * sched.tau_max))
+            except TimeoutError:
+                continue
+            t2 = time.monotonic()
+            spec.action_board.post(action, step, w)
+            t3 = time.monotonic()
+            row[WorkerCol.WAIT_S] += t2 - t1
+            row[WorkerCol.POST_S] += t3 - t2
+            row[WorkerCol.TURNS] += 1
+            tel.record_post(spec.worker, t3)
+    except Exception:
+        traceback.print_exc()
+        raise
+    finally:
+        try:
+            sched.leave(w)
+        except Exception:
+            pass

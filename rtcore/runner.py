@@ -1,0 +1,644 @@
+"""Play a game in real time with a model, learning while it plays: ``rtcore run``.
+
+    rtcore run --env ALE/Boxing-v5 --model impala:k=1 --workers auto --learners 2 --seconds 600
+
+What a run does:
+
+1. Measures the model's inference time (batch-1 p99, as a worker computes it) and adds
+   ``--inference-delay``: that is tau_theta_max. ``--workers auto`` picks N* = ceil(tau_theta_max / tau_M).
+2. Creates the shared objects (ObsBoard, ActionBoard, ReplayBuffer, StaggerSchedule, Turnstile,
+   ParamStore, the shared optimizer state and target network, telemetry) and spawns N inference
+   workers and M learners (``--mode sequential``: one process that acts and learns in turn).
+3. When every worker has loaded its model, starts the environment driver on the wall clock.
+4. Every ``--metrics-interval`` seconds: one row of metrics (CSV, TensorBoard), the live view, and
+   a look at every child. A dead worker is dropped by the schedule (the others are re-staggered)
+   and respawned; a dead learner is respawned; a dead environment ends the run.
+5. At the end (time up, Ctrl-C or SIGTERM): stops every child, writes the final checkpoint, the
+   summary and the plots, and unlinks every shared segment.
+
+``--json`` prints one JSON object with the summary (see :class:`RunSummary`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import multiprocessing as mp
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rtcore.config import RunConfig, add_config_arguments, config_from_args
+from rtcore.metrics import (Control, LearnerCol, LiveView, MetricsWriter, PostIntervals, Telemetry, WorkerCol,
+                            histogram_quantile)
+
+__all__ = ["RunSummary", "run", "add_arguments", "main"]
+
+STARTUP_TIMEOUT = 120.0  # seconds for the children to load their models before the env starts
+STOP_TIMEOUT = 5.0       # seconds a child gets to leave its loop before it is killed
+
+
+@dataclass
+class RunSummary:
+    """What a run did. ``rtcore run --json`` prints ``to_dict()``."""
+
+    run_dir: str
+    env: str
+    model: str
+    mode: str
+    seconds: float
+    env_steps: int
+    inaction_fraction: float
+    delay_mean: float
+    delay_p50: float
+    delay_p99: float
+    action_interval_mean: float
+    action_interval_target: float
+    action_interval_cv: float
+    tau_m: float
+    tau_theta_max: float
+    tau_theta_measured_p50: float
+    tau_theta_measured_p99: float
+    inference_delay: float
+    n_star: int
+    workers: int
+    learners: int
+    learner_updates: int
+    updates_per_s: float
+    param_version: int
+    worker_versions_picked_up: int
+    episodes: int
+    mean_return: float
+    actions_posted: int
+    worker_restarts: int
+    learner_restarts: int
+    lateness_p99_us: float
+    overruns: int
+    stopped_by: str
+    env_error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
+# ---------------------------------------------------------------------- helpers
+def _env_slug(env_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", env_id.split("/")[-1]).strip("-") or "env"
+
+
+def make_run_dir(cfg: RunConfig) -> Path:
+    if cfg.run_dir:
+        path = Path(cfg.run_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(cfg.runs_root) / f"{_env_slug(cfg.env)}-{stamp}"
+    path, i = base, 1
+    while path.exists():
+        i += 1
+        path = base.with_name(f"{base.name}-{i}")
+    path.mkdir(parents=True)
+    return path
+
+
+def _env_kwargs(cfg: RunConfig) -> dict[str, Any]:
+    return {"rom": cfg.rom} if cfg.rom else {}
+
+
+def _make_env(env_id: str, kwargs: dict[str, Any]):
+    import rtcore
+
+    return rtcore.make(env_id, **kwargs)
+
+
+def _field(obj: Any, name: str, default: Any = math.nan) -> Any:
+    v = getattr(obj, name, default)
+    return default if v is None else v
+
+
+class _Child:
+    """A spawned worker or learner and what it takes to respawn it."""
+
+    def __init__(self, kind: str, index: int, target: Any, spec: Any, ctx: Any) -> None:
+        self.kind, self.index, self.target, self.spec, self.ctx = kind, index, target, spec, ctx
+        self.proc: Any = None
+        self.restarts = 0
+        self.start()
+
+    def start(self) -> None:
+        self.proc = self.ctx.Process(target=self.target, args=(self.spec,), name=f"rtcore-{self.kind}-{self.index}",
+                                     daemon=True)
+        self.proc.start()
+
+    @property
+    def dead(self) -> bool:
+        return self.proc.exitcode is not None
+
+    def stop(self, deadline: float) -> None:
+        self.proc.join(max(0.0, deadline - time.monotonic()))
+        if self.proc.exitcode is None:
+            self.proc.kill()
+            self.proc.join(5.0)
+
+
+# ---------------------------------------------------------------------- the run
+class _Runner:
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+        self.run_dir = make_run_dir(cfg)
+        self.closers: list[Any] = []
+        self.children: list[_Child] = []
+        self.driver: Any = None
+        self.stopped_by = "time"
+        self.env_error: str | None = None
+
+    def log(self, msg: str) -> None:
+        if not self.cfg.quiet and not self.cfg.json:
+            print(msg, file=sys.stderr, flush=True)
+
+    # --- setup
+    def measure(self) -> None:
+        import torch
+
+        from rtcore.models import build_model
+        from rtcore.models.export import measure_latency, save_model
+
+        cfg = self.cfg
+        env = _make_env(cfg.env, _env_kwargs(cfg))
+        try:
+            self.obs_shape = tuple(env.observation_space.shape)
+            self.obs_dtype = np.dtype(env.observation_space.dtype)
+            self.n_actions = int(env.action_space.n)
+            self.frame_time = float(getattr(env, "frame_time", 1 / 60))
+        finally:
+            env.close()
+        self.tau_m = 1.0 / cfg.frequency if cfg.frequency else self.frame_time
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg.model, cfg.frame_stack, self.n_actions, frame_size=self.obs_shape[-2:])
+        self.numel = sum(p.numel() for p in self.model.parameters())
+        fmt = {"script": ("script", "model.pt"), "export": ("export", "model.pt2"), "eager": ("checkpoint", "model.ckpt")}
+        kind, filename = fmt[cfg.backend]
+        self.model_path = str((self.run_dir / filename).resolve())
+        save_model(self.model, self.model_path, format=kind)
+        self.log(f"rtcore: measuring {cfg.model} ({self.numel:,} parameters) on {cfg.device} ...")
+        self.latency = measure_latency(self.model, cfg.device, iters=cfg.latency_iters, warmup=5, backend=cfg.backend,
+                                       threads=1, seed=cfg.seed)
+        self.tau_theta_max = cfg.tau_theta if cfg.tau_theta else self.latency["p99"] + cfg.inference_delay
+        from rtcore import n_star
+
+        self.n_star = int(n_star(self.tau_theta_max, self.tau_m))
+        if cfg.mode == "sequential":
+            self.n_workers = 1
+        elif cfg.fixed_workers is not None:
+            self.n_workers = cfg.fixed_workers
+        else:
+            self.n_workers = max(1, min(cfg.max_workers, self.n_star))
+        self.n_learners = cfg.learners if cfg.mode == "staggered" else (1 if cfg.learners > 0 else 0)
+        self.log(f"rtcore: tau_theta p50 {self.latency['p50'] * 1e3:.2f} ms, p99 {self.latency['p99'] * 1e3:.2f} ms"
+                 f" + emulated {cfg.inference_delay * 1e3:.1f} ms -> tau_theta_max {self.tau_theta_max * 1e3:.2f} ms;"
+                 f" tau_M {self.tau_m * 1e3:.2f} ms; N* = {self.n_star}; {cfg.mode}: {self.n_workers} worker(s),"
+                 f" {self.n_learners} learner(s)")
+
+    def create_shared(self) -> None:
+        import rtcore
+        from rtcore.shared_array import SharedArray
+
+        cfg = self.cfg
+
+        def keep(obj: Any) -> Any:
+            self.closers.append(obj)
+            return obj
+
+        self.obs_board = keep(rtcore.ObsBoard(self.obs_shape, dtype=self.obs_dtype.name, frame_stack=cfg.frame_stack))
+        self.action_board = keep(rtcore.ActionBoard())
+        self.replay = keep(rtcore.ReplayBuffer(cfg.replay_capacity, self.obs_shape, obs_dtype=self.obs_dtype.name,
+                                               frame_stack=cfg.frame_stack, n_step=cfg.n_step, gamma=cfg.gamma))
+        self.schedule = None
+        if cfg.mode == "staggered":
+            self.schedule = keep(rtcore.StaggerSchedule(self.n_workers, self.tau_theta_max, mode=cfg.stagger,
+                                                        heartbeat_timeout=cfg.heartbeat_timeout))
+        self.turnstile = None
+        if cfg.mode == "staggered" and self.n_learners > 0:
+            self.turnstile = keep(rtcore.Turnstile(self.n_learners, heartbeat_timeout=max(5.0, cfg.heartbeat_timeout)))
+        # every worker, learner and the runner's checkpoint may each pin one superseded version: with
+        # readers + 2 buffers a publish always finds a free one
+        self.params = keep(rtcore.ParamStore(self.numel, buffers=self.n_workers + max(1, self.n_learners) + 3))
+        from rtcore.learner import bind_flat
+
+        flat = bind_flat(self.model).numpy().copy()
+        self.params.publish(flat)
+        self.moments = keep(SharedArray((2, self.numel), "float32"))
+        self.target = keep(SharedArray((self.numel,), "float32"))
+        self.target.array[:] = flat
+        self.telemetry = Telemetry(self.n_workers, max(1, self.n_learners))
+        self.closers.append(self.telemetry)
+
+    def spawn(self) -> None:
+        from rtcore.inference import ActorConfig, WorkerSpec, worker_main
+        from rtcore.learner import LearnerConfig, LearnerSpec, SequentialSpec, learner_main, sequential_main
+
+        cfg = self.cfg
+        ctx = mp.get_context("spawn")
+        actor = ActorConfig(model_path=self.model_path, device=cfg.device, backend=cfg.backend, n_actions=self.n_actions,
+                            epsilon_start=cfg.epsilon_start, epsilon_end=cfg.epsilon_end,
+                            epsilon_decay_steps=cfg.epsilon_decay_steps, inference_delay=cfg.inference_delay,
+                            seed=cfg.seed)
+        lcfg = LearnerConfig(batch_size=cfg.batch_size, lr=cfg.lr, adam_eps=cfg.adam_eps, double_dqn=cfg.double_dqn,
+                             target_update=cfg.target_update, max_grad_norm=cfg.max_grad_norm)
+
+        def learner_spec(j: int) -> LearnerSpec:
+            return LearnerSpec(learner=j, model_spec=cfg.model, in_frames=cfg.frame_stack, n_actions=self.n_actions,
+                               config=lcfg, device=cfg.learner_device or cfg.device, threads=cfg.learner_threads,
+                               learning_starts=cfg.learning_starts, updates_per_step=cfg.updates_per_step,
+                               params=self.params, replay=self.replay, turnstile=self.turnstile, moments=self.moments,
+                               target_params=self.target, telemetry=self.telemetry, obs_board=self.obs_board,
+                               seed=cfg.seed + 1000 + j)
+
+        if cfg.mode == "sequential":
+            spec = SequentialSpec(order=cfg.sequential_order, actor=actor, learner=learner_spec(0),
+                                  action_board=self.action_board, frame_stack=cfg.frame_stack, obs_shape=self.obs_shape)
+            if self.n_learners == 0:
+                spec.learner.learning_starts = 1 << 62  # act only
+            self.children.append(_Child("agent", 0, sequential_main, spec, ctx))
+            return
+        for w in range(self.n_workers):
+            a = ActorConfig(**{**asdict(actor), "seed": cfg.seed + 1 + w})
+            spec = WorkerSpec(worker=w, actor=a, obs_board=self.obs_board, action_board=self.action_board,
+                              schedule=self.schedule, params=self.params, telemetry=self.telemetry,
+                              frame_stack=cfg.frame_stack, obs_shape=self.obs_shape)
+            self.children.append(_Child("worker", w, worker_main, spec, ctx))
+        for j in range(self.n_learners):
+            self.children.append(_Child("learner", j, learner_main, learner_spec(j), ctx))
+
+    def wait_ready(self) -> None:
+        """Until every acting process has loaded its model (then the env may start)."""
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        actors = [c for c in self.children if c.kind in ("worker", "agent")]
+        while True:
+            if all(self.telemetry.workers[c.index, WorkerCol.STARTS] >= 1 for c in actors):
+                return
+            for c in self.children:
+                if c.dead:
+                    raise RuntimeError(f"{c.kind} {c.index} died while starting (exit code {c.proc.exitcode}); "
+                                       f"its traceback is above")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"inference processes did not load the model within {STARTUP_TIMEOUT:.0f} s")
+            time.sleep(0.05)
+
+    def start_env(self) -> None:
+        from rtcore.envs.driver import EnvDriver
+
+        cfg = self.cfg
+        env_fn = functools.partial(_make_env, cfg.env, _env_kwargs(cfg))
+        self.driver = EnvDriver(env_fn, self.obs_board, self.action_board, replay=self.replay, stream=0,
+                                frequency=1.0 / self.tau_m, seed=cfg.seed)
+        self.driver.start()
+
+    # --- the loop
+    def supervise(self, t_end: float, writer: MetricsWriter, view: LiveView) -> None:
+        cfg = self.cfg
+        intervals = PostIntervals(self.telemetry)
+        self.all_intervals: list[np.ndarray] = []
+        prev: dict[str, float] = {}
+        next_row = time.monotonic() + cfg.metrics_interval
+        next_ckpt = time.monotonic() + cfg.checkpoint_interval if cfg.checkpoint_interval > 0 else math.inf
+        while True:
+            now = time.monotonic()
+            if not self.driver.alive:
+                err = getattr(self.driver, "error", None)
+                self.env_error = str(err) if err else f"env driver exited with code {getattr(self.driver, 'exitcode', None)}"
+                self.stopped_by = "env"
+                break
+            self.check_children(intervals)
+            if now >= next_row or now >= t_end:
+                row = self.metrics_row(prev, intervals)
+                writer.write(row)
+                view.update(row)
+                next_row += cfg.metrics_interval
+            if now >= next_ckpt:
+                self.checkpoint("latest")
+                next_ckpt += cfg.checkpoint_interval
+            if now >= t_end:
+                break
+            time.sleep(min(0.05, max(0.0, min(next_row, t_end) - time.monotonic())))
+
+    def check_children(self, intervals: PostIntervals) -> None:
+        for c in self.children:
+            if not c.dead or self.telemetry.stopping:
+                continue
+            if c.kind == "agent" or not self.cfg.respawn:
+                raise RuntimeError(f"{c.kind} {c.index} died (exit code {c.proc.exitcode}); see its traceback above")
+            self.log(f"rtcore: {c.kind} {c.index} died (exit code {c.proc.exitcode}); respawning")
+            if c.kind == "worker":
+                self.telemetry.workers[c.index, WorkerCol.POSTS] = 0
+                intervals.reset_worker(c.index)
+            c.restarts += 1
+            c.start()
+
+    def metrics_row(self, prev: dict[str, float], intervals: PostIntervals) -> dict[str, Any]:
+        cfg = self.cfg
+        st = self.driver.stats
+        tel = self.telemetry
+        now = time.monotonic()
+        t = now - self.t_env0
+        steps = int(_field(st, "steps", 0))
+        default_steps = int(_field(st, "default_steps", 0))
+        hist = np.asarray(_field(st, "delay_hist", []), dtype=np.float64)
+        w = tel.workers
+        L = tel.learners
+        turns = float(w[:, WorkerCol.TURNS].sum())
+        infer = float(w[:, WorkerCol.INFER_S].sum())
+        read = float(w[:, WorkerCol.READ_S].sum())
+        post = float(w[:, WorkerCol.POST_S].sum())
+        updates = int(tel.control[Control.UPDATES])
+        version = int(self.params.version)
+        ivals = intervals.collect()
+        if ivals.size:
+            self.all_intervals.append(ivals)
+        dt = t - prev.get("t", 0.0)
+        d_steps = steps - prev.get("steps", 0)
+        returns = list(_field(st, "episode_returns", []) or [])
+        hist_prev = prev.get("hist")
+        delay_window = math.nan
+        if hist.size:
+            dh = hist - (hist_prev if isinstance(hist_prev, np.ndarray) and hist_prev.shape == hist.shape else 0)
+            if dh.sum() > 0:
+                delay_window = float((dh * np.arange(dh.size)).sum() / dh.sum())
+        live = self.schedule.live_workers if self.schedule is not None else 1
+        target = (self.schedule.action_interval if self.schedule is not None else self.tau_m)
+        last_versions = w[:, WorkerCol.VERSION]
+        lag = float(np.mean(np.maximum(0, version - last_versions))) if w.shape[0] else math.nan
+        n_l = max(1, self.n_learners)
+        row = {
+            "time_s": t,
+            "env_steps": steps,
+            "steps_per_s": d_steps / dt if dt > 0 else math.nan,
+            "inaction_fraction": default_steps / steps if steps else math.nan,
+            "inaction_window": ((default_steps - prev.get("default", 0)) / d_steps) if d_steps > 0 else math.nan,
+            "delay_mean": float(_field(st, "delay_mean")),
+            "delay_p50": float(_field(st, "delay_p50")),
+            "delay_p99": float(_field(st, "delay_p99")),
+            "delay_window": delay_window,
+            "action_interval_mean": float(ivals.mean()) if ivals.size else math.nan,
+            "action_interval_target": float(target),
+            "tau_m": self.tau_m,
+            "tau_max": float(self.schedule.tau_max) if self.schedule is not None else self.tau_theta_max,
+            "tau_mean": float(self.schedule.mean_tau) if self.schedule is not None else math.nan,
+            "live_workers": live,
+            "infer_ms": 1e3 * (infer - prev.get("infer", 0)) / max(1, turns - prev.get("turns", 0)),
+            "read_us": 1e6 * (read - prev.get("read", 0)) / max(1, turns - prev.get("turns", 0)),
+            "post_us": 1e6 * (post - prev.get("post", 0)) / max(1, turns - prev.get("turns", 0)),
+            "inference_delay": cfg.inference_delay,
+            "actions_posted": int(_field(self.action_board, "posted", 0)),
+            "actions_superseded": int(_field(self.action_board, "superseded", 0)),
+            "epsilon": float(w[:, WorkerCol.EPSILON].min()) if turns else cfg.epsilon_start,
+            "learner_updates": updates,
+            "updates_per_s": (updates - prev.get("updates", 0)) / dt if dt > 0 else math.nan,
+            "param_version": version,
+            "worker_version_lag": lag,
+            "loss": float(np.mean(L[:n_l, LearnerCol.LOSS])) if updates else math.nan,
+            "q_mean": float(np.mean(L[:n_l, LearnerCol.Q_MEAN])) if updates else math.nan,
+            "replay_size": len(self.replay),
+            "episodes": int(_field(st, "episodes", 0)),
+            "episode_return": float(returns[-1]) if returns else math.nan,
+            "mean_return": float(np.mean(returns[-100:])) if returns else math.nan,
+            "lateness_p99_us": 1e6 * float(_field(st, "lateness_p99")),
+            "overruns": int(_field(st, "overruns", 0)),
+            "worker_restarts": sum(c.restarts for c in self.children if c.kind == "worker"),
+            "learner_restarts": sum(c.restarts for c in self.children if c.kind == "learner"),
+        }
+        prev.update(t=t, steps=steps, default=default_steps, infer=infer, read=read, post=post, turns=turns,
+                    updates=updates, hist=hist)
+        return row
+
+    def checkpoint(self, tag: str) -> Path:
+        """Writes the newest parameters as a model checkpoint (loads with rtcore.models.export)."""
+        import torch
+
+        from rtcore.learner import bind_flat
+        from rtcore.models.export import save_model
+
+        ckpt_dir = self.run_dir / "checkpoints"
+        ckpt_dir.mkdir(exist_ok=True)
+        flat = bind_flat(self.model)
+        with self.params.read() as (version, view):
+            flat.copy_(torch.from_numpy(view))
+        path = ckpt_dir / f"{tag}.pt"
+        tmp = path.with_suffix(".tmp")
+        save_model(self.model, tmp, format="checkpoint")
+        os.replace(tmp, path)
+        (ckpt_dir / f"{tag}.json").write_text(json.dumps({"param_version": int(version),
+                                                          "learner_updates": int(self.telemetry.control[Control.UPDATES])}))
+        return path
+
+    def stop_all(self) -> None:
+        if getattr(self, "telemetry", None) is not None:
+            self.telemetry.control[Control.STOP] = 1
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for c in self.children:
+            c.stop(deadline)
+        if self.driver is not None:
+            try:
+                self.driver.stop(STOP_TIMEOUT)
+            except Exception as exc:  # the run's outcome stands; say what went wrong
+                self.log(f"rtcore: stopping the env driver: {type(exc).__name__}: {exc}")
+            self.final_stats = self.driver.stats
+
+    def close_shared(self) -> None:
+        if self.driver is not None:
+            self.driver.close()
+        for obj in reversed(self.closers):
+            try:
+                obj.close()
+            except Exception:
+                pass
+        self.closers.clear()
+
+    # --- summary
+    def summary(self, wall: float) -> RunSummary:
+        cfg = self.cfg
+        st = getattr(self, "final_stats", None)
+        tel = self.telemetry
+        steps = int(_field(st, "steps", 0))
+        ivals = np.concatenate(self.all_intervals) if getattr(self, "all_intervals", None) else np.empty(0)
+        np.save(self.run_dir / "action_intervals.npy", ivals)
+        hist = np.asarray(_field(st, "delay_hist", []), dtype=np.float64)
+        if hist.size:
+            np.save(self.run_dir / "delay_histogram.npy", hist)
+        updates = int(tel.control[Control.UPDATES])
+        mean_iv = float(ivals.mean()) if ivals.size else math.nan
+        return RunSummary(
+            run_dir=str(self.run_dir),
+            env=cfg.env,
+            model=cfg.model,
+            mode=cfg.mode,
+            seconds=wall,
+            env_steps=steps,
+            inaction_fraction=float(_field(st, "inaction_fraction", math.nan)),
+            delay_mean=float(_field(st, "delay_mean")),
+            delay_p50=float(_field(st, "delay_p50")),
+            delay_p99=float(_field(st, "delay_p99")),
+            action_interval_mean=mean_iv,
+            action_interval_target=float(self.schedule.action_interval) if self.schedule is not None else self.tau_m,
+            action_interval_cv=float(ivals.std() / mean_iv) if ivals.size > 1 else math.nan,
+            tau_m=self.tau_m,
+            tau_theta_max=self.tau_theta_max,
+            tau_theta_measured_p50=float(self.latency["p50"]),
+            tau_theta_measured_p99=float(self.latency["p99"]),
+            inference_delay=cfg.inference_delay,
+            n_star=self.n_star,
+            workers=self.n_workers,
+            learners=self.n_learners,
+            learner_updates=updates,
+            updates_per_s=updates / wall if wall > 0 else math.nan,
+            param_version=int(self.params.version),
+            worker_versions_picked_up=int(tel.workers[:, WorkerCol.VERSION].max()) if self.n_workers else 0,
+            episodes=int(_field(st, "episodes", 0)),
+            mean_return=float(_field(st, "mean_return")),
+            actions_posted=int(tel.workers[:, WorkerCol.TURNS].sum()),
+            worker_restarts=sum(c.restarts for c in self.children if c.kind == "worker"),
+            learner_restarts=sum(c.restarts for c in self.children if c.kind == "learner"),
+            lateness_p99_us=1e6 * float(_field(st, "lateness_p99")),
+            overruns=int(_field(st, "overruns", 0)),
+            stopped_by=self.stopped_by,
+            env_error=self.env_error,
+            extra={"learner_time_per_update_s": self._learner_time_per_update(),
+                   "driver_cost_us": 1e6 * float(_field(st, "driver_cost_mean", math.nan)),
+                   "params": self.numel},
+        )
+
+    def _learner_time_per_update(self) -> float:
+        L = self.telemetry.learners
+        n = L[:, LearnerCol.UPDATES].sum()
+        if n <= 0:
+            return math.nan
+        busy = L[:, LearnerCol.SAMPLE_S].sum() + L[:, LearnerCol.GRAD_S].sum() + L[:, LearnerCol.APPLY_S].sum()
+        return float(busy / n)
+
+
+class _Terminate(BaseException):
+    """SIGTERM, turned into an exception in the main thread so the run shuts down like on Ctrl-C."""
+
+
+def run(config: RunConfig | None = None) -> RunSummary:
+    """Runs ``config`` (default: ``RunConfig()``) to the end and returns its summary.
+
+    Ctrl-C or SIGTERM ends the run early, cleanly (the summary says ``stopped_by``). No process or
+    shared-memory segment outlives the call.
+    """
+    cfg = (config or RunConfig()).validate()
+    r = _Runner(cfg)
+    (r.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    old_term = None
+    if threading.current_thread() is threading.main_thread():
+        def on_term(signum: int, frame: Any) -> None:
+            raise _Terminate()
+
+        old_term = signal.signal(signal.SIGTERM, on_term)
+    writer = view = None
+    t_start = time.monotonic()
+    summary = None
+    try:
+        try:
+            r.measure()
+            r.create_shared()
+            r.spawn()
+            r.wait_ready()
+            writer = MetricsWriter(r.run_dir, tensorboard=cfg.tensorboard)
+            if writer.tensorboard_error:
+                r.log(f"rtcore: {writer.tensorboard_error}")
+            r.start_env()
+            r.t_env0 = time.monotonic()
+            t_start = r.t_env0
+            view = LiveView(not cfg.quiet and not cfg.json, cfg.seconds, f"rtcore {cfg.env} {cfg.model} ({cfg.mode})")
+            r.supervise(r.t_env0 + cfg.seconds, writer, view)
+        except KeyboardInterrupt:
+            r.stopped_by = "interrupt"
+        except _Terminate:
+            r.stopped_by = "sigterm"
+        finally:
+            if view is not None:
+                view.close()
+            r.stop_all()
+        if r.driver is not None:
+            wall = time.monotonic() - t_start
+            r.checkpoint("final")
+            summary = r.summary(wall)
+            if writer is not None:
+                writer.close()
+            (r.run_dir / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+            if cfg.plots:
+                from rtcore.report import draw
+
+                draw(r.run_dir)
+    finally:
+        if writer is not None:
+            writer.close()
+        r.close_shared()
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+    if summary is None:
+        raise RuntimeError(f"the run stopped ({r.stopped_by}) before the environment started")
+    return summary
+
+
+# ---------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = __doc__.split("\n\n")[0]
+    add_config_arguments(parser)
+
+
+def print_summary(s: RunSummary) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"rtcore run: {s.env} {s.model} ({s.mode}, stopped by {s.stopped_by})", show_header=False)
+    t.add_column(style="cyan")
+    t.add_column(justify="right")
+
+    def ms(x: float) -> str:
+        return f"{x * 1e3:.2f} ms" if math.isfinite(x) else "-"
+
+    rows = [
+        ("env steps", f"{s.env_steps:,} in {s.seconds:.1f} s"),
+        ("inaction", f"{s.inaction_fraction:.2%}" if math.isfinite(s.inaction_fraction) else "-"),
+        ("delay mean / p50 / p99 (steps)", f"{s.delay_mean:.2f} / {s.delay_p50:.0f} / {s.delay_p99:.0f}"),
+        ("action interval (mean / target)", f"{ms(s.action_interval_mean)} / {ms(s.action_interval_target)}"),
+        ("tau_M / tau_theta_max", f"{ms(s.tau_m)} / {ms(s.tau_theta_max)} (emulated +{ms(s.inference_delay)})"),
+        ("N* / workers / learners", f"{s.n_star} / {s.workers} / {s.learners}"),
+        ("learner updates (per s)", f"{s.learner_updates:,} ({s.updates_per_s:.1f}/s)"),
+        ("param version", f"{s.param_version:,}"),
+        ("episodes / mean return", f"{s.episodes} / {s.mean_return:.2f}" if math.isfinite(s.mean_return) else f"{s.episodes} / -"),
+        ("restarts (workers / learners)", f"{s.worker_restarts} / {s.learner_restarts}"),
+        ("run dir", s.run_dir),
+    ]
+    if s.env_error:
+        rows.append(("env error", s.env_error))
+    for k, v in rows:
+        t.add_row(k, v)
+    Console().print(t)
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    summary = run(cfg)
+    if cfg.json:
+        print(json.dumps(summary.to_dict()))
+    elif not cfg.quiet:
+        print_summary(summary)
+    if summary.stopped_by == "env":
+        return 1
+    return 130 if summary.stopped_by == "interrupt" else 0
