@@ -100,8 +100,8 @@ class Actor:
             _, step = self.obs_board.read(out=self.stack)
             t2 = monotonic()
             action = self._forward(torch)
-            if self.cfg.inference_delay > 0:
-                sleep_until(t2 + self.cfg.inference_delay)
+            if self.cfg.inference_delay > 0:  # emulated extra latency, on top of the real forward pass
+                sleep_until(monotonic() + self.cfg.inference_delay)
             t3 = monotonic()
         self.reader.prefetch()  # CUDA: copy a newer version while waiting for the next turn
         eps = epsilon_at(int(step), self.cfg.epsilon_start, self.cfg.epsilon_end, self.cfg.epsilon_decay_steps)

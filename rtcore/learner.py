@@ -494,9 +494,21 @@ def sequential_main(spec: SequentialSpec) -> None:
         return
     learning = False
 
+    last_step = -1
+
     def act() -> None:
+        # sequential interaction: one action per new observation (the agent waits for the env when it
+        # is faster than it, and falls behind by whole steps when it is slower)
+        nonlocal last_step
         t0 = time.monotonic()
+        while ls.obs_board.step <= last_step and not tel.stopping:
+            try:
+                ls.obs_board.wait_step(last_step, 0.05)
+            except TimeoutError:
+                pass
+        wrow[WorkerCol.WAIT_S] += time.monotonic() - t0
         action, step, _, _ = actor.act(wrow)
+        last_step = step
         t1 = time.monotonic()
         spec.action_board.post(action, step, 0)
         t2 = time.monotonic()
@@ -504,7 +516,6 @@ def sequential_main(spec: SequentialSpec) -> None:
         wrow[WorkerCol.TURNS] += 1
         wrow[WorkerCol.HEARTBEAT] = t2
         tel.record_post(0, t2)
-        del t0
 
     def learn() -> None:
         nonlocal learning

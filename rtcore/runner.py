@@ -90,8 +90,18 @@ class RunSummary:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+        """Plain JSON values (NaN, e.g. a mean return before any episode ended, becomes None)."""
+        return _json_clean(asdict(self))
+
+
+def _json_clean(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _json_clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_clean(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
 
 
 # ---------------------------------------------------------------------- helpers
@@ -283,6 +293,15 @@ class _Runner:
         for j in range(self.n_learners):
             self.children.append(_Child("learner", j, learner_main, learner_spec(j), ctx))
 
+    def write_processes(self) -> None:
+        """``processes.json``: the pid of every child, for whoever needs to find them (tests, a debugger)."""
+        procs = [{"kind": c.kind, "index": c.index, "pid": c.proc.pid, "restarts": c.restarts} for c in self.children]
+        if self.driver is not None:
+            procs.append({"kind": "env", "index": 0, "pid": self.driver.pid, "restarts": 0})
+        tmp = self.run_dir / "processes.json.tmp"
+        tmp.write_text(json.dumps({"runner": os.getpid(), "children": procs}, indent=1))
+        os.replace(tmp, self.run_dir / "processes.json")
+
     def wait_ready(self) -> None:
         """Until every acting process has loaded its model (then the env may start)."""
         deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -306,6 +325,16 @@ class _Runner:
         self.driver = EnvDriver(env_fn, self.obs_board, self.action_board, replay=self.replay, stream=0,
                                 frequency=1.0 / self.tau_m, seed=cfg.seed)
         self.driver.start()
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while self.obs_board.published < 1:  # the run's clock starts at the env's first frame
+            if not self.driver.alive:
+                raise RuntimeError(f"the env driver died while starting: {self.driver.error}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the env driver published no frame within {STARTUP_TIMEOUT:.0f} s")
+            try:
+                self.obs_board.wait_step(-1, 0.05)
+            except TimeoutError:
+                pass
 
     # --- the loop
     def supervise(self, t_end: float, writer: MetricsWriter, view: LiveView) -> None:
@@ -347,6 +376,7 @@ class _Runner:
                 intervals.reset_worker(c.index)
             c.restarts += 1
             c.start()
+            self.write_processes()
 
     def metrics_row(self, prev: dict[str, float], intervals: PostIntervals) -> dict[str, Any]:
         cfg = self.cfg
@@ -516,7 +546,8 @@ class _Runner:
             stopped_by=self.stopped_by,
             env_error=self.env_error,
             extra={"learner_time_per_update_s": self._learner_time_per_update(),
-                   "driver_cost_us": 1e6 * float(_field(st, "driver_cost_mean", math.nan)),
+                   "driver_cost_us": 1e6 * float(_field(st, "cost_mean")),
+                   "reset_time_mean_s": float(_field(st, "reset_time_mean")),
                    "params": self.numel},
         )
 
@@ -562,19 +593,23 @@ def run(config: RunConfig | None = None) -> RunSummary:
                 r.log(f"rtcore: {writer.tensorboard_error}")
             r.start_env()
             r.t_env0 = time.monotonic()
+            r.write_processes()
             t_start = r.t_env0
             view = LiveView(not cfg.quiet and not cfg.json, cfg.seconds, f"rtcore {cfg.env} {cfg.model} ({cfg.mode})")
             r.supervise(r.t_env0 + cfg.seconds, writer, view)
+            r.t_stop = time.monotonic()
         except KeyboardInterrupt:
             r.stopped_by = "interrupt"
+            r.t_stop = time.monotonic()
         except _Terminate:
             r.stopped_by = "sigterm"
+            r.t_stop = time.monotonic()
         finally:
             if view is not None:
                 view.close()
             r.stop_all()
         if r.driver is not None:
-            wall = time.monotonic() - t_start
+            wall = getattr(r, "t_stop", time.monotonic()) - t_start
             r.checkpoint("final")
             summary = r.summary(wall)
             if writer is not None:
@@ -591,6 +626,8 @@ def run(config: RunConfig | None = None) -> RunSummary:
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
     if summary is None:
+        if r.stopped_by == "interrupt":
+            raise KeyboardInterrupt
         raise RuntimeError(f"the run stopped ({r.stopped_by}) before the environment started")
     return summary
 
