@@ -115,7 +115,9 @@ class ObsBoard(SharedObject):
         ``episode_start=True``: the stack restarts, padded with this frame. Never blocks (the GIL is
         released for the copy).
         """
-        self._h.publish(frame, _int("step", step), bool(episode_start))
+        if type(step) is not int:
+            step = _int("step", step)
+        self._h.publish(frame, step, bool(episode_start))
 
     def read(self, out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
         """Copy the newest stack ``[frame_stack, *obs_shape]`` (oldest frame first) and return
@@ -212,7 +214,10 @@ class ActionBoard(SharedObject):
     def post(self, action: int, obs_step: int, worker: int) -> None:
         """Post ``action`` (an int), computed from the observation of env step ``obs_step``, by
         ``worker`` (``0 <= worker < max_workers``). Never blocks."""
-        self._h.post(_int("action", action), _int("obs_step", obs_step), _int("worker", worker))
+        if type(action) is int and type(obs_step) is int and type(worker) is int:  # the hot path: no conversions
+            self._h.post(action, obs_step, worker)
+        else:
+            self._h.post(_int("action", action), _int("obs_step", obs_step), _int("worker", worker))
 
     def take(self) -> tuple[int, int, int] | None:
         """The newest posted action not taken yet, as ``(action, obs_step, worker)``; ``None`` if

@@ -17,7 +17,6 @@ Example, an environment loop at 59.7275 Hz::
 from __future__ import annotations
 
 import math
-import threading
 from typing import Any
 
 from rtcore import _core
@@ -63,8 +62,8 @@ def sleep_until(deadline: float, spin: float = DEFAULT_SPIN) -> None:
     Ctrl-C raises ``KeyboardInterrupt`` within 50 ms. A deadline in the past returns at once.
     """
     d = float(deadline)
-    if not math.isfinite(d):
-        raise ValueError(f"deadline must be finite, got {deadline!r}")
+    if not math.isfinite(d) or d > 9e9:
+        raise ValueError(f"deadline must be a finite CLOCK_MONOTONIC time in seconds (see monotonic()), got {deadline!r}")
     s = _seconds("spin", spin, positive=False)
     _core.sleep_until_ns(max(0, int(round(d * 1e9))), int(round(s * 1e9)))
 
@@ -102,7 +101,7 @@ class Timer:
             start_ns = _core.monotonic_ns()
         else:
             st = float(start)
-            if not math.isfinite(st) or st < 0:
+            if not math.isfinite(st) or st < 0 or st > 9e9:
                 raise ValueError(f"start must be a finite CLOCK_MONOTONIC time >= 0 (see rtcore.timer.monotonic()), got {start!r}")
             start_ns = int(round(st * 1e9))
         if isinstance(realtime, bool):
@@ -113,7 +112,6 @@ class Timer:
             raise TypeError(f"realtime must be a bool or an int SCHED_FIFO priority, got {type(realtime).__name__}")
         self._t = _core.Timer(period_ns, int(round(s * 1e9)), start_ns)
         self._realtime_status = "off" if priority is None else _core.apply_realtime(priority)
-        self._realtime_thread = threading.get_ident() if priority is not None else None
 
     def wait(self, timeout: float | None = None) -> int:
         """Block until the next tick's deadline and return its index ``k``; ``-1`` once stopped.
@@ -173,6 +171,11 @@ class Timer:
     def next_tick(self) -> int:
         """The index the next :meth:`wait` aims for, unless the caller is late past it."""
         return self._t.next_tick
+
+    @property
+    def last_lateness(self) -> float:
+        """Seconds after its deadline that the last returned tick was returned (0.0 before the first)."""
+        return self._t.last_lateness_ns * 1e-9
 
     @staticmethod
     def now() -> float:

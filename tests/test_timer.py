@@ -29,6 +29,7 @@ def test_ticks_are_never_early_and_every_index_is_accounted_for() -> None:
         st = t.stats()
         assert k - prev - 1 == st["overruns"] - prev_over  # each index returned once or counted as missed
         prev, prev_over = k, st["overruns"]
+    assert 0.0 <= t.last_lateness <= t.stats()["lateness_max"]
     st = t.stats()
     assert st["ticks"] == 40
     assert set(st) >= {"ticks", "overruns", "late", "lateness_p50", "lateness_p99", "lateness_max", "lateness_mean"}
@@ -161,6 +162,8 @@ def test_sleep_until_is_never_early_and_returns_at_once_for_the_past() -> None:
         rt_timer.sleep_until(rt_timer.monotonic(), spin=-1)
     with pytest.raises(ValueError, match="finite"):
         rt_timer.sleep_until(float("inf"))
+    with pytest.raises(ValueError, match="finite"):
+        rt_timer.sleep_until(1e300)
 
 
 _CTRL_C_CHILD = """

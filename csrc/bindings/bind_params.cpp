@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <unistd.h>
 #include <utility>
 #include <vector>
 
@@ -82,7 +83,7 @@ class ParamsHandle {
 
   void close() {
     if (!seg_) return;
-    if (slot_ >= 0) store_.release_slot(slot_);
+    if (slot_ >= 0 && slot_pid_ == static_cast<int>(::getpid())) store_.release_slot(slot_);
     slot_ = -1;
     seg_.reset();
   }
@@ -142,7 +143,12 @@ class ParamsHandle {
   // Pins the newest version (waiting up to timeout_s for a first one). Returns (version, buffer).
   std::pair<std::uint64_t, int> pin(double timeout_s) {
     check_open();
-    if (slot_ < 0) slot_ = store_.acquire_slot(params::self_token());
+    const int pid = static_cast<int>(::getpid());
+    if (slot_ >= 0 && slot_pid_ != pid) slot_ = -1;  // a forked child: the slot is its parent's
+    if (slot_ < 0) {
+      slot_ = store_.acquire_slot(params::self_token());
+      slot_pid_ = pid;
+    }
     if (store_.pinned(slot_) >= 0)
       throw InvalidArgument("this ParamStore handle already holds a pin; unpin it first (one handle per thread)");
     params::Pin p = store_.pin(slot_);
@@ -157,10 +163,10 @@ class ParamsHandle {
 
   void unpin() {
     check_open();
-    if (slot_ >= 0) store_.unpin(slot_);
+    if (owns_slot()) store_.unpin(slot_);
   }
 
-  int pinned() const { return (seg_ && slot_ >= 0) ? store_.pinned(slot_) : -1; }
+  int pinned() const { return (seg_ && owns_slot()) ? store_.pinned(slot_) : -1; }
   std::uint64_t version() const {
     check_open();
     return store_.version();
@@ -185,6 +191,8 @@ class ParamsHandle {
  private:
   ParamsHandle(std::shared_ptr<shm::Segment> seg, ParamStore store) : seg_(std::move(seg)), store_(store) {}
 
+  bool owns_slot() const { return slot_ >= 0 && slot_pid_ == static_cast<int>(::getpid()); }
+
   void check_open() const {
     if (!seg_) throw InvalidArgument("ParamStore is closed");
   }
@@ -196,6 +204,7 @@ class ParamsHandle {
   std::shared_ptr<shm::Segment> seg_;
   ParamStore store_;
   int slot_ = -1;
+  int slot_pid_ = 0;  // the process that acquired slot_
 };
 
 }  // namespace

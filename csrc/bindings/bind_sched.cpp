@@ -1,7 +1,315 @@
+// rtcore._core: StaggerSchedule and Turnstile (csrc/sched) over their shared-memory segments, n_star,
+// and the discrete-event simulator. Public API: rtcore/sched.py, rtcore/simulate.py.
+//
+// Blocking waits release the GIL in slices of at most 50 ms, re-acquire it to run PyErr_CheckSignals
+// (Ctrl-C), and take a deadline. Each call keeps the Segment alive for its duration, so close() never
+// unmaps memory in use.
+#include <pybind11/stl.h>
+
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
 #include "bindings/bindings.h"
+#include "common/errors.h"
+#include "sched/clock.h"
+#include "sched/stagger.h"
+#include "sched/turnstile.h"
+#include "shm/segment.h"
 
 namespace rtcore::bindings {
 
-void bind_sched(py::module_& m) { (void)m; }
+namespace {
+
+using shm::Kind;
+using shm::Segment;
+using SegmentPtr = std::shared_ptr<Segment>;
+
+constexpr std::int64_t kSliceNs = 50000000;  // 50 ms between signal checks
+constexpr std::int64_t kForever = std::numeric_limits<std::int64_t>::max();
+
+// timeout_ns < 0: no timeout.
+std::int64_t deadline_after(std::int64_t timeout_ns) {
+  if (timeout_ns < 0) return kForever;
+  const std::int64_t now = clock::now_ns();
+  return timeout_ns > kForever - now ? kForever : now + timeout_ns;
+}
+
+std::int64_t slice_end(std::int64_t deadline) {
+  const std::int64_t now = clock::now_ns();
+  return deadline - now > kSliceNs ? now + kSliceNs : deadline;
+}
+
+// ---- StaggerSchedule -----------------------------------------------------------------------------
+
+class ScheduleHandle {
+ public:
+  static std::unique_ptr<ScheduleHandle> create(const std::string& name, std::int64_t n_workers, std::int64_t tau_seed_ns,
+                                                std::uint32_t mode, std::int64_t window, std::int64_t heartbeat_timeout_ns) {
+    if (n_workers < 1 || n_workers > sched::StaggerSchedule::kMaxWorkers)
+      throw InvalidArgument("n_workers must be in [1, " + std::to_string(sched::StaggerSchedule::kMaxWorkers) + "], got " +
+                            std::to_string(n_workers));
+    if (window < 1 || window > sched::StaggerSchedule::kMaxWindow)
+      throw InvalidArgument("window must be in [1, " + std::to_string(sched::StaggerSchedule::kMaxWindow) + "], got " +
+                            std::to_string(window));
+    sched::StaggerParams p{static_cast<std::uint32_t>(n_workers), mode, static_cast<std::uint32_t>(window), 0, tau_seed_ns,
+                           heartbeat_timeout_ns};
+    sched::StaggerSchedule::validate(p);
+    auto seg = std::make_shared<Segment>(Segment::create(name, Kind::kSchedule, sched::StaggerSchedule::kLayoutVersion, &p,
+                                                         sizeof p, sched::StaggerSchedule::bytes_needed(p)));
+    auto h = std::unique_ptr<ScheduleHandle>(new ScheduleHandle(std::move(seg), true));
+    h->seg_->mark_ready();
+    return h;
+  }
+  static std::unique_ptr<ScheduleHandle> attach(const std::string& name) {
+    auto seg = std::make_shared<Segment>(Segment::attach(name, Kind::kSchedule, sched::StaggerSchedule::kLayoutVersion));
+    return std::unique_ptr<ScheduleHandle>(new ScheduleHandle(std::move(seg), false));
+  }
+
+  int join(int worker) {
+    auto seg = live();
+    return s_->join(clock::now_ns(), worker);
+  }
+  void leave(int w) {
+    auto seg = live();
+    s_->leave(w, clock::now_ns());
+  }
+  void heartbeat(int w) {
+    auto seg = live();
+    s_->heartbeat(w, clock::now_ns());
+  }
+  int reap() {
+    auto seg = live();
+    return s_->reap(clock::now_ns());
+  }
+  // True when the turn came, False when the schedule was stopped; TimeoutError past the timeout.
+  bool wait_turn(int w, std::int64_t timeout_ns, std::int64_t spin_ns) {
+    auto seg = live();
+    const std::int64_t deadline = deadline_after(timeout_ns);
+    for (;;) {
+      sched::WaitResult r;
+      {
+        py::gil_scoped_release nogil;
+        r = s_->wait_turn(w, slice_end(deadline), spin_ns);
+      }
+      if (r == sched::WaitResult::kReady) return true;
+      if (r == sched::WaitResult::kStopped) return false;
+      if (clock::now_ns() >= deadline)
+        throw Timeout("worker " + std::to_string(w) + "'s turn did not come within the timeout (it starts in " +
+                      std::to_string(clock::to_sec(s_->poll_turn(w, clock::now_ns()) - clock::now_ns())) +
+                      " s; pass a timeout longer than tau_max = " + std::to_string(clock::to_sec(s_->tau_max_ns())) + " s)");
+      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    }
+  }
+  std::int64_t report(int w, std::int64_t duration_ns) {
+    auto seg = live();
+    const std::int64_t now = clock::now_ns();
+    const std::int64_t publish = s_->report(w, duration_ns, now);
+    return publish > now ? publish - now : 0;
+  }
+  bool wait_publish(int w, std::int64_t timeout_ns, std::int64_t spin_ns) {
+    auto seg = live();
+    const std::int64_t deadline = deadline_after(timeout_ns);
+    for (;;) {
+      sched::WaitResult r;
+      {
+        py::gil_scoped_release nogil;
+        r = s_->wait_publish(w, slice_end(deadline), spin_ns);
+      }
+      if (r == sched::WaitResult::kReady) return true;
+      if (r == sched::WaitResult::kStopped) return false;
+      if (clock::now_ns() >= deadline)
+        throw Timeout("worker " + std::to_string(w) + " may publish only in " +
+                      std::to_string(clock::to_sec(s_->publish_at(w) - clock::now_ns())) + " s, past the timeout");
+      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    }
+  }
+  std::int64_t poll_turn(int w) {
+    auto seg = live();
+    return s_->poll_turn(w, clock::now_ns());
+  }
+
+  std::int64_t tau_max_ns() { return (live(), s_->tau_max_ns()); }
+  std::int64_t mean_tau_ns() { return (live(), s_->mean_tau_ns()); }
+  std::int64_t tau_ns() { return (live(), s_->tau_ns()); }
+  std::int64_t action_interval_ns() { return (live(), s_->action_interval_ns()); }
+  int live_workers() { return (live(), s_->live_count()); }
+  std::vector<int> workers() { return (live(), s_->workers()); }
+  std::int64_t pending_delay_ns(int w) { return (live(), s_->pending_delay_ns(w)); }
+  std::int64_t last_ns(int w) { return (live(), s_->last_ns(w)); }
+  std::uint64_t epoch() { return (live(), s_->epoch()); }
+  std::uint64_t drops() { return (live(), s_->drops()); }
+  std::uint64_t pushbacks() { return (live(), s_->pushbacks()); }
+  std::uint64_t samples() { return (live(), s_->samples()); }
+  void set_stop(bool on) { (live(), s_->set_stop(on)); }
+  bool stopped() { return (live(), s_->stopped()); }
+  int n_workers() const { return static_cast<int>(p_.n_workers); }
+  std::uint32_t mode() const { return p_.mode; }
+  std::uint32_t window() const { return p_.window; }
+  std::int64_t heartbeat_timeout_ns() const { return p_.heartbeat_timeout_ns; }
+  std::int64_t tau_seed_ns() const { return p_.tau_seed_ns; }
+  std::string name() const { return name_; }
+  void close() {
+    s_.reset();
+    seg_.reset();
+  }
+
+ private:
+  ScheduleHandle(SegmentPtr seg, bool init) : seg_(std::move(seg)), name_(seg_->name()), p_(seg_->params<sched::StaggerParams>()) {
+    s_ = std::make_unique<sched::StaggerSchedule>(seg_->payload(), seg_->payload_size(), p_, init);
+  }
+  SegmentPtr live() const {
+    if (!seg_) throw InvalidArgument("StaggerSchedule '" + name_ + "' is closed");
+    return seg_;
+  }
+  SegmentPtr seg_;
+  std::string name_;
+  sched::StaggerParams p_;
+  std::unique_ptr<sched::StaggerSchedule> s_;
+};
+
+// ---- Turnstile -----------------------------------------------------------------------------------
+
+class TurnstileHandle {
+ public:
+  static std::unique_ptr<TurnstileHandle> create(const std::string& name, std::int64_t n_learners, std::int64_t heartbeat_timeout_ns) {
+    if (n_learners < 1 || n_learners > sched::Turnstile::kMaxLearners)
+      throw InvalidArgument("n_learners must be in [1, " + std::to_string(sched::Turnstile::kMaxLearners) + "], got " +
+                            std::to_string(n_learners));
+    sched::TurnstileParams p{static_cast<std::uint32_t>(n_learners), 0, heartbeat_timeout_ns};
+    sched::Turnstile::validate(p);
+    auto seg = std::make_shared<Segment>(Segment::create(name, Kind::kTurnstile, sched::Turnstile::kLayoutVersion, &p,
+                                                         sizeof p, sched::Turnstile::bytes_needed(p)));
+    auto h = std::unique_ptr<TurnstileHandle>(new TurnstileHandle(std::move(seg), true));
+    h->seg_->mark_ready();
+    return h;
+  }
+  static std::unique_ptr<TurnstileHandle> attach(const std::string& name) {
+    auto seg = std::make_shared<Segment>(Segment::attach(name, Kind::kTurnstile, sched::Turnstile::kLayoutVersion));
+    return std::unique_ptr<TurnstileHandle>(new TurnstileHandle(std::move(seg), false));
+  }
+
+  int join(int learner) { return (live(), t_->join(clock::now_ns(), learner)); }
+  void leave(int j) { (live(), t_->leave(j, clock::now_ns())); }
+  void heartbeat(int j) { (live(), t_->heartbeat(j, clock::now_ns())); }
+  void pass_turn(int j) { (live(), t_->pass_turn(j, clock::now_ns())); }
+  std::int64_t try_turn(int j) { return (live(), t_->try_turn(j, clock::now_ns())); }
+  // The turn number; -1 when the turnstile was stopped; TimeoutError past the timeout.
+  std::int64_t wait_turn(int j, std::int64_t timeout_ns) {
+    auto seg = live();
+    const std::int64_t deadline = deadline_after(timeout_ns);
+    for (;;) {
+      std::int64_t u;
+      {
+        py::gil_scoped_release nogil;
+        u = t_->wait_turn(j, slice_end(deadline));
+      }
+      if (u >= 0) return u;
+      if (u == -2) return -1;
+      if (clock::now_ns() >= deadline) {
+        const int h = t_->holder();
+        std::string who = h < 0 ? std::string("nobody") : "learner " + std::to_string(h);
+        if (h >= 0)
+          who += " (last heartbeat " + std::to_string(clock::to_sec(clock::now_ns() - t_->last_heartbeat_ns(h))) + " s ago)";
+        throw Timeout("learner " + std::to_string(j) + " timed out waiting for its turn: turn " + std::to_string(t_->turn()) +
+                      " is held by " + who + "; a holder is skipped once silent for heartbeat_timeout");
+      }
+      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    }
+  }
+  std::int64_t turn() { return (live(), t_->turn()); }
+  int holder() { return (live(), t_->holder()); }
+  std::vector<int> learners() { return (live(), t_->learners()); }
+  int live_count() { return (live(), t_->live_count()); }
+  std::uint64_t passes() { return (live(), t_->passes()); }
+  std::uint64_t skips() { return (live(), t_->skips()); }
+  void set_stop(bool on) { (live(), t_->set_stop(on)); }
+  bool stopped() { return (live(), t_->stopped()); }
+  int n_learners() const { return static_cast<int>(p_.n_learners); }
+  std::int64_t heartbeat_timeout_ns() const { return p_.heartbeat_timeout_ns; }
+  std::string name() const { return name_; }
+  void close() {
+    t_.reset();
+    seg_.reset();
+  }
+
+ private:
+  TurnstileHandle(SegmentPtr seg, bool init) : seg_(std::move(seg)), name_(seg_->name()), p_(seg_->params<sched::TurnstileParams>()) {
+    t_ = std::make_unique<sched::Turnstile>(seg_->payload(), seg_->payload_size(), p_, init);
+  }
+  SegmentPtr live() const {
+    if (!seg_) throw InvalidArgument("Turnstile '" + name_ + "' is closed");
+    return seg_;
+  }
+  SegmentPtr seg_;
+  std::string name_;
+  sched::TurnstileParams p_;
+  std::unique_ptr<sched::Turnstile> t_;
+};
+
+}  // namespace
+
+void bind_sched(py::module_& m) {
+  py::class_<ScheduleHandle>(m, "StaggerSchedule")
+      .def_static("create", &ScheduleHandle::create, py::arg("name"), py::arg("n_workers"), py::arg("tau_seed_ns"),
+                  py::arg("mode"), py::arg("window"), py::arg("heartbeat_timeout_ns"))
+      .def_static("attach", &ScheduleHandle::attach, py::arg("name"))
+      .def("join", &ScheduleHandle::join, py::arg("worker"))
+      .def("leave", &ScheduleHandle::leave, py::arg("worker"))
+      .def("heartbeat", &ScheduleHandle::heartbeat, py::arg("worker"))
+      .def("reap", &ScheduleHandle::reap)
+      .def("wait_turn", &ScheduleHandle::wait_turn, py::arg("worker"), py::arg("timeout_ns"), py::arg("spin_ns"))
+      .def("report", &ScheduleHandle::report, py::arg("worker"), py::arg("duration_ns"))
+      .def("wait_publish", &ScheduleHandle::wait_publish, py::arg("worker"), py::arg("timeout_ns"), py::arg("spin_ns"))
+      .def("poll_turn", &ScheduleHandle::poll_turn, py::arg("worker"))
+      .def("pending_delay_ns", &ScheduleHandle::pending_delay_ns, py::arg("worker"))
+      .def("last_ns", &ScheduleHandle::last_ns, py::arg("worker"))
+      .def("set_stop", &ScheduleHandle::set_stop, py::arg("on"))
+      .def_property_readonly("stopped", &ScheduleHandle::stopped)
+      .def_property_readonly("tau_max_ns", &ScheduleHandle::tau_max_ns)
+      .def_property_readonly("mean_tau_ns", &ScheduleHandle::mean_tau_ns)
+      .def_property_readonly("tau_ns", &ScheduleHandle::tau_ns)
+      .def_property_readonly("action_interval_ns", &ScheduleHandle::action_interval_ns)
+      .def_property_readonly("live_workers", &ScheduleHandle::live_workers)
+      .def_property_readonly("workers", &ScheduleHandle::workers)
+      .def_property_readonly("epoch", &ScheduleHandle::epoch)
+      .def_property_readonly("drops", &ScheduleHandle::drops)
+      .def_property_readonly("pushbacks", &ScheduleHandle::pushbacks)
+      .def_property_readonly("samples", &ScheduleHandle::samples)
+      .def_property_readonly("n_workers", &ScheduleHandle::n_workers)
+      .def_property_readonly("mode", &ScheduleHandle::mode)
+      .def_property_readonly("window", &ScheduleHandle::window)
+      .def_property_readonly("heartbeat_timeout_ns", &ScheduleHandle::heartbeat_timeout_ns)
+      .def_property_readonly("tau_seed_ns", &ScheduleHandle::tau_seed_ns)
+      .def_property_readonly("name", &ScheduleHandle::name)
+      .def("close", &ScheduleHandle::close);
+
+  py::class_<TurnstileHandle>(m, "Turnstile")
+      .def_static("create", &TurnstileHandle::create, py::arg("name"), py::arg("n_learners"), py::arg("heartbeat_timeout_ns"))
+      .def_static("attach", &TurnstileHandle::attach, py::arg("name"))
+      .def("join", &TurnstileHandle::join, py::arg("learner"))
+      .def("leave", &TurnstileHandle::leave, py::arg("learner"))
+      .def("heartbeat", &TurnstileHandle::heartbeat, py::arg("learner"))
+      .def("pass_turn", &TurnstileHandle::pass_turn, py::arg("learner"))
+      .def("try_turn", &TurnstileHandle::try_turn, py::arg("learner"))
+      .def("wait_turn", &TurnstileHandle::wait_turn, py::arg("learner"), py::arg("timeout_ns"))
+      .def("set_stop", &TurnstileHandle::set_stop, py::arg("on"))
+      .def_property_readonly("stopped", &TurnstileHandle::stopped)
+      .def_property_readonly("turn", &TurnstileHandle::turn)
+      .def_property_readonly("holder", &TurnstileHandle::holder)
+      .def_property_readonly("learners", &TurnstileHandle::learners)
+      .def_property_readonly("live", &TurnstileHandle::live_count)
+      .def_property_readonly("passes", &TurnstileHandle::passes)
+      .def_property_readonly("skips", &TurnstileHandle::skips)
+      .def_property_readonly("n_learners", &TurnstileHandle::n_learners)
+      .def_property_readonly("heartbeat_timeout_ns", &TurnstileHandle::heartbeat_timeout_ns)
+      .def_property_readonly("name", &TurnstileHandle::name)
+      .def("close", &TurnstileHandle::close);
+
+  m.def("n_star", &sched::n_star, py::arg("tau_theta_max"), py::arg("tau_m"),
+        "ceil(tau_theta_max / tau_m), robust to float error.");
+
+}
 
 }  // namespace rtcore::bindings

@@ -113,6 +113,7 @@ void bind_timer(py::module_& m) {
       .def_property_readonly("spin_ns", &PeriodicTimer::spin_ns)
       .def_property_readonly("start_ns", &PeriodicTimer::start_ns)
       .def_property_readonly("next_tick", &PeriodicTimer::next_tick)
+      .def_property_readonly("last_lateness_ns", &PeriodicTimer::last_lateness_ns)
       .def("deadline_ns", &PeriodicTimer::deadline_ns, py::arg("k"));
 }
 

@@ -28,6 +28,7 @@
 // Several takers are safe (each post still goes to at most one), though the design has one (the env).
 #pragma once
 
+#include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -42,6 +43,23 @@
 #include "common/seqlock.h"
 
 namespace rtcore::board {
+
+// getpid() is a system call in current glibc; post() needs the pid on every call, so it is cached per
+// process and refreshed in the child after fork().
+inline pid_t cached_pid() noexcept {
+  static std::atomic<pid_t> pid{0};
+  static const int registered = [] {
+    pthread_atfork(nullptr, nullptr, [] { pid.store(getpid(), std::memory_order_relaxed); });  // relaxed: one value per process
+    return 0;
+  }();
+  (void)registered;
+  pid_t p = pid.load(std::memory_order_relaxed);  // relaxed: one value per process
+  if (p == 0) {
+    p = getpid();
+    pid.store(p, std::memory_order_relaxed);  // relaxed: idempotent
+  }
+  return p;
+}
 
 struct Taken {
   std::int64_t action;
@@ -113,14 +131,15 @@ class ActionBoardView {
     if (worker < 0 || static_cast<std::uint32_t>(worker) >= max_workers_)
       throw InvalidArgument("worker must be in [0, " + std::to_string(max_workers_) + "), got " + std::to_string(worker));
     Worker& w = workers()[worker];
-    const std::uint64_t me = static_cast<std::uint64_t>(static_cast<std::uint32_t>(getpid())) << 32;
+    const pid_t my_pid = cached_pid();
+    const std::uint64_t me = static_cast<std::uint64_t>(static_cast<std::uint32_t>(my_pid)) << 32;
     std::uint64_t c = w.claim.load(std::memory_order_relaxed);  // relaxed: the CAS below decides
     unsigned r;
     for (;;) {
       r = (c >> 1) & 1;
       if (c & 1) {
         const pid_t owner = static_cast<pid_t>(c >> 32);
-        if (owner == getpid() || owner <= 0 || kill(owner, 0) == 0 || errno != ESRCH)
+        if (owner == my_pid || owner <= 0 || kill(owner, 0) == 0 || errno != ESRCH)
           throw InvalidArgument("worker " + std::to_string(worker) + " is already posting (pid " + std::to_string(owner) +
                                 "); each worker id must post from one thread at a time");
         // The claimer's process is gone and its post will never finish: take the line over, writing the

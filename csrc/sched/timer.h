@@ -194,6 +194,7 @@ class PeriodicTimer {
       now = clock::now_ns();
     }
     hist_.record(now - deadline);
+    last_lateness_.store(now - deadline, std::memory_order_relaxed);  // relaxed: stats only
     add(ticks_, 1);
     next_.store(k + 1, std::memory_order_relaxed);  // relaxed: only the waiter writes it
     return k;
@@ -203,6 +204,9 @@ class PeriodicTimer {
   void stop() noexcept { stop_.store(1, std::memory_order_relaxed); }  // relaxed: a flag, no data behind it
   void resume() noexcept { stop_.store(0, std::memory_order_relaxed); }  // relaxed: a flag
   bool stopped() const noexcept { return stop_.load(std::memory_order_relaxed) != 0; }  // relaxed: a flag
+
+  // Lateness of the tick the last wait() returned (0 before the first).
+  std::int64_t last_lateness_ns() const noexcept { return last_lateness_.load(std::memory_order_relaxed); }  // relaxed: stats
 
   TimerStats stats() const noexcept {
     TimerStats s;
@@ -221,6 +225,7 @@ class PeriodicTimer {
     ticks_.store(0, std::memory_order_relaxed);     // relaxed: stats only
     overruns_.store(0, std::memory_order_relaxed);  // relaxed: stats only
     late_.store(0, std::memory_order_relaxed);      // relaxed: stats only
+    last_lateness_.store(0, std::memory_order_relaxed);  // relaxed: stats only
     hist_.reset();
   }
 
@@ -251,6 +256,7 @@ class PeriodicTimer {
   std::atomic<std::uint64_t> ticks_{0};
   std::atomic<std::uint64_t> overruns_{0};
   std::atomic<std::uint64_t> late_{0};
+  std::atomic<std::int64_t> last_lateness_{0};
   LatencyHistogram hist_;
 };
 

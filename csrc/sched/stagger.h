@@ -1,0 +1,452 @@
+// The stagger schedule: when each of N inference workers may start inferring and when it may publish,
+// so that one action is ready every tau / N seconds (paper, Algorithm 1 "maximum-time staggering" and
+// Algorithm 2 "mean-time staggering").
+//
+// Algorithm 1 as the paper states it, for worker i of N (its rank among the live workers):
+//   start tau_max * i / N after worker 0; loop { sleep pending delay[i], zero it; read the newest obs;
+//   infer, taking t; if t > tau_max { delay[j] += dist(j, i) * (t - tau_max) / N for every j != i,
+//   dist(j, i) = i - j if i >= j else N - (j - i); tau_max = t; no sleep } else sleep tau_max - t;
+//   publish }.
+// Here the sleeps are absolute deadlines, so a worker's cycle does not drift by its wake-up latency or
+// by the time it spends reading the observation: the turn starts at `next_turn` (+ pending delay), the
+// worker publishes at `turn_start + max(tau, t)`, and that instant is its next turn. A sleep that would
+// be negative is zero (a deadline in the past returns at once). Algorithm 2 ("mean"): the same cycle with
+// tau = the mean of the last `window` inference times instead of the running maximum; a worker slower
+// than the mean publishes at once and pushes the others back by the same dist-weighted share of its
+// overshoot; when the mean moves by more than a quarter of an interval, everyone re-staggers on the new
+// mean (below), so the spacing follows the model as it warms up or slows down. tau_max stays the running maximum
+// in both modes (reported, and the heartbeat grace below).
+//
+// Membership. Workers claim slots (join) and release them (leave). A worker silent for longer than
+// max(heartbeat_timeout, 2 * tau_max) is dropped by whoever notices first (any call, any process). Each
+// change bumps `epoch` and sets `base` to the time of the change; at its next turn every live worker
+// re-staggers: it moves to the first point of the lattice base + tau * (k + rank / N_live) that is not
+// earlier than its natural next turn (nor now) by more than half an interval, and drops its pending
+// delay. The action interval becomes tau / N_live within one cycle; no cycle shrinks by more than
+// half an interval. A joining worker's natural next
+// turn is the join time, so N workers that join together start at tau * i / N, as in the paper.
+// A dropped worker that calls again gets its slot back (a new claim, another re-stagger) if no one took
+// it; otherwise it gets an error telling it to join again.
+//
+// Time is a parameter: every operation takes `now` (ns). The blocking waits at the bottom read the
+// wall clock (clock::MonotonicClock); the simulator (sched/simulator.h) drives the same code on a
+// clock::VirtualClock.
+//
+// Shared state and progress. No locks: slot claims are CAS on a (generation, alive) word, tau_max is a
+// CAS max, push-backs are fetch_add on each victim's pending delay, the mean estimator is a ring of
+// relaxed words indexed by fetch_add. Every operation is lock-free (a CAS loop retries only when
+// another process changed the word in between) and finishes in O(n_workers + window) steps; a process
+// killed at any instruction leaves every word consistent (it can at worst leave its own slot claimed,
+// which the heartbeat drop releases). The waits sleep towards a deadline and always take a timeout and
+// a stop flag; none waits on another process doing something.
+#pragma once
+
+#include <algorithm>
+#include <cstdlib>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <new>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "common/errors.h"
+#include "common/seqlock.h"
+#include "sched/clock.h"
+
+namespace rtcore::sched {
+
+enum class StaggerMode : std::uint32_t { kMax = 0, kMean = 1 };
+
+// Layout parameters, stored in the segment header.
+struct StaggerParams {
+  std::uint32_t n_workers;  // slot capacity
+  std::uint32_t mode;       // StaggerMode
+  std::uint32_t window;     // mean estimator window (inference times)
+  std::uint32_t reserved;
+  std::int64_t tau_seed_ns;           // the user's seed for tau_max
+  std::int64_t heartbeat_timeout_ns;  // silence after which a worker is dropped (see the grace above)
+};
+static_assert(std::is_trivially_copyable_v<StaggerParams>);
+
+enum class WaitResult { kReady, kTimeout, kStopped };
+
+class StaggerSchedule {
+ public:
+  static constexpr std::uint32_t kLayoutVersion = 1;
+  static constexpr std::uint32_t kMaxWorkers = 4096;
+  static constexpr std::uint32_t kMaxWindow = 65536;
+  static constexpr std::int64_t kPollNs = 50000000;  // waits re-check (heartbeat, stop, delays) every 50 ms
+
+  struct alignas(kCacheLine) Shared {
+    std::atomic<std::int64_t> tau_max_ns;   // running maximum (CAS max)
+    std::atomic<std::uint64_t> epoch;       // bumped on every membership change
+    std::atomic<std::int64_t> base_ns;      // lattice origin of the newest re-stagger
+    std::atomic<std::uint64_t> samples;     // inference times reported (mean ring write index)
+    std::atomic<std::uint64_t> pushbacks;   // reports that pushed the others back
+    std::atomic<std::uint64_t> drops;       // workers dropped for silence
+    std::atomic<std::uint32_t> stop;        // non-zero: every wait returns kStopped
+    std::uint32_t reserved;
+    std::atomic<std::int64_t> lattice_tau_ns;  // mean mode: the tau of the newest re-stagger
+  };
+  struct alignas(kCacheLine) Slot {
+    std::atomic<std::uint64_t> state;          // generation << 1 | alive; a claim bumps the generation
+    std::atomic<std::int64_t> heartbeat_ns;    // last call from the owner
+    std::atomic<std::int64_t> delay_ns;        // pending push-back, consumed at the next turn
+    std::atomic<std::int64_t> next_turn_ns;    // owner-written: when the next turn starts (before delay)
+    std::atomic<std::int64_t> turn_start_ns;   // owner-written: start of the current turn
+    std::atomic<std::int64_t> publish_ns;      // owner-written: when the current action may be published
+    std::atomic<std::int64_t> last_ns;         // owner-written: last inference time
+    std::atomic<std::uint64_t> epoch_seen;     // owner-written: epoch of its last re-stagger
+  };
+  static_assert(sizeof(Slot) == kCacheLine, "one slot per cache line");
+  static_assert(sizeof(Shared) == kCacheLine, "shared words on their own line");
+  static_assert(std::is_standard_layout_v<Slot> && std::is_standard_layout_v<Shared>, "lives in shared memory");
+  static_assert(std::atomic<std::int64_t>::is_always_lock_free && std::atomic<std::uint64_t>::is_always_lock_free &&
+                    std::atomic<std::uint32_t>::is_always_lock_free,
+                "shared atomics must be lock-free");
+
+  static void validate(const StaggerParams& p) {
+    if (p.n_workers < 1 || p.n_workers > kMaxWorkers)
+      throw InvalidArgument("n_workers must be in [1, " + std::to_string(kMaxWorkers) + "], got " + std::to_string(p.n_workers));
+    if (p.mode > 1) throw InvalidArgument("mode must be 0 (max) or 1 (mean), got " + std::to_string(p.mode));
+    if (p.window < 1 || p.window > kMaxWindow)
+      throw InvalidArgument("window must be in [1, " + std::to_string(kMaxWindow) + "], got " + std::to_string(p.window));
+    if (p.tau_seed_ns <= 0) throw InvalidArgument("tau_max must be > 0 seconds");
+    if (p.heartbeat_timeout_ns <= 0) throw InvalidArgument("heartbeat_timeout must be > 0 seconds");
+  }
+  static std::size_t bytes_needed(const StaggerParams& p) {
+    return sizeof(Shared) + sizeof(Slot) * p.n_workers + sizeof(std::atomic<std::int64_t>) * p.window;
+  }
+
+  // A view over `size` bytes at `base` (64-byte aligned). `init`: the memory is fresh (zeroed or not)
+  // and this call initialises it; otherwise it is attached as it is.
+  StaggerSchedule(void* base, std::size_t size, const StaggerParams& p, bool init) : p_(p), gens_(p.n_workers, 0) {
+    validate(p);
+    if (size < bytes_needed(p))
+      throw LayoutMismatch("stagger schedule needs " + std::to_string(bytes_needed(p)) + " bytes, got " + std::to_string(size));
+    auto* b = static_cast<unsigned char*>(base);
+    sh_ = reinterpret_cast<Shared*>(b);
+    slots_ = reinterpret_cast<Slot*>(b + sizeof(Shared));
+    ring_ = reinterpret_cast<std::atomic<std::int64_t>*>(b + sizeof(Shared) + sizeof(Slot) * p.n_workers);
+    if (init) {
+      new (sh_) Shared{};
+      sh_->tau_max_ns.store(p.tau_seed_ns, std::memory_order_relaxed);      // relaxed: published by the segment's ready flag
+      sh_->lattice_tau_ns.store(p.tau_seed_ns, std::memory_order_relaxed);  // relaxed: as above
+      for (std::uint32_t i = 0; i < p.n_workers; ++i) new (&slots_[i]) Slot{};
+      for (std::uint32_t i = 0; i < p.window; ++i) new (&ring_[i]) std::atomic<std::int64_t>(0);
+    }
+  }
+
+  const StaggerParams& params() const noexcept { return p_; }
+  int n_workers() const noexcept { return static_cast<int>(p_.n_workers); }
+  StaggerMode mode() const noexcept { return static_cast<StaggerMode>(p_.mode); }
+
+  // ---- membership ------------------------------------------------------------------------------
+
+  // Claims slot `worker`, or the lowest free slot if worker < 0. Throws if it is taken / none is free.
+  int join(std::int64_t now, int worker = -1) {
+    reap(now);
+    if (worker >= 0) {
+      check_id(worker);
+      if (!claim(worker, now))
+        throw InvalidArgument("worker slot " + std::to_string(worker) + " is taken by a live worker; pass worker=None for a free one");
+      return worker;
+    }
+    for (std::uint32_t i = 0; i < p_.n_workers; ++i)
+      if (claim(static_cast<int>(i), now)) return static_cast<int>(i);
+    throw InvalidArgument("all " + std::to_string(p_.n_workers) + " worker slots are taken; create the schedule with a larger n_workers");
+  }
+
+  // Gives the slot back (no error if it was dropped meanwhile).
+  void leave(int w, std::int64_t now) {
+    check_id(w);
+    std::uint64_t mine = (gens_[w] << 1) | 1;
+    if (slots_[w].state.compare_exchange_strong(mine, gens_[w] << 1, std::memory_order_acq_rel,  // acq_rel: the slot's words are settled before it can be reclaimed
+                                                std::memory_order_relaxed))
+      restagger(now);
+  }
+
+  void heartbeat(int w, std::int64_t now) {
+    own(w, now);
+    slots_[w].heartbeat_ns.store(now, std::memory_order_relaxed);  // relaxed: a timestamp, read only for staleness
+  }
+
+  // Drops every live worker whose heartbeat is older than the grace (see the header). Returns how many.
+  int reap(std::int64_t now) {
+    const std::int64_t grace = std::max<std::int64_t>(p_.heartbeat_timeout_ns, 2 * tau_max_ns());
+    int dropped = 0;
+    for (std::uint32_t i = 0; i < p_.n_workers; ++i) {
+      Slot& s = slots_[i];
+      std::uint64_t st = s.state.load(std::memory_order_acquire);  // acquire: the heartbeat read below is the claimer's or newer
+      if (!(st & 1)) continue;
+      if (now - s.heartbeat_ns.load(std::memory_order_relaxed) <= grace) continue;  // relaxed: staleness check only
+      if (s.state.compare_exchange_strong(st, st & ~std::uint64_t{1}, std::memory_order_acq_rel,  // acq_rel: as leave
+                                          std::memory_order_relaxed)) {
+        ++dropped;
+        sh_->drops.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+      }
+    }
+    if (dropped) restagger(now);
+    return dropped;
+  }
+
+  bool alive(int w) const {
+    check_id(w);
+    return slots_[w].state.load(std::memory_order_relaxed) & 1;  // relaxed: a snapshot
+  }
+  // Live worker ids, ascending.
+  std::vector<int> workers() const {
+    std::vector<int> out;
+    for (std::uint32_t i = 0; i < p_.n_workers; ++i)
+      if (slots_[i].state.load(std::memory_order_relaxed) & 1) out.push_back(static_cast<int>(i));  // relaxed: a snapshot
+    return out;
+  }
+  int live_count() const {
+    int n = 0;
+    for (std::uint32_t i = 0; i < p_.n_workers; ++i) n += slots_[i].state.load(std::memory_order_relaxed) & 1;  // relaxed: a snapshot
+    return n;
+  }
+
+  // ---- the schedule ----------------------------------------------------------------------------
+
+  // When w's next turn starts (ns). Consumes pending delay and re-staggers after a membership change.
+  // If the result is <= now, the turn has started: it is recorded as the turn's start (the scheduled
+  // instant, so lateness does not accumulate; `now` if the worker is more than a cycle late).
+  std::int64_t poll_turn(int w, std::int64_t now) {
+    own(w, now);
+    Slot& s = slots_[w];
+    s.heartbeat_ns.store(now, std::memory_order_relaxed);  // relaxed: staleness only
+    std::int64_t next = s.next_turn_ns.load(std::memory_order_relaxed);  // relaxed: owner-written
+    const std::uint64_t ep = sh_->epoch.load(std::memory_order_acquire);  // acquire: pairs with restagger's release (base)
+    if (ep != s.epoch_seen.load(std::memory_order_relaxed)) {              // relaxed: owner-written
+      const std::int64_t base = sh_->base_ns.load(std::memory_order_relaxed);  // relaxed: ordered by the epoch acquire
+      int rank = 0, n = 0;
+      ranks(w, &rank, &n);
+      const std::int64_t tau = tau_ns();
+      // The first lattice point not earlier than max(next, now) by more than half an interval (so a
+      // worker that re-staggers microseconds after its point takes it instead of waiting a cycle).
+      const std::int64_t from = std::max(next, now) - tau / (2 * std::max(n, 1));
+      const std::int64_t origin = base + tau * rank / std::max(n, 1);
+      std::int64_t k = from > origin ? (from - origin + tau - 1) / tau : -((origin - from) / tau);
+      next = origin + k * tau;
+      s.delay_ns.exchange(0, std::memory_order_relaxed);  // relaxed: superseded by the new lattice
+      s.epoch_seen.store(ep, std::memory_order_relaxed);  // relaxed: owner-only
+    }
+    const std::int64_t d = s.delay_ns.exchange(0, std::memory_order_relaxed);  // relaxed: a plain counter of ns, no data behind it
+    next += d;
+    s.next_turn_ns.store(next, std::memory_order_relaxed);  // relaxed: owner-written, others read a snapshot
+    if (next <= now) {
+      const std::int64_t tau = tau_ns();
+      s.turn_start_ns.store(now - next < tau ? next : now, std::memory_order_relaxed);  // relaxed: owner-written
+    }
+    return next;
+  }
+
+  // w's inference took `duration_ns`, ending at `now`. Applies the algorithm's update; returns the
+  // instant (ns) at which w may publish (<= now: at once). That instant is also w's next turn.
+  std::int64_t report(int w, std::int64_t duration_ns, std::int64_t now) {
+    own(w, now);
+    if (duration_ns < 0) duration_ns = 0;
+    Slot& s = slots_[w];
+    s.heartbeat_ns.store(now, std::memory_order_relaxed);  // relaxed: staleness only
+    s.last_ns.store(duration_ns, std::memory_order_relaxed);  // relaxed: a statistic
+    // Running maximum (both modes).
+    std::int64_t old_max = sh_->tau_max_ns.load(std::memory_order_relaxed);  // relaxed: a value, no data behind it
+    while (duration_ns > old_max &&
+           !sh_->tau_max_ns.compare_exchange_weak(old_max, duration_ns, std::memory_order_relaxed)) {  // relaxed: as above
+    }
+    // The mean estimator (both modes; it spaces the workers in mean mode).
+    const std::uint64_t idx = sh_->samples.fetch_add(1, std::memory_order_relaxed);  // relaxed: a ring index
+    ring_[idx % p_.window].store(duration_ns, std::memory_order_relaxed);           // relaxed: a sample, read approximately
+    std::int64_t tau, over;
+    if (mode() == StaggerMode::kMax) {
+      tau = old_max;  // the tau this worker was scheduled with
+      over = duration_ns > old_max ? duration_ns - old_max : 0;  // only the CAS winner's own overshoot
+    } else {
+      tau = mean_tau_ns();
+      over = duration_ns > tau ? duration_ns - tau : 0;
+      // Push-backs only ever widen the spacing; when the mean moves by more than a quarter of an
+      // interval (warm-up, a model that got faster), re-stagger everyone on the new tau instead.
+      std::int64_t lt = sh_->lattice_tau_ns.load(std::memory_order_relaxed);  // relaxed: a value, validated by the CAS
+      const std::int64_t n = std::max(live_count(), 1);
+      if (std::abs(tau - lt) * 4 * n > lt &&
+          sh_->lattice_tau_ns.compare_exchange_strong(lt, tau, std::memory_order_relaxed)) {  // relaxed: one winner re-staggers
+        restagger(now);
+        over = 0;
+      }
+    }
+    if (over > 0) push_back(w, over);
+    const std::int64_t start = s.turn_start_ns.load(std::memory_order_relaxed);  // relaxed: owner-written
+    const std::int64_t publish = start + std::max(tau, duration_ns);
+    s.publish_ns.store(publish, std::memory_order_relaxed);    // relaxed: owner-written
+    s.next_turn_ns.store(publish, std::memory_order_relaxed);  // relaxed: owner-written
+    return publish;
+  }
+
+  std::int64_t publish_at(int w) const {
+    check_id(w);
+    return slots_[w].publish_ns.load(std::memory_order_relaxed);  // relaxed: owner-written
+  }
+  std::int64_t pending_delay_ns(int w) const {
+    check_id(w);
+    return slots_[w].delay_ns.load(std::memory_order_relaxed);  // relaxed: a snapshot
+  }
+  std::int64_t last_ns(int w) const {
+    check_id(w);
+    return slots_[w].last_ns.load(std::memory_order_relaxed);  // relaxed: a snapshot
+  }
+
+  // ---- what the schedule believes --------------------------------------------------------------
+
+  std::int64_t tau_max_ns() const { return sh_->tau_max_ns.load(std::memory_order_relaxed); }  // relaxed: a value
+  // Mean of the last `window` inference times; the seed before the first report.
+  std::int64_t mean_tau_ns() const {
+    const std::uint64_t n = std::min<std::uint64_t>(sh_->samples.load(std::memory_order_relaxed), p_.window);  // relaxed: approximate by design
+    if (n == 0) return p_.tau_seed_ns;
+    std::int64_t sum = 0;
+    for (std::uint64_t i = 0; i < n; ++i) sum += ring_[i].load(std::memory_order_relaxed);  // relaxed: as above
+    return sum / static_cast<std::int64_t>(n);
+  }
+  // The spacing tau of the mode: tau_max (max) or the mean (mean).
+  std::int64_t tau_ns() const { return mode() == StaggerMode::kMax ? tau_max_ns() : mean_tau_ns(); }
+  // The target interval between actions: tau / N_live (tau if nobody is live).
+  std::int64_t action_interval_ns() const { return tau_ns() / std::max(live_count(), 1); }
+  std::uint64_t epoch() const { return sh_->epoch.load(std::memory_order_relaxed); }          // relaxed: a statistic
+  std::uint64_t drops() const { return sh_->drops.load(std::memory_order_relaxed); }          // relaxed: a statistic
+  std::uint64_t pushbacks() const { return sh_->pushbacks.load(std::memory_order_relaxed); }  // relaxed: a statistic
+  std::uint64_t samples() const { return sh_->samples.load(std::memory_order_relaxed); }      // relaxed: a statistic
+
+  void set_stop(bool on) { sh_->stop.store(on ? 1u : 0u, std::memory_order_relaxed); }  // relaxed: a flag
+  bool stopped() const { return sh_->stop.load(std::memory_order_relaxed) != 0; }          // relaxed: a flag
+  const std::atomic<std::uint32_t>* stop_word() const { return &sh_->stop; }
+
+  // dist(j, i) of the paper (ranks among the live workers, N live).
+  static int dist(int j, int i, int n) { return i >= j ? i - j : n - (j - i); }
+
+  // ---- blocking waits on the wall clock ---------------------------------------------------------
+
+  // Sleeps until w's turn (re-checking delays, re-staggers, dead peers and the stop flag at least every
+  // 50 ms, heart-beating meanwhile), or until `deadline_ns`. spin_ns: spin the last stretch.
+  WaitResult wait_turn(int w, std::int64_t deadline_ns, std::int64_t spin_ns = 0) {
+    for (;;) {
+      std::int64_t now = clock::now_ns();
+      reap(now);
+      const std::int64_t t = poll_turn(w, now);
+      if (t <= now) return WaitResult::kReady;
+      if (stopped()) return WaitResult::kStopped;
+      if (now >= deadline_ns) return WaitResult::kTimeout;
+      const std::int64_t target = std::min({t, deadline_ns, now + kPollNs});
+      clock::sleep_until(target, target == t ? spin_ns : 0, stop_word(), kPollNs);
+    }
+  }
+  // Sleeps until w may publish (heart-beating at least every 50 ms), or until `deadline_ns`.
+  WaitResult wait_publish(int w, std::int64_t deadline_ns, std::int64_t spin_ns = 0) {
+    for (;;) {
+      const std::int64_t now = clock::now_ns();
+      heartbeat(w, now);
+      const std::int64_t t = publish_at(w);
+      if (t <= now) return WaitResult::kReady;
+      if (stopped()) return WaitResult::kStopped;
+      if (now >= deadline_ns) return WaitResult::kTimeout;
+      const std::int64_t target = std::min({t, deadline_ns, now + kPollNs});
+      clock::sleep_until(target, target == t ? spin_ns : 0, stop_word(), kPollNs);
+    }
+  }
+
+ private:
+  void check_id(int w) const {
+    if (w < 0 || w >= static_cast<int>(p_.n_workers))
+      throw OutOfRange("worker " + std::to_string(w) + " is out of range [0, " + std::to_string(p_.n_workers) + ")");
+  }
+
+  bool claim(int w, std::int64_t now) {
+    Slot& s = slots_[w];
+    std::uint64_t st = s.state.load(std::memory_order_relaxed);  // relaxed: validated by the CAS
+    if (st & 1) return false;
+    const std::uint64_t gen = (st >> 1) + 1;
+    // Heartbeat first so a reaper never sees the new claim with the old, stale heartbeat.
+    s.heartbeat_ns.store(now, std::memory_order_relaxed);  // relaxed: published by the CAS release below
+    if (!s.state.compare_exchange_strong(st, (gen << 1) | 1, std::memory_order_acq_rel,  // acq_rel: publishes the heartbeat; sees the last owner's words
+                                         std::memory_order_relaxed))
+      return false;
+    gens_[w] = gen;
+    s.delay_ns.store(0, std::memory_order_relaxed);       // relaxed: owner's from now on
+    s.next_turn_ns.store(now, std::memory_order_relaxed);  // relaxed: owner-written
+    s.turn_start_ns.store(now, std::memory_order_relaxed);
+    s.publish_ns.store(now, std::memory_order_relaxed);
+    s.epoch_seen.store(~std::uint64_t{0}, std::memory_order_relaxed);  // relaxed: forces a re-stagger at the first turn
+    restagger(now);
+    return true;
+  }
+
+  // Checks that w is ours; a dropped w whose slot is still free is claimed back.
+  void own(int w, std::int64_t now) {
+    check_id(w);
+    const std::uint64_t st = slots_[w].state.load(std::memory_order_relaxed);  // relaxed: validated below / by the CAS
+    if (gens_[w] != 0 && st == ((gens_[w] << 1) | 1)) return;
+    if (gens_[w] == 0)
+      throw InvalidArgument("worker " + std::to_string(w) + " has not joined this schedule through this handle; call join() first");
+    if (st == (gens_[w] << 1) && claim(w, now)) return;  // dropped, slot still free: back in
+    throw InvalidArgument("worker " + std::to_string(w) + " was dropped from the schedule (silent for longer than the heartbeat "
+                          "timeout) and its slot was taken by another worker; call join() again");
+  }
+
+  void restagger(std::int64_t now) {
+    sh_->base_ns.store(now, std::memory_order_relaxed);   // relaxed: published by the epoch release
+    sh_->epoch.fetch_add(1, std::memory_order_release);  // release: base is visible to whoever sees the new epoch
+  }
+
+  // w's rank among the live workers (by id) and their number; w counts as live.
+  void ranks(int w, int* rank, int* n) const {
+    int r = 0, c = 0;
+    for (std::uint32_t i = 0; i < p_.n_workers; ++i) {
+      const bool live = (slots_[i].state.load(std::memory_order_relaxed) & 1) || static_cast<int>(i) == w;  // relaxed: a snapshot
+      if (!live) continue;
+      if (static_cast<int>(i) < w) ++r;
+      ++c;
+    }
+    *rank = r;
+    *n = c;
+  }
+
+  // delay[j] += dist(j, i) * over / N for every live j != i (paper, Algorithm 1).
+  void push_back(int w, std::int64_t over) {
+    int i = 0, n = 0;
+    ranks(w, &i, &n);
+    if (n <= 1) return;
+    int j = 0;
+    for (std::uint32_t id = 0; id < p_.n_workers; ++id) {
+      const bool live = (slots_[id].state.load(std::memory_order_relaxed) & 1) || static_cast<int>(id) == w;  // relaxed: a snapshot
+      if (!live) continue;
+      if (static_cast<int>(id) != w) {
+        const std::int64_t d = static_cast<std::int64_t>(dist(j, i, n)) * over / n;
+        slots_[id].delay_ns.fetch_add(d, std::memory_order_relaxed);  // relaxed: a counter of ns the owner consumes
+      }
+      ++j;
+    }
+    sh_->pushbacks.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+  }
+
+  StaggerParams p_;
+  Shared* sh_ = nullptr;
+  Slot* slots_ = nullptr;
+  std::atomic<std::int64_t>* ring_ = nullptr;
+  std::vector<std::uint64_t> gens_;  // this handle's claim generation per slot (0: not claimed here)
+};
+
+// ceil(tau_theta_max / tau_m), robust to float error: a ratio within 1e-9 (relative) of an integer is
+// that integer, so 0.1 / (1 / 59.7275) = 5.97275 -> 6 and 0.1 / 0.02 = 5.000000000000001 -> 5.
+inline std::int64_t n_star(double tau_theta_max, double tau_m) {
+  if (!(tau_theta_max > 0) || !(tau_m > 0))
+    throw InvalidArgument("n_star needs tau_theta_max > 0 and tau_m > 0 seconds");
+  const double r = tau_theta_max / tau_m;
+  const double nearest = static_cast<double>(static_cast<std::int64_t>(r + 0.5));
+  if (nearest >= 1 && (r - nearest) <= 1e-9 * nearest && (nearest - r) <= 1e-9 * nearest) return static_cast<std::int64_t>(nearest);
+  const auto c = static_cast<std::int64_t>(r);
+  return std::max<std::int64_t>(1, static_cast<double>(c) < r ? c + 1 : c);
+}
+
+}  // namespace rtcore::sched

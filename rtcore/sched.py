@@ -1,0 +1,389 @@
+"""Staggered inference and round-robin learning: :class:`StaggerSchedule`, :class:`Turnstile`, :func:`n_star`.
+
+:class:`StaggerSchedule` spaces N inference workers so that one of them publishes an action every
+``tau / N`` seconds (paper, Algorithm 1 "maximum-time staggering", ``mode="max"``: ``tau`` is the running
+maximum inference time; Algorithm 2, ``mode="mean"``: the mean of the last ``window`` inference times).
+It lives in shared memory; every worker process attaches (pass the schedule to a ``spawn``-ed process,
+or :meth:`StaggerSchedule.attach` by name) and runs::
+
+    w = sched.join()
+    while not stop:
+        if not sched.wait_turn(w, timeout=1.0):       # False: sched.stop() was called
+            break
+        stack, step = obs_board.read(out=buf)
+        t0 = monotonic(); action = policy(stack); dt = monotonic() - t0
+        sched.report(w, dt)
+        sched.wait_publish(w, timeout=1.0)
+        action_board.post(action, step, w)
+    sched.leave(w)
+
+Workers can join and leave at any time. A worker that stops calling (crashed, killed) is dropped after
+``max(heartbeat_timeout, 2 * tau_max)`` seconds of silence (a worker inside a forward pass does not call,
+hence the ``2 * tau_max`` grace), and the survivors re-stagger so the action interval becomes
+``tau / N_live``. Nothing blocks on another process: every wait takes a timeout, and
+:meth:`StaggerSchedule.stop` wakes them all.
+
+:class:`Turnstile` orders M learners round-robin: learner ``j`` applies its update only while it holds
+the turn (turn ``u`` with ``u mod M_live == rank(j)``), then passes it on; a learner that dies is skipped
+after ``heartbeat_timeout``.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Any
+
+from rtcore import _core
+from rtcore._shm import SharedObject, default_name
+
+__all__ = ["StaggerSchedule", "Turnstile", "n_star", "MODES"]
+
+MODES = ("max", "mean")
+DEFAULT_SPIN = 200e-6
+
+
+def _seconds(what: str, value: Any, *, positive: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be a number of seconds, got {type(value).__name__}")
+    v = float(value)
+    if not math.isfinite(v) or v < 0 or (positive and v == 0):
+        raise ValueError(f"{what} must be a finite number of seconds {'> 0' if positive else '>= 0'}, got {value!r}")
+    return v
+
+
+def _ns(seconds: float) -> int:
+    return int(round(seconds * 1e9))
+
+
+def _timeout_ns(timeout: Any) -> int:
+    if timeout is None:
+        return -1
+    return _ns(_seconds("timeout", timeout, positive=False))
+
+
+def _int(what: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"{what} must be an int, got bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{what} must be an int, got {type(value).__name__}") from None
+
+
+def _optional_id(what: str, value: Any) -> int:
+    if value is None:
+        return -1
+    v = _int(what, value)
+    if v < 0:
+        raise ValueError(f"{what} must be >= 0 or None (a free slot), got {v}")
+    return v
+
+
+def n_star(tau_theta_max: float, tau_m: float) -> int:
+    """The number of staggered inference workers that act on every step: ``ceil(tau_theta_max / tau_m)``.
+
+    Robust to float error: ``n_star(0.1, 1 / 59.7275) == 6`` and ``n_star(0.1, 0.02) == 5`` (a ratio
+    within 1e-9 of an integer is that integer).
+    """
+    return int(_core.n_star(_seconds("tau_theta_max", tau_theta_max), _seconds("tau_m", tau_m)))
+
+
+class StaggerSchedule(SharedObject):
+    """When each of N inference workers may infer and publish, in shared memory.
+
+    Args:
+        n_workers: worker slots (ids ``0 .. n_workers - 1``); at most this many workers at once.
+        tau_max: the seed of the running maximum inference time, in seconds (> 0). A good seed is a
+            measured inference time: too small and the first reports push everyone back; too large and
+            the actions stay further apart than needed for good (a maximum never shrinks).
+        mode: ``"max"`` (Algorithm 1: spacing by the running maximum, regular actions, needs
+            ``N* = ceil(tau_max / tau_M)`` workers) or ``"mean"`` (Algorithm 2: spacing by the mean of the
+            last ``window`` inference times: fewer workers, more jitter).
+        window: inference times the mean is taken over (``mode="mean"``; also reported as
+            :attr:`mean_tau` in ``"max"`` mode).
+        heartbeat_timeout: seconds of silence after which a worker is dropped (at least
+            ``2 * tau_max``, see the module docstring).
+        name: segment name (default: a fresh ``rtcore-sched-...``).
+        spin: seconds each wait spins before its deadline (precision vs CPU; 0: sleep only).
+    """
+
+    _KIND = "sched"
+
+    def __init__(
+        self,
+        n_workers: int,
+        tau_max: float,
+        mode: str = "max",
+        window: int = 32,
+        heartbeat_timeout: float = 1.0,
+        name: str | None = None,
+        *,
+        spin: float = DEFAULT_SPIN,
+        _handle: Any = None,
+    ) -> None:
+        if _handle is None:
+            n = _int("n_workers", n_workers)
+            if not 1 <= n <= 4096:
+                raise ValueError(f"n_workers must be in [1, 4096], got {n}")
+            tau = _seconds("tau_max", tau_max)
+            if mode not in MODES:
+                raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+            win = _int("window", window)
+            if not 1 <= win <= 65536:
+                raise ValueError(f"window must be in [1, 65536], got {win}")
+            hb = _seconds("heartbeat_timeout", heartbeat_timeout)
+            name = default_name(self._KIND) if name is None else _core.check_segment_name(name)
+            _handle = _core.StaggerSchedule.create(name, n, max(1, _ns(tau)), MODES.index(mode), win, max(1, _ns(hb)))
+            owner = True
+        else:
+            owner = False
+        super().__init__(_handle, _handle.name, owner)
+        self._spin_ns = _ns(_seconds("spin", spin, positive=False))
+
+    @classmethod
+    def attach(cls, name: str, *, spin: float = DEFAULT_SPIN) -> StaggerSchedule:
+        """Attach to an existing schedule (``FileNotFoundError`` if missing, ``rtcore.LayoutError`` if the
+        segment holds something else)."""
+        return cls(0, 0.0, spin=spin, _handle=_core.StaggerSchedule.attach(_core.check_segment_name(name)))
+
+    # ---- a worker's calls ---------------------------------------------------------------------
+
+    def join(self, worker: int | None = None) -> int:
+        """Claim a worker slot (the lowest free one, or ``worker``) and return its id. The new worker is
+        staggered in among the live ones at its first :meth:`wait_turn`. ``ValueError`` if the slot is
+        taken or none is free."""
+        return self._h.join(_optional_id("worker", worker))
+
+    def wait_turn(self, worker: int, timeout: float | None = None) -> bool:
+        """Sleep until ``worker`` may read the newest observation and start inferring: its start offset
+        at first (or after a re-stagger), then any pending push-back delay. Returns ``True`` at the
+        turn, ``False`` if :meth:`stop` was called; ``TimeoutError`` if ``timeout`` seconds pass first.
+        Heart-beats while it waits; the GIL is released; Ctrl-C works."""
+        return self._h.wait_turn(_int("worker", worker), _timeout_ns(timeout), self._spin_ns)
+
+    def report(self, worker: int, duration: float) -> float:
+        """``worker``'s inference took ``duration`` seconds: apply the algorithm's update (a new maximum
+        pushes the other workers back) and return the seconds it must still wait before publishing
+        (0.0: publish at once)."""
+        d = _seconds("duration", duration, positive=False)
+        return self._h.report(_int("worker", worker), _ns(d)) * 1e-9
+
+    def wait_publish(self, worker: int, timeout: float | None = None) -> bool:
+        """Sleep until ``worker`` may publish the action it computed (``True``); ``False`` if
+        :meth:`stop` was called; ``TimeoutError`` past ``timeout`` seconds."""
+        return self._h.wait_publish(_int("worker", worker), _timeout_ns(timeout), self._spin_ns)
+
+    def heartbeat(self, worker: int) -> None:
+        """Tell the schedule ``worker`` is alive (every call above does this too)."""
+        self._h.heartbeat(_int("worker", worker))
+
+    def leave(self, worker: int) -> None:
+        """Give the slot back; the others re-stagger over the workers left. Harmless if it was dropped."""
+        self._h.leave(_int("worker", worker))
+
+    # ---- control and inspection ---------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Make every wait (in every process) return ``False`` at once, and keep doing so."""
+        self._h.set_stop(True)
+
+    def resume(self) -> None:
+        """Undo :meth:`stop`."""
+        self._h.set_stop(False)
+
+    @property
+    def stopped(self) -> bool:
+        return self._h.stopped
+
+    def reap(self) -> int:
+        """Drop the workers silent for too long now (waits do this too); return how many."""
+        return self._h.reap()
+
+    def pending_delay(self, worker: int) -> float:
+        """Push-back (seconds) ``worker`` will sleep before its next turn."""
+        return self._h.pending_delay_ns(_int("worker", worker)) * 1e-9
+
+    def last_inference(self, worker: int) -> float:
+        """The last inference time ``worker`` reported, in seconds."""
+        return self._h.last_ns(_int("worker", worker)) * 1e-9
+
+    @property
+    def tau_max(self) -> float:
+        """The running maximum inference time (seconds), seeded by the ``tau_max`` argument."""
+        return self._h.tau_max_ns * 1e-9
+
+    @property
+    def mean_tau(self) -> float:
+        """Mean of the last ``window`` reported inference times (the seed before the first report)."""
+        return self._h.mean_tau_ns * 1e-9
+
+    @property
+    def tau(self) -> float:
+        """The spacing period of the mode: :attr:`tau_max` (``"max"``) or :attr:`mean_tau` (``"mean"``)."""
+        return self._h.tau_ns * 1e-9
+
+    @property
+    def action_interval(self) -> float:
+        """The interval between actions the schedule targets: ``tau / N_live`` (seconds)."""
+        return self._h.action_interval_ns * 1e-9
+
+    @property
+    def live_workers(self) -> int:
+        return self._h.live_workers
+
+    @property
+    def workers(self) -> list[int]:
+        """Ids of the live workers, ascending."""
+        return list(self._h.workers)
+
+    @property
+    def restaggers(self) -> int:
+        """Membership changes so far (joins, leaves, drops); each re-staggers the live workers."""
+        return int(self._h.epoch)
+
+    @property
+    def drops(self) -> int:
+        """Workers dropped for silence so far."""
+        return int(self._h.drops)
+
+    @property
+    def pushbacks(self) -> int:
+        """Reports that pushed the other workers back (a new maximum, or above the mean)."""
+        return int(self._h.pushbacks)
+
+    @property
+    def reports(self) -> int:
+        return int(self._h.samples)
+
+    @property
+    def mode(self) -> str:
+        return MODES[self._h.mode]
+
+    @property
+    def n_workers(self) -> int:
+        return self._h.n_workers
+
+    @property
+    def window(self) -> int:
+        return self._h.window
+
+    @property
+    def heartbeat_timeout(self) -> float:
+        return self._h.heartbeat_timeout_ns * 1e-9
+
+
+class Turnstile(SharedObject):
+    """Round-robin turns for M learners, in shared memory.
+
+    Args:
+        n_learners: learner slots (ids ``0 .. n_learners - 1``).
+        heartbeat_timeout: seconds of silence after which the learner holding the turn is dropped and
+            skipped. Learners heart-beat on every call; one that computes for longer between calls
+            should call :meth:`heartbeat`.
+        name: segment name (default: a fresh ``rtcore-turn-...``).
+
+    A learner's loop::
+
+        j = ts.join()
+        while training:
+            grads = compute()                  # in parallel with the others
+            u = ts.wait_turn(j, timeout=30.0)  # turn u: u mod M_live == rank of j
+            apply(grads)
+            ts.pass_turn(j)
+        ts.leave(j)
+    """
+
+    _KIND = "turn"
+
+    def __init__(
+        self, n_learners: int, heartbeat_timeout: float = 5.0, name: str | None = None, *, _handle: Any = None
+    ) -> None:
+        if _handle is None:
+            n = _int("n_learners", n_learners)
+            if not 1 <= n <= 4096:
+                raise ValueError(f"n_learners must be in [1, 4096], got {n}")
+            hb = _seconds("heartbeat_timeout", heartbeat_timeout)
+            name = default_name(self._KIND) if name is None else _core.check_segment_name(name)
+            _handle = _core.Turnstile.create(name, n, max(1, _ns(hb)))
+            owner = True
+        else:
+            owner = False
+        super().__init__(_handle, _handle.name, owner)
+
+    @classmethod
+    def attach(cls, name: str) -> Turnstile:
+        """Attach to an existing turnstile by name."""
+        return cls(0, _handle=_core.Turnstile.attach(_core.check_segment_name(name)))
+
+    def join(self, learner: int | None = None) -> int:
+        """Claim a learner slot (the lowest free one, or ``learner``); return its id."""
+        return self._h.join(_optional_id("learner", learner))
+
+    def wait_turn(self, learner: int, timeout: float | None = None) -> int:
+        """Sleep until ``learner`` holds the turn; return the turn number ``u``. A dead holder is skipped
+        after ``heartbeat_timeout``. ``TimeoutError`` (naming the holder) past ``timeout`` seconds; ``-1``
+        if :meth:`stop` was called. GIL released; Ctrl-C works."""
+        return self._h.wait_turn(_int("learner", learner), _timeout_ns(timeout))
+
+    def try_turn(self, learner: int) -> int | None:
+        """The turn number if ``learner`` holds the turn now, else ``None``. Never blocks."""
+        u = self._h.try_turn(_int("learner", learner))
+        return None if u < 0 else u
+
+    def pass_turn(self, learner: int) -> None:
+        """Hand the turn to the next live learner. ``ValueError`` if ``learner`` does not hold it (or lost
+        it, skipped as dead)."""
+        self._h.pass_turn(_int("learner", learner))
+
+    def heartbeat(self, learner: int) -> None:
+        self._h.heartbeat(_int("learner", learner))
+
+    def leave(self, learner: int) -> None:
+        """Give the slot back (passing the turn first if it holds it)."""
+        self._h.leave(_int("learner", learner))
+
+    def stop(self) -> None:
+        """Make every :meth:`wait_turn` return ``-1`` at once."""
+        self._h.set_stop(True)
+
+    @property
+    def stopped(self) -> bool:
+        return self._h.stopped
+
+    @property
+    def turn(self) -> int:
+        """The current turn number."""
+        return self._h.turn
+
+    @property
+    def holder(self) -> int | None:
+        """The learner holding the current turn, or ``None``."""
+        h = self._h.holder
+        return None if h < 0 else h
+
+    @property
+    def live(self) -> int:
+        """Live learners (M_live)."""
+        return self._h.live
+
+    @property
+    def learners(self) -> list[int]:
+        return list(self._h.learners)
+
+    @property
+    def passes(self) -> int:
+        return int(self._h.passes)
+
+    @property
+    def skips(self) -> int:
+        """Turns taken away from dead holders."""
+        return int(self._h.skips)
+
+    @property
+    def n_learners(self) -> int:
+        return self._h.n_learners
+
+    @property
+    def heartbeat_timeout(self) -> float:
+        return self._h.heartbeat_timeout_ns * 1e-9

@@ -1,0 +1,326 @@
+// The stagger schedule on the virtual clock: offsets, push-backs, clamping, join/leave/drop re-staggering,
+// mean mode; plus a multi-thread stress for the sanitizers.
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "check.h"
+#include "sched/stagger.h"
+
+using namespace rtcore;
+using namespace rtcore::sched;
+
+namespace {
+
+constexpr std::int64_t kMs = 1000000;
+
+struct Mem {
+  explicit Mem(std::size_t n) : size((n + 63) / 64 * 64), p(std::aligned_alloc(64, size)) { std::fill_n(static_cast<char*>(p), size, 0x5a); }
+  ~Mem() { std::free(p); }
+  std::size_t size;
+  void* p;
+};
+
+StaggerParams params(int n, std::int64_t tau, StaggerMode mode = StaggerMode::kMax, int window = 32,
+                     std::int64_t hb = 1000 * kMs) {
+  return StaggerParams{static_cast<std::uint32_t>(n), static_cast<std::uint32_t>(mode), static_cast<std::uint32_t>(window), 0,
+                       tau, hb};
+}
+
+// Drives workers through the paper's loop on a virtual clock (wait turn -> infer -> report -> wait
+// publish -> publish), every worker with inference time infer(w, k). Records (time, worker) of each
+// publish. Workers in `silent` make no calls (they are "killed"). Everyone reaps at each event, like the
+// wall-clock waits.
+struct Driver {
+  StaggerSchedule& s;
+  std::vector<int> phase, workers;
+  std::vector<std::int64_t> at;
+  std::vector<char> silent;
+  std::vector<std::pair<std::int64_t, int>> published;
+  std::int64_t now = 0;
+
+  Driver(StaggerSchedule& sched, std::vector<int> ws) : s(sched), workers(std::move(ws)) {
+    phase.assign(s.n_workers(), 0);
+    at.assign(s.n_workers(), 0);
+    silent.assign(s.n_workers(), 0);
+  }
+  template <class F>
+  void run_until(std::int64_t end, F infer) {
+    for (;;) {
+      int w = -1;
+      for (int x : workers)
+        if (!silent[x] && (w < 0 || at[x] < at[w])) w = x;
+      if (w < 0 || at[w] > end) {
+        now = end;
+        return;
+      }
+      now = std::max(now, at[w]);
+      s.reap(now);
+      if (phase[w] == 0) {
+        const std::int64_t t = s.poll_turn(w, now);
+        if (t <= now) {
+          phase[w] = 1;
+          at[w] = now + infer(w);
+        } else {
+          at[w] = t;
+        }
+      } else if (phase[w] == 1) {
+        const std::int64_t p = s.report(w, infer(w), now);
+        phase[w] = 2;
+        at[w] = std::max(p, now);
+      } else {
+        published.push_back({now, w});
+        phase[w] = 0;
+      }
+    }
+  }
+  // Intervals between consecutive publishes that happened at or after `from`.
+  std::vector<std::int64_t> intervals(std::int64_t from) const {
+    std::vector<std::int64_t> out;
+    for (std::size_t i = 1; i < published.size(); ++i)
+      if (published[i - 1].first >= from) out.push_back(published[i].first - published[i - 1].first);
+    return out;
+  }
+};
+
+}  // namespace
+
+TEST(layout_and_validation) {
+  CHECK_THROWS(StaggerSchedule::validate(params(0, 10)), InvalidArgument);
+  CHECK_THROWS(StaggerSchedule::validate(params(5, 0)), InvalidArgument);
+  CHECK_THROWS(StaggerSchedule::validate(params(5, 10, StaggerMode::kMax, 0)), InvalidArgument);
+  auto p = params(4, 100 * kMs);
+  Mem m(StaggerSchedule::bytes_needed(p));
+  CHECK_THROWS(StaggerSchedule(m.p, StaggerSchedule::bytes_needed(p) - 1, p, true), LayoutMismatch);
+  StaggerSchedule s(m.p, m.size, p, true);
+  CHECK_EQ(s.tau_max_ns(), 100 * kMs);
+  CHECK_EQ(s.live_count(), 0);
+  CHECK_THROWS(s.poll_turn(0, 0), InvalidArgument);  // not joined
+  CHECK_THROWS(s.poll_turn(4, 0), OutOfRange);
+}
+
+TEST(start_offsets_are_tau_i_over_n) {
+  for (int n : {1, 2, 3, 6, 7}) {
+    auto p = params(8, 120 * kMs);
+    Mem m(StaggerSchedule::bytes_needed(p));
+    StaggerSchedule s(m.p, m.size, p, true);
+    for (int i = 0; i < n; ++i) CHECK_EQ(s.join(0), i);
+    for (int i = 0; i < n; ++i) CHECK_EQ(s.poll_turn(i, 0), 120 * kMs * i / n);
+    CHECK_EQ(s.action_interval_ns(), 120 * kMs / n);
+  }
+}
+
+TEST(pushback_is_dist_times_overshoot_over_n) {
+  // N = 5, tau = 100 ms: worker 2 starts at 40 ms and takes 130 ms (30 ms over).
+  auto p = params(5, 100 * kMs);
+  Mem m(StaggerSchedule::bytes_needed(p));
+  StaggerSchedule s(m.p, m.size, p, true);
+  for (int i = 0; i < 5; ++i) s.join(0);
+  CHECK_EQ(s.poll_turn(0, 0), 0);  // everyone has taken its start offset
+  CHECK_EQ(s.poll_turn(1, 20 * kMs), 20 * kMs);
+  CHECK_EQ(s.poll_turn(3, 40 * kMs), 60 * kMs);
+  CHECK_EQ(s.poll_turn(4, 40 * kMs), 80 * kMs);
+  CHECK_EQ(s.poll_turn(2, 40 * kMs), 40 * kMs);
+  const std::int64_t publish = s.report(2, 130 * kMs, 170 * kMs);
+  CHECK_EQ(publish, 170 * kMs);  // no sleep after a new maximum
+  CHECK_EQ(s.tau_max_ns(), 130 * kMs);
+  // dist(j, 2) = 2 - j for j <= 2, else 5 - (j - 2).
+  const int expect_dist[5] = {2, 1, 0, 4, 3};
+  for (int j = 0; j < 5; ++j) {
+    CHECK_EQ(StaggerSchedule::dist(j, 2, 5), expect_dist[j]);
+    CHECK_EQ(s.pending_delay_ns(j), expect_dist[j] * 30 * kMs / 5);
+  }
+  CHECK_EQ(s.pushbacks(), 1u);
+  // Worker 0 (turn at 0) finishes in 50 ms: it publishes tau_max after its turn started, with the new tau_max.
+  CHECK_EQ(s.report(0, 50 * kMs, 50 * kMs), 130 * kMs);
+  // Its next turn: the publish instant plus its pending delay, consumed once.
+  CHECK_EQ(s.poll_turn(0, 130 * kMs), 130 * kMs + 12 * kMs);
+  CHECK_EQ(s.pending_delay_ns(0), 0);
+  CHECK_EQ(s.poll_turn(0, 135 * kMs), 142 * kMs);
+  // A report below the maximum pushes nobody.
+  CHECK_EQ(s.poll_turn(1, 21 * kMs), 20 * kMs + 6 * kMs);
+  CHECK_EQ(s.poll_turn(1, 26 * kMs), 26 * kMs);
+  s.report(1, 10 * kMs, 36 * kMs);
+  CHECK_EQ(s.pushbacks(), 1u);
+  CHECK_EQ(s.pending_delay_ns(3), 24 * kMs);
+}
+
+TEST(negative_sleep_is_clamped_to_publish_at_once) {
+  // The action is ready later than turn start + tau (slow read of the observation): publish at once.
+  auto p = params(2, 100 * kMs);
+  Mem m(StaggerSchedule::bytes_needed(p));
+  StaggerSchedule s(m.p, m.size, p, true);
+  s.join(0);
+  CHECK_EQ(s.poll_turn(0, 0), 0);
+  const std::int64_t pub = s.report(0, 90 * kMs, 150 * kMs);  // 90 ms inference, 60 ms of other delays
+  CHECK(pub <= 150 * kMs);
+  CHECK_EQ(s.tau_max_ns(), 100 * kMs);
+  // The next turn is right away; a worker more than a cycle late restarts its cycle from now.
+  CHECK_EQ(s.poll_turn(0, 150 * kMs), 100 * kMs);
+  s.report(0, 90 * kMs, 400 * kMs);
+  CHECK(s.poll_turn(0, 400 * kMs) <= 400 * kMs);
+  CHECK_EQ(s.report(0, 10 * kMs, 410 * kMs), 500 * kMs);
+}
+
+TEST(steady_state_interval_is_tau_over_n) {
+  auto p = params(8, 100 * kMs);
+  Mem m(StaggerSchedule::bytes_needed(p));
+  StaggerSchedule s(m.p, m.size, p, true);
+  std::vector<int> ws;
+  for (int i = 0; i < 6; ++i) ws.push_back(s.join(0));
+  Driver d(s, ws);
+  d.run_until(2000 * kMs, [](int) { return 70 * kMs; });
+  auto iv = d.intervals(0);
+  CHECK(iv.size() > 100);
+  for (auto x : iv) CHECK(x >= 100 * kMs / 6 - 1 && x <= 100 * kMs / 6 + 1);
+  CHECK_EQ(s.tau_max_ns(), 100 * kMs);
+}
+
+TEST(new_maximum_restores_spacing_with_the_new_tau) {
+  // Every worker takes 100 ms but the seed is 60 ms: the first reports push back, then spacing settles.
+  auto p = params(4, 60 * kMs);
+  Mem m(StaggerSchedule::bytes_needed(p));
+  StaggerSchedule s(m.p, m.size, p, true);
+  std::vector<int> ws;
+  for (int i = 0; i < 4; ++i) ws.push_back(s.join(0));
+  Driver d(s, ws);
+  d.run_until(3000 * kMs, [](int) { return 100 * kMs; });
+  CHECK_EQ(s.tau_max_ns(), 100 * kMs);
+  CHECK(s.pushbacks() >= 1);
+  auto iv = d.intervals(1500 * kMs);
+  CHECK(iv.size() > 40);
+  std::int64_t total = 0;
+  for (auto x : iv) total += x;
+  // One action per tau / N on average, every worker publishing once per tau.
+  const double mean = static_cast<double>(total) / static_cast<double>(iv.size());
+  CHECK(mean > 24.9 * kMs && mean < 25.1 * kMs);
+}
+
+TEST(leave_restaggers_survivors_over_n_live) {
+  auto p = params(8, 90 * kMs);
+  Mem m(StaggerSchedule::bytes_needed(p));
+  StaggerSchedule s(m.p, m.size, p, true);
+  std::vector<int> ws;
+  for (int i = 0; i < 4; ++i) ws.push_back(s.join(0));
+  Driver d(s, ws);
+  d.run_until(1000 * kMs, [](int) { return 50 * kMs; });
+  const auto ep = s.epoch();
+  s.leave(1, d.now);
+  CHECK(s.epoch() > ep);
+  CHECK_EQ(s.live_count(), 3);
+  d.workers = {0, 2, 3};
+  d.run_until(2500 * kMs, [](int) { return 50 * kMs; });
+  for (auto x : d.intervals(1200 * kMs)) CHECK(x >= 30 * kMs - 1 && x <= 30 * kMs + 1);
+  // A new worker joins and is staggered in: interval tau / 4 again.
+  const int w = s.join(d.now);
+  CHECK_EQ(w, 1);
+  d.workers = {0, 1, 2, 3};
+  d.phase[1] = 0;
+  d.at[1] = d.now;
+  const std::int64_t joined = d.now;
+  d.run_until(joined + 1500 * kMs, [](int) { return 50 * kMs; });
+  auto iv = d.intervals(joined + 300 * kMs);
+  CHECK(iv.size() > 20);
+  for (auto x : iv) CHECK(x >= 90 * kMs / 4 - 1 && x <= 90 * kMs / 4 + 1);
+}
+
+TEST(silent_worker_is_dropped_and_survivors_restaggered) {
+  const std::int64_t hb = 300 * kMs;  // > 2 * tau_max
+  auto p = params(6, 100 * kMs, StaggerMode::kMax, 32, hb);
+  Mem m(StaggerSchedule::bytes_needed(p));
+  StaggerSchedule s(m.p, m.size, p, true);
+  std::vector<int> ws;
+  for (int i = 0; i < 5; ++i) ws.push_back(s.join(0));
+  Driver d(s, ws);
+  d.run_until(1000 * kMs, [](int) { return 80 * kMs; });
+  d.silent[3] = 1;  // killed
+  const std::int64_t killed = d.now;
+  d.run_until(killed + 250 * kMs, [](int) { return 80 * kMs; });
+  CHECK_EQ(s.live_count(), 5);  // not yet: within the heartbeat timeout
+  d.run_until(killed + 2000 * kMs, [](int) { return 80 * kMs; });
+  CHECK_EQ(s.live_count(), 4);
+  CHECK_EQ(s.drops(), 1u);
+  CHECK_EQ(s.action_interval_ns(), 25 * kMs);
+  auto iv = d.intervals(killed + 1000 * kMs);
+  CHECK(iv.size() > 30);
+  for (auto x : iv) CHECK(x >= 25 * kMs - 1 && x <= 25 * kMs + 1);
+  // The dropped worker comes back while its slot is free: it is taken back in.
+  CHECK(!s.alive(3));
+  s.poll_turn(3, d.now);
+  CHECK(s.alive(3));
+  CHECK_EQ(s.live_count(), 5);
+}
+
+TEST(dropped_worker_whose_slot_was_taken_gets_an_error) {
+  auto p = params(2, 10 * kMs, StaggerMode::kMax, 32, 50 * kMs);
+  Mem m(StaggerSchedule::bytes_needed(p));
+  StaggerSchedule a(m.p, m.size, p, true);
+  StaggerSchedule b(m.p, m.size, p, false);  // another process's handle
+  CHECK_EQ(a.join(0), 0);
+  CHECK_EQ(b.join(0), 1);
+  CHECK_THROWS(b.join(0, 0), InvalidArgument);  // taken
+  CHECK_EQ(b.reap(1000 * kMs), 2);                 // both silent
+  CHECK_EQ(b.join(1000 * kMs, 0), 0);             // b takes slot 0
+  CHECK_THROWS(a.poll_turn(0, 1001 * kMs), InvalidArgument);
+  CHECK_EQ(a.join(1001 * kMs), 1);                      // the other dropped slot is free
+}
+
+TEST(mean_mode_spaces_by_the_window_mean) {
+  auto p = params(4, 200 * kMs, StaggerMode::kMean, 4);
+  Mem m(StaggerSchedule::bytes_needed(p));
+  StaggerSchedule s(m.p, m.size, p, true);
+  CHECK_EQ(s.mean_tau_ns(), 200 * kMs);  // the seed before any report
+  std::vector<int> ws;
+  for (int i = 0; i < 3; ++i) ws.push_back(s.join(0));
+  Driver d(s, ws);
+  d.run_until(3000 * kMs, [](int) { return 60 * kMs; });
+  CHECK_EQ(s.mean_tau_ns(), 60 * kMs);
+  CHECK_EQ(s.tau_max_ns(), 200 * kMs);  // the seed stays the running max
+  CHECK_EQ(s.action_interval_ns(), 20 * kMs);
+  auto iv = d.intervals(2000 * kMs);
+  CHECK(iv.size() > 30);
+  for (auto x : iv) CHECK(x >= 20 * kMs - 1 && x <= 20 * kMs + 1);
+}
+
+TEST(n_star_is_a_robust_ceiling) {
+  CHECK_EQ(n_star(0.1, 1 / 59.7275), 6);
+  CHECK_EQ(n_star(0.1, 0.02), 5);
+  CHECK_EQ(n_star(0.3, 0.1), 3);
+  CHECK_EQ(n_star(0.01, 0.1), 1);
+  CHECK_EQ(n_star(6 / 59.7275, 1 / 59.7275), 6);
+  CHECK_EQ(n_star(20 / 59.7275, 1 / 59.7275), 20);
+  CHECK_EQ(n_star(0.10001, 0.1), 2);
+  CHECK_THROWS(n_star(0, 1), InvalidArgument);
+}
+
+TEST(concurrent_workers_on_shared_memory) {
+  // Threads with their own handles join, run the loop with racing reports, and leave; the state stays
+  // consistent (run under TSan/ASan in CI).
+  auto p = params(16, 5 * kMs, StaggerMode::kMax, 32, 1000000 * kMs);
+  Mem m(StaggerSchedule::bytes_needed(p));
+  StaggerSchedule owner(m.p, m.size, p, true);
+  std::atomic<std::int64_t> vclock{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 8; ++t)
+    ts.emplace_back([&, t] {
+      StaggerSchedule s(m.p, m.size, p, false);
+      for (int round = 0; round < 20; ++round) {
+        const int w = s.join(vclock.fetch_add(1, std::memory_order_relaxed));
+        for (int k = 0; k < 50; ++k) {
+          const std::int64_t now = vclock.fetch_add(1000, std::memory_order_relaxed);
+          s.poll_turn(w, now);
+          s.report(w, (t + 1) * 1000 + k * 100, now + 10);
+        }
+        s.leave(w, vclock.load(std::memory_order_relaxed));
+      }
+    });
+  for (auto& t : ts) t.join();
+  CHECK_EQ(owner.live_count(), 0);
+  CHECK_EQ(owner.tau_max_ns(), 5 * kMs);  // nobody exceeded the seed (max report 8000 + 4900 ns)
+  CHECK_EQ(owner.samples(), 8u * 20u * 50u);
+}
+
+int main() { return rtcore_test::run_all(); }

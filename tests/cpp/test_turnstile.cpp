@@ -1,0 +1,158 @@
+// The round-robin turnstile: order, congruence with the live count, joins and leaves, dead-holder skip,
+// and a multi-thread run where every turn is taken exactly once, in order.
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <thread>
+#include <vector>
+
+#include "check.h"
+#include "sched/turnstile.h"
+
+using namespace rtcore;
+using namespace rtcore::sched;
+
+namespace {
+
+constexpr std::int64_t kMs = 1000000;
+
+struct Mem {
+  explicit Mem(std::size_t n) : size((n + 63) / 64 * 64), p(std::aligned_alloc(64, size)) { std::fill_n(static_cast<char*>(p), size, 0x5a); }
+  ~Mem() { std::free(p); }
+  std::size_t size;
+  void* p;
+};
+
+TurnstileParams params(int m, std::int64_t hb = 100 * kMs) { return TurnstileParams{static_cast<std::uint32_t>(m), 0, hb}; }
+
+// Who holds the turn, asking every learner in `js`.
+int holder_of(Turnstile& t, const std::vector<int>& js, std::int64_t now, std::int64_t* u) {
+  int h = -1;
+  for (int j : js) {
+    const std::int64_t x = t.try_turn(j, now);
+    if (x >= 0) {
+      CHECK(h < 0);  // never two holders
+      h = j;
+      *u = x;
+    }
+  }
+  return h;
+}
+
+}  // namespace
+
+TEST(round_robin_order_and_congruence) {
+  auto p = params(4);
+  Mem m(Turnstile::bytes_needed(p));
+  Turnstile t(m.p, m.size, p, true);
+  std::vector<int> js;
+  for (int i = 0; i < 3; ++i) js.push_back(t.join(0));
+  std::int64_t u = -1;
+  for (int k = 0; k < 9; ++k) {
+    const int h = holder_of(t, js, 0, &u);
+    CHECK_EQ(h, k % 3);
+    CHECK_EQ(u, k);
+    CHECK_EQ(u % 3, h);  // rank == id here
+    t.pass_turn(h, 0);
+  }
+  CHECK_EQ(t.passes(), 9u);
+  CHECK_THROWS(t.pass_turn(1, 0), InvalidArgument);  // 0 holds turn 9
+}
+
+TEST(leave_and_join_keep_u_mod_m_equal_to_rank) {
+  auto p = params(8);
+  Mem m(Turnstile::bytes_needed(p));
+  Turnstile t(m.p, m.size, p, true);
+  std::vector<int> js;
+  for (int i = 0; i < 4; ++i) js.push_back(t.join(0));
+  std::int64_t u = -1;
+  CHECK_EQ(holder_of(t, js, 0, &u), 0);
+  t.pass_turn(0, 0);  // turn 1 -> learner 1
+  t.leave(2, 0);      // live: 0, 1, 3 (ranks 0, 1, 2)
+  js = {0, 1, 3};
+  CHECK_EQ(holder_of(t, js, 0, &u), 1);
+  t.pass_turn(1, 0);
+  CHECK_EQ(holder_of(t, js, 0, &u), 3);
+  CHECK_EQ(u % 3, 2);
+  t.pass_turn(3, 0);
+  CHECK_EQ(holder_of(t, js, 0, &u), 0);
+  CHECK_EQ(u % 3, 0);
+  // The holder leaves: the turn passes on.
+  t.leave(0, 0);
+  js = {1, 3};
+  CHECK_EQ(holder_of(t, js, 0, &u), 1);
+  CHECK_EQ(u % 2, 0);
+  // A joiner enters the cycle.
+  CHECK_EQ(t.join(0), 0);
+  js = {0, 1, 3};
+  t.pass_turn(1, 0);
+  CHECK_EQ(holder_of(t, js, 0, &u), 3);
+  CHECK_EQ(u % 3, 2);
+  t.pass_turn(3, 0);
+  CHECK_EQ(holder_of(t, js, 0, &u), 0);
+  CHECK_EQ(u % 3, 0);
+}
+
+TEST(dead_holder_is_skipped_after_the_heartbeat_timeout) {
+  auto p = params(3, 100 * kMs);
+  Mem m(Turnstile::bytes_needed(p));
+  Turnstile t(m.p, m.size, p, true);
+  for (int i = 0; i < 3; ++i) t.join(0);
+  std::int64_t u = -1;
+  CHECK_EQ(holder_of(t, {0, 1, 2}, 0, &u), 0);
+  t.pass_turn(0, 10 * kMs);  // learner 1 holds turn 1, then dies (no more calls)
+  CHECK_EQ(t.try_turn(2, 50 * kMs), -1);
+  CHECK_EQ(t.try_turn(2, 100 * kMs), -1);  // 1's heartbeat is exactly at the timeout: still alive
+  const std::int64_t v = t.try_turn(2, 200 * kMs);
+  CHECK(v >= 0);
+  CHECK_EQ(v % 2, 1);  // live {0, 2}: 2 has rank 1
+  CHECK_EQ(t.skips(), 1u);
+  CHECK_EQ(t.live_count(), 2);
+  // The dead learner, back, lost its turn.
+  CHECK_THROWS(t.pass_turn(1, 210 * kMs), InvalidArgument);
+  t.pass_turn(2, 220 * kMs);
+  CHECK(t.try_turn(0, 220 * kMs) >= 0);
+}
+
+TEST(everyone_leaves_and_a_new_learner_takes_over) {
+  auto p = params(2);
+  Mem m(Turnstile::bytes_needed(p));
+  Turnstile t(m.p, m.size, p, true);
+  CHECK_EQ(t.join(0), 0);
+  CHECK_EQ(t.try_turn(0, 0), 0);
+  t.leave(0, 0);
+  CHECK_EQ(t.live_count(), 0);
+  CHECK_EQ(t.join(0, 1), 1);
+  CHECK(t.try_turn(1, 0) >= 0);
+}
+
+TEST(threads_take_every_turn_once_in_order) {
+  auto p = params(4, 10000 * kMs);
+  Mem m(Turnstile::bytes_needed(p));
+  Turnstile owner(m.p, m.size, p, true);
+  constexpr int kTurns = 300;
+  std::vector<int> order(4 * kTurns, -1);
+  std::atomic<int> errors{0};
+  std::vector<std::thread> ts;
+  for (int i = 0; i < 4; ++i)
+    ts.emplace_back([&, i] {
+      Turnstile t(m.p, m.size, p, false);
+      const int j = t.join(clock::now_ns(), i);
+      // Wait until everyone joined so the cycle is 0,1,2,3 from turn 0.
+      while (owner.live_count() < 4) std::this_thread::yield();
+      for (int k = 0; k < kTurns; ++k) {
+        const std::int64_t u = t.wait_turn(j, clock::now_ns() + 20000 * kMs);
+        if (u < 0 || u >= 4 * kTurns || u % 4 != j) {
+          errors.fetch_add(1);
+          return;
+        }
+        order[static_cast<std::size_t>(u)] = j;  // plain write: ordered by the turn hand-off
+        t.pass_turn(j, clock::now_ns());
+      }
+    });
+  for (auto& th : ts) th.join();
+  CHECK_EQ(errors.load(), 0);
+  for (int u = 0; u < 4 * kTurns; ++u) CHECK_EQ(order[u], u % 4);
+}
+
+int main() { return rtcore_test::run_all(); }

@@ -1,0 +1,128 @@
+"""DelayWrapper semantics, step by step, on an env whose observation is its frame index."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from rtcore.envs.delay import DelayWrapper
+
+
+class FrameEnv(gym.Env):
+    """obs = frame index; reward = the action applied (so the test sees which action ran on each frame);
+    terminates after ``length`` frames. Records every applied action."""
+
+    default_action = 0
+    frame_time = 1 / 60
+
+    def __init__(self, length: int = 1000) -> None:
+        self.observation_space = gym.spaces.Box(0, 10**6, (1,), np.int64)
+        self.action_space = gym.spaces.Discrete(10)
+        self.length = length
+        self.applied: list[int] = []
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        self.applied = []
+        return np.array([0]), {}
+
+    def step(self, action):
+        self.applied.append(int(action))
+        self.t += 1
+        return np.array([self.t]), float(action), self.t >= self.length, False, {}
+
+
+def test_zero_delay_is_the_env_itself():
+    env = DelayWrapper(FrameEnv(), delay=0)
+    obs, _ = env.reset()
+    for t in range(1, 6):
+        obs, r, *_ = env.step(t % 10)
+        assert obs[0] == t and r == t % 10
+    assert env.env.applied == [1, 2, 3, 4, 5]
+
+
+def test_async_delay_returns_the_observation_from_d_frames_earlier():
+    d = 3
+    env = DelayWrapper(FrameEnv(), delay=d)
+    obs, info = env.reset()
+    assert obs[0] == 0 and info["obs_frame"] == 0
+    for t in range(1, 12):
+        obs, r, term, trunc, info = env.step(5)
+        # after t frames the newest frame is t; the agent sees frame t - d (the first frame until then)
+        assert obs[0] == max(0, t - d) == info["obs_frame"]
+        assert info["frames"] == 1 and r == 5.0
+    assert env.env.applied == [5] * 11  # every agent action applied at once, one frame each
+
+
+def test_sequential_applies_d_default_actions_after_each_action():
+    d = 2
+    env = DelayWrapper(FrameEnv(), delay=d, sequential=True)
+    env.reset()
+    obs, r, term, trunc, info = env.step(7)
+    # frame 1: the agent's 7, frames 2-3: default 0; the agent sees frame 1 (d frames before frame 3)
+    assert env.env.applied == [7, 0, 0]
+    assert obs[0] == 1 and info["obs_frame"] == 1 and info["frames"] == 3 and r == 7.0
+    obs, r, *_ = env.step(4)
+    assert env.env.applied == [7, 0, 0, 4, 0, 0] and obs[0] == 4 and r == 4.0
+
+
+def test_sequential_stops_at_the_end_of_the_episode():
+    env = DelayWrapper(FrameEnv(length=5), delay=3, sequential=True)
+    env.reset()
+    env.step(1)  # frames 1-4
+    obs, r, term, trunc, info = env.step(2)  # frame 5 ends the episode: no defaults after it
+    assert term and info["frames"] == 1 and env.env.applied == [1, 0, 0, 0, 2]
+    assert obs[0] == 2  # frame 5 - d
+
+
+def test_reset_refills_the_delay_line():
+    env = DelayWrapper(FrameEnv(), delay=2)
+    env.reset()
+    for _ in range(5):
+        env.step(1)
+    obs, _ = env.reset()
+    assert obs[0] == 0
+    obs, *_ = env.step(1)
+    assert obs[0] == 0  # frame 1 - 2 < 0: still the reset frame
+
+
+def test_on_a_real_env_the_delayed_frames_are_the_env_frames():
+    import rtcore
+
+    base = rtcore.make("ALE/Pong-v5")
+    plain = rtcore.make("ALE/Pong-v5")
+    env = DelayWrapper(base, delay=4)
+    obs, _ = env.reset(seed=3)
+    frames = [plain.reset(seed=3)[0]]
+    for t in range(1, 30):
+        a = t % base.action_space.n
+        obs, *_ = env.step(a)
+        frames.append(plain.step(a)[0])
+        np.testing.assert_array_equal(obs, frames[max(0, t - 4)])
+    assert env.default_action == 0 and env.frame_time == pytest.approx(1 / 60)
+    env.close()
+    plain.close()
+
+
+def test_bad_delay_is_refused():
+    with pytest.raises(ValueError, match="delay must be an int >= 0"):
+        DelayWrapper(FrameEnv(), delay=-1)
+    with pytest.raises(ValueError, match="delay must be an int >= 0"):
+        DelayWrapper(FrameEnv(), delay=1.5)  # type: ignore[arg-type]
+
+
+def test_make_wraps_with_a_delay():
+    import rtcore
+
+    env = rtcore.make("gb/TestRom", delay=5, sequential=True)
+    assert isinstance(env, DelayWrapper) and env.delay == 5 and env.sequential and env.default_action == 0
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(1)
+    assert info["frames"] == 6
+    env.close()
+    with pytest.raises(ValueError, match="sequential=True needs delay"):
+        rtcore.make("gb/TestRom", sequential=True)
+    with pytest.raises(ValueError, match="delay must be an int >= 0"):
+        rtcore.make("gb/TestRom", delay=-2)
