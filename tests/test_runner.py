@@ -22,8 +22,8 @@ import psutil
 import pytest
 
 TAU_M = 1 / 60  # Atari
-TAU_THETA = 0.045  # seeds the schedule: N* = ceil(0.045 / 0.01667) = 3
-DELAY = 0.030  # emulated latency added to the ~5-10 ms forward pass of impala:k=1
+TAU_THETA = 0.040  # seeds the schedule: N* = ceil(0.040 / 0.01667) = 3, one action every 13.3 ms
+DELAY = 0.025  # emulated latency added to the ~5-10 ms forward pass of impala:k=1
 
 
 def rtcore_run(tmp_path: Path, *args: str) -> subprocess.Popen:
@@ -83,7 +83,7 @@ def wait_for_rows(run_dir: Path, rows: int, p: subprocess.Popen, timeout: float)
 def test_staggered_pong_acts_on_every_step_and_learns(tmp_path):
     p = rtcore_run(tmp_path, "--seconds", "12", "--inference-delay", str(DELAY), "--tau-theta", str(TAU_THETA),
                    "--workers", "auto", "--learners", "1", "--learning-starts", "120", "--batch-size", "8",
-                   "--target-update", "5")
+                   "--target-update", "5", "--updates-per-step", "0.02", "--realtime")
     children: list[psutil.Process] = []
     run_dir = tmp_path / "run"
     try:
