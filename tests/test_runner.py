@@ -63,7 +63,9 @@ def descendants(pid: int) -> list[psutil.Process]:
 
 
 def assert_all_gone(procs: list[psutil.Process]) -> None:
-    alive = [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    # the resource tracker leaves when the runner's pipe closes, a moment after the runner: wait for exits
+    _, alive = psutil.wait_procs(procs, timeout=10)
+    alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not alive, f"processes outlived the run: {[(p.pid, p.cmdline()[:3]) for p in alive]}"
 
 
