@@ -22,7 +22,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser. Only `command`'s module is imported (torch loads only when needed), so
+    `rtcore simulate` starts fast; the other subcommands are listed with their one-line help."""
     parser = argparse.ArgumentParser(
         prog="rtcore",
         description="Realtime reinforcement learning with staggered asynchronous inference.",
@@ -32,13 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rtcore {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:  # not part of this build
-                continue
-            raise
-        p = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip().splitlines()[0])
+        if name != command:
+            sub.add_parser(name, help=help_text)
+            continue
+        module = importlib.import_module(module_name)
+        doc = (module.__doc__ or help_text).strip().splitlines()[0]
+        p = sub.add_parser(name, help=help_text, description=doc)
         module.add_arguments(p)
         p.set_defaults(_main=module.main)
     return parser
@@ -46,9 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
     if not argv:
         argv = ["run"]
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in SUBCOMMANDS else None)
     args = parser.parse_args(argv)
     if getattr(args, "_main", None) is None:
         parser.print_help()

@@ -266,7 +266,7 @@ def test_pokemon_battle_ending_otherwise_ends_the_episode():
 # --- real ROMs (only with $RTCORE_ROM_DIR) ------------------------------------------------------------
 
 ROM_DIR = os.environ.get("RTCORE_ROM_DIR")
-needs_roms = pytest.mark.skipif(not ROM_DIR, reason="set RTCORE_ROM_DIR to a folder with your tetris.gb (no ROM ships)")
+needs_roms = pytest.mark.skipif(not ROM_DIR, reason="set RTCORE_ROM_DIR to a folder holding your own Game Boy ROMs (rtcore ships none)")
 
 
 def _find_rom(title: str) -> str:

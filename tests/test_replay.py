@@ -415,3 +415,22 @@ def test_attach_errors():
                 ReplayBuffer(64, (2,), name=buf.name)
     finally:
         os.unlink(f"/dev/shm/{junk}")
+
+
+def test_sample_into_out_allocates_no_arrays(rng):
+    import tracemalloc
+
+    with ReplayBuffer(500, (84, 84), frame_stack=4) as buf:
+        random_run(rng, buf, Model(500, 1, 4, 1, 0.99), steps=300)
+        out = buf.empty_batch(32)
+        buf.sample(32, out=out)
+        tracemalloc.start()
+        try:
+            base, _ = tracemalloc.get_traced_memory()
+            tracemalloc.reset_peak()
+            for _ in range(200):
+                buf.sample(32, out=out)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak - base < 16 * 1024, f"sample(out=) allocated {peak - base} bytes at peak (one batch is 1.8 MB)"
