@@ -4,7 +4,8 @@ One action's hand-off: the env publishes an 84x84 uint8 frame (frame stack 4); a
 newest 4x84x84 stack into a preallocated array and posts an action computed from it; the env takes the
 action. Measured two ways, for each implementation:
 
-* ``ops``: the four operations back to back in one process (the CPU cost of a hand-off, no waiting).
+* ``ops``: the four operations back to back in one process (the CPU cost of a hand-off, no waiting;
+  best of 5 blocks).
 * ``roundtrip``: env and worker in two processes, ping-pong: the env publishes step s and spins until
   it takes the action for step s; the worker waits for a new step (spinning), reads, posts. This adds
   two cross-core wake-ups to the operations above.
@@ -38,6 +39,7 @@ import rtcore
 
 SHAPE = (84, 84)
 STACK = 4
+REPEATS = 5  # in-process figures: the best of this many blocks (a shared machine adds noise, never speed)
 
 
 # ---- in-process operation costs --------------------------------------------------------------------
@@ -55,13 +57,18 @@ def ops_rtcore(n: int) -> float:
             read(out)
             post(1, s, 0)
             take()
-        t0 = time.perf_counter()
-        for s in range(200, 200 + n):
-            publish(frames[s % 8], s)
-            _, step = read(out)
-            post(int(out[-1, 0, 0]) & 7, step, 0)
-            take()
-        return (time.perf_counter() - t0) / n * 1e6
+        best = float("inf")
+        s = 200
+        for _ in range(REPEATS):
+            t0 = time.perf_counter()
+            for s in range(s, s + n // REPEATS):
+                publish(frames[s % 8], s)
+                _, step = read(out)
+                post(int(out[-1, 0, 0]) & 7, step, 0)
+                take()
+            best = min(best, (time.perf_counter() - t0) / (n // REPEATS))
+            s += 1
+        return best * 1e6
     finally:
         board.close()
         actions.close()
@@ -130,13 +137,18 @@ def ops_shm_lock(n: int) -> float:
             peer.read(out)
             peer.post(1, s)
             peer.take()
-        t0 = time.perf_counter()
-        for s in range(200, 200 + n):
-            peer.publish(frames[s % 8], s)
-            step = peer.read(out)
-            peer.post(int(out[-1, 0, 0]) & 7, step)
-            peer.take()
-        return (time.perf_counter() - t0) / n * 1e6
+        best = float("inf")
+        s = 200
+        for _ in range(REPEATS):
+            t0 = time.perf_counter()
+            for s in range(s, s + n // REPEATS):
+                peer.publish(frames[s % 8], s)
+                step = peer.read(out)
+                peer.post(int(out[-1, 0, 0]) & 7, step)
+                peer.take()
+            best = min(best, (time.perf_counter() - t0) / (n // REPEATS))
+            s += 1
+        return best * 1e6
     finally:
         peer.close()
 

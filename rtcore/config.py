@@ -63,6 +63,8 @@ class RunConfig:
     """Upper bound on N when ``--workers auto`` (N* of a big model on a slow machine can exceed what fits)."""
     stagger: str = "max"
     """Staggering rule: ``max`` (the paper's Algorithm 1, spacing by the running maximum inference time) or ``mean`` (Algorithm 2)."""
+    realtime: bool = False
+    """SCHED_FIFO and 1 ns timer slack for the env driver (priority 10) and the inference workers (priority 5) when the OS allows it (CAP_SYS_NICE); refusals are reported, not fatal. Learners stay ordinary."""
     inference_delay: float = 0.0
     """Seconds added to every forward pass, to EMULATE a larger model's latency on small hardware (reported in the metrics; 0 = none)."""
     tau_theta: Optional[float] = None
@@ -103,6 +105,8 @@ class RunConfig:
     """Cap on learner updates per env step, all learners together (0 = as fast as the learners go)."""
     learner_threads: int = 1
     """torch CPU threads per learner process."""
+    learner_nice: int = 10
+    """Niceness added to learner processes, so the env and the inference workers get the CPU first when cores run short (0 = same priority)."""
 
     # --- the run
     seconds: float = 60.0
@@ -202,6 +206,8 @@ class RunConfig:
             bad("updates_per_step", "a ratio >= 0 (0 = unlimited)")
         if self.learner_threads < 1:
             bad("learner_threads", "a positive integer")
+        if not 0 <= self.learner_nice <= 19:
+            bad("learner_nice", "an integer in [0, 19]")
         if not (self.seconds > 0 and math.isfinite(self.seconds)):
             bad("seconds", "a positive duration")
         if not self.metrics_interval > 0:

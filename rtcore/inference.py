@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -35,6 +36,9 @@ from rtcore.metrics import Telemetry, WorkerCol
 from rtcore.timer import monotonic, sleep_until
 
 __all__ = ["Actor", "ActorConfig", "WorkerSpec", "worker_main"]
+
+# SCHED_FIFO priority of workers with --realtime: below the env driver's (10), so a tick always wins
+WORKER_RT_PRIORITY = 5
 
 @dataclass
 class ActorConfig:
@@ -100,8 +104,8 @@ class Actor:
             _, step = self.obs_board.read(out=self.stack)
             t2 = monotonic()
             action = self._forward(torch)
-            if self.cfg.inference_delay > 0:
-                sleep_until(t2 + self.cfg.inference_delay)
+            if self.cfg.inference_delay > 0:  # emulated extra latency, on top of the real forward pass
+                sleep_until(monotonic() + self.cfg.inference_delay)
             t3 = monotonic()
         self.reader.prefetch()  # CUDA: copy a newer version while waiting for the next turn
         eps = epsilon_at(int(step), self.cfg.epsilon_start, self.cfg.epsilon_end, self.cfg.epsilon_decay_steps)
@@ -167,6 +171,7 @@ class WorkerSpec:
     frame_stack: int
     obs_shape: tuple[int, ...]
     turn_timeout: float = 0.05
+    realtime: bool = False
 
 
 def _child_setup(threads: int = 1) -> None:
@@ -185,6 +190,12 @@ def _child_setup(threads: int = 1) -> None:
 def worker_main(spec: WorkerSpec) -> None:
     """Entry point of an inference worker process."""
     _child_setup(1)
+    if spec.realtime:
+        from rtcore import _core
+
+        status = _core.apply_realtime(WORKER_RT_PRIORITY)
+        if not status.startswith("on"):
+            print(f"rtcore: worker {spec.worker}: realtime scheduling: {status}", file=sys.stderr, flush=True)
     tel = spec.telemetry
     row = tel.workers[spec.worker]
     row[WorkerCol.PID] = os.getpid()
@@ -201,18 +212,19 @@ def worker_main(spec: WorkerSpec) -> None:
             now = time.monotonic()
             row[WorkerCol.HEARTBEAT] = now
             try:
-                sched.wait_turn(w, spec.turn_timeout)
+                if not sched.wait_turn(w, spec.turn_timeout):
+                    break  # the runner stopped the schedule
             except TimeoutError:
-                sched.heartbeat(w)
                 row[WorkerCol.WAIT_S] += time.monotonic() - now
-                continue
+                continue  # (the wait heart-beats the schedule)
             t0 = time.monotonic()
             row[WorkerCol.WAIT_S] += t0 - now
             action, step, _, _ = actor.act(row)
             t1 = time.monotonic()
             sched.report(w, t1 - t0)
             try:
-                sched.wait_publish(w, max(1.0, 4 * sched.tau_max))
+                if not sched.wait_publish(w, max(1.0, 4 * sched.tau_max)):
+                    break
             except TimeoutError:
                 continue
             t2 = time.monotonic()
@@ -230,3 +242,4 @@ def worker_main(spec: WorkerSpec) -> None:
             sched.leave(w)
         except Exception:
             pass
+        actor.close()

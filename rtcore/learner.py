@@ -293,8 +293,7 @@ class DQNLearner:
             return True
         while True:
             try:
-                self.turnstile.wait_turn(self._slot, self.cfg.turn_timeout)
-                return True
+                return self.turnstile.wait_turn(self._slot, self.cfg.turn_timeout) >= 0  # -1: stopped
             except TimeoutError:
                 if self.stats is not None:
                     self.stats[LearnerCol.HEARTBEAT] = time.monotonic()
@@ -320,6 +319,12 @@ class DQNLearner:
                 self.turnstile.leave(self._slot)
             except Exception:
                 pass
+
+    def warmup(self) -> None:
+        """One gradient on the (zeroed) batch arrays, applied nowhere: the first backward pass allocates
+        its working memory here, before the env starts, instead of in the middle of a realtime run."""
+        self.gradient(self._host if self.device.type == "cpu" else
+                      {k: t.to(self.device) for k, t in self._host.items()})
 
     def update(self, should_stop: Callable[[], bool] = lambda: False) -> UpdateInfo | None:
         """One full update; None when told to stop while waiting for the turn."""
@@ -380,6 +385,7 @@ class LearnerSpec:
     config: LearnerConfig
     device: str
     threads: int
+    nice: int
     learning_starts: int
     updates_per_step: float
     params: Any
@@ -401,7 +407,8 @@ def _wait_for_data(replay: Any, needed: int, tel: Telemetry, beat: np.ndarray) -
     return True
 
 
-def _throttle(updates_per_step: float, tel: Telemetry, obs_board: Any, beat: np.ndarray) -> bool:
+def _throttle(updates_per_step: float, tel: Telemetry, obs_board: Any, beat: np.ndarray, turnstile: Any = None,
+              slot: int = 0) -> bool:
     """Waits while the learners are ahead of ``updates_per_step`` updates per env step."""
     if updates_per_step <= 0:
         return True
@@ -409,6 +416,8 @@ def _throttle(updates_per_step: float, tel: Telemetry, obs_board: Any, beat: np.
         if tel.stopping:
             return False
         beat[LearnerCol.HEARTBEAT] = time.monotonic()
+        if turnstile is not None:
+            turnstile.heartbeat(slot)
         try:
             obs_board.wait_step(obs_board.step, 0.05)
         except TimeoutError:
@@ -421,6 +430,8 @@ def learner_main(spec: LearnerSpec) -> None:
     from rtcore.inference import _child_setup
 
     _child_setup(spec.threads)
+    if spec.nice:
+        os.nice(spec.nice)  # acting first: learning must never take the CPU from the env and the workers
     import torch
 
     from rtcore.models import build_model
@@ -430,11 +441,14 @@ def learner_main(spec: LearnerSpec) -> None:
     row = tel.learners[spec.learner]
     row[LearnerCol.PID] = os.getpid()
     row[LearnerCol.STARTS] += 1
+    row[LearnerCol.READY] = 0
     row[LearnerCol.HEARTBEAT] = time.monotonic()
     model = build_model(spec.model_spec, spec.in_frames, spec.n_actions)
     learner = DQNLearner(model, params=spec.params, replay=spec.replay, moments=spec.moments.array,
                          target_params=spec.target_params.array, control=tel.control, config=spec.config,
                          device=spec.device, turnstile=spec.turnstile, learner=spec.learner, stats=row, seed=spec.seed)
+    learner.warmup()
+    row[LearnerCol.READY] = 1
     stop = lambda: tel.stopping  # noqa: E731
     try:
         if not _wait_for_data(spec.replay, spec.learning_starts, tel, row):
@@ -442,7 +456,7 @@ def learner_main(spec: LearnerSpec) -> None:
         if not learner.join(stop):
             return
         while not tel.stopping:
-            if not _throttle(spec.updates_per_step, tel, spec.obs_board, row):
+            if not _throttle(spec.updates_per_step, tel, spec.obs_board, row, spec.turnstile, spec.learner):
                 break
             if learner.update(stop) is None:
                 break
@@ -488,15 +502,28 @@ def sequential_main(spec: SequentialSpec) -> None:
                          moments=ls.moments.array, target_params=ls.target_params.array, control=tel.control,
                          config=ls.config, device=ls.device, turnstile=None, learner=0, stats=lrow, seed=ls.seed)
     learner.join()
+    learner.warmup()
     wrow[WorkerCol.STARTS] += 1  # ready
     lrow[LearnerCol.STARTS] += 1
     if not actor.wait_first_frame(lambda: tel.stopping):
         return
     learning = False
 
+    last_step = -1
+
     def act() -> None:
+        # sequential interaction: one action per new observation (the agent waits for the env when it
+        # is faster than it, and falls behind by whole steps when it is slower)
+        nonlocal last_step
         t0 = time.monotonic()
+        while ls.obs_board.step <= last_step and not tel.stopping:
+            try:
+                ls.obs_board.wait_step(last_step, 0.05)
+            except TimeoutError:
+                pass
+        wrow[WorkerCol.WAIT_S] += time.monotonic() - t0
         action, step, _, _ = actor.act(wrow)
+        last_step = step
         t1 = time.monotonic()
         spec.action_board.post(action, step, 0)
         t2 = time.monotonic()
@@ -504,7 +531,6 @@ def sequential_main(spec: SequentialSpec) -> None:
         wrow[WorkerCol.TURNS] += 1
         wrow[WorkerCol.HEARTBEAT] = t2
         tel.record_post(0, t2)
-        del t0
 
     def learn() -> None:
         nonlocal learning
@@ -574,7 +600,7 @@ def measure_updates_per_second(model_spec: str, learners: int, seconds: float = 
         ctx = mp.get_context("spawn")
         for j in range(learners):
             spec = LearnerSpec(learner=j, model_spec=model_spec, in_frames=frame_stack, n_actions=n_actions,
-                               config=LearnerConfig(batch_size=batch_size), device=device, threads=threads,
+                               config=LearnerConfig(batch_size=batch_size), device=device, threads=threads, nice=0,
                                learning_starts=batch_size, updates_per_step=0.0, params=params, replay=replay,
                                turnstile=turnstile, moments=moments, target_params=target, telemetry=tel,
                                obs_board=None, seed=seed + j)

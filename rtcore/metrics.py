@@ -74,7 +74,8 @@ class LearnerCol:
     GRAD_NORM = 10   # gradient norm of the last update (before clipping)
     VERSION = 11     # parameter version this learner last published
     STALENESS = 12   # versions published between this learner's snapshot and its update (sum)
-    COUNT = 13
+    READY = 13       # 1 once the process has built its model and run a warm-up gradient
+    COUNT = 14
 
 
 class Control:

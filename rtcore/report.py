@@ -120,7 +120,7 @@ def draw(run_dir: str | os.PathLike[str]) -> list[Path]:
         hi = np.quantile(ms, 0.995) if ms.size > 10 else ms.max()
         ax.hist(np.clip(ms, 0, hi * 1.2), bins=60, color="C0", alpha=0.8)
         if target:
-            ax.axvline(1e3 * target, color="C3", label=f"target tau_max/N = {1e3 * target:.1f} ms")
+            ax.axvline(1e3 * target, color="C3", label=f"target interval = {1e3 * target:.1f} ms")
         if tau_m:
             ax.axvline(1e3 * tau_m, color="k", ls="--", label=f"env period tau_M = {1e3 * tau_m:.1f} ms")
         cv = float(intervals.std() / intervals.mean()) if intervals.mean() > 0 else math.nan

@@ -90,8 +90,18 @@ class RunSummary:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+        """Plain JSON values (NaN, e.g. a mean return before any episode ended, becomes None)."""
+        return _json_clean(asdict(self))
+
+
+def _json_clean(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _json_clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_clean(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
 
 
 # ---------------------------------------------------------------------- helpers
@@ -232,7 +242,9 @@ class _Runner:
                                                         heartbeat_timeout=cfg.heartbeat_timeout))
         self.turnstile = None
         if cfg.mode == "staggered" and self.n_learners > 0:
-            self.turnstile = keep(rtcore.Turnstile(self.n_learners, heartbeat_timeout=max(5.0, cfg.heartbeat_timeout)))
+            # the learner holding the turn may still be computing its gradient (seconds for a big model on a
+            # CPU): only a long silence means it died (the runner also frees a dead learner's slot at once)
+            self.turnstile = keep(rtcore.Turnstile(self.n_learners, heartbeat_timeout=max(30.0, cfg.heartbeat_timeout)))
         # every worker, learner and the runner's checkpoint may each pin one superseded version: with
         # readers + 2 buffers a publish always finds a free one
         self.params = keep(rtcore.ParamStore(self.numel, buffers=self.n_workers + max(1, self.n_learners) + 3))
@@ -262,6 +274,7 @@ class _Runner:
         def learner_spec(j: int) -> LearnerSpec:
             return LearnerSpec(learner=j, model_spec=cfg.model, in_frames=cfg.frame_stack, n_actions=self.n_actions,
                                config=lcfg, device=cfg.learner_device or cfg.device, threads=cfg.learner_threads,
+                               nice=cfg.learner_nice if cfg.mode == "staggered" else 0,
                                learning_starts=cfg.learning_starts, updates_per_step=cfg.updates_per_step,
                                params=self.params, replay=self.replay, turnstile=self.turnstile, moments=self.moments,
                                target_params=self.target, telemetry=self.telemetry, obs_board=self.obs_board,
@@ -278,17 +291,29 @@ class _Runner:
             a = ActorConfig(**{**asdict(actor), "seed": cfg.seed + 1 + w})
             spec = WorkerSpec(worker=w, actor=a, obs_board=self.obs_board, action_board=self.action_board,
                               schedule=self.schedule, params=self.params, telemetry=self.telemetry,
-                              frame_stack=cfg.frame_stack, obs_shape=self.obs_shape)
+                              frame_stack=cfg.frame_stack, obs_shape=self.obs_shape, realtime=cfg.realtime)
             self.children.append(_Child("worker", w, worker_main, spec, ctx))
         for j in range(self.n_learners):
             self.children.append(_Child("learner", j, learner_main, learner_spec(j), ctx))
 
+    def write_processes(self) -> None:
+        """``processes.json``: the pid of every child, for whoever needs to find them (tests, a debugger)."""
+        procs = [{"kind": c.kind, "index": c.index, "pid": c.proc.pid, "restarts": c.restarts} for c in self.children]
+        if self.driver is not None:
+            procs.append({"kind": "env", "index": 0, "pid": self.driver.pid, "restarts": 0})
+        tmp = self.run_dir / "processes.json.tmp"
+        tmp.write_text(json.dumps({"runner": os.getpid(), "children": procs}, indent=1))
+        os.replace(tmp, self.run_dir / "processes.json")
+
     def wait_ready(self) -> None:
-        """Until every acting process has loaded its model (then the env may start)."""
+        """Until every worker has loaded its model and every learner has run a warm-up gradient (then the
+        env may start: nothing allocates or compiles for the first time in the middle of the run)."""
         deadline = time.monotonic() + STARTUP_TIMEOUT
         actors = [c for c in self.children if c.kind in ("worker", "agent")]
+        learners = [c for c in self.children if c.kind == "learner"]
         while True:
-            if all(self.telemetry.workers[c.index, WorkerCol.STARTS] >= 1 for c in actors):
+            if (all(self.telemetry.workers[c.index, WorkerCol.STARTS] >= 1 for c in actors)
+                    and all(self.telemetry.learners[c.index, LearnerCol.READY] >= 1 for c in learners)):
                 return
             for c in self.children:
                 if c.dead:
@@ -304,8 +329,18 @@ class _Runner:
         cfg = self.cfg
         env_fn = functools.partial(_make_env, cfg.env, _env_kwargs(cfg))
         self.driver = EnvDriver(env_fn, self.obs_board, self.action_board, replay=self.replay, stream=0,
-                                frequency=1.0 / self.tau_m, seed=cfg.seed)
+                                frequency=1.0 / self.tau_m, seed=cfg.seed, realtime=cfg.realtime)
         self.driver.start()
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while self.obs_board.published < 1:  # the run's clock starts at the env's first frame
+            if not self.driver.alive:
+                raise RuntimeError(f"the env driver died while starting: {self.driver.error}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the env driver published no frame within {STARTUP_TIMEOUT:.0f} s")
+            try:
+                self.obs_board.wait_step(-1, 0.05)
+            except TimeoutError:
+                pass
 
     # --- the loop
     def supervise(self, t_end: float, writer: MetricsWriter, view: LiveView) -> None:
@@ -342,11 +377,21 @@ class _Runner:
             if c.kind == "agent" or not self.cfg.respawn:
                 raise RuntimeError(f"{c.kind} {c.index} died (exit code {c.proc.exitcode}); see its traceback above")
             self.log(f"rtcore: {c.kind} {c.index} died (exit code {c.proc.exitcode}); respawning")
+            # give its slot back now (the survivors re-stagger / the turn moves on at once) instead of
+            # waiting for its heartbeat to time out; the new process joins the same slot
+            try:
+                if c.kind == "worker" and self.schedule is not None:
+                    self.schedule.leave(c.index)
+                elif c.kind == "learner" and self.turnstile is not None:
+                    self.turnstile.leave(c.index)
+            except ValueError:
+                pass  # already dropped
             if c.kind == "worker":
                 self.telemetry.workers[c.index, WorkerCol.POSTS] = 0
                 intervals.reset_worker(c.index)
             c.restarts += 1
             c.start()
+            self.write_processes()
 
     def metrics_row(self, prev: dict[str, float], intervals: PostIntervals) -> dict[str, Any]:
         cfg = self.cfg
@@ -445,17 +490,23 @@ class _Runner:
         return path
 
     def stop_all(self) -> None:
-        if getattr(self, "telemetry", None) is not None:
-            self.telemetry.control[Control.STOP] = 1
-        deadline = time.monotonic() + STOP_TIMEOUT
-        for c in self.children:
-            c.stop(deadline)
+        # the env first: once it stops, nothing more is counted, so the agents' shutdown costs no steps
         if self.driver is not None:
             try:
                 self.driver.stop(STOP_TIMEOUT)
             except Exception as exc:  # the run's outcome stands; say what went wrong
                 self.log(f"rtcore: stopping the env driver: {type(exc).__name__}: {exc}")
             self.final_stats = self.driver.stats
+            if self.schedule is not None:
+                self.final_target = float(self.schedule.action_interval)
+        if getattr(self, "telemetry", None) is not None:
+            self.telemetry.control[Control.STOP] = 1
+        for obj in (getattr(self, "schedule", None), getattr(self, "turnstile", None)):
+            if obj is not None:
+                obj.stop()  # wakes every wait at once
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for c in self.children:
+            c.stop(deadline)
 
     def close_shared(self) -> None:
         if self.driver is not None:
@@ -492,7 +543,7 @@ class _Runner:
             delay_p50=float(_field(st, "delay_p50")),
             delay_p99=float(_field(st, "delay_p99")),
             action_interval_mean=mean_iv,
-            action_interval_target=float(self.schedule.action_interval) if self.schedule is not None else self.tau_m,
+            action_interval_target=getattr(self, "final_target", self.tau_m),
             action_interval_cv=float(ivals.std() / mean_iv) if ivals.size > 1 else math.nan,
             tau_m=self.tau_m,
             tau_theta_max=self.tau_theta_max,
@@ -516,7 +567,8 @@ class _Runner:
             stopped_by=self.stopped_by,
             env_error=self.env_error,
             extra={"learner_time_per_update_s": self._learner_time_per_update(),
-                   "driver_cost_us": 1e6 * float(_field(st, "driver_cost_mean", math.nan)),
+                   "driver_cost_us": 1e6 * float(_field(st, "cost_mean")),
+                   "reset_time_mean_s": float(_field(st, "reset_time_mean")),
                    "params": self.numel},
         )
 
@@ -562,19 +614,23 @@ def run(config: RunConfig | None = None) -> RunSummary:
                 r.log(f"rtcore: {writer.tensorboard_error}")
             r.start_env()
             r.t_env0 = time.monotonic()
+            r.write_processes()
             t_start = r.t_env0
             view = LiveView(not cfg.quiet and not cfg.json, cfg.seconds, f"rtcore {cfg.env} {cfg.model} ({cfg.mode})")
             r.supervise(r.t_env0 + cfg.seconds, writer, view)
+            r.t_stop = time.monotonic()
         except KeyboardInterrupt:
             r.stopped_by = "interrupt"
+            r.t_stop = time.monotonic()
         except _Terminate:
             r.stopped_by = "sigterm"
+            r.t_stop = time.monotonic()
         finally:
             if view is not None:
                 view.close()
             r.stop_all()
         if r.driver is not None:
-            wall = time.monotonic() - t_start
+            wall = getattr(r, "t_stop", time.monotonic()) - t_start
             r.checkpoint("final")
             summary = r.summary(wall)
             if writer is not None:
@@ -591,6 +647,8 @@ def run(config: RunConfig | None = None) -> RunSummary:
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
     if summary is None:
+        if r.stopped_by == "interrupt":
+            raise KeyboardInterrupt
         raise RuntimeError(f"the run stopped ({r.stopped_by}) before the environment started")
     return summary
 

@@ -162,17 +162,19 @@ def test_pong_at_60hz_without_agent_takes_the_default_action():
 
 
 def _agent(obs_board, action_board, stop_at):
-    """Posts an action for every new frame, computed from that frame."""
+    """Posts an action for every new frame, computed from that frame (woken by the board, no polling)."""
     last = -1
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
+        try:
+            obs_board.wait_step(last, timeout=0.1)
+        except TimeoutError:
+            continue
         _, step = obs_board.read()
         if step >= stop_at:
             return
-        if step != last and step >= 0:
-            action_board.post(1 + step % 4, step, 0)
-            last = step
-        time.sleep(0.0005)
+        action_board.post(1 + step % 4, step, 0)
+        last = step
 
 
 @pytest.mark.timeout(60)
@@ -193,6 +195,10 @@ def test_an_agent_posting_every_tick_leaves_no_inaction():
         assert (b.default_steps - a.default_steps) <= 0.05 * window  # ~0: an action is ready every tick
         # the agent computes from the newest frame: delay 0, occasionally 1 when a tick beats it
         assert b.delay_hist[:2].sum() >= 0.95 * (b.steps - b.default_steps)
+        # live snapshots are consistent across fields while the driver writes (seqlock)
+        for _ in range(300):
+            s = drv.stats
+            assert s.delay_hist.sum() == s.steps - s.default_steps
     finally:
         drv.stop()
         agent.kill()
@@ -220,6 +226,56 @@ def test_a_crash_inside_the_env_ends_the_driver_cleanly_with_the_reason():
         replay.close()
         obs_board.close()
         action_board.close()
+
+
+def _orphaning_parent(conn):
+    """Starts a driver, reports its pid and segment names, then dies without any cleanup (like SIGKILL)."""
+    import os
+
+    obs_board, action_board = boards()
+    drv = EnvDriver(functools.partial(ScriptedEnv, length=10**9), obs_board, action_board, frequency=100)
+    drv.start()
+    wait_for(lambda: drv.stats.steps > 0, 30, "the first step")
+    conn.send((drv.pid, [obs_board.name, action_board.name, drv.block.name]))
+    os._exit(0)
+
+
+@pytest.mark.timeout(60)
+def test_a_driver_whose_parent_dies_stops_by_itself():
+    import multiprocessing as mp
+
+    import psutil
+
+    from rtcore import _core
+
+    ctx = mp.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    parent = ctx.Process(target=_orphaning_parent, args=(send,))
+    parent.start()
+    pid, names = None, []
+    try:
+        assert recv.poll(30), "the parent did not start its driver"
+        pid, names = recv.recv()
+        parent.join(10)
+
+        def gone():
+            try:
+                return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return True
+
+        wait_for(gone, 10, "the orphaned driver to stop")
+    finally:
+        if parent.is_alive():
+            parent.kill()
+        if pid is not None and psutil.pid_exists(pid):
+            try:
+                psutil.Process(pid).kill()
+            except psutil.NoSuchProcess:
+                pass
+        for name in names:  # the dead parent owned these: unlink them as its supervisor would
+            if _core.segment_exists(name):
+                _core.unlink_segment(name)
 
 
 def _broken_env():

@@ -196,3 +196,64 @@ def test_dqn_learns_cartpole_with_the_run_learner(one_thread):
     assert random_return < 40 and untrained < 40
     assert learned >= 100, (f"greedy return after learning {learned:.1f} (untrained: {untrained:.1f}, "
                             f"random policy: {random_return:.1f})")
+
+
+@pytest.mark.timeout(120)
+def test_two_learners_apply_round_robin_with_one_adam(one_thread, rng):
+    """M = 2 learners: updates alternate strictly, each is at most one version stale, one Adam state."""
+    import threading
+
+    from rtcore import ParamStore, ReplayBuffer, Turnstile
+
+    torch.manual_seed(0)
+    with ReplayBuffer(2000, (4,), obs_dtype="float32", n_step=3) as replay, Turnstile(2) as turnstile:
+        for i in range(1000):
+            end = i % 50 == 49
+            obs = rng.normal(size=4).astype(np.float32)
+            replay.add(0, obs, int(rng.integers(2)), float(rng.normal()), end, False, next_obs=obs if end else None)
+        lrn0, shared = make_learner(MLP(4, 2), replay, turnstile=turnstile, learner=0, target_update=7)
+        handles = [ParamStore.attach(shared["params"].name), ReplayBuffer.attach(replay.name),
+                   Turnstile.attach(turnstile.name)]
+        try:
+            shared1 = {**shared, "params": handles[0]}
+            lrn1, _ = make_learner(MLP(4, 2), handles[1], turnstile=handles[2], learner=1, shared=shared1,
+                                   target_update=7)
+            log: list[tuple[int, int, int]] = []  # (learner, version, snapshot version)
+            errors: list[BaseException] = []
+
+            def train(lrn, j: int) -> None:
+                try:
+                    assert lrn.join()
+                    for _ in range(25):
+                        info = lrn.update()
+                        log.append((j, info.version, info.snapshot_version))
+                    lrn.leave()
+                except BaseException as exc:  # surfaced below
+                    errors.append(exc)
+                    lrn.leave()
+
+            threads = [threading.Thread(target=train, args=(lrn, j)) for j, lrn in enumerate((lrn0, lrn1))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(100)
+            assert not errors, errors
+        finally:
+            for h in handles:
+                h.close()
+            shared["params"].close()
+    log.sort(key=lambda e: e[1])
+    assert [v for _, v, _ in log] == list(range(2, 52))  # every update published exactly one new version
+    # round robin: while both are live (from the later one's first update to the earlier one's last),
+    # learners alternate strictly
+    order = [j for j, _, _ in log]
+    start = max(order.index(0), order.index(1))
+    end = min(len(order) - 1 - order[::-1].index(0), len(order) - 1 - order[::-1].index(1))
+    both = order[start:end + 1]
+    assert len(both) >= 40, order
+    assert all(a != b for a, b in zip(both, both[1:])), order
+    # each gradient was computed at most M - 1 = 1 version before the one it was applied to
+    assert max(v - 1 - snap for _, v, snap in log) <= 1
+    assert max(v - 1 - snap for _, v, snap in log) == 1  # and the asynchrony is real
+    assert shared["control"][Control.OPT_STEP] == 50 and shared["control"][Control.UPDATES] == 50
+    assert shared["control"][Control.TARGET_VERSION] == 50 // 7

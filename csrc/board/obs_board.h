@@ -20,7 +20,8 @@
 // sleeps). read() is lock-free (it retries only when the writer made progress) but not wait-free: a
 // writer publishing more than K frames per read starves it. wait_step() blocks (futex) until a newer
 // step or its deadline. One publisher at a time (the environment); concurrent publishers are not
-// detected. A writer that dies mid-publish leaves the previous stack readable.
+// detected. A writer that dies mid-publish leaves the previous stack readable, and a new writer that
+// attaches carries on from it.
 #pragma once
 
 #include <atomic>
@@ -156,6 +157,10 @@ class ObsBoardView {
     }
     const std::uint64_t p = prev + 1;
     SlotMeta& m = meta(p);
+    // A writer that died mid-publish left this slot's sequence odd (no reader waits on it: the slot was
+    // not in the published stack). Make it even again so the seqlock below works.
+    const std::uint64_t s = m.seq.load(std::memory_order_relaxed);  // relaxed: only the writer changes seq
+    if (s & 1) m.seq.store(s + 1, std::memory_order_relaxed);       // relaxed: the fences of seq_write_begin order it
     const std::uint64_t odd = seq_write_begin(m.seq);
     m.pubno.store(p, std::memory_order_relaxed);         // relaxed: inside the slot's seqlock
     m.step.store(step, std::memory_order_relaxed);       // relaxed: inside the slot's seqlock

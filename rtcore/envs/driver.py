@@ -307,9 +307,19 @@ class _Loop:
             self.reset_max = max(self.reset_max, dt)
         return dt
 
-    def _flush(self, heartbeat: float) -> None:
+    def _flush(self, heartbeat: float, delay_bin: int = -1, cost_bin: int = -1, late_bin: int = -1,
+               finished: tuple[float, int] | None = None) -> None:
+        """Every shared write of a tick, inside one seqlock write section."""
         a = self.a
         a[SEQ] += 1.0
+        if delay_bin >= 0:
+            a[_DELAY0 + delay_bin] += 1.0
+        if cost_bin >= 0:
+            a[_COST0 + cost_bin] += 1.0
+            a[_LATE0 + late_bin] += 1.0
+        if finished is not None:
+            i = (self.episodes - 1) % RECENT
+            a[_RET0 + i], a[_LEN0 + i] = finished
         a[STEPS:_N_SCALARS] = (
             self.steps, self.default_steps, self.overruns, self.missed, self.resets, self.reset_time,
             self.reset_max, self.episodes, self.ep_return, self.ep_length, self.cost_sum, self.cost_max,
@@ -318,7 +328,6 @@ class _Loop:
         a[SEQ] += 1.0
 
     def tick(self, now: Callable[[], float], t_wake: float, lateness: float, period: float) -> None:
-        a = self.a
         took = self.action_board.take()
         if took is None:
             action, was_default, delay = self.default_action, True, 0
@@ -345,15 +354,16 @@ class _Loop:
         self.obs_step += 1
         self.ep_return += float(reward)
         self.ep_length += 1
+        delay_bin = -1
         if was_default:
             self.default_steps += 1
         else:
             self.delay_sum += delay
-            a[_DELAY0 + min(delay, DELAY_BINS - 1)] += 1.0
+            delay_bin = min(delay, DELAY_BINS - 1)
         reset_dt = 0.0
+        finished = None
         if done:
-            i = self.episodes % RECENT
-            a[_RET0 + i], a[_LEN0 + i] = self.ep_return, self.ep_length
+            finished = (self.ep_return, self.ep_length)
             self.episodes += 1
             self.ep_return, self.ep_length = 0.0, 0
             reset_dt = self._reset(now, first=False)
@@ -366,13 +376,11 @@ class _Loop:
         self.cost_sum += cost
         self.cost_max = max(self.cost_max, cost)
         self.emu_sum += emulator
-        a[_COST0 + _log_bin(cost)] += 1.0
         self.late_sum += lateness
         self.late_max = max(self.late_max, lateness)
-        a[_LATE0 + _log_bin(lateness)] += 1.0
         if work > period:
             self.overruns += 1
-        self._flush(t_end)
+        self._flush(t_end, delay_bin, _log_bin(cost), _log_bin(lateness), finished)
 
     def replay_add(self, action: Any, reward: float, terminated: bool, truncated: bool, next_obs: Any,
                    was_default: bool, delay: int) -> None:

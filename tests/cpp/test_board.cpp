@@ -84,6 +84,32 @@ TEST(obs_board_stacks_and_pads_at_episode_start) {
   CHECK_EQ(b.step(), 21);
 }
 
+TEST(obs_board_survives_a_writer_that_died_mid_publish) {
+  const std::size_t fb = 16;
+  Mem mem(ObsBoardView::bytes_needed(fb, 2));
+  ObsBoardView b(mem.p, mem.size, fb, 2);
+  std::vector<unsigned char> f(fb);
+  for (std::int64_t s = 0; s < 3; ++s) {
+    fill_frame(f, s);
+    b.publish(f.data(), s, false);
+  }
+  // The writer of publish 4 died after making slot 4 % 4 odd and writing half a frame.
+  auto* slot0 = reinterpret_cast<ObsBoardView::SlotMeta*>(static_cast<char*>(mem.p) + sizeof(ObsBoardView::Control));
+  slot0->seq.fetch_add(1);
+  std::memset(reinterpret_cast<char*>(slot0) + sizeof(ObsBoardView::SlotMeta), 0xEE, fb / 2);
+  std::vector<unsigned char> out(2 * fb);
+  CHECK_EQ(b.read(out.data()), 2);  // the published stack is untouched
+  CHECK_EQ(frame_step(out.data(), fb, 1), 1);
+  CHECK_EQ(frame_step(out.data() + fb, fb, 2), 2);
+  ObsBoardView again(mem.p, mem.size, fb, 2);  // a new writer attaches and carries on
+  fill_frame(f, 3);
+  again.publish(f.data(), 3, false);
+  CHECK_EQ(b.read(out.data()), 3);
+  CHECK_EQ(frame_step(out.data(), fb, 2), 2);
+  CHECK_EQ(frame_step(out.data() + fb, fb, 3), 3);
+  CHECK_EQ(slot0->seq.load() % 2, 0u);
+}
+
 TEST(obs_board_rejects_bad_layouts) {
   Mem mem(ObsBoardView::bytes_needed(8, 2));
   CHECK_THROWS(ObsBoardView(mem.p, mem.size, 8, 0), rtcore::InvalidArgument);

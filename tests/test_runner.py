@@ -1,0 +1,180 @@
+"""End-to-end runs: realtime Pong on the CPU with emulated inference latency, staggered and sequential.
+
+``--inference-delay`` makes every forward pass take about 2.5 env periods, so N* = 3: one worker
+cannot keep up, three staggered workers can. The runs check the paper's claims on the real stack
+(driver, boards, schedule, workers, learners), and that nothing outlives a run: no process, no
+shared-memory segment (the conftest fixture checks /dev/shm), also after Ctrl-C and after a worker
+is killed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+TAU_M = 1 / 60  # Atari
+TAU_THETA = 0.040  # seeds the schedule: N* = ceil(0.040 / 0.01667) = 3, one action every 13.3 ms
+DELAY = 0.025  # emulated latency added to the ~5-10 ms forward pass of impala:k=1
+
+
+def rtcore_run(tmp_path: Path, *args: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "rtcore", "run", "--run-dir", str(tmp_path / "run"), "--json", "--no-tensorboard",
+           "--model", "impala:k=1", "--frame-stack", "2", "--replay-capacity", "5000", "--latency-iters", "10",
+           *args]
+    return subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def finish(p: subprocess.Popen, timeout: float) -> tuple[int, dict, str]:
+    try:
+        out, err = p.communicate(timeout=timeout)
+    finally:
+        if p.poll() is None:
+            kill_tree(p.pid)
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    summary = json.loads(lines[-1]) if lines else {}
+    return p.returncode, summary, err
+
+
+def kill_tree(pid: int) -> None:
+    try:
+        parent = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return
+    for c in parent.children(recursive=True):
+        c.kill()
+    parent.kill()
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def assert_all_gone(procs: list[psutil.Process]) -> None:
+    # the resource tracker leaves when the runner's pipe closes, a moment after the runner: wait for exits
+    _, alive = psutil.wait_procs(procs, timeout=10)
+    alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"processes outlived the run: {[(p.pid, p.cmdline()[:3]) for p in alive]}"
+
+
+def wait_for_rows(run_dir: Path, rows: int, p: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    metrics = run_dir / "metrics.csv"
+    while time.monotonic() < deadline:
+        if p.poll() is not None:
+            raise AssertionError(f"run ended early: {p.stderr.read()}")
+        if metrics.exists() and len(metrics.read_text().splitlines()) > rows:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no {rows} metrics rows within {timeout} s")
+
+
+@pytest.mark.timeout(180)
+def test_staggered_pong_acts_on_every_step_and_learns(tmp_path):
+    p = rtcore_run(tmp_path, "--seconds", "12", "--inference-delay", str(DELAY), "--tau-theta", str(TAU_THETA),
+                   "--workers", "auto", "--learners", "1", "--learning-starts", "120", "--batch-size", "8",
+                   "--target-update", "5", "--updates-per-step", "0.02", "--realtime")
+    children: list[psutil.Process] = []
+    run_dir = tmp_path / "run"
+    try:
+        wait_for_rows(run_dir, 1, p, timeout=120)
+        children = descendants(p.pid)
+    finally:
+        code, s, err = finish(p, timeout=150)
+    assert code == 0, err
+    assert_all_gone(children)
+    assert s["n_star"] == 3 and s["workers"] == 3 and s["learners"] == 1
+    assert s["env_steps"] >= 0.8 * 12 / TAU_M
+    # three staggered workers cover every step: (almost) no default actions
+    assert s["inaction_fraction"] <= 0.02, s
+    # each action was computed from an observation about tau_theta old: delay ~ 2-3 steps
+    assert 1.0 <= s["delay_mean"] <= 4.0, s
+    # the learner made updates and the workers acted on new parameter versions
+    assert s["learner_updates"] >= 1 and s["param_version"] == 1 + s["learner_updates"], s
+    assert s["worker_versions_picked_up"] >= 2, s
+    for name in ("config.json", "metrics.csv", "summary.json", "action_intervals.npy", "checkpoints/final.pt",
+                 "plots/return.png", "plots/inaction_delay.png", "plots/action_interval.png", "plots/regret.png"):
+        assert (run_dir / name).exists(), name
+    from rtcore.models.export import load_checkpoint
+
+    assert sum(q.numel() for q in load_checkpoint(run_dir / "checkpoints" / "final.pt").parameters()) > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_one_worker_cannot_keep_up_and_sequential_matches_the_theory(tmp_path):
+    """Sequential acting with tau_theta ~ 2.5 tau_M idles on most steps, as the simulator predicts."""
+    import rtcore
+
+    p = rtcore_run(tmp_path, "--seconds", "15", "--inference-delay", str(DELAY), "--tau-theta", str(TAU_THETA),
+                   "--mode", "sequential", "--learners", "0")
+    code, s, err = finish(p, timeout=200)
+    assert code == 0, err
+    assert s["workers"] == 1 and s["learner_updates"] == 0
+    # what the worker measured for one action (forward + emulated delay + board read) drives the theory
+    tau_theta = s["action_interval_mean"]
+    predicted = rtcore.simulate(tau_m=s["tau_m"], tau_theta=tau_theta, workers=1, mode="sequential",
+                                steps=5000, seed=0).inaction_fraction
+    assert predicted > 0.4
+    assert abs(s["inaction_fraction"] - predicted) <= 0.08, (s["inaction_fraction"], predicted)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_ctrl_c_mid_run_shuts_everything_down(tmp_path):
+    p = rtcore_run(tmp_path, "--seconds", "120", "--inference-delay", str(DELAY), "--tau-theta", str(TAU_THETA),
+                   "--learners", "1", "--learning-starts", "120", "--batch-size", "8")
+    run_dir = tmp_path / "run"
+    children: list[psutil.Process] = []
+    try:
+        wait_for_rows(run_dir, 2, p, timeout=150)
+        children = descendants(p.pid)
+        assert len(children) >= 5  # env + 3 workers + 1 learner (+ the resource tracker)
+        p.send_signal(signal.SIGINT)
+    finally:
+        code, s, err = finish(p, timeout=60)
+    assert code == 130, err
+    assert s["stopped_by"] == "interrupt" and s["seconds"] < 100
+    assert (run_dir / "summary.json").exists() and (run_dir / "checkpoints" / "final.pt").exists()
+    assert_all_gone(children)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_killed_worker_is_restaggered_and_respawned(tmp_path):
+    p = rtcore_run(tmp_path, "--seconds", "25", "--inference-delay", str(DELAY), "--tau-theta", str(TAU_THETA),
+                   "--learners", "0")
+    run_dir = tmp_path / "run"
+    children: list[psutil.Process] = []
+    try:
+        wait_for_rows(run_dir, 3, p, timeout=150)
+        procs = json.loads((run_dir / "processes.json").read_text())["children"]
+        victim = next(c["pid"] for c in procs if c["kind"] == "worker" and c["index"] == 1)
+        children = descendants(p.pid)
+        os.kill(victim, signal.SIGKILL)
+    finally:
+        code, s, err = finish(p, timeout=200)
+    assert code == 0, err
+    assert s["worker_restarts"] == 1, s
+    respawned = json.loads((run_dir / "processes.json").read_text())["children"]
+    assert next(c for c in respawned if c["kind"] == "worker" and c["index"] == 1)["pid"] != victim
+    # the run went on: the last metrics rows have the respawned worker back in and few default actions
+    from rtcore.metrics import read_metrics
+
+    m = read_metrics(run_dir)
+    assert m["live_workers"][-1] == 3
+    tail = m["inaction_window"][-3:]
+    assert all(math.isfinite(x) and x <= 0.05 for x in tail), tail
+    assert_all_gone(children + descendants(p.pid))
