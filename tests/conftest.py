@@ -44,3 +44,16 @@ def no_shm_leak():
 def rng() -> np.random.Generator:
     random.seed(0)
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def kill_alive():
+    """A function for a multi-process test's ``finally``: SIGKILL and join every process still running."""
+
+    def kill(procs) -> None:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join()
+
+    return kill

@@ -167,7 +167,7 @@ def _reader(name: str, until: int, results) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_readers_in_other_processes_never_see_a_mix_of_versions():
+def test_readers_in_other_processes_never_see_a_mix_of_versions(kill_alive):
     ctx = mp.get_context("spawn")
     versions = 2000
     store = ParamStore(4096, buffers=4)
@@ -186,10 +186,7 @@ def test_readers_in_other_processes_never_see_a_mix_of_versions():
             p.join(30)
             assert p.exitcode == 0
     finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-                p.join()
+        kill_alive(procs)
         results.close()
         store.close()
     for pins, bad, last in got:
