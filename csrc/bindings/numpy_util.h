@@ -6,10 +6,12 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "common/errors.h"
+#include "shm/segment.h"
 
 namespace rtcore::bindings {
 
@@ -42,6 +44,15 @@ inline void check_array(const char* what, const py::array& a, const std::vector<
   if (!(a.flags() & py::array::c_style))
     throw InvalidArgument(std::string(what) + " must be C-contiguous (use numpy.ascontiguousarray)");
   if (writeable && !a.writeable()) throw InvalidArgument(std::string(what) + " must be writeable");
+}
+
+// A numpy array over `data` (inside `seg`'s mapping) whose base holds `seg`: the mapping outlives the
+// handle's close() for as long as the array, or any view of it, is alive.
+inline py::array segment_view(const std::shared_ptr<shm::Segment>& seg, void* data, const std::vector<std::int64_t>& shape,
+                              const py::dtype& dtype) {
+  auto* keep = new std::shared_ptr<shm::Segment>(seg);
+  py::capsule base(keep, [](void* p) { delete static_cast<std::shared_ptr<shm::Segment>*>(p); });
+  return py::array(dtype, shape, data, base);
 }
 
 }  // namespace rtcore::bindings
