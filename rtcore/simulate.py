@@ -24,7 +24,7 @@ import numpy as np
 
 from rtcore import _core
 from rtcore._validate import at_least, ns, seconds
-from rtcore.sched import PUSHBACKS
+from rtcore.sched import PUSHBACKS, n_star
 
 __all__ = ["simulate", "SimulationResult", "add_arguments", "main", "SIM_MODES"]
 
@@ -82,6 +82,7 @@ class SimulationResult:
     restaggers: int
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (for JSON)."""
         return asdict(self)
 
 
@@ -217,6 +218,7 @@ def simulate(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``rtcore simulate`` command line."""
     parser.add_argument("--tau-m", type=float, default=GAMEBOY_TAU_M, help="env period in seconds (default: Game Boy, 1/59.7275)")
     parser.add_argument("--tau-theta", type=float, required=True, help="inference time in seconds (mean of the distribution)")
     parser.add_argument(
@@ -235,10 +237,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    workers = args.workers
-    if workers is None:
-        workers = 1 if args.mode == "sequential" else int(_core.n_star(args.tau_theta, args.tau_m))
+    """``rtcore simulate``: run :func:`simulate` and print the result (``--json``: one JSON line)."""
     try:
+        workers = args.workers
+        if workers is None:
+            tau_theta = seconds("tau_theta", args.tau_theta, positive=True)
+            workers = 1 if args.mode == "sequential" else n_star(tau_theta, seconds("tau_m", args.tau_m, positive=True))
         r = simulate(
             args.tau_m, args.tau_theta, workers, mode=args.mode, steps=args.steps, seed=args.seed,
             tau_theta_dist=args.tau_theta_dist, tau_l=args.tau_l, window=args.window, pushback=args.pushback,
