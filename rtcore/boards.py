@@ -126,14 +126,17 @@ class ObsBoard(SharedObject):
 
     @property
     def obs_shape(self) -> tuple[int, ...]:
+        """Shape of one frame."""
         return self._obs_shape
 
     @property
     def dtype(self) -> np.dtype:
+        """numpy dtype of a frame."""
         return self._dtype
 
     @property
     def frame_stack(self) -> int:
+        """Frames per stack that :meth:`read` returns."""
         return self._frame_stack
 
     @property
@@ -215,4 +218,5 @@ class ActionBoard(SharedObject):
 
     @property
     def max_workers(self) -> int:
+        """Worker ids are ``0 .. max_workers - 1``."""
         return self._max_workers

@@ -68,6 +68,7 @@ class ReplayBatch:
 
     @property
     def batch_size(self) -> int:
+        """Transitions in the batch."""
         return int(self.action.shape[0])
 
     def __len__(self) -> int:
@@ -161,26 +162,32 @@ class ReplayBuffer(SharedObject):
 
     @property
     def obs_shape(self) -> tuple[int, ...]:
+        """Shape of one observation frame."""
         return self._obs_shape
 
     @property
     def obs_dtype(self) -> np.dtype:
+        """numpy dtype of observations."""
         return self._dtype
 
     @property
     def frame_stack(self) -> int:
+        """Frames per sampled observation stack."""
         return self._frame_stack
 
     @property
     def streams(self) -> int:
+        """Independent environment streams (one writer each at a time)."""
         return self._streams
 
     @property
     def n_step(self) -> int:
+        """Steps summed into each sampled reward."""
         return self._n_step
 
     @property
     def gamma(self) -> float:
+        """Discount of the n-step return."""
         return self._gamma
 
     @property

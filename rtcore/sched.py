@@ -172,6 +172,7 @@ class StaggerSchedule(SharedObject):
 
     @property
     def stopped(self) -> bool:
+        """True between :meth:`stop` and :meth:`resume`."""
         return self._h.stopped
 
     def reap(self) -> int:
@@ -208,6 +209,7 @@ class StaggerSchedule(SharedObject):
 
     @property
     def live_workers(self) -> int:
+        """Workers that hold a slot now (N_live)."""
         return self._h.live_workers
 
     @property
@@ -232,26 +234,32 @@ class StaggerSchedule(SharedObject):
 
     @property
     def reports(self) -> int:
+        """Inference times reported so far."""
         return int(self._h.samples)
 
     @property
     def mode(self) -> str:
+        """``"max"`` or ``"mean"``, as created."""
         return MODES[self._h.mode]
 
     @property
     def pushback(self) -> str:
+        """``"lattice"`` or ``"paper"``, as created."""
         return PUSHBACKS[self._h.pushback]
 
     @property
     def n_workers(self) -> int:
+        """Worker slots (ids ``0 .. n_workers - 1``)."""
         return self._h.n_workers
 
     @property
     def window(self) -> int:
+        """Inference times the mean is taken over."""
         return self._h.window
 
     @property
     def heartbeat_timeout(self) -> float:
+        """Seconds of silence after which a worker is dropped."""
         return self._h.heartbeat_timeout_ns * 1e-9
 
 
@@ -317,6 +325,7 @@ class Turnstile(SharedObject):
         self._h.pass_turn(index("learner", learner))
 
     def heartbeat(self, learner: int) -> None:
+        """Tell the turnstile ``learner`` is alive (every other call does this too)."""
         self._h.heartbeat(index("learner", learner))
 
     def leave(self, learner: int) -> None:
@@ -329,6 +338,7 @@ class Turnstile(SharedObject):
 
     @property
     def stopped(self) -> bool:
+        """True once :meth:`stop` was called."""
         return self._h.stopped
 
     @property
@@ -349,10 +359,12 @@ class Turnstile(SharedObject):
 
     @property
     def learners(self) -> list[int]:
+        """Ids of the live learners, ascending."""
         return list(self._h.learners)
 
     @property
     def passes(self) -> int:
+        """Turns passed on so far."""
         return int(self._h.passes)
 
     @property
@@ -362,8 +374,10 @@ class Turnstile(SharedObject):
 
     @property
     def n_learners(self) -> int:
+        """Learner slots (ids ``0 .. n_learners - 1``)."""
         return self._h.n_learners
 
     @property
     def heartbeat_timeout(self) -> float:
+        """Seconds of silence after which the holder of the turn is skipped."""
         return self._h.heartbeat_timeout_ns * 1e-9

@@ -61,10 +61,12 @@ class SharedArray(SharedObject):
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """Shape of :attr:`array`."""
         return self._array.shape
 
     @property
     def dtype(self) -> np.dtype:
+        """dtype of :attr:`array`."""
         return self._array.dtype
 
     def close(self) -> None:

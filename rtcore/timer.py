@@ -121,6 +121,7 @@ class Timer:
 
     @property
     def stopped(self) -> bool:
+        """True between :meth:`stop` and :meth:`resume`."""
         return self._t.stopped
 
     def stats(self) -> dict[str, float | int]:
@@ -143,10 +144,12 @@ class Timer:
 
     @property
     def period(self) -> float:
+        """Seconds between ticks."""
         return self._t.period_ns * 1e-9
 
     @property
     def spin(self) -> float:
+        """Seconds before each deadline at which the wait stops sleeping and spins."""
         return self._t.spin_ns * 1e-9
 
     @property
