@@ -57,3 +57,14 @@ def kill_alive():
                 p.join()
 
     return kill
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test, as in a worker (also keeps torch tests fast on a loaded machine)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -19,13 +19,7 @@ from rtcore.models.export import load_for_inference
 from rtcore.params import ParamReader, bind_module_to_view, flatten_module, load_flat, module_numel
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """As in a worker; also keeps these tests fast on a loaded machine (no oversubscribed thread pool)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_publish_and_read_round_trip(rng):
