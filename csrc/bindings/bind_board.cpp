@@ -68,17 +68,6 @@ std::size_t spec_bytes(const ArraySpec& s) {
   return n;
 }
 
-// The hot-path check: true if `a` has exactly `shape` and `dtype`, is C-contiguous (and writeable if
-// asked). No allocation; on false the caller runs check_array for the error message.
-bool matches(const py::array& a, const std::vector<std::int64_t>& shape, const py::dtype& dtype, bool writeable) {
-  if (a.ndim() != static_cast<py::ssize_t>(shape.size())) return false;
-  for (std::size_t i = 0; i < shape.size(); ++i)
-    if (a.shape(static_cast<py::ssize_t>(i)) != shape[i]) return false;
-  if (!(a.flags() & py::array::c_style)) return false;
-  if (writeable && !a.writeable()) return false;
-  return a.dtype().is(dtype) || a.dtype().equal(dtype);
-}
-
 // ---- ObsBoard ------------------------------------------------------------------------------------
 
 struct ObsParams {
@@ -112,7 +101,7 @@ class ObsBoardHandle {
 
   void publish(const py::array& frame, std::int64_t step, bool episode_start) {
     auto seg = live();
-    if (!matches(frame, shape_, dtype_, false)) check_array("frame", frame, shape_, dtype_);
+    check_array("frame", frame, shape_, dtype_);
     const void* data = frame.data();
     py::gil_scoped_release nogil;
     view_.publish(data, step, episode_start);
@@ -122,7 +111,7 @@ class ObsBoardHandle {
     auto seg = live();
     py::array arr;
     if (out) {
-      if (!matches(*out, stack_shape_, dtype_, true)) check_array("out", *out, stack_shape_, dtype_, true);
+      check_array("out", *out, stack_shape_, dtype_, /*writeable=*/true);
       arr = *out;
     } else {
       arr = py::array(dtype_, stack_shape_);
