@@ -20,7 +20,7 @@ import math
 from typing import Any
 
 from rtcore import _core
-from rtcore._validate import ns, seconds
+from rtcore._validate import index, ns, seconds
 
 __all__ = ["Timer", "monotonic", "monotonic_ns", "sleep_until"]
 
@@ -140,7 +140,7 @@ class Timer:
 
     def deadline(self, k: int) -> float:
         """The deadline of tick ``k`` in :func:`monotonic` seconds."""
-        return self._t.deadline_ns(int(k)) * 1e-9
+        return self._t.deadline_ns(index("k", k)) * 1e-9
 
     @property
     def period(self) -> float:
