@@ -5,35 +5,40 @@
 // whole, otherwise it retries. The reader's copy races with the writer by design.
 //
 // Why the payload copy is well-defined. In C++ a plain (non-atomic) read that races with a write is
-// undefined behaviour, even when the value read is thrown away, so seq_load/seq_store never use memcpy
-// or plain loads on the payload. They use one of two mechanisms, both well-defined:
-//  - Relaxed atomic 8-byte words (__atomic_load_n/__atomic_store_n). Racing atomic accesses are not a
-//    data race; a torn copy is a mix of whole words, and the protocol below discards it. This is
+// undefined behaviour even when the value read is thrown away, so seq_load/seq_store never use memcpy
+// or plain accesses on the payload. They use one of two mechanisms:
+//  - Relaxed atomic 8-byte words (__atomic_load_n/__atomic_store_n). Concurrent atomic accesses are
+//    not a data race; a torn copy is a mix of whole words, and the protocol discards it. This is
 //    Boehm's construction ("Can seqlocks get along with programming language memory models?", MSPC
 //    2012): reader = acquire load of seq, relaxed payload loads, acquire fence, relaxed re-read of seq;
 //    writer = relaxed odd seq, release fence, relaxed payload stores, release store of the even seq.
-//  - On x86-64, inline-asm vector moves (SSE2 movdqu, or AVX2 vmovdqu where the CPU has it, chosen at
-//    run time: the wheel is built for baseline x86-64). An asm statement is not a C++ memory access:
-//    the compiler sees only its operands and a "memory" clobber, so there is no C++ data race for it
-//    to exploit (no UB), and the clobber keeps it from moving any memory access across the copy. The
-//    hardware ordering is what the atomic words rely on too: under x86-TSO plain vector loads are not
-//    reordered with the sequence loads around them (and the fences are compiler barriers there), and
-//    vector stores become visible in program order after the odd sequence and before the even one.
-//    (No non-temporal or string instructions: those are exempt from TSO ordering.) A torn copy is a
-//    mix of 16- or 32-byte pieces, discarded the same way.
-//    Per frame this is ~1.3-1.5x the atomic-word loop on the replay gather (bench/cpp/bench_replay.cpp):
-//    a word loop keeps fewer loads in flight per cycle.
-// Other targets (AArch64, ...) always use the atomic words; there a relaxed 8-byte atomic is a plain
-// ldr/str, so that copy is itself cheap.
+//  - On x86-64, vector moves in inline asm: SSE2 movdqu (baseline x86-64), or AVX2 vmovdqu where
+//    the CPU has it, chosen once at run time (the wheel is built for baseline x86-64). An asm
+//    statement is not a C++ memory access: the compiler sees only its operands and a "memory"
+//    clobber, so there is no data race in the C++ program for it to reason about (no UB), and the
+//    clobber keeps it from moving any memory access across the copy in either direction. The ordering
+//    that remains is the hardware's, and it is the same one the atomic words get (on x86-64 a relaxed
+//    atomic is a plain mov and both fences emit no instruction): under x86-TSO ordinary loads are not
+//    reordered with each other, so the copy's loads sit between the two loads of seq, and ordinary
+//    stores become visible in program order, so the payload stores sit between the odd and the even
+//    seq. Non-temporal moves and fast string instructions (rep movsb) are weaker than TSO and are
+//    not used. A torn copy is a mix of 16- or 32-byte pieces and is discarded the same way.
+// Every other target (AArch64, ...) uses the atomic words, where a relaxed 8-byte atomic is also a
+// plain ldr/str. Why asm at all: on the replay gather (bench/cpp/bench_replay.cpp: 5 random 7 KB
+// frames per row) the atomic-word loop ran at ~0.8x of a memcpy gather and the vector moves at
+// ~0.95-1.0x, because a scalar loop keeps fewer loads in flight.
 //
 // What the sanitizers check. ThreadSanitizer does not instrument inline asm: an asm copy would be
-// invisible to it, so it could neither check the protocol nor tell a seqlock race from a real one. TSan
-// builds (__SANITIZE_THREAD__ / __has_feature(thread_sanitizer)) therefore always use the atomic words,
-// which TSan sees as atomic accesses: it verifies that nothing else touches the payload non-atomically
-// and that data published through the even sequence (release/acquire) is ordered, but it cannot check
-// that a reader *validates* its copy (a reader that forgot seq_read_valid would be TSan-clean); the
-// torn-read tests check that. AddressSanitizer does not instrument asm either, so ASan builds keep the
-// asm path (the code that ships) and check both ranges of every copy explicitly.
+// invisible to it. TSan builds (__SANITIZE_THREAD__ / __has_feature(thread_sanitizer)) therefore
+// always use the atomic words, which TSan sees as atomic accesses; it then checks that no *other*
+// access to the payload is plain (e.g. a stray memcpy into a live slot) and the release/acquire
+// pairs on seq operations themselves. It does not model standalone fences (GCC says so with
+// -Wtsan), so the two fences of the protocol are unchecked, and it cannot check that a reader
+// validates its copy at all (a reader that never calls seq_read_valid is TSan-clean): the torn-read
+// tests (tests/cpp/test_seqlock.cpp, test_ring.cpp, test_board.cpp, tests/test_replay_stress.py)
+// cover both, and fail when validation is removed. AddressSanitizer does not instrument asm
+// either, so ASan builds keep the asm path (the code that ships) and check both ranges of every
+// copy explicitly with __asan_region_is_poisoned.
 #pragma once
 
 #include <atomic>

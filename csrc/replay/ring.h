@@ -27,7 +27,7 @@
 //    none of it is.
 //
 // Stamps (per slot, the seqlock): a writer sets stamp = 2p+1 ("writing position p"), fences, writes
-// the payload with relaxed atomic words (seq_store), then stores stamp = 2p+2 with release. Stamps of
+// the payload with seq_store (common/seqlock.h: a well-defined racy copy), then stores stamp = 2p+2 with release. Stamps of
 // a slot only grow. A sampler reads everything a transition needs (stack frames, n-step chain, next
 // stack: positions e..b with b - e < S), then re-reads the stamp of the *oldest* position e. Because a
 // stream's writer writes positions in increasing order, any overwrite of a position in [e, b] is
@@ -411,8 +411,6 @@ class Ring {
     m.stamp.store(stamp_done(pos), std::memory_order_release);  // release: the slot holds position pos
   }
 
-  static void load_frame(std::uint8_t* dst, const std::uint8_t* src, std::size_t n) noexcept { seq_load(dst, src, n); }
-
   int try_copy(std::uint32_t s, std::uint64_t j, std::size_t row, std::uint8_t* obs_row, std::uint8_t* next_row,
                const SampleOut& out) const {
     const std::size_t K = p_.frame_stack;
@@ -449,7 +447,7 @@ class Ring {
     // Obs stack: positions max(j - (K-1-i), e), written without unsigned underflow.
     for (std::size_t i = 0; i < K; ++i) {
       const std::uint64_t p = j - std::min<std::uint64_t>(K - 1 - i, back);
-      load_frame(obs_row + i * fb, frame(s, p), fb);
+      seq_load(obs_row + i * fb, frame(s, p), fb);
     }
     // Next stack: positions max(b - (K-1-i), episode start); reuse frames already copied into obs_row.
     const std::uint64_t back_b = std::min<std::uint64_t>(ep_off + k, K - 1);
@@ -458,7 +456,7 @@ class Ring {
       if (q <= j)
         std::memcpy(next_row + i * fb, obs_row + (K - 1 - (j - q)) * fb, fb);  // q >= e: already in the obs stack
       else
-        load_frame(next_row + i * fb, frame(s, q), fb);
+        seq_load(next_row + i * fb, frame(s, q), fb);
     }
     const std::int64_t action = __atomic_load_n(&mj.action, __ATOMIC_RELAXED);  // relaxed: validated below
     const std::int32_t delay = __atomic_load_n(&mj.delay, __ATOMIC_RELAXED);    // relaxed: validated below
