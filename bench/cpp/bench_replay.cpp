@@ -5,11 +5,15 @@
 //   - "gather memcpy": plain memcpy of the same number of random frames per batch out of the same
 //     segment (what sampling would cost with no seqlock, no metadata and no stack logic; not allowed
 //     on a racy payload, so only a bound)
-//   - "gather <kernel>": the same gather through each seqlock copy kernel, with the ring's prefetch
+//   - "gather <kernel>": the same gather through each seqlock copy kernel (with the 512-byte chunked
+//     prefetch the ring used to do, without it, and prefetching the next row as sample() now does)
+//   - "gather, anonymous THP memory": seq_load's gather out of huge-page-backed memory (page size effect)
+//   - "store <kernel>": the writer's side, 7 KB frames to consecutive slots as add() does
 //   - memcpy bandwidth (64 MiB buffers, sequential)
 // The machine may be busy, so every figure is the median of `rounds` short runs, taken round-robin
 // (each round runs every variant once), which keeps the A/B comparison fair under drifting load.
 // Prints a table and ends with one JSON line.  Usage: bench_replay [--quick]
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -47,6 +51,18 @@ void load_words_x1(void* dst, const void* src, std::size_t n) noexcept {
     std::memcpy(d + i, &w, 8);
   }
 }
+
+void store_words_x1(void* dst, const void* src, std::size_t n) noexcept {
+  auto* d = static_cast<std::uint64_t*>(dst);
+  auto* s = static_cast<const unsigned char*>(src);
+  for (std::size_t i = 0; i < n / 8; ++i) {
+    std::uint64_t w;
+    std::memcpy(&w, s + 8 * i, 8);
+    __atomic_store_n(d + i, w, __ATOMIC_RELAXED);  // relaxed: a benchmark of the copy
+  }
+}
+
+void memcpy_copy(void* dst, const void* src, std::size_t n) noexcept { std::memcpy(dst, src, n); }
 
 using CopyFn = void (*)(void*, const void*, std::size_t) noexcept;
 
@@ -156,6 +172,35 @@ int main(int argc, char** argv) {
     };
   };
 
+  // The same gather (kernel of seq_load) out of anonymous memory with transparent huge pages, where the
+  // kernel grants them: the page-size effect that a numpy ring gets and a /dev/shm segment does not
+  // (tmpfs huge pages depend on /sys/kernel/mm/transparent_hugepage/shmem_enabled).
+  const std::size_t frames_bytes = capacity * p.frame_stride, huge = 2u << 20;
+  void* anon_map = mmap(nullptr, frames_bytes + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (anon_map == MAP_FAILED) return 1;
+  auto* anon = reinterpret_cast<std::uint8_t*>((reinterpret_cast<std::uintptr_t>(anon_map) + huge - 1) & ~std::uintptr_t(huge - 1));
+  madvise(anon, frames_bytes, MADV_HUGEPAGE);
+  std::memcpy(anon, frames, frames_bytes);
+  auto gather_anon = [&] {
+    for (std::size_t r = 0; r < B; ++r) {
+      const std::uint64_t j = 4 + rng.below(capacity - 8);
+      for (std::uint32_t k = 0; k <= K; ++k)
+        seq_load(k < K ? &obs[(r * K + k) * fb] : &next[(r * K + 3) * fb], anon + (j - 3 + k) * p.frame_stride, fb);
+      std::memcpy(&next[r * K * fb], &obs[(r * K + 1) * fb], 3 * fb);
+    }
+  };
+
+  // The writer's side: 7 KB frames stored at consecutive ring slots (what add does), per kernel.
+  // Reported as batches of 32 frames per second so the table keeps one unit. These writes bypass the
+  // stamps, which is safe only because nothing runs concurrently here; sample() sees valid slots.
+  std::uint64_t wpos = 0;
+  auto stores = [&](CopyFn store) {
+    return [&, store] {
+      for (std::size_t i = 0; i < B; ++i, ++wpos)
+        store(const_cast<std::uint8_t*>(frames) + (wpos % capacity) * p.frame_stride, pool.data() + (wpos % 64) * fb, fb);
+    };
+  };
+
   struct Variant {
     std::string key, label;
     std::function<void()> batch;
@@ -177,6 +222,14 @@ int main(int argc, char** argv) {
     vs.push_back({"gather_avx2_next2k", "gather, asm avx2, next row 2 KB ahead", gather_ahead(load_frame_nopf<seqcopy::load_avx2>, 2048), {}});
   }
 #endif
+  vs.push_back({"gather_thp", "gather, seq_load, anonymous THP memory", gather_anon, {}});
+  vs.push_back({"store_memcpy", "store 32 frames, memcpy (bound, not allowed)", stores(memcpy_copy), {}});
+  vs.push_back({"store_words_x1", "store 32 frames, atomic words x1", stores(store_words_x1), {}});
+  vs.push_back({"store_words_x8", "store 32 frames, atomic words x8", stores(seqcopy::store_words), {}});
+#if defined(RTCORE_SEQ_X86_ASM)
+  vs.push_back({"store_sse2", "store 32 frames, asm sse2", stores(seqcopy::store_sse2), {}});
+  if (seqcopy::cpu_has_avx2()) vs.push_back({"store_avx2", "store 32 frames, asm avx2", stores(seqcopy::store_avx2), {}});
+#endif
   for (auto& v : vs) v.batch();  // warm up
   for (int r = 0; r < rounds; ++r)
     for (auto& v : vs) v.rates.push_back(rate_of(v.batch));
@@ -197,9 +250,12 @@ int main(int argc, char** argv) {
               (unsigned long long)capacity, B, quick ? " (quick)" : "", rounds);
   std::printf("  add:  %12.0f adds/s  %8.2f GB/s of frames (one run)\n", adds / add_s, adds * double(fb) / add_s / 1e9);
   const double memcpy_gather = median(vs[1].rates);
+  const double memcpy_store = median(vs[std::find_if(vs.begin(), vs.end(), [](const Variant& v) { return v.key == "store_memcpy"; }) - vs.begin()].rates);
   for (auto& v : vs) {
     const double m = median(v.rates);
-    std::printf("  %-44s %8.0f batches/s  (%.2fx memcpy gather)\n", v.label.c_str(), m, m / memcpy_gather);
+    const bool st = v.key.rfind("store", 0) == 0;
+    std::printf("  %-46s %8.0f batches/s  (%.2fx memcpy %s)\n", v.label.c_str(), m, m / (st ? memcpy_store : memcpy_gather),
+                st ? "store" : "gather");
   }
   std::printf("  memcpy: %.2f GB/s sequential (sample(32) bound %.0f batches/s)\n", bw / 1e9, bw / batch_bytes);
   std::printf("  %llu draws redrawn (no concurrent writer: expect 0)\n", (unsigned long long)sc.collisions);
@@ -207,5 +263,6 @@ int main(int argc, char** argv) {
               seqcopy::active_kernel(), adds / add_s);
   for (auto& v : vs) std::printf("\"%s_batches_per_s\": %.1f, ", v.key.c_str(), median(v.rates));
   std::printf("\"memcpy_bytes_per_s\": %.1f}\n", bw);
+  munmap(anon_map, frames_bytes + huge);
   return 0;
 }
