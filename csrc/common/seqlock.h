@@ -25,8 +25,10 @@
 //    not used. A torn copy is a mix of 16- or 32-byte pieces and is discarded the same way.
 // Every other target (AArch64, ...) uses the atomic words, where a relaxed 8-byte atomic is also a
 // plain ldr/str. Why asm at all: on the replay gather (bench/cpp/bench_replay.cpp: 5 random 7 KB
-// frames per row) the atomic-word loop ran at ~0.8x of a memcpy gather and the vector moves at
-// ~0.95-1.0x, because a scalar loop keeps fewer loads in flight.
+// frames per row) the atomic-word loop ran at ~0.85x of a memcpy gather and the vector moves at
+// ~0.95-1.0x (a scalar loop keeps fewer loads in flight); on a cache-hot 28 KB copy (an ObsBoard
+// stack) words, SSE2 and AVX2 moved ~19, ~33 and ~38 GB/s, hence the AVX2 dispatch. The writer's
+// vector stores were ~1.25x the atomic words.
 //
 // What the sanitizers check. ThreadSanitizer does not instrument inline asm: an asm copy would be
 // invisible to it. TSan builds (__SANITIZE_THREAD__ / __has_feature(thread_sanitizer)) therefore
