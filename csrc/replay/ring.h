@@ -27,8 +27,8 @@
 //    none of it is.
 //
 // Stamps (per slot, the seqlock): a writer sets stamp = 2p+1 ("writing position p"), fences, writes
-// the payload with seq_store (common/seqlock.h: a well-defined racy copy), then stores stamp = 2p+2 with release. Stamps of
-// a slot only grow. A sampler reads everything a transition needs (stack frames, n-step chain, next
+// the payload with seq_store (common/seqlock.h: a well-defined racy copy), then stores stamp = 2p+2
+// with release. Stamps of a slot only grow. A sampler reads everything a transition needs (stack frames, n-step chain, next
 // stack: positions e..b with b - e < S), then re-reads the stamp of the *oldest* position e. Because a
 // stream's writer writes positions in increasing order, any overwrite of a position in [e, b] is
 // preceded by an overwrite of e, so "stamp(e) is still 2e+2" proves the whole copy is untorn. The
