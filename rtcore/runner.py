@@ -215,7 +215,10 @@ class _Runner:
         elif cfg.fixed_workers is not None:
             self.n_workers = cfg.fixed_workers
         else:
-            self.n_workers = max(1, min(cfg.max_workers, self.n_star))
+            n = int(n_star(self.tau_theta_max * cfg.worker_headroom, self.tau_m))
+            if cfg.worker_headroom > 1.0:
+                n = max(n, 2)  # one slow pass of a lone worker always leaves a gap
+            self.n_workers = max(1, min(cfg.max_workers, n))
         self.n_learners = cfg.learners if cfg.mode == "staggered" else (1 if cfg.learners > 0 else 0)
         self.log(f"rtcore: tau_theta p50 {self.latency['p50'] * 1e3:.2f} ms, p99 {self.latency['p99'] * 1e3:.2f} ms"
                  f" + emulated {cfg.inference_delay * 1e3:.1f} ms -> tau_theta_max {self.tau_theta_max * 1e3:.2f} ms;"

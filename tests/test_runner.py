@@ -29,6 +29,7 @@ DELAY = 0.025  # emulated latency added to the ~5-10 ms forward pass of impala:k
 def rtcore_run(tmp_path: Path, *args: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "rtcore", "run", "--run-dir", str(tmp_path / "run"), "--json", "--no-tensorboard",
            "--model", "impala:k=1", "--frame-stack", "2", "--replay-capacity", "5000", "--latency-iters", "10",
+           "--worker-headroom", "1.0",
            *args]
     return subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
