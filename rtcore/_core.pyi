@@ -281,6 +281,10 @@ class Turnstile:
     def close(self) -> None: ...
 
 def n_star(tau_theta_max: float, tau_m: float) -> int: ...
+def simulate(
+    tau_m_ns: int, tau_theta_ns: int, workers: int, mode: int, steps: int, seed: int, dist: int, dist_param: float,
+    samples_ns: list[int], tau_l_ns: int, window: int, tau_seed_ns: int,
+) -> dict[str, Any]: ...
 
 
 # --- bind_params.cpp ---------------------------------------------------------------------------

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import rtcore
-from rtcore.envs import gameboy, pokemon, testrom
-from rtcore.envs.gameboy import GameBoyEnv, check_rom, read_header
+from rtcore.envs import gameboy, pokemon, testrom, tetris
+from rtcore.envs.gameboy import GameBoyEnv, check_rom, header_checksum, read_header
 from rtcore.envs.pokemon import PokemonBattle
-from rtcore.envs.tetris import TetrisGame, tetris_score
+from rtcore.envs.tetris import TetrisEnv, TetrisGame, tetris_score
 
 A, B, LEFT, UP, RIGHT, DOWN = 1, 2, 3, 4, 5, 6  # the default action set after NOOP (0)
 
@@ -184,21 +184,98 @@ def ram() -> bytearray:
     return bytearray(0x10000)
 
 
-def test_tetris_reward_is_the_score_change_and_game_over_ends():
+def test_ram_addresses_are_the_verified_ones():
+    # Pinned to the public sources cited in rtcore/envs/{tetris,pokemon}.py: a change here needs a new source.
+    assert (tetris.SCORE, tetris.GAME_STATE) == (0xC0A0, 0xFFE1)  # wScoreBCD, hGameState (tetris-gb-disasm)
+    assert (tetris.GS_IN_GAME_MAIN, tetris.GS_GAME_OVER_INIT, tetris.GS_LEVEL_ENDED_MAIN) == (0x00, 0x01, 0x04)
+    assert (tetris.GS_TITLE_SCREEN_MAIN, tetris.GS_IN_GAME_INIT) == (0x07, 0x0A)
+    assert tetris.GS_GAME_OVER_SCREEN_CLEARING == 0x0D
+    assert tetris.START_SEQUENCE == ("start", "a", "a", "a")  # title, game type, music type, level select
+    assert TetrisGame.titles == ("TETRIS",) and PokemonBattle.titles == ("POKEMON RED", "POKEMON BLUE")
+    sym = {  # pokered.sym / pokeblue.sym
+        "W_IS_IN_BATTLE": 0xD057, "W_PLAYER_MON_NUMBER": 0xCC2F, "W_BATTLE_MON_HP": 0xD015,
+        "W_ENEMY_MON_HP": 0xCFE6, "W_ENEMY_MON_PARTY_POS": 0xCFE8, "W_PARTY_COUNT": 0xD163,
+        "W_PARTY_MON1_HP": 0xD16C, "W_ENEMY_PARTY_COUNT": 0xD89C, "W_ENEMY_MON1_HP": 0xD8A5,
+    }
+    assert {k: getattr(pokemon, k) for k in sym} == sym
+    assert pokemon.W_PARTY_MON1_HP + pokemon.PARTYMON_STRUCT_LENGTH == 0xD198  # wPartyMon2HP
+    assert pokemon.W_ENEMY_MON1_HP + pokemon.PARTYMON_STRUCT_LENGTH == 0xD8D1  # wEnemyMon2HP
+    assert (pokemon.WILD, pokemon.TRAINER, pokemon.LOST) == (1, 2, 0xFF)
+
+
+def _tetris_ram(state: int = tetris.GS_IN_GAME_MAIN) -> bytearray:
     m = ram()
+    m[tetris.GAME_STATE] = state
+    return m
+
+
+def _set_score(m: bytearray, b0: int, b1: int, b2: int) -> None:
+    m[tetris.SCORE], m[tetris.SCORE + 1], m[tetris.SCORE + 2] = b0, b1, b2
+
+
+def test_tetris_reward_is_the_score_change():
+    m = _tetris_ram()
     game = TetrisGame()
     game.reset(m)
     assert game.step(m) == (0.0, False)
-    m[0xC0A0], m[0xC0A1], m[0xC0A2] = 0x40, 0x00, 0x00  # 40 points (one line at level 0)
+    _set_score(m, 0x40, 0x00, 0x00)  # 40 points (one line at level 0)
     assert tetris_score(m) == 40 and game.step(m) == (40.0, False)
-    m[0xC0A0], m[0xC0A1], m[0xC0A2] = 0x60, 0x12, 0x01  # BCD little endian: 011260
+    _set_score(m, 0x60, 0x12, 0x01)  # BCD little endian: 011260
     assert tetris_score(m) == 11260 and game.step(m) == (11220.0, False)
-    for state in (0x0D, 0x04):
-        m[0xFFE1] = state
-        assert game.step(m) == (0.0, True)
-    m[0xC0A0] = 0xAB
+    m[tetris.GAME_STATE] = tetris.GS_IN_GAME_INIT  # still in play
+    assert game.step(m) == (0.0, False)
+    m[tetris.SCORE] = 0xAB
     with pytest.raises(ValueError, match="not a BCD byte"):
         tetris_score(m)
+
+
+@pytest.mark.parametrize("state", [*tetris.GAME_OVER_STATES, tetris.GS_TITLE_SCREEN_MAIN, 0x11, 0x24])
+def test_tetris_episode_ends_when_the_game_leaves_play(state):
+    # Game over from its first frame (GS_GAME_OVER_INIT), through the curtain and the game-over screen; also
+    # anything else that is not play (title screen after a soft reset, level select, copyright screen).
+    m = _tetris_ram()
+    game = TetrisGame()
+    game.reset(m)
+    m[tetris.GAME_STATE] = state
+    assert game.step(m) == (0.0, True)
+
+
+def _retitled_rom(tmp_path, title: str) -> str:
+    data = bytearray(testrom.build_rom())
+    data[0x134:0x144] = title.encode("ascii").ljust(16, b"\x00")
+    data[0x14D] = header_checksum(data)
+    path = tmp_path / f"{title.lower()}.gb"
+    path.write_bytes(bytes(data))
+    return str(path)
+
+
+def test_tetris_options_are_checked_and_a_cartridge_without_the_title_screen_is_refused(tmp_path):
+    rom = _retitled_rom(tmp_path, "TETRIS")
+    with pytest.raises(ValueError, match=r"start_sequence must be button names"):
+        TetrisEnv(rom, start_sequence=("start", "jump"))
+    with pytest.raises(ValueError, match="menu_wait must be >= 1"):
+        TetrisEnv(rom, menu_wait=0)
+    with pytest.raises(RuntimeError, match="did not reach its title screen in 1200 frames"):
+        TetrisEnv(rom)  # the right header title, but not the game: hGameState never reads the title screen's
+
+
+def test_tetris_reset_refuses_a_start_sequence_that_does_not_start_a_game(tmp_path):
+    # TetrisEnv's reset on rtcore's test cartridge retitled TETRIS (its program never touches 0xFFE1), with
+    # the title screen's wait skipped: the start check reads hGameState after the sequence.
+    env = TetrisEnv.__new__(TetrisEnv)
+    env.max_noops, env.start_sequence, env.menu_wait = 3, tetris.START_SEQUENCE, 2
+    GameBoyEnv.__init__(env, _retitled_rom(tmp_path, "TETRIS"), TetrisGame())
+    try:
+        env.ram[tetris.GAME_STATE] = 0x11  # left on the level-select screen (what ("start", "a", "a") did)
+        env._boot_state = env._save()
+        with pytest.raises(RuntimeError, match=r"did not start a game: hGameState \(0xFFE1\) is 0x11"):
+            env.reset(seed=0)
+        env.ram[tetris.GAME_STATE] = tetris.GS_IN_GAME_MAIN
+        env._boot_state = env._save()
+        env.reset(seed=0)
+        assert env.step(0)[1:3] == (0.0, False)
+    finally:
+        env.close()
 
 
 def _set_u16(m: bytearray, addr: int, v: int) -> None:

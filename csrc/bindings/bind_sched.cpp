@@ -14,6 +14,7 @@
 #include "bindings/bindings.h"
 #include "common/errors.h"
 #include "sched/clock.h"
+#include "sched/simulator.h"
 #include "sched/stagger.h"
 #include "sched/turnstile.h"
 #include "shm/segment.h"
@@ -248,6 +249,57 @@ class TurnstileHandle {
   std::unique_ptr<sched::Turnstile> t_;
 };
 
+py::dict stats_dict(const sched::SimStats& s) {
+  py::dict d;
+  d["mean"] = s.mean;
+  d["std"] = s.std;
+  d["p99"] = s.p99;
+  d["max"] = s.max;
+  return d;
+}
+
+py::dict simulate(std::int64_t tau_m_ns, std::int64_t tau_theta_ns, int workers, int mode, std::int64_t steps, std::uint64_t seed,
+                  int dist, double dist_param, std::vector<std::int64_t> samples_ns, std::int64_t tau_l_ns, int window,
+                  std::int64_t tau_seed_ns) {
+  sched::SimConfig c;
+  c.tau_m_ns = tau_m_ns;
+  c.tau_theta_ns = tau_theta_ns;
+  c.tau_l_ns = tau_l_ns;
+  c.tau_seed_ns = tau_seed_ns;
+  c.workers = workers;
+  if (mode < 0 || mode > 3) throw InvalidArgument("mode must be 0..3");
+  if (dist < 0 || dist > 3) throw InvalidArgument("dist must be 0..3");
+  c.mode = static_cast<sched::SimMode>(mode);
+  c.dist = static_cast<sched::SimDist>(dist);
+  c.dist_param = dist_param;
+  c.samples_ns = std::move(samples_ns);
+  c.steps = steps;
+  c.seed = seed;
+  c.window = window;
+  sched::SimResult r;
+  {
+    py::gil_scoped_release nogil;
+    r = sched::simulate(c);
+  }
+  py::dict d;
+  d["steps"] = r.steps;
+  d["inaction_steps"] = r.inaction_steps;
+  d["inaction_fraction"] = r.inaction_fraction;
+  d["posted"] = r.posted;
+  d["applied"] = r.applied;
+  d["wasted"] = r.wasted;
+  d["action_interval"] = stats_dict(r.action_interval);
+  d["delay"] = stats_dict(r.delay);
+  d["applied_gap"] = stats_dict(r.applied_gap);
+  d["tau_max_final"] = r.tau_max_final;
+  d["mean_tau_final"] = r.mean_tau_final;
+  d["target_interval"] = r.target_interval;
+  d["pushbacks"] = r.pushbacks;
+  d["restaggers"] = r.restaggers;
+  d["sim_seconds"] = r.sim_seconds;
+  return d;
+}
+
 }  // namespace
 
 void bind_sched(py::module_& m) {
@@ -309,6 +361,9 @@ void bind_sched(py::module_& m) {
 
   m.def("n_star", &sched::n_star, py::arg("tau_theta_max"), py::arg("tau_m"),
         "ceil(tau_theta_max / tau_m), robust to float error.");
+  m.def("simulate", &simulate, py::arg("tau_m_ns"), py::arg("tau_theta_ns"), py::arg("workers"), py::arg("mode"), py::arg("steps"),
+        py::arg("seed"), py::arg("dist"), py::arg("dist_param"), py::arg("samples_ns"), py::arg("tau_l_ns"), py::arg("window"),
+        py::arg("tau_seed_ns"), "Discrete-event simulation of staggered inference (see csrc/sched/simulator.h).");
 
 }
 

@@ -332,11 +332,11 @@ class StaggerSchedule {
   // 50 ms, heart-beating meanwhile), or until `deadline_ns`. spin_ns: spin the last stretch.
   WaitResult wait_turn(int w, std::int64_t deadline_ns, std::int64_t spin_ns = 0) {
     for (;;) {
-      std::int64_t now = clock::now_ns();
+      if (stopped()) return WaitResult::kStopped;
+      const std::int64_t now = clock::now_ns();
       reap(now);
       const std::int64_t t = poll_turn(w, now);
       if (t <= now) return WaitResult::kReady;
-      if (stopped()) return WaitResult::kStopped;
       if (now >= deadline_ns) return WaitResult::kTimeout;
       const std::int64_t target = std::min({t, deadline_ns, now + kPollNs});
       clock::sleep_until(target, target == t ? spin_ns : 0, stop_word(), kPollNs);
@@ -345,11 +345,11 @@ class StaggerSchedule {
   // Sleeps until w may publish (heart-beating at least every 50 ms), or until `deadline_ns`.
   WaitResult wait_publish(int w, std::int64_t deadline_ns, std::int64_t spin_ns = 0) {
     for (;;) {
+      if (stopped()) return WaitResult::kStopped;
       const std::int64_t now = clock::now_ns();
       heartbeat(w, now);
       const std::int64_t t = publish_at(w);
       if (t <= now) return WaitResult::kReady;
-      if (stopped()) return WaitResult::kStopped;
       if (now >= deadline_ns) return WaitResult::kTimeout;
       const std::int64_t target = std::min({t, deadline_ns, now + kPollNs});
       clock::sleep_until(target, target == t ? spin_ns : 0, stop_word(), kPollNs);

@@ -100,12 +100,22 @@ class Turnstile {
 
   void leave(int j, std::int64_t now) {
     check_id(j);
+    (void)now;
     if (gens_[j] == 0) return;
-    if (holder_of(sh_->turn.load(std::memory_order_acquire)) == static_cast<std::uint64_t>(j)) pass_turn(j, now);  // acquire: see the current turn
+    std::uint64_t t = sh_->turn.load(std::memory_order_acquire);  // acquire: see the current turn
     std::uint64_t mine = (gens_[j] << 1) | 1;
-    slots_[j].state.compare_exchange_strong(mine, gens_[j] << 1, std::memory_order_acq_rel,  // acq_rel: release the slot after our last turn
-                                            std::memory_order_relaxed);
-    // If it was the holder and nobody else is live, the turn word still names j: the next joiner repairs it.
+    if (!slots_[j].state.compare_exchange_strong(mine, gens_[j] << 1, std::memory_order_acq_rel,  // acq_rel: release the slot after our last turn
+                                                 std::memory_order_relaxed))
+      return;  // dropped already
+    // Leaving while holding the turn: hand it on, computed over the learners left (so the next turn
+    // number is congruent to the next holder's rank among them). A waiter may have done it first.
+    while (holder_of(t) == static_cast<std::uint64_t>(j)) {
+      if (sh_->turn.compare_exchange_weak(t, advance(t, j), std::memory_order_acq_rel,  // release: our last update happens-before the next holder's
+                                          std::memory_order_acquire)) {
+        sh_->passes.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+        break;
+      }
+    }
     wake_all();
   }
 
@@ -157,10 +167,10 @@ class Turnstile {
   std::int64_t wait_turn(int j, std::int64_t deadline_ns) {
     for (;;) {
       const std::uint32_t w = sh_->wake.load(std::memory_order_acquire);  // acquire: read before the turn, so no wake is lost
+      if (stopped()) return -2;
       const std::int64_t now = clock::now_ns();
       const std::int64_t u = try_turn(j, now);
       if (u >= 0) return u;
-      if (stopped()) return -2;
       if (now >= deadline_ns) return -1;
       board::futex_wait_until(&sh_->wake, w, std::min(deadline_ns, now + kPollNs));
     }

@@ -2,9 +2,15 @@
 ends when either side is wiped out (or the battle ends another way: run, catch).
 
 Episodes start from save states the user supplies (recorded in a battle, e.g. with
-``rtcore gb-record-state``), one sampled per episode. RAM addresses are the English Red/Blue WRAM symbols
-of the pret/pokered disassembly (ram/wram.asm; addresses as in pokered.sym and Data Crystal's
-"Pokemon Red/Blue: RAM map"), one per constant below.
+``rtcore gb-record-state``), one sampled per episode.
+
+Every address below was checked against the symbol files built from the pret/pokered disassembly,
+[sym] = pokemon-speedrunning/symfiles pokered.sym and pokeblue.sym (Red and Blue share all of these
+addresses), with meanings from [wram] = pret/pokered ram/wram.asm. HP is 2 bytes, high byte first: the
+game's damage routine (pret/pokered engine/battle/core.asm) subtracts from wBattleMonHP + 1 first, then with
+borrow from wBattleMonHP, and [PyBoy] = Baekalfen/PyBoy pyboy/plugins/game_wrapper_pokemon_gen1.py reads party
+HP as (mem[a] << 8) | mem[a + 1]; only "is it 0" matters here. The cartridge header titles
+are "POKEMON RED" and "POKEMON BLUE" (pret/pokered Makefile, ``rgbfix -t``; [PyBoy] ``enabled()``).
 """
 
 from __future__ import annotations
@@ -13,18 +19,31 @@ from typing import Any, Sequence, Union
 
 from rtcore.envs.gameboy import GameBoyEnv, PathLike, Ram, RamGame
 
-W_IS_IN_BATTLE = 0xD057  # wIsInBattle: 0 none, 1 wild, 2 trainer, 0xFF lost
-W_PLAYER_MON_NUMBER = 0xCC2F  # wPlayerMonNumber: party index of the Pokemon in battle
-W_BATTLE_MON_HP = 0xD015  # wBattleMonHP: HP of the player's Pokemon in battle (2 bytes, big endian)
-W_ENEMY_MON_HP = 0xCFE6  # wEnemyMonHP: HP of the enemy Pokemon in battle (2 bytes, big endian)
-W_ENEMY_MON_PARTY_POS = 0xCFE8  # wEnemyMonPartyPos: enemy party index of the Pokemon in battle
-W_PARTY_COUNT = 0xD163  # wPartyCount
-W_PARTY_MON1_HP = 0xD16C  # wPartyMon1HP (2 bytes, big endian); wPartyMon2HP = + PARTYMON_STRUCT_LENGTH
-W_ENEMY_PARTY_COUNT = 0xD89C  # wEnemyPartyCount (trainer battles)
-W_ENEMY_MON1_HP = 0xD8A5  # wEnemyMon1HP (2 bytes, big endian); the enemy party uses the same struct
-PARTYMON_STRUCT_LENGTH = 0x2C  # constants/pokemon_data_constants.asm
-PARTY_LENGTH = 6
-WILD, TRAINER, LOST = 1, 2, 0xFF
+# [sym] 00:d057; [wram] "lost battle, this is -1 / no battle 0 / wild battle 1 / trainer battle 2"
+W_IS_IN_BATTLE = 0xD057
+# [sym] 00:cc2f; [wram] "index in party of currently battling mon"
+W_PLAYER_MON_NUMBER = 0xCC2F
+# [sym] 00:d015 (wBattleMon = 00:d014, species first): the player's Pokemon in battle, 2 bytes
+W_BATTLE_MON_HP = 0xD015
+# [sym] 00:cfe6 (wEnemyMon = 00:cfe5, species first): the opponent's Pokemon in battle, 2 bytes
+W_ENEMY_MON_HP = 0xCFE6
+# [sym] 00:cfe8, shared with wEnemyMonBoxLevel ([wram]: a union in the battle struct); $FF until the
+# first enemy Pokemon is sent out
+W_ENEMY_MON_PARTY_POS = 0xCFE8
+# [sym] 00:d163; [PyBoy] constants PARTY_COUNT_ADDRESS = 0xD163
+W_PARTY_COUNT = 0xD163
+# [sym] 00:d16c (wPartyMon1 = 00:d16b, species first; wPartyMon2HP = 00:d198); [PyBoy] party HP at
+# PARTY_MONS_ADDRESS (0xD16B) + 1
+W_PARTY_MON1_HP = 0xD16C
+# [sym] 00:d89c (trainer battles)
+W_ENEMY_PARTY_COUNT = 0xD89C
+# [sym] 00:d8a5 (wEnemyMon1 = 00:d8a4; wEnemyMon2HP = 00:d8d1): the enemy party uses the same struct
+W_ENEMY_MON1_HP = 0xD8A5
+# [sym] wPartyMon2 - wPartyMon1 = 0xd197 - 0xd16b = wEnemyMon2 - wEnemyMon1 = 0xd8d0 - 0xd8a4 = 0x2C;
+# [PyBoy] PARTY_MON_SIZE = 0x2C
+PARTYMON_STRUCT_LENGTH = 0x2C
+PARTY_LENGTH = 6  # [PyBoy] PARTY_LENGTH = 6
+WILD, TRAINER, LOST = 1, 2, 0xFF  # [wram] wIsInBattle values (-1 as a byte is 0xFF)
 
 
 def _u16(ram: Ram, address: int) -> int:
