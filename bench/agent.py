@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{device:6} {k:>4g} {lat['params']:>12,} {lat['p50'] * 1e3:>10.2f}/{tau * 1e3:<10.2f} {n:>4} "
                   f"{source:>9} {_pct(shown_seq):>13} {_pct(sim_seq):>7} {_pct(shown_stag):>14} {_pct(sim_stag):>7} "
                   f"{ratio:>7.1f}", flush=True)
+    print("# inaction = default-action steps / steps, acting only (learning would add to sequential's idling); "
+          "(sim) = rtcore.simulate at the same tau_theta")
     print("# source: measured = real model in N* workers; emulated = k=1 model + --inference-delay to reach tau_theta; "
           "simulated = rtcore.simulate only (N* workers do not fit this machine)")
 

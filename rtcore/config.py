@@ -59,6 +59,8 @@ class RunConfig:
     """Sequential mode only: ``inflearn`` (act, then learn) or ``learninf`` (learn, then act)."""
     workers: str = "auto"
     """Inference workers N: a number, or ``auto`` for N* = ceil(tau_theta_max / tau_M) from the measured inference time."""
+    worker_headroom: float = 1.5
+    """``--workers auto`` starts ceil(headroom * tau_theta_max / tau_M) workers, and at least 2 when headroom > 1: spare capacity, so a pass slower than measured (a busy machine) opens no gaps. 1.0 = exactly N* = ceil(tau_theta_max / tau_M)."""
     max_workers: int = 64
     """Upper bound on N when ``--workers auto`` (N* of a big model on a slow machine can exceed what fits)."""
     stagger: str = "max"
@@ -167,6 +169,8 @@ class RunConfig:
                 n = 0
             if n < 1:
                 bad("workers", "a positive integer or 'auto'")
+        if not (1.0 <= self.worker_headroom <= 16.0):
+            bad("worker_headroom", "a factor in [1, 16]")
         if not isinstance(self.max_workers, int) or self.max_workers < 1:
             bad("max_workers", "a positive integer")
         if not (self.inference_delay >= 0 and math.isfinite(self.inference_delay)):

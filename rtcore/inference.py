@@ -206,7 +206,12 @@ def worker_main(spec: WorkerSpec) -> None:
     if not actor.wait_first_frame(lambda: tel.stopping):
         return
     sched = spec.schedule
-    w = sched.join(spec.worker)
+    from rtcore.learner import join_slot
+
+    w = join_slot(sched.join, spec.worker, sched.heartbeat_timeout + 2 * sched.tau_max + 5.0, lambda: tel.stopping)
+    if w is None:
+        actor.close()
+        return
     try:
         while not tel.stopping:
             now = time.monotonic()

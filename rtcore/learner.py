@@ -303,7 +303,9 @@ class DQNLearner:
     def join(self, should_stop: Callable[[], bool] = lambda: False) -> bool:
         """Joins the turnstile and takes the target network in a first turn. False if told to stop first."""
         if self.turnstile is not None:
-            self._slot = self.turnstile.join(self.learner)
+            self._slot = join_slot(self.turnstile.join, self.learner, self.turnstile.heartbeat_timeout + 5.0, should_stop)
+            if self._slot is None:
+                return False
         if not self._wait_turn(should_stop):
             return False
         try:
@@ -358,6 +360,39 @@ class DQNLearner:
             s[LearnerCol.STALENESS] += max(0, version - 1 - self.snapshot_version)
             s[LearnerCol.HEARTBEAT] = t4
         return info
+
+
+def join_slot(join: Callable[[int], int], slot: int, timeout: float, should_stop: Callable[[], bool]) -> int | None:
+    """Joins ``slot`` of a schedule or turnstile, waiting while it still counts as taken.
+
+    A respawned process takes the slot of the one that died; the slot frees once the dead process's
+    heartbeat is older than the timeout (only the process that joined can leave). None if told to stop.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return join(slot)
+        except ValueError:
+            if time.monotonic() > deadline:
+                raise
+            if should_stop():
+                return None
+            time.sleep(0.05)
+
+
+def _heartbeat_thread(turnstile: Any, slot: int, tel: Telemetry, period: float) -> None:
+    """Beats for this learner process while it lives, also through a long gradient computation."""
+    import threading
+
+    def beat() -> None:
+        while not tel.stopping:
+            try:
+                turnstile.heartbeat(slot)
+            except ValueError:  # not joined yet, or dropped: the main thread's next call says so
+                pass
+            time.sleep(period)
+
+    threading.Thread(target=beat, name="rtcore-learner-heartbeat", daemon=True).start()
 
 
 def _batch_items(batch: Any) -> list[tuple[str, Any]]:
@@ -455,6 +490,8 @@ def learner_main(spec: LearnerSpec) -> None:
             return
         if not learner.join(stop):
             return
+        if spec.turnstile is not None:
+            _heartbeat_thread(spec.turnstile, learner._slot, tel, spec.turnstile.heartbeat_timeout / 4)
         while not tel.stopping:
             if not _throttle(spec.updates_per_step, tel, spec.obs_board, row, spec.turnstile, spec.learner):
                 break

@@ -204,6 +204,11 @@ METRIC_COLUMNS: dict[str, str] = {
     "actions_posted": "actions posted by all workers",
     "actions_superseded": "posted actions replaced by a newer one before the env took them",
     "epsilon": "exploration rate of the newest action",
+    "learner_sample_ms": "mean replay sampling time per update over the interval, ms",
+    "learner_grad_ms": "mean gradient (forward + backward) time per update over the interval, ms",
+    "learner_wait_ms": "mean wait for the round-robin turn per update over the interval, ms",
+    "learner_apply_ms": "mean apply + publish time per update over the interval, ms",
+    "learner_staleness": "mean versions published between a gradient's snapshot and its application",
     "learner_updates": "updates applied by all learners",
     "updates_per_s": "learner updates per second over the interval",
     "param_version": "newest parameter version in the ParamStore",
@@ -347,7 +352,11 @@ class LiveView:
         t.add_row("action interval", f"{g('action_interval_mean', '{:.1f}', 1e3)} ms", "target",
                   f"{g('action_interval_target', '{:.1f}', 1e3)} ms")
         t.add_row("tau_max", f"{g('tau_max', '{:.1f}', 1e3)} ms", "live workers", g("live_workers", "{:.0f}"))
+        t.add_row("read / infer / post", f"{g('read_us', '{:.0f}')} us / {g('infer_ms', '{:.1f}')} ms / "
+                  f"{g('post_us', '{:.0f}')} us", "emulated delay", f"{g('inference_delay', '{:.1f}', 1e3)} ms")
         t.add_row("learner updates", g("learner_updates", "{:,.0f}"), "updates/s", g("updates_per_s", "{:.1f}"))
+        t.add_row("grad / turn wait / apply", f"{g('learner_grad_ms', '{:.0f}')} / {g('learner_wait_ms', '{:.0f}')} / "
+                  f"{g('learner_apply_ms', '{:.1f}')} ms", "staleness", g("learner_staleness", "{:.2f}"))
         t.add_row("param version", g("param_version", "{:,.0f}"), "loss", g("loss", "{:.4f}"))
         t.add_row("episodes", g("episodes", "{:.0f}"), "return (last / mean100)",
                   f"{g('episode_return', '{:.1f}')} / {g('mean_return', '{:.1f}')}")

@@ -215,7 +215,10 @@ class _Runner:
         elif cfg.fixed_workers is not None:
             self.n_workers = cfg.fixed_workers
         else:
-            self.n_workers = max(1, min(cfg.max_workers, self.n_star))
+            n = int(n_star(self.tau_theta_max * cfg.worker_headroom, self.tau_m))
+            if cfg.worker_headroom > 1.0:
+                n = max(n, 2)  # one slow pass of a lone worker always leaves a gap
+            self.n_workers = max(1, min(cfg.max_workers, n))
         self.n_learners = cfg.learners if cfg.mode == "staggered" else (1 if cfg.learners > 0 else 0)
         self.log(f"rtcore: tau_theta p50 {self.latency['p50'] * 1e3:.2f} ms, p99 {self.latency['p99'] * 1e3:.2f} ms"
                  f" + emulated {cfg.inference_delay * 1e3:.1f} ms -> tau_theta_max {self.tau_theta_max * 1e3:.2f} ms;"
@@ -242,9 +245,8 @@ class _Runner:
                                                         heartbeat_timeout=cfg.heartbeat_timeout))
         self.turnstile = None
         if cfg.mode == "staggered" and self.n_learners > 0:
-            # the learner holding the turn may still be computing its gradient (seconds for a big model on a
-            # CPU): only a long silence means it died (the runner also frees a dead learner's slot at once)
-            self.turnstile = keep(rtcore.Turnstile(self.n_learners, heartbeat_timeout=max(30.0, cfg.heartbeat_timeout)))
+            # learners beat from a thread, also through a long gradient, so silence means a dead process
+            self.turnstile = keep(rtcore.Turnstile(self.n_learners, heartbeat_timeout=max(2.0, cfg.heartbeat_timeout)))
         # every worker, learner and the runner's checkpoint may each pin one superseded version: with
         # readers + 2 buffers a publish always finds a free one
         self.params = keep(rtcore.ParamStore(self.numel, buffers=self.n_workers + max(1, self.n_learners) + 3))
@@ -377,15 +379,8 @@ class _Runner:
             if c.kind == "agent" or not self.cfg.respawn:
                 raise RuntimeError(f"{c.kind} {c.index} died (exit code {c.proc.exitcode}); see its traceback above")
             self.log(f"rtcore: {c.kind} {c.index} died (exit code {c.proc.exitcode}); respawning")
-            # give its slot back now (the survivors re-stagger / the turn moves on at once) instead of
-            # waiting for its heartbeat to time out; the new process joins the same slot
-            try:
-                if c.kind == "worker" and self.schedule is not None:
-                    self.schedule.leave(c.index)
-                elif c.kind == "learner" and self.turnstile is not None:
-                    self.turnstile.leave(c.index)
-            except ValueError:
-                pass  # already dropped
+            # the schedule (turnstile) drops it once its heartbeat is older than the timeout, and the
+            # survivors re-stagger (the turn moves on); the new process joins the same slot once it is free
             if c.kind == "worker":
                 self.telemetry.workers[c.index, WorkerCol.POSTS] = 0
                 intervals.reset_worker(c.index)
@@ -465,8 +460,16 @@ class _Runner:
             "worker_restarts": sum(c.restarts for c in self.children if c.kind == "worker"),
             "learner_restarts": sum(c.restarts for c in self.children if c.kind == "learner"),
         }
+        n_upd = float(L[:, LearnerCol.UPDATES].sum())
+        d_upd = n_upd - prev.get("n_upd", 0.0)
+        for col, key in ((LearnerCol.SAMPLE_S, "learner_sample_ms"), (LearnerCol.GRAD_S, "learner_grad_ms"),
+                         (LearnerCol.WAIT_S, "learner_wait_ms"), (LearnerCol.APPLY_S, "learner_apply_ms")):
+            total = float(L[:, col].sum())
+            row[key] = 1e3 * (total - prev.get(key, 0.0)) / d_upd if d_upd > 0 else math.nan
+            prev[key] = total
+        row["learner_staleness"] = float(L[:, LearnerCol.STALENESS].sum() / n_upd) if n_upd else math.nan
         prev.update(t=t, steps=steps, default=default_steps, infer=infer, read=read, post=post, turns=turns,
-                    updates=updates, hist=hist)
+                    updates=updates, hist=hist, n_upd=n_upd)
         return row
 
     def checkpoint(self, tag: str) -> Path:

@@ -72,3 +72,13 @@ def test_regret_shares_sum_to_one_and_split_by_delay():
     assert s["delay"] == pytest.approx(0.8 * 0.75)
     assert sum(s.values()) == pytest.approx(1.0)
     assert math.isnan(regret_shares(0.1, np.zeros(3))["delay"])
+
+
+def test_tensorboard_events_are_written_when_installed(tmp_path):
+    pytest.importorskip("tensorboard")
+    w = MetricsWriter(tmp_path, tensorboard=True)
+    assert w.tensorboard_error is None
+    w.write({"time_s": 1.0, "env_steps": 60, "inaction_fraction": 0.0, "loss": math.nan})
+    w.close()
+    events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0

@@ -29,6 +29,7 @@ DELAY = 0.025  # emulated latency added to the ~5-10 ms forward pass of impala:k
 def rtcore_run(tmp_path: Path, *args: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "rtcore", "run", "--run-dir", str(tmp_path / "run"), "--json", "--no-tensorboard",
            "--model", "impala:k=1", "--frame-stack", "2", "--replay-capacity", "5000", "--latency-iters", "10",
+           "--worker-headroom", "1.0",
            *args]
     return subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -178,3 +179,54 @@ def test_killed_worker_is_restaggered_and_respawned(tmp_path):
     tail = m["inaction_window"][-3:]
     assert all(math.isfinite(x) and x <= 0.05 for x in tail), tail
     assert_all_gone(children + descendants(p.pid))
+
+
+def kill_child(run_dir: Path, kind: str, index: int = 0) -> int:
+    procs = json.loads((run_dir / "processes.json").read_text())["children"]
+    pid = next(c["pid"] for c in procs if c["kind"] == kind and c["index"] == index)
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_killed_learner_is_respawned_and_learning_goes_on(tmp_path):
+    p = rtcore_run(tmp_path, "--seconds", "30", "--inference-delay", str(DELAY), "--tau-theta", str(TAU_THETA),
+                   "--learners", "2", "--learning-starts", "120", "--batch-size", "8", "--updates-per-step", "0.05")
+    run_dir = tmp_path / "run"
+    children: list[psutil.Process] = []
+    try:
+        wait_for_rows(run_dir, 5, p, timeout=150)
+        children = descendants(p.pid)
+        kill_child(run_dir, "learner", 0)
+        from rtcore.metrics import read_metrics
+
+        at_kill = read_metrics(run_dir)["learner_updates"][-1]
+    finally:
+        code, s, err = finish(p, timeout=200)
+    assert code == 0, err
+    assert s["learner_restarts"] == 1, err[-3000:]
+    assert s["learner_updates"] > at_kill + 5, (s["learner_updates"], at_kill)  # the turns went on
+    assert s["param_version"] == 1 + s["learner_updates"]
+    assert_all_gone(children + descendants(p.pid))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_dead_env_ends_the_run_cleanly(tmp_path):
+    p = rtcore_run(tmp_path, "--seconds", "120", "--inference-delay", str(DELAY), "--tau-theta", str(TAU_THETA),
+                   "--learners", "1", "--learning-starts", "120", "--batch-size", "8")
+    run_dir = tmp_path / "run"
+    children: list[psutil.Process] = []
+    try:
+        wait_for_rows(run_dir, 2, p, timeout=150)
+        children = descendants(p.pid)
+        kill_child(run_dir, "env")
+        t0 = time.monotonic()
+    finally:
+        code, s, err = finish(p, timeout=100)
+    assert code == 1, err
+    assert time.monotonic() - t0 < 30
+    assert s["stopped_by"] == "env" and s["env_error"], s
+    assert (run_dir / "summary.json").exists() and (run_dir / "plots" / "return.png").exists()
+    assert_all_gone(children)
