@@ -57,9 +57,9 @@ def seconds(what: str, value: Any, *, positive: bool) -> float:
     return v
 
 
-def ns(seconds: float) -> int:
-    """Seconds to integer nanoseconds, rounded to nearest."""
-    return int(round(seconds * 1e9))
+def ns(s: float) -> int:
+    """``s`` seconds as integer nanoseconds, rounded to nearest."""
+    return int(round(s * 1e9))
 
 
 def timeout_ns(timeout: Any) -> int:
