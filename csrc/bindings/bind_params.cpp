@@ -84,7 +84,7 @@ class ParamsHandle {
 
   void close() {
     if (!seg_) return;
-    if (slot_ >= 0 && slot_pid_ == static_cast<int>(::getpid())) store_.release_slot(slot_);
+    if (owns_slot()) store_.release_slot(slot_);
     slot_ = -1;
     seg_.reset();
   }
@@ -153,7 +153,7 @@ class ParamsHandle {
     if (p.version == 0) {
       store_.unpin(slot_);
       if (!wait_until([&] { return store_.version() != 0; }, timeout_s))
-        throw Timeout("no parameters were published to '" + seg_->name() + "' within " + std::to_string(timeout_s) + " s");
+        throw Timeout("no parameters were published to '" + name_ + "' within " + std::to_string(timeout_s) + " s");
       p = store_.pin(slot_);
     }
     return {p.version, p.buffer};
@@ -187,12 +187,12 @@ class ParamsHandle {
   }
 
  private:
-  ParamsHandle(std::shared_ptr<shm::Segment> seg, ParamStore store) : seg_(std::move(seg)), store_(store) {}
+  ParamsHandle(std::shared_ptr<shm::Segment> seg, ParamStore store) : seg_(std::move(seg)), name_(seg_->name()), store_(store) {}
 
   bool owns_slot() const { return slot_ >= 0 && slot_pid_ == static_cast<int>(::getpid()); }
 
   void check_open() const {
-    if (!seg_) throw InvalidArgument("ParamStore is closed");
+    if (!seg_) throw InvalidArgument("ParamStore '" + name_ + "' is closed");
   }
   void check_buffer(int b) const {
     if (b < 0 || b >= static_cast<int>(store_.layout().buffers))
@@ -200,6 +200,7 @@ class ParamsHandle {
   }
 
   std::shared_ptr<shm::Segment> seg_;
+  std::string name_;
   ParamStore store_;
   int slot_ = -1;
   int slot_pid_ = 0;  // the process that acquired slot_
