@@ -1,6 +1,6 @@
 # Type stub for the private extension module rtcore._core (csrc/bindings/*.cpp).
 # Keep each section in step with its binding file, in the same commit.
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -197,7 +197,8 @@ class Timer:
 class StaggerSchedule:
     @staticmethod
     def create(
-        name: str, n_workers: int, tau_seed_ns: int, mode: int, window: int, heartbeat_timeout_ns: int, pushback: int
+        name: str, n_workers: int, tau_seed_ns: int, mode: int, window: int, heartbeat_timeout_ns: int, pushback: int,
+        tau_window: int = 0,
     ) -> StaggerSchedule: ...
     @staticmethod
     def attach(name: str) -> StaggerSchedule: ...
@@ -243,6 +244,9 @@ class StaggerSchedule:
     @property
     def pushback(self) -> int: ...
     @property
+    def tau_window(self) -> int: ...
+    MAX_TAU_WINDOW: ClassVar[int]
+    @property
     def heartbeat_timeout_ns(self) -> int: ...
     @property
     def tau_seed_ns(self) -> int: ...
@@ -287,7 +291,8 @@ class Turnstile:
 def n_star(tau_theta_max: float, tau_m: float) -> int: ...
 def simulate(
     tau_m_ns: int, tau_theta_ns: int, workers: int, mode: int, steps: int, seed: int, dist: int, dist_param: float,
-    samples_ns: list[int], tau_l_ns: int, window: int, tau_seed_ns: int, pushback: int,
+    samples_ns: list[int], tau_l_ns: int, window: int, tau_seed_ns: int, pushback: int, tau_window: int = 0,
+    outlier_at: int = -1, outlier_ns: int = 0,
 ) -> dict[str, Any]: ...
 
 

@@ -36,10 +36,11 @@ from rtcore import _core
 from rtcore._validate import in_range, index, ns, seconds, timeout_ns
 from rtcore._shm import SharedObject, default_name
 
-__all__ = ["StaggerSchedule", "Turnstile", "n_star", "MODES", "PUSHBACKS"]
+__all__ = ["StaggerSchedule", "Turnstile", "n_star", "MODES", "PUSHBACKS", "TAU_WINDOW_MAX"]
 
 MODES = ("max", "mean")
 PUSHBACKS = ("paper", "lattice")
+TAU_WINDOW_MAX = int(_core.StaggerSchedule.MAX_TAU_WINDOW)  # a report rescans the window: O(tau_window)
 DEFAULT_SPIN = 200e-6
 
 
@@ -68,7 +69,8 @@ class StaggerSchedule(SharedObject):
         n_workers: worker slots (ids ``0 .. n_workers - 1``); at most this many workers at once.
         tau_max: the seed of the running maximum inference time, in seconds (> 0). A good seed is a
             measured inference time: too small and the first reports push everyone back; too large and
-            the actions stay further apart than needed for good (a maximum never shrinks).
+            the actions stay further apart than needed for good (with ``tau_window=0`` a maximum never
+            shrinks).
         mode: ``"max"`` (Algorithm 1: spacing by the running maximum, regular actions, needs
             ``N* = ceil(tau_max / tau_M)`` workers) or ``"mean"`` (Algorithm 2: spacing by the mean of the
             last ``window`` inference times: fewer workers, more jitter).
@@ -84,6 +86,14 @@ class StaggerSchedule(SharedObject):
             ``delay[j] += dist(j, i) * (t - tau) / N`` (DESIGN.md), which leaves the spacing uneven after
             an overshoot (simulated, 7 workers, tau_theta ~ N(100 ms, 10 ms): action-interval CV 57 %
             with "paper", 1.8 % with "lattice"; compare with ``rtcore.simulate(..., pushback=...)``).
+        tau_window: forgetting window of the running maximum, in reports (all workers together).
+            ``0`` (default): the paper's all-time maximum, so one stall (a GC pause, a descheduled
+            worker) widens the spacing for the rest of the run. ``W`` in ``[1, 1024]``: ``tau_max`` is
+            the maximum of the last ``W`` reported inference times (the seed counts until the first
+            report); a new maximum still raises it at once, and when the window's maximum falls below
+            it by more than a quarter of an action interval, ``tau_max`` drops to the window's maximum
+            and (``mode="max"``) the live workers re-stagger on it. A stall is forgotten ``W`` reports
+            after it (about ``W * tau_max / N`` seconds while it is the maximum).
     """
 
     _KIND = "sched"
@@ -99,6 +109,7 @@ class StaggerSchedule(SharedObject):
         *,
         spin: float = DEFAULT_SPIN,
         pushback: str = "lattice",
+        tau_window: int = 0,
         _handle: Any = None,
     ) -> None:
         if _handle is None:
@@ -109,10 +120,11 @@ class StaggerSchedule(SharedObject):
             if mode not in MODES:
                 raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
             win = in_range("window", window, 1, 65536)
+            tw = in_range("tau_window", tau_window, 0, TAU_WINDOW_MAX)
             hb = seconds("heartbeat_timeout", heartbeat_timeout, positive=True)
             name = default_name(self._KIND) if name is None else _core.check_segment_name(name)
             _handle = _core.StaggerSchedule.create(
-                name, n, max(1, ns(tau)), MODES.index(mode), win, max(1, ns(hb)), PUSHBACKS.index(pushback)
+                name, n, max(1, ns(tau)), MODES.index(mode), win, max(1, ns(hb)), PUSHBACKS.index(pushback), tw
             )
             owner = True
         else:
@@ -189,7 +201,8 @@ class StaggerSchedule(SharedObject):
 
     @property
     def tau_max(self) -> float:
-        """The running maximum inference time (seconds), seeded by the ``tau_max`` argument."""
+        """The running maximum inference time (seconds), seeded by the ``tau_max`` argument (over the
+        last :attr:`tau_window` reports if that is > 0)."""
         return self._h.tau_max_ns * 1e-9
 
     @property
@@ -219,7 +232,8 @@ class StaggerSchedule(SharedObject):
 
     @property
     def restaggers(self) -> int:
-        """Membership changes so far (joins, leaves, drops); each re-staggers the live workers."""
+        """Re-staggers so far: membership changes (joins, leaves, drops), lattice push-backs, and
+        moves of tau (the mean in ``"mean"`` mode, a lowering by :attr:`tau_window` in ``"max"`` mode)."""
         return int(self._h.epoch)
 
     @property
@@ -256,6 +270,11 @@ class StaggerSchedule(SharedObject):
     def window(self) -> int:
         """Inference times the mean is taken over."""
         return self._h.window
+
+    @property
+    def tau_window(self) -> int:
+        """Reports the running maximum is taken over (0: all of them, the paper)."""
+        return self._h.tau_window
 
     @property
     def heartbeat_timeout(self) -> float:

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from rtcore import _core
-from rtcore._validate import at_least, ns, seconds
-from rtcore.sched import PUSHBACKS, n_star
+from rtcore._validate import at_least, in_range, ns, seconds
+from rtcore.sched import PUSHBACKS, TAU_WINDOW_MAX, n_star
 
 __all__ = ["simulate", "SimulationResult", "add_arguments", "main", "SIM_MODES"]
 
@@ -39,6 +39,8 @@ class SimulationResult:
 
     Attributes:
         inaction_fraction: env steps that applied the default action / steps.
+        late_inaction_fraction: the same over the second half of the steps (the steady state, after
+            warm-up and after an early ``outlier``).
         action_interval_mean, action_interval_std, action_interval_p99: seconds between consecutive
             published actions (the schedule's target is ``target_interval``).
         delay_mean, delay_p99: env steps between the frame an applied action was computed from and
@@ -48,7 +50,7 @@ class SimulationResult:
         tau_max_final, mean_tau_final: the schedule's running max and window mean at the end (0 for
             ``none`` / ``sequential``).
         target_interval: the schedule's target interval ``tau / N`` at the end (0 without a schedule).
-        steps, workers, mode, tau_m, tau_theta, tau_l, seed: the inputs.
+        steps, workers, mode, tau_m, tau_theta, tau_l, seed, tau_window, outlier: the inputs.
         posted, applied, inaction_steps, pushbacks, restaggers: counts.
         applied_gap_mean: env steps between consecutive applied actions (1.0: one every step).
         action_interval_cv: ``action_interval_std / action_interval_mean``.
@@ -80,6 +82,9 @@ class SimulationResult:
     applied_gap_mean: float
     pushbacks: int
     restaggers: int
+    late_inaction_fraction: float = 0.0
+    tau_window: int = 0
+    outlier: tuple[int, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (for JSON)."""
@@ -146,6 +151,8 @@ def simulate(
     window: int = 32,
     tau_max_seed: float | None = None,
     pushback: str = "lattice",
+    tau_window: int = 0,
+    outlier: tuple[int, float] | None = None,
 ) -> SimulationResult:
     """Simulate ``steps`` env steps of period ``tau_m`` with ``workers`` inference workers.
 
@@ -164,6 +171,11 @@ def simulate(
         window: the mean estimator's window (``"mean"``).
         tau_max_seed: the schedule's ``tau_max`` seed (default ``tau_theta``).
         pushback: ``"paper"`` | ``"lattice"`` (see :class:`rtcore.StaggerSchedule`).
+        tau_window: the schedule's ``tau_max`` forgetting window in reports (0: the paper's all-time
+            maximum; see :class:`rtcore.StaggerSchedule`).
+        outlier: ``(k, seconds)``: the k-th inference started (0-based, all workers together) takes
+            ``seconds`` instead of its draw (a deterministic stall: GC pause, descheduled worker); the
+            random stream is drawn as without it.
     """
     if pushback not in PUSHBACKS:
         raise ValueError(f"pushback must be one of {PUSHBACKS}, got {pushback!r}")
@@ -180,11 +192,19 @@ def simulate(
     k = at_least("steps", steps, 1)
     sd = at_least("seed", seed, 0)
     win = at_least("window", window, 1)
+    tw = in_range("tau_window", tau_window, 0, TAU_WINDOW_MAX)
+    out_at, out_ns, out = -1, 0, None
+    if outlier is not None:
+        if not isinstance(outlier, tuple) or len(outlier) != 2:
+            raise TypeError(f"outlier must be a (k, seconds) tuple, got {outlier!r}")
+        out_at = at_least("outlier index", outlier[0], 0)
+        out_s = seconds("outlier time", outlier[1], positive=True)
+        out_ns, out = max(1, ns(out_s)), (out_at, out_s)
     seed_tau = tt if tau_max_seed is None else seconds("tau_max_seed", tau_max_seed, positive=True)
     dist, param, samples, spec = _parse_dist(tau_theta_dist)
     d = _core.simulate(
         max(1, ns(tm)), max(1, ns(tt)), n, SIM_MODES.index(mode), k, sd, dist, param, samples, ns(tl), win,
-        max(1, ns(seed_tau)), PUSHBACKS.index(pushback),
+        max(1, ns(seed_tau)), PUSHBACKS.index(pushback), tw, out_at, out_ns,
     )
     ai = d["action_interval"]
     return SimulationResult(
@@ -214,6 +234,9 @@ def simulate(
         applied_gap_mean=d["applied_gap"]["mean"],
         pushbacks=d["pushbacks"],
         restaggers=d["restaggers"],
+        late_inaction_fraction=d["late_inaction_fraction"],
+        tau_window=tw,
+        outlier=out,
     )
 
 
@@ -233,6 +256,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--window", type=int, default=32, help="mean estimator window (mode mean; default: 32)")
     parser.add_argument("--pushback", choices=("paper", "lattice"), default="lattice", help="how a new maximum moves the others (default: lattice)")
+    parser.add_argument(
+        "--tau-window", type=int, default=0,
+        help=f"forget inference times older than this many reports in tau_max (0: all-time max, the paper; at most {TAU_WINDOW_MAX})",
+    )
+    parser.add_argument("--outlier", default=None, metavar="K:SECONDS", help="the K-th inference (0-based) takes SECONDS (a stall)")
     parser.add_argument("--json", action="store_true", help="print exactly one JSON object")
 
 
@@ -243,9 +271,19 @@ def main(args: argparse.Namespace) -> int:
         if workers is None:
             tau_theta = seconds("tau_theta", args.tau_theta, positive=True)
             workers = 1 if args.mode == "sequential" else n_star(tau_theta, seconds("tau_m", args.tau_m, positive=True))
+        outlier = None
+        if args.outlier is not None:
+            k_s, sep, sec_s = args.outlier.partition(":")
+            try:
+                outlier = (int(k_s), float(sec_s))
+            except ValueError:
+                raise ValueError(f"--outlier expects K:SECONDS (an int and a number), got {args.outlier!r}") from None
+            if not sep:
+                raise ValueError(f"--outlier expects K:SECONDS, got {args.outlier!r}")
         r = simulate(
             args.tau_m, args.tau_theta, workers, mode=args.mode, steps=args.steps, seed=args.seed,
             tau_theta_dist=args.tau_theta_dist, tau_l=args.tau_l, window=args.window, pushback=args.pushback,
+            tau_window=args.tau_window, outlier=outlier,
         )
     except (ValueError, TypeError, FileNotFoundError) as e:
         raise SystemExit(f"rtcore simulate: error: {e}") from None
@@ -256,7 +294,10 @@ def main(args: argparse.Namespace) -> int:
         f"{r.mode} staggering, {r.workers} worker(s), tau_theta {r.tau_theta * 1e3:.3f} ms ({r.tau_theta_dist}), "
         f"tau_M {r.tau_m * 1e3:.3f} ms, N* = {r.n_star}, {r.steps} steps, seed {r.seed}"
     )
-    print(f"  inaction        {r.inaction_fraction * 100:8.3f} %  ({r.inaction_steps} default actions)")
+    print(
+        f"  inaction        {r.inaction_fraction * 100:8.3f} %  ({r.inaction_steps} default actions), "
+        f"{r.late_inaction_fraction * 100:.3f} % in the second half"
+    )
     print(
         f"  action interval {r.action_interval_mean * 1e3:8.3f} ms mean, {r.action_interval_std * 1e3:.3f} std "
         f"(CV {r.action_interval_cv * 100:.2f} %), {r.action_interval_p99 * 1e3:.3f} p99"
@@ -266,6 +307,7 @@ def main(args: argparse.Namespace) -> int:
     if r.mode in ("max", "mean"):
         print(
             f"  schedule        tau_max {r.tau_max_final * 1e3:.3f} ms, mean {r.mean_tau_final * 1e3:.3f} ms, "
-            f"target interval {r.target_interval * 1e3:.3f} ms, {r.pushbacks} push-backs"
+            f"target interval {r.target_interval * 1e3:.3f} ms, {r.pushbacks} push-backs, "
+            f"tau_window {r.tau_window or 'all-time'}"
         )
     return 0

@@ -126,6 +126,9 @@ def test_worker_must_join_through_this_handle(sched):
         (dict(mode="median"), ValueError, "mode must be one of"),
         (dict(window=0), ValueError, "window must be in"),
         (dict(heartbeat_timeout=-1), ValueError, "heartbeat_timeout must be"),
+        (dict(tau_window=-1), ValueError, r"tau_window must be in \[0, 1024\], got -1"),
+        (dict(tau_window=1025), ValueError, r"tau_window must be in \[0, 1024\], got 1025"),
+        (dict(tau_window=1.0), TypeError, "tau_window must be an int"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, error, match):
@@ -254,3 +257,40 @@ def test_turnstile_bad_arguments():
             ts.wait_turn(5, timeout=0.1)
         with pytest.raises(ValueError, match="has not joined"):
             ts.pass_turn(1)
+
+
+def test_tau_window_forgets_a_stall_and_restaggers():
+    s = StaggerSchedule(4, 0.05, tau_window=4, heartbeat_timeout=5.0)
+    try:
+        assert s.tau_window == 4 and rtcore.sched.TAU_WINDOW_MAX == 1024
+        ws = [s.join() for _ in range(4)]
+        w = ws[0]
+        s._h.poll_turn(w)
+        s.report(w, 0.4)  # a stall: raised at once
+        assert s.tau_max == pytest.approx(0.4) and s.action_interval == pytest.approx(0.1)
+        before = s.restaggers
+        for k in range(3):  # the stall is still in the last 4
+            s._h.poll_turn(w)
+            s.report(w, 0.05)
+            assert s.tau_max == pytest.approx(0.4)
+        s._h.poll_turn(w)
+        s.report(w, 0.05)  # 4 normal reports: forgotten, re-staggered on 50 ms
+        assert s.tau_max == pytest.approx(0.05) and s.action_interval == pytest.approx(0.0125)
+        assert s.restaggers == before + 1
+        a = StaggerSchedule.attach(s.name)
+        assert a.tau_window == 4
+        a.close()
+    finally:
+        s.close()
+    paper = StaggerSchedule(2, 0.05)
+    try:
+        assert paper.tau_window == 0
+        w = paper.join()
+        paper._h.poll_turn(w)
+        paper.report(w, 0.4)
+        for _ in range(50):
+            paper._h.poll_turn(w)
+            paper.report(w, 0.05)
+        assert paper.tau_max == pytest.approx(0.4)  # the paper's all-time maximum
+    finally:
+        paper.close()

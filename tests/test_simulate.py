@@ -16,6 +16,7 @@ from rtcore.simulate import SimulationResult, simulate
 TAU_M = 1 / 59.7275
 TAU_M_NS = round(TAU_M * 1e9)
 REQUIRED_KEYS = {
+    "late_inaction_fraction",
     "inaction_fraction",
     "action_interval_mean",
     "action_interval_std",
@@ -194,3 +195,54 @@ def test_lattice_pushback_keeps_the_spacing_where_the_papers_rule_does_not():
     # The lattice's inaction is the structural one: interval tau_max / 7 against tau_M.
     assert lattice.inaction_fraction == pytest.approx(1 - TAU_M / (lattice.tau_max_final / 7), abs=0.02)
     assert paper.inaction_fraction > lattice.inaction_fraction
+
+
+def test_tau_window_forgets_a_stall_that_the_papers_maximum_keeps():
+    # 50 ms inference, a Game Boy's tau_M, N* = 3 plus one spare worker; the 9th inference stalls for
+    # 400 ms (~0.1 s in). The paper's all-time maximum keeps tau_max at 400 ms: interval 100 ms ~ 6
+    # ticks, 5 of 6 steps idle for good. A 64-report window forgets it after 64 reports (~6.4 s at the
+    # stalled spacing) and re-staggers at 12.5 ms < tau_M: no idle step in the second half.
+    kw = dict(steps=12000, outlier=(8, 0.4))
+    paper = simulate(TAU_M, 0.05, 4, tau_window=0, **kw)
+    windowed = simulate(TAU_M, 0.05, 4, tau_window=64, **kw)
+    assert paper.tau_max_final == pytest.approx(0.4) and windowed.tau_max_final == pytest.approx(0.05)
+    assert paper.late_inaction_fraction == pytest.approx(1 - TAU_M / 0.1, abs=0.01)  # ~0.833
+    assert paper.inaction_fraction > 0.8
+    assert windowed.late_inaction_fraction == 0.0
+    # Only the ~6.4 s (~380 steps) before the stall leaves the window idle at the paper's rate.
+    assert windowed.inaction_fraction < 0.04
+    assert windowed.target_interval == pytest.approx(0.0125) and windowed.tau_window == 64
+    # Without the stall the window changes nothing.
+    assert simulate(TAU_M, 0.05, 4, steps=3000, tau_window=64).to_dict() | {"tau_window": 0} == simulate(
+        TAU_M, 0.05, 4, steps=3000
+    ).to_dict()
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(tau_window=-1), ValueError, r"tau_window must be in \[0, 1024\], got -1"),
+        (dict(tau_window=1025), ValueError, r"tau_window must be in \[0, 1024\], got 1025"),
+        (dict(tau_window=2.5), TypeError, "tau_window must be an int"),
+        (dict(outlier=(1, 0)), ValueError, "outlier time must be"),
+        (dict(outlier=(-1, 0.1)), ValueError, "outlier index must be >= 0"),
+        (dict(outlier=0.4), TypeError, r"outlier must be a \(k, seconds\) tuple"),
+    ],
+)
+def test_bad_tau_window_and_outlier_are_named(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        simulate(TAU_M, 0.05, 4, steps=100, **kwargs)
+
+
+def test_cli_tau_window_and_outlier(tmp_path):
+    base = [sys.executable, "-m", "rtcore", "simulate", "--tau-theta", "0.05", "--workers", "4", "--steps", "12000",
+            "--outlier", "8:0.4", "--json"]
+    runs = {}
+    for w in ("0", "64"):
+        out = subprocess.run(base + ["--tau-window", w], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True)
+        runs[w] = json.loads(out.stdout.strip().splitlines()[-1])
+    assert runs["0"]["tau_window"] == 0 and runs["64"]["tau_window"] == 64 and runs["64"]["outlier"] == [8, 0.4]
+    assert runs["0"]["late_inaction_fraction"] > 0.8 and runs["64"]["late_inaction_fraction"] == 0.0
+    for bad, msg in (("--tau-window=-3", "tau_window must be in"), ("--outlier=x", "--outlier expects K:SECONDS")):
+        r = subprocess.run(base[:-1] + [bad], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and msg in r.stderr

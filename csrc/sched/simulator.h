@@ -51,6 +51,9 @@ struct SimConfig {
   std::uint64_t seed = 0;
   int window = 32;
   StaggerPushback pushback = StaggerPushback::kLattice;
+  int tau_window = 0;                     // schedule's tau_max forgetting window (0: all-time maximum, the paper)
+  std::int64_t outlier_at = -1;           // >= 0: the outlier_at-th inference started (0-based, all workers) takes
+  std::int64_t outlier_ns = 0;            //   outlier_ns instead of its draw (a deterministic stall)
 };
 
 struct SimStats {
@@ -60,6 +63,7 @@ struct SimStats {
 struct SimResult {
   std::int64_t steps = 0, inaction_steps = 0, posted = 0, applied = 0, wasted = 0;
   double inaction_fraction = 0;
+  double late_inaction_fraction = 0;  // over the second half of the steps (the steady state after transients)
   SimStats action_interval;  // seconds between consecutive posts
   SimStats delay;            // steps between the frame used and the tick applied
   SimStats applied_gap;      // ticks between consecutive applied actions
@@ -137,6 +141,10 @@ inline void validate(const SimConfig& c) {
   if (c.dist == SimDist::kSamples && c.samples_ns.empty()) throw InvalidArgument("samples distribution needs at least one sample");
   for (auto s : c.samples_ns)
     if (s <= 0) throw InvalidArgument("inference time samples must be > 0 seconds");
+  if (c.tau_window < 0 || c.tau_window > static_cast<int>(StaggerSchedule::kMaxTauWindow))
+    throw InvalidArgument("tau_window must be in [0, " + std::to_string(StaggerSchedule::kMaxTauWindow) + "] (0: all-time maximum), got " +
+                          std::to_string(c.tau_window));
+  if (c.outlier_at >= 0 && c.outlier_ns <= 0) throw InvalidArgument("an outlier's inference time must be > 0 seconds");
   if (c.dist_param < 0 || !std::isfinite(c.dist_param)) throw InvalidArgument("distribution parameter must be finite and >= 0");
 }
 
@@ -146,7 +154,8 @@ inline SimResult simulate(const SimConfig& c) {
   const int n = c.workers;
   StaggerParams sp{static_cast<std::uint32_t>(n), c.mode == SimMode::kMean ? 1u : 0u, static_cast<std::uint32_t>(c.window),
                    static_cast<std::uint32_t>(c.pushback),
-                   c.tau_seed_ns > 0 ? c.tau_seed_ns : c.tau_theta_ns, std::numeric_limits<std::int64_t>::max() / 4};
+                   c.tau_seed_ns > 0 ? c.tau_seed_ns : c.tau_theta_ns, std::numeric_limits<std::int64_t>::max() / 4,
+                   static_cast<std::uint32_t>(c.tau_window), 0};
   std::unique_ptr<void, void (*)(void*)> mem(nullptr, std::free);
   std::unique_ptr<StaggerSchedule> sched;
   if (staggered) {
@@ -169,6 +178,7 @@ inline SimResult simulate(const SimConfig& c) {
   std::uint64_t seq = 0;
   std::vector<int> phase(n, 0);
   std::vector<std::int64_t> dur(n, 0), obs(n, -1);
+  std::int64_t started = 0;  // inferences started (the outlier's index)
   if (staggered)
     for (int i = 0; i < n; ++i) sched->join(0, i);
   for (int i = 0; i < n; ++i) q.push({0, seq++, i});
@@ -178,7 +188,7 @@ inline SimResult simulate(const SimConfig& c) {
   std::int64_t last_frame = -1;  // newest published frame (step)
   bool pending = false;
   std::int64_t pending_obs = -1;
-  std::int64_t last_post_t = -1, last_applied = -1;
+  std::int64_t last_post_t = -1, last_applied = -1, late_inaction = 0;
   std::vector<double> intervals, delays, gaps;
   intervals.reserve(static_cast<std::size_t>(c.steps));
   delays.reserve(static_cast<std::size_t>(c.steps));
@@ -186,7 +196,8 @@ inline SimResult simulate(const SimConfig& c) {
   auto start_inference = [&](int w, std::int64_t now) {
     phase[w] = 1;
     obs[w] = last_frame;
-    dur[w] = sample();
+    dur[w] = sample();  // drawn even for the outlier, so the outlier does not shift the random stream
+    if (started++ == c.outlier_at) dur[w] = c.outlier_ns;
     q.push({now + dur[w], seq++, w});
   };
   auto post = [&](int w, std::int64_t now) {
@@ -251,10 +262,12 @@ inline SimResult simulate(const SimConfig& c) {
       pending = false;
     } else {
       ++r.inaction_steps;
+      if (k >= c.steps / 2) ++late_inaction;
     }
     last_frame = k;
   }
   r.inaction_fraction = static_cast<double>(r.inaction_steps) / static_cast<double>(c.steps);
+  r.late_inaction_fraction = static_cast<double>(late_inaction) / static_cast<double>(c.steps - c.steps / 2);
   r.action_interval = detail::stats_of(intervals);
   r.delay = detail::stats_of(delays);
   r.applied_gap = detail::stats_of(gaps);

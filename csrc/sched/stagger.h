@@ -22,6 +22,23 @@
 // re-staggers on the new mean, so the spacing follows the model as it warms up or slows down. tau_max
 // stays the running maximum in both modes (reported, and the heartbeat grace below).
 //
+// Forgetting window (tau_window = W > 0; 0, the default, is the paper's all-time running maximum).
+// With the paper's rule one stall (a GC pause, a descheduled worker) raises tau_max for good, and the
+// action interval tau_max / N stays above tau_M for the rest of the run. With W > 0, tau_max is the
+// maximum of the last W reported inference times (all workers together; the seed counts only until
+// the first report): a new maximum still raises it at once, exactly as above, and when the window's
+// maximum falls below tau_max by more than a quarter of an action interval (tau_max / (4 N_live)), the
+// reporter that sees it lowers tau_max to the window's maximum and, in max mode, re-staggers everyone
+// on the new tau, the mechanism mean mode uses when the mean moves. Smaller falls are ignored
+// (hysteresis: tau_max over-estimates the window's maximum by at most a quarter of an interval), so a
+// model whose times jitter does not re-stagger at every report. The window is a ring of W int64 words
+// written at the same fetch_add index as the mean ring; each report rescans it (O(W), W <= 1024).
+// Samples are stored before tau_max moves and tau_max is read with acquire, so a lowering never drops
+// below a sample whose raise it saw. Under racing reports the window is approximate: a sample below
+// tau_max reported while another reporter lowers it can be missed by that lowering, and tau_max then
+// undershoots the window's maximum until a report raises it or that sample leaves the window. The
+// virtual-clock simulator and the wall-clock waits run this same code.
+//
 // Membership. Workers claim slots (join) and release them (leave). A worker silent for longer than
 // max(heartbeat_timeout, 2 * tau_max) is dropped by whoever notices first (any call, any process). Each
 // change bumps `epoch` and sets `base` to the time of the change; at its next turn every live worker
@@ -39,8 +56,10 @@
 //
 // Shared state and progress. No locks: slot claims are CAS on a (generation, alive) word, tau_max is a
 // CAS max, push-backs are fetch_add on each victim's pending delay, the mean estimator is a ring of
-// relaxed words indexed by fetch_add. Every operation is lock-free (a CAS loop retries only when
-// another process changed the word in between) and finishes in O(n_workers + window) steps; a process
+// relaxed words indexed by fetch_add, and so is the tau window, whose lowering of tau_max is one CAS
+// that is not retried (a reporter that loses it leaves the lowering to the next report). Every
+// operation is lock-free (a CAS loop retries only when another process changed the word in between)
+// and finishes in O(n_workers + window + tau_window) steps; a process
 // killed at any instruction leaves every word consistent (it can at worst leave its own slot claimed,
 // which the heartbeat drop releases). The waits sleep towards a deadline and always take a timeout and
 // a stop flag; none waits on another process doing something.
@@ -80,16 +99,20 @@ struct StaggerParams {
   std::uint32_t pushback;   // StaggerPushback: how a new maximum moves the others
   std::int64_t tau_seed_ns;           // the user's seed for tau_max
   std::int64_t heartbeat_timeout_ns;  // silence after which a worker is dropped (see the grace above)
+  std::uint32_t tau_window;           // 0: tau_max is the all-time maximum (paper); W: max of the last W reports
+  std::uint32_t reserved;             // zero
 };
+static_assert(sizeof(StaggerParams) == 40, "segment header params: no hidden padding");
 static_assert(std::is_trivially_copyable_v<StaggerParams>);
 
 enum class WaitResult { kReady, kTimeout, kStopped };
 
 class StaggerSchedule {
  public:
-  static constexpr std::uint32_t kLayoutVersion = 1;
+  static constexpr std::uint32_t kLayoutVersion = 2;  // 2: tau_window (params field, ring after the mean ring)
   static constexpr std::uint32_t kMaxWorkers = 4096;
   static constexpr std::uint32_t kMaxWindow = 65536;
+  static constexpr std::uint32_t kMaxTauWindow = 1024;  // each report rescans the window: keep it O(1 us)
   static constexpr std::int64_t kPollNs = 50000000;  // waits re-check (heartbeat, stop, delays) every 50 ms
 
   struct alignas(kCacheLine) Shared {
@@ -127,11 +150,14 @@ class StaggerSchedule {
     if (p.pushback > 1) throw InvalidArgument("pushback must be 0 (paper) or 1 (lattice), got " + std::to_string(p.pushback));
     if (p.window < 1 || p.window > kMaxWindow)
       throw InvalidArgument("window must be in [1, " + std::to_string(kMaxWindow) + "], got " + std::to_string(p.window));
+    if (p.tau_window > kMaxTauWindow)
+      throw InvalidArgument("tau_window must be in [0, " + std::to_string(kMaxTauWindow) + "] (0: all-time maximum), got " +
+                            std::to_string(p.tau_window));
     if (p.tau_seed_ns <= 0) throw InvalidArgument("tau_max must be > 0 seconds");
     if (p.heartbeat_timeout_ns <= 0) throw InvalidArgument("heartbeat_timeout must be > 0 seconds");
   }
   static std::size_t bytes_needed(const StaggerParams& p) {
-    return sizeof(Shared) + sizeof(Slot) * p.n_workers + sizeof(std::atomic<std::int64_t>) * p.window;
+    return sizeof(Shared) + sizeof(Slot) * p.n_workers + sizeof(std::atomic<std::int64_t>) * (std::size_t{p.window} + p.tau_window);
   }
 
   // A view over `size` bytes at `base` (64-byte aligned). `init`: the memory is fresh (zeroed or not)
@@ -144,18 +170,21 @@ class StaggerSchedule {
     sh_ = reinterpret_cast<Shared*>(b);
     slots_ = reinterpret_cast<Slot*>(b + sizeof(Shared));
     ring_ = reinterpret_cast<std::atomic<std::int64_t>*>(b + sizeof(Shared) + sizeof(Slot) * p.n_workers);
+    tau_ring_ = ring_ + p.window;
     if (init) {
       new (sh_) Shared{};
       sh_->tau_max_ns.store(p.tau_seed_ns, std::memory_order_relaxed);      // relaxed: published by the segment's ready flag
       sh_->lattice_tau_ns.store(p.tau_seed_ns, std::memory_order_relaxed);  // relaxed: as above
       for (std::uint32_t i = 0; i < p.n_workers; ++i) new (&slots_[i]) Slot{};
       for (std::uint32_t i = 0; i < p.window; ++i) new (&ring_[i]) std::atomic<std::int64_t>(0);
+      for (std::uint32_t i = 0; i < p.tau_window; ++i) new (&tau_ring_[i]) std::atomic<std::int64_t>(0);
     }
   }
 
   const StaggerParams& params() const noexcept { return p_; }
   int n_workers() const noexcept { return static_cast<int>(p_.n_workers); }
   StaggerMode mode() const noexcept { return static_cast<StaggerMode>(p_.mode); }
+  int tau_window() const noexcept { return static_cast<int>(p_.tau_window); }
 
   // ---- membership ------------------------------------------------------------------------------
 
@@ -266,18 +295,34 @@ class StaggerSchedule {
     Slot& s = slots_[w];
     s.heartbeat_ns.store(now, std::memory_order_relaxed);  // relaxed: staleness only
     s.last_ns.store(duration_ns, std::memory_order_relaxed);  // relaxed: a statistic
-    // Running maximum (both modes).
-    std::int64_t old_max = sh_->tau_max_ns.load(std::memory_order_relaxed);  // relaxed: a value, no data behind it
-    while (duration_ns > old_max &&
-           !sh_->tau_max_ns.compare_exchange_weak(old_max, duration_ns, std::memory_order_relaxed)) {  // relaxed: as above
-    }
-    // The mean estimator (both modes; it spaces the workers in mean mode).
+    // The mean estimator (both modes; it spaces the workers in mean mode) and the tau window.
     const std::uint64_t idx = sh_->samples.fetch_add(1, std::memory_order_relaxed);  // relaxed: a ring index
     ring_[idx % p_.window].store(duration_ns, std::memory_order_relaxed);           // relaxed: a sample, read approximately
+    if (p_.tau_window) tau_ring_[idx % p_.tau_window].store(duration_ns, std::memory_order_relaxed);  // relaxed: published by the CAS below
+    // Running maximum (both modes). The window's samples are written before tau_max moves, and tau_max
+    // is read with acquire, so a reporter that sees a maximum also sees the sample that set it and
+    // cannot lower tau_max past it.
+    std::int64_t old_max = sh_->tau_max_ns.load(std::memory_order_acquire);  // acquire: the window samples behind this value
+    while (duration_ns > old_max &&
+           !sh_->tau_max_ns.compare_exchange_weak(old_max, duration_ns, std::memory_order_acq_rel,  // acq_rel: publishes the sample
+                                                  std::memory_order_acquire)) {                     // acquire: as the load
+    }
+    bool lowered = false;
+    if (p_.tau_window && duration_ns <= old_max) {
+      const std::int64_t wmax = window_max_ns();
+      const std::int64_t n = std::max(live_count(), 1);
+      if ((old_max - wmax) * 4 * n > old_max &&
+          sh_->tau_max_ns.compare_exchange_strong(old_max, wmax, std::memory_order_acq_rel,  // acq_rel: as the raise
+                                                  std::memory_order_relaxed)) {               // relaxed: lost, not retried
+        lowered = true;
+        old_max = wmax;  // this worker's tau from now on
+        if (mode() == StaggerMode::kMax) restagger(now);
+      }
+    }
     std::int64_t tau, over;
     if (mode() == StaggerMode::kMax) {
-      tau = old_max;  // the tau this worker was scheduled with
-      over = duration_ns > old_max ? duration_ns - old_max : 0;  // only the CAS winner's own overshoot
+      tau = old_max;  // the tau this worker was scheduled with (the lowered one if it just lowered it)
+      over = duration_ns > old_max && !lowered ? duration_ns - old_max : 0;  // only the CAS winner's own overshoot
     } else {
       tau = mean_tau_ns();
       over = duration_ns > tau ? duration_ns - tau : 0;
@@ -332,6 +377,17 @@ class StaggerSchedule {
     std::int64_t sum = 0;
     for (std::uint64_t i = 0; i < n; ++i) sum += ring_[i].load(std::memory_order_relaxed);  // relaxed: as above
     return sum / static_cast<std::int64_t>(n);
+  }
+  // Maximum of the last min(samples, tau_window) reported times; tau_max_ns() if tau_window is 0 or
+  // nothing was reported yet.
+  std::int64_t window_max_ns() const {
+    const std::uint64_t reported = sh_->samples.load(std::memory_order_relaxed);  // relaxed: approximate by design
+    const std::uint64_t n = std::min<std::uint64_t>(reported, p_.tau_window);
+    if (n == 0) return tau_max_ns();
+    std::int64_t m = 0;
+    for (std::uint64_t i = 0; i < n; ++i)
+      m = std::max(m, tau_ring_[i].load(std::memory_order_relaxed));  // relaxed: ordered by report's acquire
+    return m;
   }
   // The spacing tau of the mode: tau_max (max) or the mean (mean).
   std::int64_t tau_ns() const { return mode() == StaggerMode::kMax ? tau_max_ns() : mean_tau_ns(); }
@@ -457,6 +513,7 @@ class StaggerSchedule {
   Shared* sh_ = nullptr;
   Slot* slots_ = nullptr;
   std::atomic<std::int64_t>* ring_ = nullptr;
+  std::atomic<std::int64_t>* tau_ring_ = nullptr;  // tau_window samples (none if tau_window is 0)
   std::vector<std::uint64_t> gens_;  // this handle's claim generation per slot (0: not claimed here)
 };
 

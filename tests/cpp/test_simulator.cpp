@@ -109,4 +109,30 @@ TEST(hundred_thousand_steps_in_well_under_a_second) {
   CHECK(r.posted > 50000);
 }
 
+TEST(tau_window_recovers_from_a_stall_on_the_virtual_clock) {
+  // 50 ms inference, N* = 3 plus a spare, the 9th inference a 400 ms stall. W = 0 (paper): tau_max
+  // stays 400 ms, one action per 100 ms, ~5 of 6 steps idle for good. W = 64: forgotten, no idle step
+  // in the second half, the target back to 12.5 ms.
+  SimConfig c = config(SimMode::kMax, 4);
+  c.tau_theta_ns = 50000000;
+  c.steps = 12000;
+  c.outlier_at = 8;
+  c.outlier_ns = 400000000;
+  const SimResult paper = simulate(c);
+  CHECK(std::abs(paper.tau_max_final - 0.4) < 1e-9);
+  CHECK(std::abs(paper.late_inaction_fraction - (1 - 0.016742706 / 0.1)) < 0.01);
+  c.tau_window = 64;
+  const SimResult win = simulate(c);
+  CHECK(std::abs(win.tau_max_final - 0.05) < 1e-9);
+  CHECK(std::abs(win.target_interval - 0.0125) < 1e-9);
+  CHECK_EQ(win.late_inaction_fraction, 0.0);
+  CHECK(win.inaction_fraction < 0.04);
+  CHECK(same(win, simulate(c)));  // deterministic
+  c.tau_window = 1025;
+  CHECK_THROWS(simulate(c), InvalidArgument);
+  c.tau_window = 64;
+  c.outlier_ns = 0;
+  CHECK_THROWS(simulate(c), InvalidArgument);
+}
+
 int main() { return rtcore_test::run_all(); }

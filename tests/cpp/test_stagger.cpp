@@ -22,9 +22,9 @@ using rtcore_test::HeapMem;
 constexpr unsigned char kGarbage = 0x5a;  // the memory before init: init must write what it reads
 
 StaggerParams params(int n, std::int64_t tau, StaggerMode mode = StaggerMode::kMax, int window = 32,
-                     std::int64_t hb = 1000 * kMs) {
+                     std::int64_t hb = 1000 * kMs, int tau_window = 0) {
   return StaggerParams{static_cast<std::uint32_t>(n), static_cast<std::uint32_t>(mode), static_cast<std::uint32_t>(window), 0,
-                       tau, hb};
+                       tau, hb, static_cast<std::uint32_t>(tau_window), 0};
 }
 
 // Drives workers through the paper's loop on a virtual clock (wait turn -> infer -> report -> wait
@@ -304,6 +304,92 @@ TEST(mean_mode_spaces_by_the_window_mean) {
   for (auto x : iv) CHECK(x >= 20 * kMs - 1 && x <= 20 * kMs + 1);
 }
 
+TEST(tau_window_validation_and_layout) {
+  auto p = params(4, 100 * kMs, StaggerMode::kMax, 32, 1000 * kMs, static_cast<int>(StaggerSchedule::kMaxTauWindow) + 1);
+  CHECK_THROWS(StaggerSchedule::validate(p), InvalidArgument);
+  p.tau_window = StaggerSchedule::kMaxTauWindow;
+  StaggerSchedule::validate(p);
+  CHECK_EQ(StaggerSchedule::bytes_needed(p), StaggerSchedule::bytes_needed(params(4, 100 * kMs)) + 8 * StaggerSchedule::kMaxTauWindow);
+}
+
+TEST(tau_window_forgets_an_outlier_and_respaces_at_tau_over_n) {
+  // 4 workers, every inference 50 ms except one 400 ms stall (the 20th). W = 16: the stall raises
+  // tau_max at once; 16 reports later it has left the window, tau_max comes back to 50 ms and the
+  // workers are re-staggered 12.5 ms apart (on the lattice of the lowering).
+  constexpr int kW = 16;
+  auto p = params(4, 50 * kMs, StaggerMode::kMax, 32, 1000 * kMs, kW);
+  p.pushback = static_cast<std::uint32_t>(StaggerPushback::kLattice);
+  HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
+  StaggerSchedule s(m.p, m.size, p, true);
+  CHECK_EQ(s.tau_window(), kW);
+  std::vector<int> ws;
+  for (int i = 0; i < 4; ++i) ws.push_back(s.join(0));
+  Driver d(s, ws);
+  int k = 0;
+  std::vector<std::int64_t> tau_after;  // tau_max after each report (sampled at the next inference start)
+  d.run_until(4000 * kMs, [&](int) {
+    tau_after.push_back(s.tau_max_ns());
+    return ++k == 20 ? 400 * kMs : 50 * kMs;
+  });
+  CHECK(k > 100);
+  // Raised by the stall (the paper's rule up to here).
+  CHECK_EQ(*std::max_element(tau_after.begin(), tau_after.end()), 400 * kMs);
+  CHECK(s.pushbacks() >= 1);
+  // Back to the normal level; the stall was the only report above it.
+  CHECK_EQ(s.tau_max_ns(), 50 * kMs);
+  CHECK_EQ(s.window_max_ns(), 50 * kMs);
+  // Lowered by the window: once, no later than W + N inferences after the stall's report (reports lag
+  // starts by at most one per worker), and never raised again.
+  const auto first = [&](std::size_t from, std::int64_t v) {
+    return static_cast<std::size_t>(std::find(tau_after.begin() + static_cast<std::ptrdiff_t>(from), tau_after.end(), v) -
+                                    tau_after.begin());
+  };
+  const std::size_t raised = first(0, 400 * kMs), lowered = first(raised, 50 * kMs);
+  CHECK(raised > 20 && lowered > raised && lowered <= raised + kW + 4);
+  const std::size_t lowered_at = lowered;
+  for (std::size_t i = lowered_at; i < tau_after.size(); ++i) CHECK_EQ(tau_after[i], 50 * kMs);
+  // While tau_max is 400 ms the reports come N per 400 ms, so the stall (reported near 0.65 s) leaves
+  // the window after 16 * 400 / 4 ms = 1.6 s; the lowering re-staggers at once: 12.5 ms from 2.6 s on.
+  auto iv = d.intervals(2600 * kMs);
+  CHECK(iv.size() > 100);
+  for (auto x : iv) CHECK(x >= 12500000 - 1 && x <= 12500000 + 1);
+}
+
+TEST(tau_window_zero_keeps_the_all_time_maximum) {
+  // The same run with W = 0 (the paper): tau_max stays at the stall, spacing 100 ms.
+  auto p = params(4, 50 * kMs);
+  p.pushback = static_cast<std::uint32_t>(StaggerPushback::kLattice);
+  HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
+  StaggerSchedule s(m.p, m.size, p, true);
+  CHECK_EQ(s.tau_window(), 0);
+  std::vector<int> ws;
+  for (int i = 0; i < 4; ++i) ws.push_back(s.join(0));
+  Driver d(s, ws);
+  int k = 0;
+  d.run_until(6000 * kMs, [&](int) { return ++k == 20 ? 400 * kMs : 50 * kMs; });
+  CHECK_EQ(s.tau_max_ns(), 400 * kMs);
+  auto iv = d.intervals(3000 * kMs);
+  CHECK(iv.size() > 20);
+  for (auto x : iv) CHECK(x >= 100 * kMs - 1 && x <= 100 * kMs + 1);
+}
+
+TEST(tau_window_ignores_small_falls) {
+  // Times alternate 50 / 49 ms in runs of 40: the window max falls by 1 ms < tau / (4 N) = 3.1 ms, so
+  // tau_max stays at 50 ms and nothing re-staggers after the joins.
+  auto p = params(4, 50 * kMs, StaggerMode::kMax, 32, 1000 * kMs, 8);
+  HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
+  StaggerSchedule s(m.p, m.size, p, true);
+  std::vector<int> ws;
+  for (int i = 0; i < 4; ++i) ws.push_back(s.join(0));
+  const std::uint64_t epoch0 = s.epoch();
+  Driver d(s, ws);
+  int k = 0;
+  d.run_until(3000 * kMs, [&](int) { return (k++ / 40) % 2 ? 49 * kMs : 50 * kMs; });
+  CHECK(k > 150);
+  CHECK_EQ(s.tau_max_ns(), 50 * kMs);
+  CHECK_EQ(s.epoch(), epoch0);
+}
+
 TEST(n_star_is_a_robust_ceiling) {
   CHECK_EQ(n_star(0.1, 1 / 59.7275), 6);
   CHECK_EQ(n_star(0.1, 0.02), 5);
@@ -340,6 +426,38 @@ TEST(concurrent_workers_on_shared_memory) {
   CHECK_EQ(owner.live_count(), 0);
   CHECK_EQ(owner.tau_max_ns(), 5 * kMs);  // nobody exceeded the seed (max report 8000 + 4900 ns)
   CHECK_EQ(owner.samples(), 8u * 20u * 50u);
+}
+
+TEST(concurrent_reports_with_a_tau_window) {
+  // Racing reports raise and lower tau_max through the window (TSan/ASan in CI); at the end, after
+  // one quiet thread reports W small times alone, tau_max is the window's maximum again.
+  constexpr int kW = 64;
+  auto p = params(16, 5 * kMs, StaggerMode::kMax, 32, 1000000 * kMs, kW);
+  HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
+  StaggerSchedule owner(m.p, m.size, p, true);
+  std::atomic<std::int64_t> vclock{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 8; ++t)
+    ts.emplace_back([&, t] {
+      StaggerSchedule s(m.p, m.size, p, false);
+      const int w = s.join(vclock.fetch_add(1, std::memory_order_relaxed));
+      for (int k = 0; k < 400; ++k) {
+        const std::int64_t now = vclock.fetch_add(1000, std::memory_order_relaxed);
+        s.poll_turn(w, now);
+        s.report(w, (k % 50 == t) ? 9 * kMs : (t + 1) * 1000, now + 10);
+      }
+      s.leave(w, vclock.load(std::memory_order_relaxed));
+    });
+  for (auto& t : ts) t.join();
+  CHECK_EQ(owner.samples(), 8u * 400u);
+  const int w = owner.join(vclock.load(std::memory_order_relaxed));
+  for (int k = 0; k < kW; ++k) {
+    const std::int64_t now = vclock.fetch_add(1000, std::memory_order_relaxed);
+    owner.poll_turn(w, now);
+    owner.report(w, 2000, now + 10);
+  }
+  CHECK_EQ(owner.window_max_ns(), 2000);
+  CHECK_EQ(owner.tau_max_ns(), 2000);
 }
 
 int main() { return rtcore_test::run_all(); }
