@@ -28,17 +28,20 @@ TAU_THETA = 0.05  # ~3 env steps: N* = 3
 BOUND = 0.12
 
 
-def _stagger_worker(sched, obs, act, stats, worker: int, tau_theta: float) -> None:
-    """The worker loop of rtcore.sched's docstring with an artificial inference (a precise sleep)."""
+def _stagger_worker(sched, obs, act, stats, worker: int, tau_theta: float, stall: tuple[int, float] | None = None) -> None:
+    """The worker loop of rtcore.sched's docstring with an artificial inference (a precise sleep);
+    ``stall=(k, seconds)``: this worker's k-th inference takes ``seconds`` instead."""
     buf = np.empty(obs.stack_shape, obs.dtype)
     st = stats.array
     w = sched.join(worker)
+    k = 0
     while True:
         if not sched.wait_turn(w, timeout=5.0):
             break
         _, step = obs.read(out=buf)
         t0 = monotonic()
-        sleep_until(t0 + tau_theta)
+        sleep_until(t0 + (stall[1] if stall is not None and k == stall[0] else tau_theta))
+        k += 1
         dt = monotonic() - t0
         sched.report(w, dt)
         if not sched.wait_publish(w, timeout=5.0):
@@ -51,8 +54,11 @@ def _stagger_worker(sched, obs, act, stats, worker: int, tau_theta: float) -> No
 class Rig:
     """An env on a Timer (in this process) and N spawned staggered workers."""
 
-    def __init__(self, n_workers: int, tau_theta: float = TAU_THETA, heartbeat_timeout: float = 1.0) -> None:
-        self.sched = rtcore.StaggerSchedule(n_workers, tau_theta, heartbeat_timeout=heartbeat_timeout)
+    def __init__(
+        self, n_workers: int, tau_theta: float = TAU_THETA, heartbeat_timeout: float = 1.0, tau_window: int = 0,
+        stall: tuple[int, float] | None = None,
+    ) -> None:
+        self.sched = rtcore.StaggerSchedule(n_workers, tau_theta, heartbeat_timeout=heartbeat_timeout, tau_window=tau_window)
         self.obs = rtcore.ObsBoard((8,), "uint8")
         self.act = rtcore.ActionBoard(max_workers=n_workers)
         self.stats = SharedArray((n_workers,), "int64")
@@ -61,7 +67,10 @@ class Rig:
         self.obs.publish(self.frame, self.step)
         ctx = mp.get_context("spawn")
         self.procs = [
-            ctx.Process(target=_stagger_worker, args=(self.sched, self.obs, self.act, self.stats, w, tau_theta), daemon=True)
+            ctx.Process(
+                target=_stagger_worker, args=(self.sched, self.obs, self.act, self.stats, w, tau_theta, stall if w == 0 else None),
+                daemon=True,
+            )
             for w in range(n_workers)
         ]
         self.timer: rtcore.Timer | None = None
@@ -121,6 +130,27 @@ def test_wallclock_inaction_matches_the_simulator(n_workers):
         rig.close()
     assert abs(measured - predicted) <= BOUND, f"inaction {measured:.3f}, simulator {predicted:.3f} (N={n_workers})"
     assert (posts > 0).all(), f"a worker never posted: {posts}"
+
+
+@pytest.mark.timeout(120)
+def test_wallclock_tau_window_forgets_a_stall():
+    # 4 workers (N* = 3 plus a spare), 50 ms inference; worker 0's 6th inference stalls 400 ms. With a
+    # 16-report window tau_max goes up to the stall, then back under 100 ms once 16 normal reports
+    # (~1.6 s at the stalled spacing) have pushed it out; the inaction then matches the simulator's
+    # steady state at the settled tau_max (+- BOUND), ~0 instead of the ~0.83 of the paper's maximum.
+    rig = Rig(4, tau_window=16, stall=(5, 0.4))
+    try:
+        rig.start()
+        rig.ticks(600, until=lambda: rig.sched.tau_max >= 0.35)
+        assert rig.sched.tau_max >= 0.35, f"the stall did not raise tau_max ({rig.sched.tau_max:.3f} s)"
+        rig.ticks(600, until=lambda: rig.sched.tau_max < 2 * TAU_THETA)
+        assert rig.sched.tau_max < 2 * TAU_THETA, f"tau_max did not forget the stall ({rig.sched.tau_max:.3f} s)"
+        rig.ticks(40)  # the re-stagger taken up
+        measured = rig.ticks(180) / 180
+        predicted = _predicted_inaction(rig.sched, 4)
+    finally:
+        rig.close()
+    assert abs(measured - predicted) <= BOUND, f"inaction {measured:.3f}, simulator {predicted:.3f}"
 
 
 @pytest.mark.timeout(120)
