@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -514,6 +515,7 @@ class SequentialSpec:
     action_board: Any
     frame_stack: int
     obs_shape: tuple[int, ...]
+    realtime: bool = False
 
 
 def sequential_main(spec: SequentialSpec) -> None:
@@ -522,6 +524,13 @@ def sequential_main(spec: SequentialSpec) -> None:
 
     ls = spec.learner
     _child_setup(ls.threads)
+    if spec.realtime:
+        from rtcore import _core
+        from rtcore.inference import WORKER_RT_PRIORITY
+
+        status = _core.apply_realtime(WORKER_RT_PRIORITY)
+        if not status.startswith("on"):
+            print(f"rtcore: sequential agent: realtime scheduling: {status}", file=sys.stderr, flush=True)
     import torch
 
     from rtcore.models import build_model
