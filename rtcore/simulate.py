@@ -168,6 +168,7 @@ def simulate(
     tau_l: float = 0.0,
     window: int = 32,
     tau_max_seed: float | None = None,
+    pushback: str = "lattice",
 ) -> SimulationResult:
     """Simulate ``steps`` env steps of period ``tau_m`` with ``workers`` inference workers.
 
@@ -185,7 +186,10 @@ def simulate(
         tau_l: learning time per action (s), ``"sequential"`` only.
         window: the mean estimator's window (``"mean"``).
         tau_max_seed: the schedule's ``tau_max`` seed (default ``tau_theta``).
+        pushback: ``"paper"`` | ``"lattice"`` (see :class:`rtcore.StaggerSchedule`).
     """
+    if pushback not in ("paper", "lattice"):
+        raise ValueError(f"pushback must be 'paper' or 'lattice', got {pushback!r}")
     tm = _seconds("tau_m", tau_m, positive=True)
     tt = _seconds("tau_theta", tau_theta, positive=True)
     tl = _seconds("tau_l", tau_l, positive=False)
@@ -203,7 +207,7 @@ def simulate(
     dist, param, samples, spec = _parse_dist(tau_theta_dist)
     d = _core.simulate(
         max(1, _ns(tm)), max(1, _ns(tt)), n, SIM_MODES.index(mode), k, sd, dist, param, samples, _ns(tl), win,
-        max(1, _ns(seed_tau)),
+        max(1, _ns(seed_tau)), ("paper", "lattice").index(pushback),
     )
     ai = d["action_interval"]
     return SimulationResult(
@@ -250,6 +254,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=10000, help="env steps to simulate (default: 10000)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--window", type=int, default=32, help="mean estimator window (mode mean; default: 32)")
+    parser.add_argument("--pushback", choices=("paper", "lattice"), default="lattice", help="how a new maximum moves the others (default: lattice)")
     parser.add_argument("--json", action="store_true", help="print exactly one JSON object")
 
 
@@ -260,7 +265,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         r = simulate(
             args.tau_m, args.tau_theta, workers, mode=args.mode, steps=args.steps, seed=args.seed,
-            tau_theta_dist=args.tau_theta_dist, tau_l=args.tau_l, window=args.window,
+            tau_theta_dist=args.tau_theta_dist, tau_l=args.tau_l, window=args.window, pushback=args.pushback,
         )
     except (ValueError, TypeError, FileNotFoundError) as e:
         raise SystemExit(f"rtcore simulate: error: {e}") from None

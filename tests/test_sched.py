@@ -54,7 +54,9 @@ def test_report_returns_the_wait_before_publishing_and_never_negative(sched):
     assert sched.reports == 2
 
 
-def test_pushback_reaches_the_other_workers(sched):
+def test_paper_pushback_reaches_the_other_workers():
+    sched = StaggerSchedule(8, 0.05, heartbeat_timeout=5.0, pushback="paper")
+    assert sched.pushback == "paper"
     a, b, c = sched.join(), sched.join(), sched.join()
     for w in (a, b, c):  # everyone takes its start offset (only a's turn is now)
         sched._h.poll_turn(w)
@@ -64,6 +66,21 @@ def test_pushback_reaches_the_other_workers(sched):
     assert sched.pending_delay(b) == pytest.approx(2 * 0.03 / 3, abs=1e-8)
     assert sched.pending_delay(c) == pytest.approx(1 * 0.03 / 3, abs=1e-8)
     assert sched.pushbacks == 1
+    sched.close()
+
+
+def test_lattice_pushback_restaggers_instead(sched):
+    assert sched.pushback == "lattice"
+    a, b = sched.join(), sched.join()
+    for w in (a, b):
+        sched._h.poll_turn(w)
+    assert sched.wait_turn(a, timeout=1.0)
+    before = sched.restaggers
+    sched.report(a, 0.08)
+    assert sched.restaggers == before + 1 and sched.pushbacks == 1
+    assert sched.pending_delay(b) == 0
+    with pytest.raises(ValueError, match="pushback must be one of"):
+        StaggerSchedule(2, 0.1, pushback="other")
 
 
 def test_waits_time_out_with_a_clear_message_and_stop_wakes_them():

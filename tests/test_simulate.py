@@ -182,3 +182,15 @@ def test_cli_human_output_and_errors(tmp_path):
         cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )
     assert bad.returncode != 0 and "is not one of" in bad.stderr
+
+
+def test_lattice_pushback_keeps_the_spacing_where_the_papers_rule_does_not():
+    kw = dict(mode="max", steps=30000, tau_theta_dist="normal:0.01", seed=0)
+    paper = simulate(TAU_M, 0.1, 7, pushback="paper", **kw)
+    lattice = simulate(TAU_M, 0.1, 7, pushback="lattice", **kw)
+    assert paper.tau_max_final == lattice.tau_max_final  # same draws, same running max
+    assert lattice.action_interval_cv < 0.05
+    assert paper.action_interval_cv > 4 * lattice.action_interval_cv
+    # The lattice's inaction is the structural one: interval tau_max / 7 against tau_M.
+    assert lattice.inaction_fraction == pytest.approx(1 - TAU_M / (lattice.tau_max_final / 7), abs=0.02)
+    assert paper.inaction_fraction > lattice.inaction_fraction

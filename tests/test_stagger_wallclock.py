@@ -117,7 +117,6 @@ def test_wallclock_inaction_matches_the_simulator(n_workers):
         predicted = _predicted_inaction(rig.sched, n_workers)
         assert rig.sched.tau_max < 2 * TAU_THETA  # the sleep's overshoot, not a stall
         posts = rig.stats.array.copy()
-        print(f"\nN={n_workers} measured {measured:.3f} predicted {predicted:.3f} tau_max {rig.sched.tau_max:.5f}")
     finally:
         rig.close()
     assert abs(measured - predicted) <= BOUND, f"inaction {measured:.3f}, simulator {predicted:.3f} (N={n_workers})"
@@ -143,7 +142,6 @@ def test_killed_worker_is_restaggered_and_nothing_hangs():
         measured = rig.ticks(180) / 180
         predicted = _predicted_inaction(rig.sched, 2)
         bunched = simulate(TAU_M, rig.sched.tau_max, 2, mode="none", steps=20000).inaction_fraction
-        print(f"\nafter the kill: measured {measured:.3f} predicted {predicted:.3f} bunched {bunched:.3f}")
         assert bunched - predicted > 2 * BOUND  # the test can tell staggered from bunched
     finally:
         rig.close()  # asserts the survivors stop: nothing hangs

@@ -47,14 +47,15 @@ std::int64_t slice_end(std::int64_t deadline) {
 class ScheduleHandle {
  public:
   static std::unique_ptr<ScheduleHandle> create(const std::string& name, std::int64_t n_workers, std::int64_t tau_seed_ns,
-                                                std::uint32_t mode, std::int64_t window, std::int64_t heartbeat_timeout_ns) {
+                                                std::uint32_t mode, std::int64_t window, std::int64_t heartbeat_timeout_ns,
+                                                std::uint32_t pushback) {
     if (n_workers < 1 || n_workers > sched::StaggerSchedule::kMaxWorkers)
       throw InvalidArgument("n_workers must be in [1, " + std::to_string(sched::StaggerSchedule::kMaxWorkers) + "], got " +
                             std::to_string(n_workers));
     if (window < 1 || window > sched::StaggerSchedule::kMaxWindow)
       throw InvalidArgument("window must be in [1, " + std::to_string(sched::StaggerSchedule::kMaxWindow) + "], got " +
                             std::to_string(window));
-    sched::StaggerParams p{static_cast<std::uint32_t>(n_workers), mode, static_cast<std::uint32_t>(window), 0, tau_seed_ns,
+    sched::StaggerParams p{static_cast<std::uint32_t>(n_workers), mode, static_cast<std::uint32_t>(window), pushback, tau_seed_ns,
                            heartbeat_timeout_ns};
     sched::StaggerSchedule::validate(p);
     auto seg = std::make_shared<Segment>(Segment::create(name, Kind::kSchedule, sched::StaggerSchedule::kLayoutVersion, &p,
@@ -148,6 +149,7 @@ class ScheduleHandle {
   int n_workers() const { return static_cast<int>(p_.n_workers); }
   std::uint32_t mode() const { return p_.mode; }
   std::uint32_t window() const { return p_.window; }
+  std::uint32_t pushback() const { return p_.pushback; }
   std::int64_t heartbeat_timeout_ns() const { return p_.heartbeat_timeout_ns; }
   std::int64_t tau_seed_ns() const { return p_.tau_seed_ns; }
   std::string name() const { return name_; }
@@ -260,7 +262,7 @@ py::dict stats_dict(const sched::SimStats& s) {
 
 py::dict simulate(std::int64_t tau_m_ns, std::int64_t tau_theta_ns, int workers, int mode, std::int64_t steps, std::uint64_t seed,
                   int dist, double dist_param, std::vector<std::int64_t> samples_ns, std::int64_t tau_l_ns, int window,
-                  std::int64_t tau_seed_ns) {
+                  std::int64_t tau_seed_ns, int pushback) {
   sched::SimConfig c;
   c.tau_m_ns = tau_m_ns;
   c.tau_theta_ns = tau_theta_ns;
@@ -276,6 +278,8 @@ py::dict simulate(std::int64_t tau_m_ns, std::int64_t tau_theta_ns, int workers,
   c.steps = steps;
   c.seed = seed;
   c.window = window;
+  if (pushback < 0 || pushback > 1) throw InvalidArgument("pushback must be 0 (paper) or 1 (lattice)");
+  c.pushback = static_cast<sched::StaggerPushback>(pushback);
   sched::SimResult r;
   {
     py::gil_scoped_release nogil;
@@ -305,7 +309,7 @@ py::dict simulate(std::int64_t tau_m_ns, std::int64_t tau_theta_ns, int workers,
 void bind_sched(py::module_& m) {
   py::class_<ScheduleHandle>(m, "StaggerSchedule")
       .def_static("create", &ScheduleHandle::create, py::arg("name"), py::arg("n_workers"), py::arg("tau_seed_ns"),
-                  py::arg("mode"), py::arg("window"), py::arg("heartbeat_timeout_ns"))
+                  py::arg("mode"), py::arg("window"), py::arg("heartbeat_timeout_ns"), py::arg("pushback"))
       .def_static("attach", &ScheduleHandle::attach, py::arg("name"))
       .def("join", &ScheduleHandle::join, py::arg("worker"))
       .def("leave", &ScheduleHandle::leave, py::arg("worker"))
@@ -332,6 +336,7 @@ void bind_sched(py::module_& m) {
       .def_property_readonly("n_workers", &ScheduleHandle::n_workers)
       .def_property_readonly("mode", &ScheduleHandle::mode)
       .def_property_readonly("window", &ScheduleHandle::window)
+      .def_property_readonly("pushback", &ScheduleHandle::pushback)
       .def_property_readonly("heartbeat_timeout_ns", &ScheduleHandle::heartbeat_timeout_ns)
       .def_property_readonly("tau_seed_ns", &ScheduleHandle::tau_seed_ns)
       .def_property_readonly("name", &ScheduleHandle::name)
@@ -363,7 +368,7 @@ void bind_sched(py::module_& m) {
         "ceil(tau_theta_max / tau_m), robust to float error.");
   m.def("simulate", &simulate, py::arg("tau_m_ns"), py::arg("tau_theta_ns"), py::arg("workers"), py::arg("mode"), py::arg("steps"),
         py::arg("seed"), py::arg("dist"), py::arg("dist_param"), py::arg("samples_ns"), py::arg("tau_l_ns"), py::arg("window"),
-        py::arg("tau_seed_ns"), "Discrete-event simulation of staggered inference (see csrc/sched/simulator.h).");
+        py::arg("tau_seed_ns"), py::arg("pushback"), "Discrete-event simulation of staggered inference (see csrc/sched/simulator.h).");
 
 }
 

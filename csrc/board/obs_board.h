@@ -38,55 +38,6 @@
 
 namespace rtcore::board {
 
-// Payload copies for the seqlock'd frames, as relaxed atomic 8-byte words (see common/seqlock.h for
-// why), unrolled by four: ~15-30 % faster than the one-word loops of seqlock.h on 28 KB stacks.
-
-// Copies n bytes out of a payload (8-byte aligned `src`) into `dst` of any alignment.
-inline void seq_load_unaligned(unsigned char* dst, const void* src, std::size_t n) noexcept {
-  const auto* s = static_cast<const std::uint64_t*>(src);
-  const std::size_t words = n / 8, blocks = words / 4;
-  for (std::size_t b = 0; b < blocks; ++b) {
-    const std::uint64_t* p = s + 4 * b;
-    const std::uint64_t w0 = __atomic_load_n(p, __ATOMIC_RELAXED);  // relaxed: validated by the sequence re-read
-    const std::uint64_t w1 = __atomic_load_n(p + 1, __ATOMIC_RELAXED);  // relaxed: as above
-    const std::uint64_t w2 = __atomic_load_n(p + 2, __ATOMIC_RELAXED);  // relaxed: as above
-    const std::uint64_t w3 = __atomic_load_n(p + 3, __ATOMIC_RELAXED);  // relaxed: as above
-    unsigned char* d = dst + 32 * b;
-    std::memcpy(d, &w0, 8);
-    std::memcpy(d + 8, &w1, 8);
-    std::memcpy(d + 16, &w2, 8);
-    std::memcpy(d + 24, &w3, 8);
-  }
-  for (std::size_t i = 4 * blocks; i < words; ++i) {
-    const std::uint64_t w = __atomic_load_n(s + i, __ATOMIC_RELAXED);  // relaxed: as above
-    std::memcpy(dst + 8 * i, &w, 8);
-  }
-  const auto* sb = reinterpret_cast<const unsigned char*>(s + words);
-  for (std::size_t i = 0; i < n % 8; ++i) dst[8 * words + i] = __atomic_load_n(sb + i, __ATOMIC_RELAXED);  // relaxed: as above
-}
-
-// Copies n bytes from `src` of any alignment into a payload (8-byte aligned `dst`) readers may be copying.
-inline void seq_store_unaligned(void* dst, const unsigned char* src, std::size_t n) noexcept {
-  auto* d = static_cast<std::uint64_t*>(dst);
-  const std::size_t words = n / 8, blocks = words / 4;
-  for (std::size_t b = 0; b < blocks; ++b) {
-    std::uint64_t w[4];
-    std::memcpy(w, src + 32 * b, 32);
-    std::uint64_t* p = d + 4 * b;
-    __atomic_store_n(p, w[0], __ATOMIC_RELAXED);      // relaxed: ordered by the seqlock's fences
-    __atomic_store_n(p + 1, w[1], __ATOMIC_RELAXED);  // relaxed: as above
-    __atomic_store_n(p + 2, w[2], __ATOMIC_RELAXED);  // relaxed: as above
-    __atomic_store_n(p + 3, w[3], __ATOMIC_RELAXED);  // relaxed: as above
-  }
-  for (std::size_t i = 4 * blocks; i < words; ++i) {
-    std::uint64_t w;
-    std::memcpy(&w, src + 8 * i, 8);
-    __atomic_store_n(d + i, w, __ATOMIC_RELAXED);  // relaxed: as above
-  }
-  auto* db = reinterpret_cast<unsigned char*>(d + words);
-  for (std::size_t i = 0; i < n % 8; ++i) __atomic_store_n(db + i, src[8 * words + i], __ATOMIC_RELAXED);  // relaxed: as above
-}
-
 class ObsBoardView {
  public:
   static constexpr std::uint32_t kLayoutVersion = 1;
@@ -165,7 +116,7 @@ class ObsBoardView {
     m.pubno.store(p, std::memory_order_relaxed);         // relaxed: inside the slot's seqlock
     m.step.store(step, std::memory_order_relaxed);       // relaxed: inside the slot's seqlock
     m.pad_from.store(pad_from, std::memory_order_relaxed);  // relaxed: inside the slot's seqlock
-    seq_store_unaligned(frame_ptr(p), static_cast<const unsigned char*>(frame), frame_bytes_);
+    seq_store(frame_ptr(p), frame, frame_bytes_);
     seq_write_end(m.seq, odd);
     c.head.store(p, std::memory_order_release);  // release: slot p is complete before head names it
     // seq_cst on both sides of the sleeper handshake (Dekker): either the reader sees the new futex
@@ -264,7 +215,7 @@ class ObsBoardView {
     const SlotMeta& m = meta(q);
     const std::uint64_t s0 = seq_read_begin(m.seq);
     if (m.pubno.load(std::memory_order_relaxed) != q) return false;  // relaxed: validated below
-    seq_load_unaligned(dst, frame_ptr(q), frame_bytes_);
+    seq_load(dst, frame_ptr(q), frame_bytes_);
     return seq_read_valid(m.seq, s0);
   }
 

@@ -27,8 +27,8 @@
 //    none of it is.
 //
 // Stamps (per slot, the seqlock): a writer sets stamp = 2p+1 ("writing position p"), fences, writes
-// the payload with relaxed atomic words (seq_store), then stores stamp = 2p+2 with release. Stamps of
-// a slot only grow. A sampler reads everything a transition needs (stack frames, n-step chain, next
+// the payload with seq_store (common/seqlock.h: a well-defined racy copy), then stores stamp = 2p+2
+// with release. Stamps of a slot only grow. A sampler reads everything a transition needs (stack frames, n-step chain, next
 // stack: positions e..b with b - e < S), then re-reads the stamp of the *oldest* position e. Because a
 // stream's writer writes positions in increasing order, any overwrite of a position in [e, b] is
 // preceded by an overwrite of e, so "stamp(e) is still 2e+2" proves the whole copy is untorn. The
@@ -319,16 +319,17 @@ class Ring {
                             " transition(s) are sampleable");
     const std::size_t K = p_.frame_stack;
     const std::size_t fb = p_.frame_bytes;
+    // Draws are made one ahead: while a draw is copied, the next one's metadata and first frame lines
+    // are prefetched, so its random-access misses overlap this copy instead of stalling the next.
+    Draw next = draw(total, rng, sc);
     for (std::size_t row = 0; row < batch; ++row) {
       std::uint8_t* obs_row = out.obs + row * K * fb;
       std::uint8_t* next_row = out.next_obs + row * K * fb;
       std::uint64_t collisions = 0;
       for (;;) {
-        if (total == 0) throw InvalidArgument("no transition is sampleable");
-        const std::uint64_t u = rng.below(total);
-        const std::uint32_t s = static_cast<std::uint32_t>(std::upper_bound(sc.cum.begin(), sc.cum.end(), u) - sc.cum.begin());
-        const std::uint64_t j = sc.lo[s] + (u - (s ? sc.cum[s - 1] : 0));
-        const int r = try_copy(s, j, row, obs_row, next_row, out);
+        const Draw d = next;
+        next = draw(total, rng, sc);
+        const int r = try_copy(d.s, d.j, row, obs_row, next_row, out);
         if (r == kCopied) break;
         if (r == kNotTransition) continue;  // a terminal-obs slot: draw again (keeps the draw uniform)
         ++sc.collisions;
@@ -343,6 +344,25 @@ class Ring {
 
  private:
   static constexpr int kCopied = 0, kNotTransition = 1, kOverwritten = 2;
+  static constexpr std::size_t kPrefetchBytes = 512;  // of the next draw's oldest frame (bench/cpp/bench_replay.cpp)
+
+  struct Draw {
+    std::uint32_t s;
+    std::uint64_t j;
+  };
+
+  // One uniform draw over the snapshot's windows, with its first cache lines prefetched.
+  Draw draw(std::uint64_t total, Rng& rng, const SampleScratch& sc) const {
+    if (total == 0) throw InvalidArgument("no transition is sampleable");
+    const std::uint64_t u = rng.below(total);
+    const std::uint32_t s = static_cast<std::uint32_t>(std::upper_bound(sc.cum.begin(), sc.cum.end(), u) - sc.cum.begin());
+    const std::uint64_t j = sc.lo[s] + (u - (s ? sc.cum[s - 1] : 0));
+    __builtin_prefetch(&meta(s, j), 0, 3);
+    const std::uint8_t* f = frame(s, j >= p_.frame_stack - 1 ? j - (p_.frame_stack - 1) : 0);
+    const std::size_t ahead = std::min<std::size_t>(kPrefetchBytes, p_.frame_bytes);
+    for (std::size_t a = 0; a < ahead; a += kCacheLine) __builtin_prefetch(f + a, 0, 3);
+    return {s, j};
+  }
   static constexpr std::uint64_t kMaxCollisions = 100000;
 
   void check_stream(std::uint32_t stream) const {
@@ -391,20 +411,6 @@ class Ring {
     m.stamp.store(stamp_done(pos), std::memory_order_release);  // release: the slot holds position pos
   }
 
-  // seq_load of one frame, prefetching 1 KiB ahead of the copy. seq_load moves 8-byte relaxed atomic
-  // words (the house rule for racy payloads: defined behaviour, visible to TSan); scalar loads keep
-  // fewer cache misses in flight than a vectorised memcpy, and the prefetch wins part of that back
-  // (measured +15-20% on a random-frame gather; see bench/cpp/bench_replay.cpp for the bounds).
-  static void load_frame(std::uint8_t* dst, const std::uint8_t* src, std::size_t n) noexcept {
-    constexpr std::size_t kChunk = 512, kAhead = 1024;
-    for (std::size_t a = 0; a < kAhead && a < n; a += kCacheLine) __builtin_prefetch(src + a, 0, 3);
-    for (std::size_t off = 0; off < n; off += kChunk) {
-      for (std::size_t a = off + kAhead; a < off + kAhead + kChunk && a < n; a += kCacheLine)
-        __builtin_prefetch(src + a, 0, 3);
-      seq_load(dst + off, src + off, std::min(kChunk, n - off));
-    }
-  }
-
   int try_copy(std::uint32_t s, std::uint64_t j, std::size_t row, std::uint8_t* obs_row, std::uint8_t* next_row,
                const SampleOut& out) const {
     const std::size_t K = p_.frame_stack;
@@ -441,7 +447,7 @@ class Ring {
     // Obs stack: positions max(j - (K-1-i), e), written without unsigned underflow.
     for (std::size_t i = 0; i < K; ++i) {
       const std::uint64_t p = j - std::min<std::uint64_t>(K - 1 - i, back);
-      load_frame(obs_row + i * fb, frame(s, p), fb);
+      seq_load(obs_row + i * fb, frame(s, p), fb);
     }
     // Next stack: positions max(b - (K-1-i), episode start); reuse frames already copied into obs_row.
     const std::uint64_t back_b = std::min<std::uint64_t>(ep_off + k, K - 1);
@@ -450,7 +456,7 @@ class Ring {
       if (q <= j)
         std::memcpy(next_row + i * fb, obs_row + (K - 1 - (j - q)) * fb, fb);  // q >= e: already in the obs stack
       else
-        load_frame(next_row + i * fb, frame(s, q), fb);
+        seq_load(next_row + i * fb, frame(s, q), fb);
     }
     const std::int64_t action = __atomic_load_n(&mj.action, __ATOMIC_RELAXED);  // relaxed: validated below
     const std::int32_t delay = __atomic_load_n(&mj.delay, __ATOMIC_RELAXED);    // relaxed: validated below

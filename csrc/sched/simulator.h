@@ -50,6 +50,7 @@ struct SimConfig {
   std::int64_t steps = 10000;
   std::uint64_t seed = 0;
   int window = 32;
+  StaggerPushback pushback = StaggerPushback::kLattice;
 };
 
 struct SimStats {
@@ -143,7 +144,8 @@ inline SimResult simulate(const SimConfig& c) {
   validate(c);
   const bool staggered = c.mode == SimMode::kMax || c.mode == SimMode::kMean;
   const int n = c.workers;
-  StaggerParams sp{static_cast<std::uint32_t>(n), c.mode == SimMode::kMean ? 1u : 0u, static_cast<std::uint32_t>(c.window), 0,
+  StaggerParams sp{static_cast<std::uint32_t>(n), c.mode == SimMode::kMean ? 1u : 0u, static_cast<std::uint32_t>(c.window),
+                   static_cast<std::uint32_t>(c.pushback),
                    c.tau_seed_ns > 0 ? c.tau_seed_ns : c.tau_theta_ns, std::numeric_limits<std::int64_t>::max() / 4};
   std::unique_ptr<void, void (*)(void*)> mem(nullptr, std::free);
   std::unique_ptr<StaggerSchedule> sched;

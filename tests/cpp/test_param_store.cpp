@@ -215,7 +215,10 @@ TEST(concurrent_readers_never_see_a_mix_of_versions) {
   std::vector<std::uint32_t> src;
   std::uint64_t published = 0;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (published < 3000 && std::chrono::steady_clock::now() < deadline) {
+  // Publish at least 3000 versions, and go on until a reader has pinned one: on a loaded machine the
+  // reader threads may not be scheduled before 3000 publishes are done.
+  while ((published < 3000 || pins.load(std::memory_order_relaxed) == 0) &&
+         std::chrono::steady_clock::now() < deadline) {
     const int b = s.begin_write(kWriter);
     if (b < 0) continue;  // every candidate pinned at this instant: try again
     const auto v = static_cast<std::uint32_t>(s.version() + 1);
@@ -226,7 +229,7 @@ TEST(concurrent_readers_never_see_a_mix_of_versions) {
   }
   stop.store(true, std::memory_order_release);  // release: readers stop after seeing it
   for (auto& t : readers) t.join();
-  CHECK_EQ(published, 3000u);
+  CHECK(published >= 3000u);
   CHECK_EQ(bad.load(), 0);
   CHECK(pins.load() > 0);
 }

@@ -37,7 +37,7 @@ StaggerParams params(int n, std::int64_t tau, StaggerMode mode = StaggerMode::kM
 struct Driver {
   StaggerSchedule& s;
   std::vector<int> phase, workers;
-  std::vector<std::int64_t> at;
+  std::vector<std::int64_t> at, dur;
   std::vector<char> silent;
   std::vector<std::pair<std::int64_t, int>> published;
   std::int64_t now = 0;
@@ -45,6 +45,7 @@ struct Driver {
   Driver(StaggerSchedule& sched, std::vector<int> ws) : s(sched), workers(std::move(ws)) {
     phase.assign(s.n_workers(), 0);
     at.assign(s.n_workers(), 0);
+    dur.assign(s.n_workers(), 0);
     silent.assign(s.n_workers(), 0);
   }
   template <class F>
@@ -63,12 +64,13 @@ struct Driver {
         const std::int64_t t = s.poll_turn(w, now);
         if (t <= now) {
           phase[w] = 1;
-          at[w] = now + infer(w);
+          dur[w] = infer(w);  // drawn once per inference
+          at[w] = now + dur[w];
         } else {
           at[w] = t;
         }
       } else if (phase[w] == 1) {
-        const std::int64_t p = s.report(w, infer(w), now);
+        const std::int64_t p = s.report(w, dur[w], now);
         phase[w] = 2;
         at[w] = std::max(p, now);
       } else {
@@ -197,6 +199,26 @@ TEST(new_maximum_restores_spacing_with_the_new_tau) {
   // One action per tau / N on average, every worker publishing once per tau.
   const double mean = static_cast<double>(total) / static_cast<double>(iv.size());
   CHECK(mean > 24.9 * kMs && mean < 25.1 * kMs);
+}
+
+TEST(lattice_pushback_restores_exact_spacing_after_any_overshoot) {
+  // Seed 60 ms, every inference 100 ms, plus one 180 ms outlier (the 40th inference, near 1 s): the
+  // spacing is tau_max / N = 45 ms exactly once the new lattice is taken up.
+  auto p = params(4, 60 * kMs);
+  p.pushback = static_cast<std::uint32_t>(StaggerPushback::kLattice);
+  Mem m(StaggerSchedule::bytes_needed(p));
+  StaggerSchedule s(m.p, m.size, p, true);
+  std::vector<int> ws;
+  for (int i = 0; i < 4; ++i) ws.push_back(s.join(0));
+  Driver d(s, ws);
+  int k = 0;
+  d.run_until(4000 * kMs, [&](int) { return ++k == 40 ? 180 * kMs : 100 * kMs; });
+  CHECK_EQ(s.tau_max_ns(), 180 * kMs);
+  CHECK(s.pushbacks() >= 2);
+  // The outlier lands near 1 s; within about one 180 ms cycle the lattice is exact.
+  auto iv = d.intervals(2500 * kMs);
+  CHECK(iv.size() > 10);
+  for (auto x : iv) CHECK(x >= 45 * kMs - 1 && x <= 45 * kMs + 1);
 }
 
 TEST(leave_restaggers_survivors_over_n_live) {
