@@ -549,6 +549,9 @@ def sequential_main(spec: SequentialSpec) -> None:
                          config=ls.config, device=ls.device, turnstile=None, learner=0, stats=lrow, seed=ls.seed)
     learner.join()
     learner.warmup()
+    from rtcore.inference import quiet_gc
+
+    quiet_gc()
     wrow[WorkerCol.STARTS] += 1  # ready
     lrow[LearnerCol.STARTS] += 1
     if not actor.wait_first_frame(lambda: tel.stopping):
