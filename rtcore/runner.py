@@ -575,6 +575,7 @@ class _Runner:
             stopped_by=self.stopped_by,
             env_error=self.env_error,
             extra={"learner_time_per_update_s": self._learner_time_per_update(),
+                   "act_time_mean_s": self._act_time(),
                    "driver_cost_us": 1e6 * float(_field(st, "cost_mean")),
                    "reset_time_mean_s": float(_field(st, "reset_time_mean")),
                    "params": self.numel},
@@ -589,6 +590,15 @@ class _Runner:
         if start is None or steps <= start[1]:
             return math.nan
         return (default - start[2]) / (steps - start[1])
+
+    def _act_time(self) -> float:
+        """Mean time of one action: parameter pick-up + board read + forward (+ emulated delay) + post."""
+        w = self.telemetry.workers
+        turns = w[:, WorkerCol.TURNS].sum()
+        if turns <= 0:
+            return math.nan
+        busy = sum(w[:, c].sum() for c in (WorkerCol.PICKUP_S, WorkerCol.READ_S, WorkerCol.INFER_S, WorkerCol.POST_S))
+        return float(busy / turns)
 
     def _learner_time_per_update(self) -> float:
         L = self.telemetry.learners

@@ -100,6 +100,9 @@ def test_staggered_pong_acts_on_every_step_and_learns(tmp_path):
         code, s, err = finish(p, timeout=150)
     assert code == 0, err
     assert_all_gone(children)
+    for key in ("env_steps", "inaction_fraction", "delay_mean", "delay_p99", "action_interval_mean", "tau_theta_max",
+                "workers", "learners", "learner_updates", "param_version", "episodes", "mean_return", "run_dir"):
+        assert key in s, key
     assert s["n_star"] == 3 and s["workers"] == 3 and s["learners"] == 1
     assert s["env_steps"] >= 0.8 * 12 / TAU_M
     # three staggered workers cover every step: (almost) no default actions
@@ -134,6 +137,25 @@ def test_one_worker_cannot_keep_up_and_sequential_matches_the_theory(tmp_path):
                                 steps=5000, seed=0).inaction_fraction
     assert predicted > 0.4
     assert abs(s["inaction_fraction"] - predicted) <= 0.08, (s["inaction_fraction"], predicted)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_sequential_act_then_learn_idles_as_the_theory_says(tmp_path):
+    """The paper's inflearn baseline: act (tau_theta), then learn (tau_L), while the env runs on."""
+    import rtcore
+
+    p = rtcore_run(tmp_path, "--seconds", "15", "--inference-delay", str(DELAY), "--tau-theta", str(TAU_THETA),
+                   "--mode", "sequential", "--learners", "1", "--learning-starts", "64", "--batch-size", "8")
+    code, s, err = finish(p, timeout=200)
+    assert code == 0, err
+    assert s["learner_updates"] >= 20
+    tau_theta, tau_l = s["extra"]["act_time_mean_s"], s["extra"]["learner_time_per_update_s"]
+    predicted = rtcore.simulate(tau_m=s["tau_m"], tau_theta=tau_theta, workers=1, mode="sequential", tau_l=tau_l,
+                                steps=5000, seed=0).inaction_fraction
+    assert predicted > 0.5
+    # steady state: learning starts after the first 64 transitions (about a second)
+    assert abs(s["inaction_fraction_steady"] - predicted) <= 0.1, (s["inaction_fraction_steady"], predicted, s)
 
 
 @pytest.mark.slow
