@@ -89,7 +89,9 @@ def bench_models(models: list[str], devices: list[str], backends: list[str], ite
 
 
 def _main_models(args: argparse.Namespace) -> int:
-    models = [m for item in args.models for m in item.split(";") if m.strip()]
+    # Specs hold commas (impala:k=7,deep=1), so they are separated by spaces (also inside one quoted
+    # argument) or ';'.
+    models = [m for item in args.models for m in item.replace(";", " ").split()]
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     iters, warmup = (20, 3) if args.quick else (args.iters, args.warmup)
     try:
