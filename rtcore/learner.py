@@ -245,14 +245,12 @@ class DQNLearner:
         loss, q = dqn_loss(self.online, self.target, batch["obs"], batch["action"], batch["reward"],
                            batch["discount"], batch["next_obs"], self.cfg.double_dqn)
         loss.backward()
-        offset = 0
-        for p in self._params:
-            n = p.numel()
-            if p.grad is None:
-                self._grad[offset:offset + n].zero_()
-            else:
-                self._grad[offset:offset + n].copy_(p.grad.reshape(-1))
-            offset += n
+        grads = [p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel(), device=p.device)
+                 for p in self._params]
+        if self.device.type == "cpu":
+            torch.cat(grads, out=self._grad)
+        else:
+            self._grad.copy_(torch.cat(grads))  # one device-to-host copy
         norm = float(torch.linalg.vector_norm(self._grad))
         if self.cfg.max_grad_norm > 0 and norm > self.cfg.max_grad_norm:
             self._grad.mul_(self.cfg.max_grad_norm / (norm + 1e-6))

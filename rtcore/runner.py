@@ -723,8 +723,12 @@ def _pct(x: float | None) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
-    summary = run(cfg)
+    try:
+        cfg = config_from_args(args)
+        summary = run(cfg)
+    except (ValueError, FileNotFoundError) as exc:  # a bad option, env id, ROM or device: say which, no traceback
+        print(f"rtcore run: error: {exc}", file=sys.stderr)
+        return 2
     if cfg.json:
         print(json.dumps(summary.to_dict()))
     elif not cfg.quiet:

@@ -256,3 +256,12 @@ def test_dead_env_ends_the_run_cleanly(tmp_path):
     assert s["stopped_by"] == "env" and s["env_error"], s
     assert (run_dir / "summary.json").exists() and (run_dir / "plots" / "return.png").exists()
     assert_all_gone(children)
+
+
+def test_bad_options_are_reported_without_a_traceback(tmp_path):
+    for args, expected in ((["--env", "ALE/Nope-v5"], "unknown Atari env id"), (["--workers", "0"], "workers = '0'")):
+        p = subprocess.run([sys.executable, "-m", "rtcore", "run", "--run-dir", str(tmp_path / "run"), "--seconds", "1",
+                            *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert p.returncode == 2
+        assert "rtcore run: error: " in p.stderr and expected in p.stderr, p.stderr
+        assert "Traceback" not in p.stderr
