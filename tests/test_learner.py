@@ -220,9 +220,11 @@ def test_two_learners_apply_round_robin_with_one_adam(one_thread, rng):
                                    target_update=7)
             log: list[tuple[int, int, int]] = []  # (learner, version, snapshot version)
             errors: list[BaseException] = []
+            start = threading.Barrier(2, timeout=60)
 
             def train(lrn, j: int) -> None:
                 try:
+                    start.wait()
                     assert lrn.join()
                     for _ in range(25):
                         info = lrn.update()
@@ -250,7 +252,7 @@ def test_two_learners_apply_round_robin_with_one_adam(one_thread, rng):
     start = max(order.index(0), order.index(1))
     end = min(len(order) - 1 - order[::-1].index(0), len(order) - 1 - order[::-1].index(1))
     both = order[start:end + 1]
-    assert len(both) >= 40, order
+    assert len(both) >= 20, order  # (the first to join may update alone for a moment)
     assert all(a != b for a, b in zip(both, both[1:])), order
     # each gradient was computed at most M - 1 = 1 version before the one it was applied to
     assert max(v - 1 - snap for _, v, snap in log) <= 1
