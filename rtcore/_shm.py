@@ -94,6 +94,7 @@ class SharedObject:
 
     @property
     def closed(self) -> bool:
+        """True after :meth:`close`."""
         return self.__handle is None
 
     def close(self) -> None:

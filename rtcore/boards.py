@@ -26,36 +26,15 @@ and the env's tick::
 
 from __future__ import annotations
 
-import operator
 from typing import Any, Sequence
 
 import numpy as np
 
 from rtcore import _core
 from rtcore._shm import SharedObject, default_name
+from rtcore._validate import as_dtype, as_shape, at_least, in_range, index, seconds
 
 __all__ = ["ObsBoard", "ActionBoard"]
-
-
-def _shape(obs_shape: Any) -> tuple[int, ...]:
-    if isinstance(obs_shape, (int, np.integer)) and not isinstance(obs_shape, bool):
-        obs_shape = (obs_shape,)
-    try:
-        shape = tuple(operator.index(d) for d in obs_shape)
-    except TypeError:
-        raise TypeError(f"obs_shape must be a tuple of ints, got {obs_shape!r}") from None
-    if not shape or any(d <= 0 for d in shape):
-        raise ValueError(f"obs_shape must be a non-empty tuple of positive ints, got {shape}")
-    return shape
-
-
-def _int(what: str, value: Any) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{what} must be an int, got bool")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(f"{what} must be an int, got {type(value).__name__}") from None
 
 
 class ObsBoard(SharedObject):
@@ -85,14 +64,11 @@ class ObsBoard(SharedObject):
         _handle: Any = None,
     ) -> None:
         if _handle is None:
-            shape = _shape(obs_shape)
-            try:
-                dt = np.dtype(dtype)
-            except TypeError as e:
-                raise TypeError(f"dtype {dtype!r} is not a numpy dtype: {e}") from None
-            fs = _int("frame_stack", frame_stack)
-            if fs < 1:
-                raise ValueError(f"frame_stack must be >= 1, got {fs}")
+            shape = as_shape("obs_shape", obs_shape, lo=1)
+            if not shape:
+                raise ValueError("obs_shape must be a non-empty tuple, got ()")
+            dt = as_dtype("dtype", dtype)
+            fs = at_least("frame_stack", frame_stack, 1)
             name = default_name(self._KIND) if name is None else _core.check_segment_name(name)
             _handle = _core.ObsBoard.create(name, list(shape), dt, fs)
             owner = True
@@ -115,9 +91,7 @@ class ObsBoard(SharedObject):
         ``episode_start=True``: the stack restarts, padded with this frame. Never blocks (the GIL is
         released for the copy).
         """
-        if type(step) is not int:
-            step = _int("step", step)
-        self._h.publish(frame, step, bool(episode_start))
+        self._h.publish(frame, index("step", step), bool(episode_start))
 
     def read(self, out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
         """Copy the newest stack ``[frame_stack, *obs_shape]`` (oldest frame first) and return
@@ -146,23 +120,23 @@ class ObsBoard(SharedObject):
         ``spin``: seconds to spin before sleeping (lower wake-up latency, burns a core). The GIL is
         released and Ctrl-C works.
         """
-        a = _int("after", after)
-        if timeout is not None and not (float(timeout) >= 0):
-            raise ValueError(f"timeout must be >= 0 seconds or None, got {timeout!r}")
-        if not (float(spin) >= 0):
-            raise ValueError(f"spin must be >= 0 seconds, got {spin!r}")
-        return self._h.wait_step(a, None if timeout is None else float(timeout), float(spin))
+        a = index("after", after)
+        t = None if timeout is None else seconds("timeout", timeout, positive=False)
+        return self._h.wait_step(a, t, seconds("spin", spin, positive=False))
 
     @property
     def obs_shape(self) -> tuple[int, ...]:
+        """Shape of one frame."""
         return self._obs_shape
 
     @property
     def dtype(self) -> np.dtype:
+        """numpy dtype of a frame."""
         return self._dtype
 
     @property
     def frame_stack(self) -> int:
+        """Frames per stack that :meth:`read` returns."""
         return self._frame_stack
 
     @property
@@ -194,9 +168,7 @@ class ActionBoard(SharedObject):
 
     def __init__(self, name: str | None = None, max_workers: int = 256, *, _handle: Any = None) -> None:
         if _handle is None:
-            mw = _int("max_workers", max_workers)
-            if not 1 <= mw <= 32768:
-                raise ValueError(f"max_workers must be in [1, 32768], got {mw}")
+            mw = in_range("max_workers", max_workers, 1, 32768)
             name = default_name(self._KIND) if name is None else _core.check_segment_name(name)
             _handle = _core.ActionBoard.create(name, mw)
             owner = True
@@ -217,7 +189,7 @@ class ActionBoard(SharedObject):
         if type(action) is int and type(obs_step) is int and type(worker) is int:  # the hot path: no conversions
             self._h.post(action, obs_step, worker)
         else:
-            self._h.post(_int("action", action), _int("obs_step", obs_step), _int("worker", worker))
+            self._h.post(index("action", action), index("obs_step", obs_step), index("worker", worker))
 
     def take(self) -> tuple[int, int, int] | None:
         """The newest posted action not taken yet, as ``(action, obs_step, worker)``; ``None`` if
@@ -246,4 +218,5 @@ class ActionBoard(SharedObject):
 
     @property
     def max_workers(self) -> int:
+        """Worker ids are ``0 .. max_workers - 1``."""
         return self._max_workers

@@ -119,18 +119,22 @@ class ParamStore(SharedObject):
 
     @property
     def numel(self) -> int:
+        """Parameters (elements) per version."""
         return int(self._h.numel)
 
     @property
     def dtype(self) -> np.dtype:
+        """numpy dtype of the stored values."""
         return self._dtype
 
     @property
     def buffers(self) -> int:
+        """Complete copies kept in the segment."""
         return int(self._h.buffers)
 
     @property
     def max_readers(self) -> int:
+        """Reader slots."""
         return int(self._h.max_readers)
 
     @property
@@ -200,6 +204,7 @@ class ParamStore(SharedObject):
         return self._views[buffer]
 
     def buffer_address(self, buffer: int) -> int:
+        """Address of buffer ``buffer`` in this process (for a CUDA host registration)."""
         return int(self._h.buffer_address(buffer))
 
     @property
@@ -208,6 +213,7 @@ class ParamStore(SharedObject):
         return int(self._h.buffer_stride)
 
     def close(self) -> None:
+        """Drop the buffer views and detach (the creator also unlinks the segment)."""
         self._views = []
         super().close()
 

@@ -26,7 +26,6 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +34,7 @@ import numpy.typing as npt
 
 from rtcore import _core
 from rtcore._shm import SharedObject, default_name
+from rtcore._validate import as_dtype, as_shape, at_least, index
 
 __all__ = ["ReplayBuffer", "ReplayBatch"]
 
@@ -68,46 +68,20 @@ class ReplayBatch:
 
     @property
     def batch_size(self) -> int:
+        """Transitions in the batch."""
         return int(self.action.shape[0])
 
     def __len__(self) -> int:
         return self.batch_size
 
 
-def _as_shape(obs_shape: int | Sequence[int]) -> tuple[int, ...]:
-    if isinstance(obs_shape, (int, np.integer)):
-        obs_shape = (int(obs_shape),)
-    try:
-        shape = tuple(operator.index(d) for d in obs_shape)
-    except TypeError:
-        raise TypeError(f"obs_shape must be an int or a sequence of ints, got {obs_shape!r}") from None
-    if any(d < 1 for d in shape):
-        raise ValueError(f"obs_shape dimensions must be >= 1, got {shape}")
-    return shape
-
-
-def _as_dtype(obs_dtype: npt.DTypeLike) -> np.dtype:
-    try:
-        dt = np.dtype(obs_dtype)
-    except TypeError:
-        raise TypeError(f"obs_dtype {obs_dtype!r} is not a numpy dtype") from None
+def _obs_dtype(obs_dtype: npt.DTypeLike) -> np.dtype:
+    dt = as_dtype("obs_dtype", obs_dtype)
     if dt.kind not in "biuf" or dt.fields is not None or dt.subdtype is not None:
         raise ValueError(f"obs_dtype must be a bool, integer or floating numpy dtype, got {dt}")
     if not dt.isnative:
         raise ValueError(f"obs_dtype must be in native byte order, got {dt.str}")
     return dt
-
-
-def _positive_int(what: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{what} must be an int, got {value!r}")
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{what} must be an int, got {value!r}") from None
-    if v < minimum:
-        raise ValueError(f"{what} must be >= {minimum}, got {v}")
-    return v
 
 
 class ReplayBuffer(SharedObject):
@@ -141,12 +115,12 @@ class ReplayBuffer(SharedObject):
         gamma: float = 0.99,
         name: str | None = None,
     ) -> None:
-        capacity = _positive_int("capacity", capacity)
-        shape = _as_shape(obs_shape)
-        dtype = _as_dtype(obs_dtype)
-        frame_stack = _positive_int("frame_stack", frame_stack)
-        streams = _positive_int("streams", streams)
-        n_step = _positive_int("n_step", n_step)
+        capacity = at_least("capacity", capacity, 1)
+        shape = as_shape("obs_shape", obs_shape, lo=1)
+        dtype = _obs_dtype(obs_dtype)
+        frame_stack = at_least("frame_stack", frame_stack, 1)
+        streams = at_least("streams", streams, 1)
+        n_step = at_least("n_step", n_step, 1)
         if isinstance(gamma, bool) or not isinstance(gamma, (int, float, np.floating, np.integer)):
             raise TypeError(f"gamma must be a float, got {gamma!r}")
         gamma = float(gamma)
@@ -188,26 +162,32 @@ class ReplayBuffer(SharedObject):
 
     @property
     def obs_shape(self) -> tuple[int, ...]:
+        """Shape of one observation frame."""
         return self._obs_shape
 
     @property
     def obs_dtype(self) -> np.dtype:
+        """numpy dtype of observations."""
         return self._dtype
 
     @property
     def frame_stack(self) -> int:
+        """Frames per sampled observation stack."""
         return self._frame_stack
 
     @property
     def streams(self) -> int:
+        """Independent environment streams (one writer each at a time)."""
         return self._streams
 
     @property
     def n_step(self) -> int:
+        """Steps summed into each sampled reward."""
         return self._n_step
 
     @property
     def gamma(self) -> float:
+        """Discount of the n-step return."""
         return self._gamma
 
     @property
@@ -281,7 +261,7 @@ class ReplayBuffer(SharedObject):
 
     def empty_batch(self, batch_size: int) -> ReplayBatch:
         """Zeroed arrays of the right shapes and dtypes, to pass to :meth:`sample` as ``out=``."""
-        b = _positive_int("batch_size", batch_size)
+        b = at_least("batch_size", batch_size, 1)
         stack = (b, self._frame_stack, *self._obs_shape)
         return ReplayBatch(
             obs=np.zeros(stack, self._dtype),
@@ -302,7 +282,7 @@ class ReplayBuffer(SharedObject):
         while transitions are selected and copied. Raises ``ValueError`` if fewer than
         ``batch_size`` transitions are sampleable.
         """
-        b = _positive_int("batch_size", batch_size)
+        b = at_least("batch_size", batch_size, 1)
         if out is None:
             out = self.empty_batch(b)
         elif not isinstance(out, ReplayBatch):
@@ -317,13 +297,7 @@ class ReplayBuffer(SharedObject):
     def seed(self, seed: int) -> None:
         """Seed this handle's sampler. With one process and no concurrent writer, the draws of a
         seeded handle are reproducible."""
-        if isinstance(seed, bool):
-            raise TypeError(f"seed must be an int, got {seed!r}")
-        try:
-            s = operator.index(seed)
-        except TypeError:
-            raise TypeError(f"seed must be an int, got {seed!r}") from None
-        self._h.seed(s % 2**64)
+        self._h.seed(index("seed", seed) % 2**64)
 
     def __repr__(self) -> str:
         if self.closed:

@@ -30,11 +30,10 @@ after ``heartbeat_timeout``.
 
 from __future__ import annotations
 
-import math
-import operator
 from typing import Any
 
 from rtcore import _core
+from rtcore._validate import in_range, index, ns, seconds, timeout_ns
 from rtcore._shm import SharedObject, default_name
 
 __all__ = ["StaggerSchedule", "Turnstile", "n_star", "MODES", "PUSHBACKS"]
@@ -44,38 +43,10 @@ PUSHBACKS = ("paper", "lattice")
 DEFAULT_SPIN = 200e-6
 
 
-def _seconds(what: str, value: Any, *, positive: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{what} must be a number of seconds, got {type(value).__name__}")
-    v = float(value)
-    if not math.isfinite(v) or v < 0 or (positive and v == 0):
-        raise ValueError(f"{what} must be a finite number of seconds {'> 0' if positive else '>= 0'}, got {value!r}")
-    return v
-
-
-def _ns(seconds: float) -> int:
-    return int(round(seconds * 1e9))
-
-
-def _timeout_ns(timeout: Any) -> int:
-    if timeout is None:
-        return -1
-    return _ns(_seconds("timeout", timeout, positive=False))
-
-
-def _int(what: str, value: Any) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{what} must be an int, got bool")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(f"{what} must be an int, got {type(value).__name__}") from None
-
-
 def _optional_id(what: str, value: Any) -> int:
     if value is None:
         return -1
-    v = _int(what, value)
+    v = index(what, value)
     if v < 0:
         raise ValueError(f"{what} must be >= 0 or None (a free slot), got {v}")
     return v
@@ -87,7 +58,7 @@ def n_star(tau_theta_max: float, tau_m: float) -> int:
     Robust to float error: ``n_star(0.1, 1 / 59.7275) == 6`` and ``n_star(0.1, 0.02) == 5`` (a ratio
     within 1e-9 of an integer is that integer).
     """
-    return int(_core.n_star(_seconds("tau_theta_max", tau_theta_max), _seconds("tau_m", tau_m)))
+    return int(_core.n_star(seconds("tau_theta_max", tau_theta_max, positive=True), seconds("tau_m", tau_m, positive=True)))
 
 
 class StaggerSchedule(SharedObject):
@@ -133,25 +104,21 @@ class StaggerSchedule(SharedObject):
         if _handle is None:
             if pushback not in PUSHBACKS:
                 raise ValueError(f"pushback must be one of {PUSHBACKS}, got {pushback!r}")
-            n = _int("n_workers", n_workers)
-            if not 1 <= n <= 4096:
-                raise ValueError(f"n_workers must be in [1, 4096], got {n}")
-            tau = _seconds("tau_max", tau_max)
+            n = in_range("n_workers", n_workers, 1, 4096)
+            tau = seconds("tau_max", tau_max, positive=True)
             if mode not in MODES:
                 raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-            win = _int("window", window)
-            if not 1 <= win <= 65536:
-                raise ValueError(f"window must be in [1, 65536], got {win}")
-            hb = _seconds("heartbeat_timeout", heartbeat_timeout)
+            win = in_range("window", window, 1, 65536)
+            hb = seconds("heartbeat_timeout", heartbeat_timeout, positive=True)
             name = default_name(self._KIND) if name is None else _core.check_segment_name(name)
             _handle = _core.StaggerSchedule.create(
-                name, n, max(1, _ns(tau)), MODES.index(mode), win, max(1, _ns(hb)), PUSHBACKS.index(pushback)
+                name, n, max(1, ns(tau)), MODES.index(mode), win, max(1, ns(hb)), PUSHBACKS.index(pushback)
             )
             owner = True
         else:
             owner = False
         super().__init__(_handle, _handle.name, owner)
-        self._spin_ns = _ns(_seconds("spin", spin, positive=False))
+        self._spin_ns = ns(seconds("spin", spin, positive=False))
 
     @classmethod
     def attach(cls, name: str, *, spin: float = DEFAULT_SPIN) -> StaggerSchedule:
@@ -172,27 +139,26 @@ class StaggerSchedule(SharedObject):
         at first (or after a re-stagger), then any pending push-back delay. Returns ``True`` at the
         turn, ``False`` if :meth:`stop` was called; ``TimeoutError`` if ``timeout`` seconds pass first.
         Heart-beats while it waits; the GIL is released; Ctrl-C works."""
-        return self._h.wait_turn(_int("worker", worker), _timeout_ns(timeout), self._spin_ns)
+        return self._h.wait_turn(index("worker", worker), timeout_ns(timeout), self._spin_ns)
 
     def report(self, worker: int, duration: float) -> float:
         """``worker``'s inference took ``duration`` seconds: apply the algorithm's update (a new maximum
         pushes the other workers back) and return the seconds it must still wait before publishing
         (0.0: publish at once)."""
-        d = _seconds("duration", duration, positive=False)
-        return self._h.report(_int("worker", worker), _ns(d)) * 1e-9
+        return self._h.report(index("worker", worker), ns(seconds("duration", duration, positive=False))) * 1e-9
 
     def wait_publish(self, worker: int, timeout: float | None = None) -> bool:
         """Sleep until ``worker`` may publish the action it computed (``True``); ``False`` if
         :meth:`stop` was called; ``TimeoutError`` past ``timeout`` seconds."""
-        return self._h.wait_publish(_int("worker", worker), _timeout_ns(timeout), self._spin_ns)
+        return self._h.wait_publish(index("worker", worker), timeout_ns(timeout), self._spin_ns)
 
     def heartbeat(self, worker: int) -> None:
         """Tell the schedule ``worker`` is alive (every call above does this too)."""
-        self._h.heartbeat(_int("worker", worker))
+        self._h.heartbeat(index("worker", worker))
 
     def leave(self, worker: int) -> None:
         """Give the slot back; the others re-stagger over the workers left. Harmless if it was dropped."""
-        self._h.leave(_int("worker", worker))
+        self._h.leave(index("worker", worker))
 
     # ---- control and inspection ---------------------------------------------------------------
 
@@ -206,6 +172,7 @@ class StaggerSchedule(SharedObject):
 
     @property
     def stopped(self) -> bool:
+        """True between :meth:`stop` and :meth:`resume`."""
         return self._h.stopped
 
     def reap(self) -> int:
@@ -214,11 +181,11 @@ class StaggerSchedule(SharedObject):
 
     def pending_delay(self, worker: int) -> float:
         """Push-back (seconds) ``worker`` will sleep before its next turn."""
-        return self._h.pending_delay_ns(_int("worker", worker)) * 1e-9
+        return self._h.pending_delay_ns(index("worker", worker)) * 1e-9
 
     def last_inference(self, worker: int) -> float:
         """The last inference time ``worker`` reported, in seconds."""
-        return self._h.last_ns(_int("worker", worker)) * 1e-9
+        return self._h.last_ns(index("worker", worker)) * 1e-9
 
     @property
     def tau_max(self) -> float:
@@ -242,6 +209,7 @@ class StaggerSchedule(SharedObject):
 
     @property
     def live_workers(self) -> int:
+        """Workers that hold a slot now (N_live)."""
         return self._h.live_workers
 
     @property
@@ -266,26 +234,32 @@ class StaggerSchedule(SharedObject):
 
     @property
     def reports(self) -> int:
+        """Inference times reported so far."""
         return int(self._h.samples)
 
     @property
     def mode(self) -> str:
+        """``"max"`` or ``"mean"``, as created."""
         return MODES[self._h.mode]
 
     @property
     def pushback(self) -> str:
+        """``"lattice"`` or ``"paper"``, as created."""
         return PUSHBACKS[self._h.pushback]
 
     @property
     def n_workers(self) -> int:
+        """Worker slots (ids ``0 .. n_workers - 1``)."""
         return self._h.n_workers
 
     @property
     def window(self) -> int:
+        """Inference times the mean is taken over."""
         return self._h.window
 
     @property
     def heartbeat_timeout(self) -> float:
+        """Seconds of silence after which a worker is dropped."""
         return self._h.heartbeat_timeout_ns * 1e-9
 
 
@@ -316,12 +290,10 @@ class Turnstile(SharedObject):
         self, n_learners: int, heartbeat_timeout: float = 5.0, name: str | None = None, *, _handle: Any = None
     ) -> None:
         if _handle is None:
-            n = _int("n_learners", n_learners)
-            if not 1 <= n <= 4096:
-                raise ValueError(f"n_learners must be in [1, 4096], got {n}")
-            hb = _seconds("heartbeat_timeout", heartbeat_timeout)
+            n = in_range("n_learners", n_learners, 1, 4096)
+            hb = seconds("heartbeat_timeout", heartbeat_timeout, positive=True)
             name = default_name(self._KIND) if name is None else _core.check_segment_name(name)
-            _handle = _core.Turnstile.create(name, n, max(1, _ns(hb)))
+            _handle = _core.Turnstile.create(name, n, max(1, ns(hb)))
             owner = True
         else:
             owner = False
@@ -340,24 +312,25 @@ class Turnstile(SharedObject):
         """Sleep until ``learner`` holds the turn; return the turn number ``u``. A dead holder is skipped
         after ``heartbeat_timeout``. ``TimeoutError`` (naming the holder) past ``timeout`` seconds; ``-1``
         if :meth:`stop` was called. GIL released; Ctrl-C works."""
-        return self._h.wait_turn(_int("learner", learner), _timeout_ns(timeout))
+        return self._h.wait_turn(index("learner", learner), timeout_ns(timeout))
 
     def try_turn(self, learner: int) -> int | None:
         """The turn number if ``learner`` holds the turn now, else ``None``. Never blocks."""
-        u = self._h.try_turn(_int("learner", learner))
+        u = self._h.try_turn(index("learner", learner))
         return None if u < 0 else u
 
     def pass_turn(self, learner: int) -> None:
         """Hand the turn to the next live learner. ``ValueError`` if ``learner`` does not hold it (or lost
         it, skipped as dead)."""
-        self._h.pass_turn(_int("learner", learner))
+        self._h.pass_turn(index("learner", learner))
 
     def heartbeat(self, learner: int) -> None:
-        self._h.heartbeat(_int("learner", learner))
+        """Tell the turnstile ``learner`` is alive (every other call does this too)."""
+        self._h.heartbeat(index("learner", learner))
 
     def leave(self, learner: int) -> None:
         """Give the slot back (passing the turn first if it holds it)."""
-        self._h.leave(_int("learner", learner))
+        self._h.leave(index("learner", learner))
 
     def stop(self) -> None:
         """Make every :meth:`wait_turn` return ``-1`` at once."""
@@ -365,6 +338,7 @@ class Turnstile(SharedObject):
 
     @property
     def stopped(self) -> bool:
+        """True once :meth:`stop` was called."""
         return self._h.stopped
 
     @property
@@ -385,10 +359,12 @@ class Turnstile(SharedObject):
 
     @property
     def learners(self) -> list[int]:
+        """Ids of the live learners, ascending."""
         return list(self._h.learners)
 
     @property
     def passes(self) -> int:
+        """Turns passed on so far."""
         return int(self._h.passes)
 
     @property
@@ -398,8 +374,10 @@ class Turnstile(SharedObject):
 
     @property
     def n_learners(self) -> int:
+        """Learner slots (ids ``0 .. n_learners - 1``)."""
         return self._h.n_learners
 
     @property
     def heartbeat_timeout(self) -> float:
+        """Seconds of silence after which the holder of the turn is skipped."""
         return self._h.heartbeat_timeout_ns * 1e-9

@@ -11,13 +11,13 @@ a read-modify-write such as ``a[0] += 1`` from two processes at once can lose up
 
 from __future__ import annotations
 
-import operator
 from typing import Any, Sequence
 
 import numpy as np
 
 from rtcore import _core
 from rtcore._shm import SharedObject, default_name
+from rtcore._validate import as_dtype, as_shape
 
 __all__ = ["SharedArray"]
 
@@ -37,18 +37,8 @@ class SharedArray(SharedObject):
         self, shape: Sequence[int] | int, dtype: Any = "float64", name: str | None = None, *, _handle: Any = None
     ) -> None:
         if _handle is None:
-            if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
-                shape = (shape,)
-            try:
-                shp = tuple(operator.index(d) for d in shape)
-            except TypeError:
-                raise TypeError(f"shape must be an int or a tuple of ints, got {shape!r}") from None
-            if any(d < 0 for d in shp):
-                raise ValueError(f"shape must have non-negative sizes, got {shp}")
-            try:
-                dt = np.dtype(dtype)
-            except TypeError as e:
-                raise TypeError(f"dtype {dtype!r} is not a numpy dtype: {e}") from None
+            shp = as_shape("shape", shape, lo=0)
+            dt = as_dtype("dtype", dtype)
             name = default_name(self._KIND) if name is None else _core.check_segment_name(name)
             _handle = _core.SharedArray.create(name, list(shp), dt)
             owner = True
@@ -71,10 +61,12 @@ class SharedArray(SharedObject):
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """Shape of :attr:`array`."""
         return self._array.shape
 
     @property
     def dtype(self) -> np.dtype:
+        """dtype of :attr:`array`."""
         return self._array.dtype
 
     def close(self) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import operator
 import os
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -24,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from rtcore import _core
+from rtcore._validate import at_least, ns, seconds
+from rtcore.sched import PUSHBACKS, n_star
 
 __all__ = ["simulate", "SimulationResult", "add_arguments", "main", "SIM_MODES"]
 
@@ -81,32 +82,8 @@ class SimulationResult:
     restaggers: int
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (for JSON)."""
         return asdict(self)
-
-
-def _seconds(what: str, value: Any, *, positive: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{what} must be a number of seconds, got {type(value).__name__}")
-    v = float(value)
-    if not math.isfinite(v) or v < 0 or (positive and v == 0):
-        raise ValueError(f"{what} must be a finite number of seconds {'> 0' if positive else '>= 0'}, got {value!r}")
-    return v
-
-
-def _int(what: str, value: Any, lo: int) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{what} must be an int, got bool")
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{what} must be an int, got {type(value).__name__}") from None
-    if v < lo:
-        raise ValueError(f"{what} must be >= {lo}, got {v}")
-    return v
-
-
-def _ns(seconds: float) -> int:
-    return int(round(seconds * 1e9))
 
 
 def load_samples(path: str | os.PathLike[str]) -> np.ndarray:
@@ -147,7 +124,7 @@ def _parse_dist(spec: str) -> tuple[int, float, list[int], str]:
         if not arg:
             raise ValueError("tau_theta_dist 'samples:FILE' needs a file name")
         arr = load_samples(arg)
-        return 3, 0.0, [max(1, _ns(x)) for x in arr], spec
+        return 3, 0.0, [max(1, ns(x)) for x in arr], spec
     try:
         v = float(arg)
     except ValueError:
@@ -188,26 +165,26 @@ def simulate(
         tau_max_seed: the schedule's ``tau_max`` seed (default ``tau_theta``).
         pushback: ``"paper"`` | ``"lattice"`` (see :class:`rtcore.StaggerSchedule`).
     """
-    if pushback not in ("paper", "lattice"):
-        raise ValueError(f"pushback must be 'paper' or 'lattice', got {pushback!r}")
-    tm = _seconds("tau_m", tau_m, positive=True)
-    tt = _seconds("tau_theta", tau_theta, positive=True)
-    tl = _seconds("tau_l", tau_l, positive=False)
-    n = _int("workers", workers, 1)
+    if pushback not in PUSHBACKS:
+        raise ValueError(f"pushback must be one of {PUSHBACKS}, got {pushback!r}")
+    tm = seconds("tau_m", tau_m, positive=True)
+    tt = seconds("tau_theta", tau_theta, positive=True)
+    tl = seconds("tau_l", tau_l, positive=False)
+    n = at_least("workers", workers, 1)
     if mode not in SIM_MODES:
         raise ValueError(f"mode must be one of {SIM_MODES}, got {mode!r}")
     if mode == "sequential" and n != 1:
         raise ValueError(f"mode 'sequential' has exactly one worker (it infers, then learns), got workers={n}")
     if tl > 0 and mode != "sequential":
         raise ValueError(f"tau_l applies to mode 'sequential' only (learners run apart in the others), got mode={mode!r}")
-    k = _int("steps", steps, 1)
-    sd = _int("seed", seed, 0)
-    win = _int("window", window, 1)
-    seed_tau = tt if tau_max_seed is None else _seconds("tau_max_seed", tau_max_seed, positive=True)
+    k = at_least("steps", steps, 1)
+    sd = at_least("seed", seed, 0)
+    win = at_least("window", window, 1)
+    seed_tau = tt if tau_max_seed is None else seconds("tau_max_seed", tau_max_seed, positive=True)
     dist, param, samples, spec = _parse_dist(tau_theta_dist)
     d = _core.simulate(
-        max(1, _ns(tm)), max(1, _ns(tt)), n, SIM_MODES.index(mode), k, sd, dist, param, samples, _ns(tl), win,
-        max(1, _ns(seed_tau)), ("paper", "lattice").index(pushback),
+        max(1, ns(tm)), max(1, ns(tt)), n, SIM_MODES.index(mode), k, sd, dist, param, samples, ns(tl), win,
+        max(1, ns(seed_tau)), PUSHBACKS.index(pushback),
     )
     ai = d["action_interval"]
     return SimulationResult(
@@ -241,6 +218,7 @@ def simulate(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``rtcore simulate`` command line."""
     parser.add_argument("--tau-m", type=float, default=GAMEBOY_TAU_M, help="env period in seconds (default: Game Boy, 1/59.7275)")
     parser.add_argument("--tau-theta", type=float, required=True, help="inference time in seconds (mean of the distribution)")
     parser.add_argument(
@@ -259,10 +237,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    workers = args.workers
-    if workers is None:
-        workers = 1 if args.mode == "sequential" else int(_core.n_star(args.tau_theta, args.tau_m))
+    """``rtcore simulate``: run :func:`simulate` and print the result (``--json``: one JSON line)."""
     try:
+        workers = args.workers
+        if workers is None:
+            tau_theta = seconds("tau_theta", args.tau_theta, positive=True)
+            workers = 1 if args.mode == "sequential" else n_star(tau_theta, seconds("tau_m", args.tau_m, positive=True))
         r = simulate(
             args.tau_m, args.tau_theta, workers, mode=args.mode, steps=args.steps, seed=args.seed,
             tau_theta_dist=args.tau_theta_dist, tau_l=args.tau_l, window=args.window, pushback=args.pushback,

@@ -20,6 +20,7 @@ import math
 from typing import Any
 
 from rtcore import _core
+from rtcore._validate import index, ns, seconds
 
 __all__ = ["Timer", "monotonic", "monotonic_ns", "sleep_until"]
 
@@ -41,19 +42,6 @@ def monotonic_ns() -> int:
     return _core.monotonic_ns()
 
 
-def _seconds(what: str, value: Any, *, positive: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{what} must be a number of seconds, got {type(value).__name__}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{what} must be finite, got {value!r}")
-    if positive and v <= 0:
-        raise ValueError(f"{what} must be > 0 seconds, got {value!r}")
-    if not positive and v < 0:
-        raise ValueError(f"{what} must be >= 0 seconds, got {value!r}")
-    return v
-
-
 def sleep_until(deadline: float, spin: float = DEFAULT_SPIN) -> None:
     """Sleep until ``deadline`` (``CLOCK_MONOTONIC`` seconds, see :func:`monotonic`), then return.
 
@@ -64,8 +52,7 @@ def sleep_until(deadline: float, spin: float = DEFAULT_SPIN) -> None:
     d = float(deadline)
     if not math.isfinite(d) or d > 9e9:
         raise ValueError(f"deadline must be a finite CLOCK_MONOTONIC time in seconds (see monotonic()), got {deadline!r}")
-    s = _seconds("spin", spin, positive=False)
-    _core.sleep_until_ns(max(0, int(round(d * 1e9))), int(round(s * 1e9)))
+    _core.sleep_until_ns(max(0, ns(d)), ns(seconds("spin", spin, positive=False)))
 
 
 class Timer:
@@ -92,9 +79,9 @@ class Timer:
         start: float | None = None,
         realtime: bool | int = False,
     ) -> None:
-        p = _seconds("period", period, positive=True)
-        s = _seconds("spin", spin, positive=False)
-        period_ns = int(round(p * 1e9))
+        p = seconds("period", period, positive=True)
+        s = seconds("spin", spin, positive=False)
+        period_ns = ns(p)
         if period_ns < 1:
             raise ValueError(f"period must be at least 1 ns, got {period!r}")
         if start is None:
@@ -103,14 +90,14 @@ class Timer:
             st = float(start)
             if not math.isfinite(st) or st < 0 or st > 9e9:
                 raise ValueError(f"start must be a finite CLOCK_MONOTONIC time >= 0 (see rtcore.timer.monotonic()), got {start!r}")
-            start_ns = int(round(st * 1e9))
+            start_ns = ns(st)
         if isinstance(realtime, bool):
             priority = DEFAULT_RT_PRIORITY if realtime else None
         elif isinstance(realtime, int):
             priority = realtime
         else:
             raise TypeError(f"realtime must be a bool or an int SCHED_FIFO priority, got {type(realtime).__name__}")
-        self._t = _core.Timer(period_ns, int(round(s * 1e9)), start_ns)
+        self._t = _core.Timer(period_ns, ns(s), start_ns)
         self._realtime_status = "off" if priority is None else _core.apply_realtime(priority)
 
     def wait(self, timeout: float | None = None) -> int:
@@ -121,7 +108,7 @@ class Timer:
         is not due by then (the tick is not consumed). The GIL is released; Ctrl-C works.
         """
         if timeout is not None:
-            _seconds("timeout", timeout, positive=False)
+            seconds("timeout", timeout, positive=False)
         return self._t.wait(timeout)
 
     def stop(self) -> None:
@@ -134,6 +121,7 @@ class Timer:
 
     @property
     def stopped(self) -> bool:
+        """True between :meth:`stop` and :meth:`resume`."""
         return self._t.stopped
 
     def stats(self) -> dict[str, float | int]:
@@ -152,14 +140,16 @@ class Timer:
 
     def deadline(self, k: int) -> float:
         """The deadline of tick ``k`` in :func:`monotonic` seconds."""
-        return self._t.deadline_ns(int(k)) * 1e-9
+        return self._t.deadline_ns(index("k", k)) * 1e-9
 
     @property
     def period(self) -> float:
+        """Seconds between ticks."""
         return self._t.period_ns * 1e-9
 
     @property
     def spin(self) -> float:
+        """Seconds before each deadline at which the wait stops sleeping and spins."""
         return self._t.spin_ns * 1e-9
 
     @property

@@ -44,3 +44,27 @@ def no_shm_leak():
 def rng() -> np.random.Generator:
     random.seed(0)
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def kill_alive():
+    """A function for a multi-process test's ``finally``: SIGKILL and join every process still running."""
+
+    def kill(procs) -> None:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join()
+
+    return kill
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test, as in a worker (also keeps torch tests fast on a loaded machine)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -192,7 +192,7 @@ def _reader_child(board: rtcore.ObsBoard, actions: rtcore.ActionBoard, results: 
 
 
 @pytest.mark.timeout(120)
-def test_obs_board_and_action_board_across_spawned_processes() -> None:
+def test_obs_board_and_action_board_across_spawned_processes(kill_alive) -> None:
     n_workers, n_steps, episode_len = 3, 1500, 23
     ctx = mp.get_context("spawn")
     board = rtcore.ObsBoard((84, 84), dtype="uint8", frame_stack=4)
@@ -220,10 +220,7 @@ def test_obs_board_and_action_board_across_spawned_processes() -> None:
             taken.append(got)
         posted, n_taken, superseded = actions.posted, actions.taken, actions.superseded
     finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-                p.join()
+        kill_alive(procs)
         board.close()
         actions.close()
     rows = res[1:].copy()
@@ -297,7 +294,7 @@ def _poster_child(actions: rtcore.ActionBoard, worker: int, n: int) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_action_board_many_spawned_posters_exact_counts() -> None:
+def test_action_board_many_spawned_posters_exact_counts(kill_alive) -> None:
     n_workers, n_posts = 3, 3000
     ctx = mp.get_context("spawn")
     b = rtcore.ActionBoard(max_workers=n_workers)
@@ -322,10 +319,7 @@ def test_action_board_many_spawned_posters_exact_counts() -> None:
         assert len(set((s, w) for _, s, w in taken)) == len(taken)
         assert any(s == n_posts - 1 for _, s, _ in taken)  # the very last post of some worker was taken
     finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-                p.join()
+        kill_alive(procs)
         b.close()
 
 

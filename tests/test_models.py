@@ -9,13 +9,7 @@ from rtcore.models import PAPER_SIZES, build_model, count_parameters, example_in
 from rtcore.models.export import load_for_inference, measure_latency, save_model
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """As in a worker; also keeps these tests fast on a loaded machine (no oversubscribed thread pool)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def n_params(model: torch.nn.Module) -> int:

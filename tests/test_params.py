@@ -19,13 +19,7 @@ from rtcore.models.export import load_for_inference
 from rtcore.params import ParamReader, bind_module_to_view, flatten_module, load_flat, module_numel
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """As in a worker; also keeps these tests fast on a loaded machine (no oversubscribed thread pool)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_publish_and_read_round_trip(rng):
@@ -167,7 +161,7 @@ def _reader(name: str, until: int, results) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_readers_in_other_processes_never_see_a_mix_of_versions():
+def test_readers_in_other_processes_never_see_a_mix_of_versions(kill_alive):
     ctx = mp.get_context("spawn")
     versions = 2000
     store = ParamStore(4096, buffers=4)
@@ -186,10 +180,7 @@ def test_readers_in_other_processes_never_see_a_mix_of_versions():
             p.join(30)
             assert p.exitcode == 0
     finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-                p.join()
+        kill_alive(procs)
         results.close()
         store.close()
     for pins, bad, last in got:

@@ -127,7 +127,7 @@ def sampler(name: str, stop, results) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_writers_and_sampler_processes_never_see_a_torn_transition_even_when_a_writer_is_killed():
+def test_writers_and_sampler_processes_never_see_a_torn_transition_even_when_a_writer_is_killed(kill_alive):
     ctx = mp.get_context("spawn")
     # 3 streams of 60 slots: writers lap their rings hundreds of times while the sampler reads.
     buf = ReplayBuffer(3 * 60, SHAPE, "uint8", frame_stack=K, streams=3, n_step=N, gamma=GAMMA)
@@ -163,10 +163,7 @@ def test_writers_and_sampler_processes_never_see_a_torn_transition_even_when_a_w
         heads = [next_step(buf, s) for s in range(3)]
         after = buf.sample(64)
     finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-                p.join()
+        kill_alive(procs)
         results.close()
         buf.close()
     print(f"stress: {rows} rows checked, {collisions} redrawn after a concurrent overwrite, writer killed at step {killed_at}")

@@ -163,7 +163,7 @@ def _learner(ts, log, j: int) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_turnstile_across_processes_skips_a_killed_learner():
+def test_turnstile_across_processes_skips_a_killed_learner(kill_alive):
     ts = rtcore.Turnstile(3, heartbeat_timeout=0.3)
     log = SharedArray((4000,), "int8")
     ctx = mp.get_context("spawn")
@@ -194,10 +194,7 @@ def test_turnstile_across_processes_skips_a_killed_learner():
         end = ts.turn
         lg = log.array.copy()
     finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-                p.join()
+        kill_alive(procs)
         ts.close()
         log.close()
     assert live == 2 and skips <= 1

@@ -16,6 +16,7 @@
 
 #include "bindings/bindings.h"
 #include "bindings/numpy_util.h"
+#include "bindings/wait_util.h"
 #include "board/action_board.h"
 #include "board/obs_board.h"
 #include "common/errors.h"
@@ -30,7 +31,6 @@ using shm::Kind;
 using shm::Segment;
 using SegmentPtr = std::shared_ptr<Segment>;
 
-constexpr std::int64_t kSignalPollNs = 50000000;  // 50 ms
 constexpr int kMaxDims = 8;
 
 // Shape and dtype of an array kept in a segment header (ObsBoard frames, SharedArray).
@@ -68,32 +68,6 @@ std::size_t spec_bytes(const ArraySpec& s) {
   return n;
 }
 
-// The hot-path check: true if `a` has exactly `shape` and `dtype`, is C-contiguous (and writeable if
-// asked). No allocation; on false the caller runs check_array for the error message.
-bool matches(const py::array& a, const std::vector<std::int64_t>& shape, const py::dtype& dtype, bool writeable) {
-  if (a.ndim() != static_cast<py::ssize_t>(shape.size())) return false;
-  for (std::size_t i = 0; i < shape.size(); ++i)
-    if (a.shape(static_cast<py::ssize_t>(i)) != shape[i]) return false;
-  if (!(a.flags() & py::array::c_style)) return false;
-  if (writeable && !a.writeable()) return false;
-  return a.dtype().is(dtype) || a.dtype().equal(dtype);
-}
-
-// A numpy array over `data` that keeps `seg` mapped for as long as it lives.
-py::array view_array(const SegmentPtr& seg, void* data, const std::vector<std::int64_t>& shape, const py::dtype& dt) {
-  auto* keep = new SegmentPtr(seg);
-  py::capsule base(keep, [](void* p) { delete static_cast<SegmentPtr*>(p); });
-  return py::array(dt, shape, data, base);
-}
-
-std::int64_t deadline_of(const py::object& timeout) {
-  if (timeout.is_none()) return std::numeric_limits<std::int64_t>::max();
-  const double t = timeout.cast<double>();
-  if (!(t >= 0)) throw InvalidArgument("timeout must be >= 0 seconds or None, got " + std::to_string(t));
-  if (t > 1e9) return std::numeric_limits<std::int64_t>::max();
-  return clock::now_ns() + clock::to_ns(t);
-}
-
 // ---- ObsBoard ------------------------------------------------------------------------------------
 
 struct ObsParams {
@@ -127,7 +101,7 @@ class ObsBoardHandle {
 
   void publish(const py::array& frame, std::int64_t step, bool episode_start) {
     auto seg = live();
-    if (!matches(frame, shape_, dtype_, false)) check_array("frame", frame, shape_, dtype_);
+    check_array("frame", frame, shape_, dtype_);
     const void* data = frame.data();
     py::gil_scoped_release nogil;
     view_.publish(data, step, episode_start);
@@ -137,7 +111,7 @@ class ObsBoardHandle {
     auto seg = live();
     py::array arr;
     if (out) {
-      if (!matches(*out, stack_shape_, dtype_, true)) check_array("out", *out, stack_shape_, dtype_, true);
+      check_array("out", *out, stack_shape_, dtype_, /*writeable=*/true);
       arr = *out;
     } else {
       arr = py::array(dtype_, stack_shape_);
@@ -153,23 +127,21 @@ class ObsBoardHandle {
 
   std::int64_t wait_step(std::int64_t after, const py::object& timeout, double spin) {
     auto seg = live();
-    const std::int64_t limit = deadline_of(timeout);
+    const std::int64_t limit = deadline_after(timeout);
     const std::int64_t spin_ns = clock::to_ns(spin < 0 ? 0 : spin);
     bool first = true;
     for (;;) {
-      const std::int64_t now = clock::now_ns();
-      const std::int64_t chunk = limit - now > kSignalPollNs ? now + kSignalPollNs : limit;
       std::int64_t s;
       {
         py::gil_scoped_release nogil;
-        s = view_.wait_step(after, chunk, first ? spin_ns : 0);
+        s = view_.wait_step(after, slice_end(limit), first ? spin_ns : 0);
       }
       first = false;
       if (s > after) return s;
       if (clock::now_ns() >= limit)
         throw Timeout("no frame with step > " + std::to_string(after) + " was published within the timeout (newest step " +
                       std::to_string(view_.step()) + ")");
-      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+      check_signals();
     }
   }
 
@@ -295,7 +267,7 @@ class SharedArrayHandle {
   }
   py::array array() {
     if (!seg_) throw InvalidArgument("SharedArray '" + name_ + "' is closed");
-    return view_array(seg_, seg_->payload(), spec_shape(spec_), spec_dtype(spec_));
+    return segment_view(seg_, seg_->payload(), spec_shape(spec_), spec_dtype(spec_));
   }
   std::vector<std::int64_t> shape() const { return spec_shape(spec_); }
   py::dtype dtype() const { return spec_dtype(spec_); }

@@ -14,6 +14,7 @@
 
 #include "bindings/bindings.h"
 #include "bindings/numpy_util.h"
+#include "bindings/wait_util.h"
 #include "params/param_store.h"
 #include "sched/clock.h"
 #include "shm/segment.h"
@@ -35,8 +36,8 @@ py::dtype dtype_of_code(std::uint32_t code) {
   throw LayoutMismatch("parameter store has unknown dtype code " + std::to_string(code));
 }
 
-// Sleeps in short steps with the GIL released until `ready()` or the deadline; every ~50 ms it takes the
-// GIL to run Python signal handlers (so Ctrl-C interrupts a wait). Returns ready().
+// Polls `ready()` every 200 us with the GIL released until it holds or `timeout_s` passes, running
+// Python's signal handlers between slices (so Ctrl-C interrupts a wait). Returns ready().
 template <class Ready>
 bool wait_until(Ready ready, double timeout_s) {
   if (ready()) return true;
@@ -46,11 +47,11 @@ bool wait_until(Ready ready, double timeout_s) {
     bool ok = false;
     {
       py::gil_scoped_release nogil;
-      const std::int64_t chunk_end = std::min(deadline, clock::now_ns() + 50'000'000);
-      while (!(ok = ready()) && clock::now_ns() < chunk_end) std::this_thread::sleep_for(std::chrono::microseconds(200));
+      const std::int64_t end = slice_end(deadline);
+      while (!(ok = ready()) && clock::now_ns() < end) std::this_thread::sleep_for(std::chrono::microseconds(200));
     }
     if (ok) return true;
-    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    check_signals();
     if (clock::now_ns() >= deadline) return ready();
   }
 }
@@ -83,7 +84,7 @@ class ParamsHandle {
 
   void close() {
     if (!seg_) return;
-    if (slot_ >= 0 && slot_pid_ == static_cast<int>(::getpid())) store_.release_slot(slot_);
+    if (owns_slot()) store_.release_slot(slot_);
     slot_ = -1;
     seg_.reset();
   }
@@ -92,11 +93,8 @@ class ParamsHandle {
   py::array buffer_view(int b) {
     check_open();
     check_buffer(b);
-    auto* keep = new std::shared_ptr<shm::Segment>(seg_);
-    py::capsule base(keep, [](void* p) { delete static_cast<std::shared_ptr<shm::Segment>*>(p); });
-    const py::dtype dt = dtype_of_code(store_.layout().dtype);
-    return py::array(dt, {static_cast<py::ssize_t>(store_.numel())}, {static_cast<py::ssize_t>(dt.itemsize())},
-                     store_.buffer(b), base);
+    return segment_view(seg_, store_.buffer(b), {static_cast<std::int64_t>(store_.numel())},
+                        dtype_of_code(store_.layout().dtype));
   }
 
   std::uintptr_t buffer_address(int b) {
@@ -155,7 +153,7 @@ class ParamsHandle {
     if (p.version == 0) {
       store_.unpin(slot_);
       if (!wait_until([&] { return store_.version() != 0; }, timeout_s))
-        throw Timeout("no parameters were published to '" + seg_->name() + "' within " + std::to_string(timeout_s) + " s");
+        throw Timeout("no parameters were published to '" + name_ + "' within " + std::to_string(timeout_s) + " s");
       p = store_.pin(slot_);
     }
     return {p.version, p.buffer};
@@ -189,12 +187,12 @@ class ParamsHandle {
   }
 
  private:
-  ParamsHandle(std::shared_ptr<shm::Segment> seg, ParamStore store) : seg_(std::move(seg)), store_(store) {}
+  ParamsHandle(std::shared_ptr<shm::Segment> seg, ParamStore store) : seg_(std::move(seg)), name_(seg_->name()), store_(store) {}
 
   bool owns_slot() const { return slot_ >= 0 && slot_pid_ == static_cast<int>(::getpid()); }
 
   void check_open() const {
-    if (!seg_) throw InvalidArgument("ParamStore is closed");
+    if (!seg_) throw InvalidArgument("ParamStore '" + name_ + "' is closed");
   }
   void check_buffer(int b) const {
     if (b < 0 || b >= static_cast<int>(store_.layout().buffers))
@@ -202,6 +200,7 @@ class ParamsHandle {
   }
 
   std::shared_ptr<shm::Segment> seg_;
+  std::string name_;
   ParamStore store_;
   int slot_ = -1;
   int slot_pid_ = 0;  // the process that acquired slot_

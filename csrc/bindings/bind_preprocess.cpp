@@ -1,4 +1,5 @@
 // Observation preprocessing kernels (csrc/preprocess). The public wrapper is rtcore.envs.preprocess.
+#include <array>
 #include <cstdint>
 #include <string>
 
@@ -15,13 +16,12 @@ namespace {
 void resize_into(AreaResize& r, const py::array& src, py::array& out) {
   if (!src.dtype().is(py::dtype::of<std::uint8_t>()))
     throw InvalidArgument("frame has dtype " + dtype_str(src.dtype()) + ", expected uint8");
-  const auto shape = shape_of(src);
-  const std::vector<std::int64_t> hw = {r.in_h(), r.in_w()};
-  const std::string hw_s = shape_str(hw);
-  if ((src.ndim() != 2 && src.ndim() != 3) || shape[0] != r.in_h() || shape[1] != r.in_w())
-    throw InvalidArgument("frame has shape " + shape_str(shape) + ", expected " + hw_s + " or " +
-                          hw_s.substr(0, hw_s.size() - 1) + ", channels) with 1, 3 or 4 channels");
-  const int channels = src.ndim() == 3 ? static_cast<int>(shape[2]) : 1;
+  if ((src.ndim() != 2 && src.ndim() != 3) || src.shape(0) != r.in_h() || src.shape(1) != r.in_w()) {
+    const std::string hw = shape_str({r.in_h(), r.in_w()});
+    throw InvalidArgument("frame has shape " + shape_str(shape_of(src)) + ", expected " + hw + " or " +
+                          hw.substr(0, hw.size() - 1) + ", channels) with 1, 3 or 4 channels");
+  }
+  const int channels = src.ndim() == 3 ? static_cast<int>(src.shape(2)) : 1;
   if (channels != 1 && channels != 3 && channels != 4)
     throw InvalidArgument("frame has " + std::to_string(channels) + " channels, expected 1, 3 or 4");
   const auto* strides = src.strides();
@@ -32,7 +32,7 @@ void resize_into(AreaResize& r, const py::array& src, py::array& out) {
   if (!ok)
     throw InvalidArgument(grey ? "frame must have positive, non-overlapping strides (use numpy.ascontiguousarray)"
                                : "frame rows must hold contiguous pixels (use numpy.ascontiguousarray)");
-  check_array("out", out, {r.out_h(), r.out_w()}, py::dtype::of<std::uint8_t>(), /*writeable=*/true);
+  check_array("out", out, std::array<std::int64_t, 2>{r.out_h(), r.out_w()}, py::dtype::of<std::uint8_t>(), /*writeable=*/true);
   const auto* in = static_cast<const std::uint8_t*>(src.data());
   auto* dst = static_cast<std::uint8_t*>(out.mutable_data());
   const std::ptrdiff_t row_stride = strides[0];

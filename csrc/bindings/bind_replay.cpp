@@ -1,10 +1,11 @@
 // rtcore._core.Replay: a handle on a replay ring in a shared-memory segment (csrc/replay/ring.h).
 // Validation of Python arguments, defaults and docstrings live in rtcore/replay.py; this file checks
 // only what it must to stay memory-safe (every array's dtype, shape, contiguity) and keeps those checks
-// allocation-free on success: the message-building check_array runs only on the failure path.
+// allocation-free on success (check_array in numpy_util.h allocates only to build the error).
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <memory>
@@ -199,11 +200,7 @@ class ReplayHandle {
   }
 
   // A frame: obs_shape, the buffer's dtype, C-contiguous. Fast path allocates nothing.
-  void check_frame(const char* what, const py::array& a) const {
-    bool ok = a.ndim() == static_cast<py::ssize_t>(p_.ndim) && same_dtype(a) && (a.flags() & py::array::c_style);
-    for (std::uint32_t i = 0; ok && i < p_.ndim; ++i) ok = a.shape(i) == p_.shape[i];
-    if (!ok) check_array(what, a, frame_shape_, dtype_);
-  }
+  void check_frame(const char* what, const py::array& a) const { check_array(what, a, frame_shape_, dtype_); }
 
   // Rows of frames: (rows, *obs_shape).
   void check_batch_frames(const char* what, const py::array& a, std::int64_t rows) const {
@@ -230,9 +227,7 @@ class ReplayHandle {
   }
 
   static void check_vec(const char* what, const py::array& a, std::int64_t n, const py::dtype& dt, bool writeable = false) {
-    const bool ok = a.ndim() == 1 && a.shape(0) == n && (a.dtype().is(dt) || a.dtype().equal(dt)) &&
-                    (a.flags() & py::array::c_style) && (!writeable || a.writeable());
-    if (!ok) check_array(what, a, {n}, dt, writeable);
+    check_array(what, a, std::array<std::int64_t, 1>{n}, dt, writeable);
   }
 
   std::shared_ptr<shm::Segment> seg_;

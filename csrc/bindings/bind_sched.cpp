@@ -6,12 +6,12 @@
 // unmaps memory in use.
 #include <pybind11/stl.h>
 
-#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "bindings/bindings.h"
+#include "bindings/wait_util.h"
 #include "common/errors.h"
 #include "sched/clock.h"
 #include "sched/simulator.h"
@@ -26,21 +26,6 @@ namespace {
 using shm::Kind;
 using shm::Segment;
 using SegmentPtr = std::shared_ptr<Segment>;
-
-constexpr std::int64_t kSliceNs = 50000000;  // 50 ms between signal checks
-constexpr std::int64_t kForever = std::numeric_limits<std::int64_t>::max();
-
-// timeout_ns < 0: no timeout.
-std::int64_t deadline_after(std::int64_t timeout_ns) {
-  if (timeout_ns < 0) return kForever;
-  const std::int64_t now = clock::now_ns();
-  return timeout_ns > kForever - now ? kForever : now + timeout_ns;
-}
-
-std::int64_t slice_end(std::int64_t deadline) {
-  const std::int64_t now = clock::now_ns();
-  return deadline - now > kSliceNs ? now + kSliceNs : deadline;
-}
 
 // ---- StaggerSchedule -----------------------------------------------------------------------------
 
@@ -88,7 +73,7 @@ class ScheduleHandle {
   // True when the turn came, False when the schedule was stopped; TimeoutError past the timeout.
   bool wait_turn(int w, std::int64_t timeout_ns, std::int64_t spin_ns) {
     auto seg = live();
-    const std::int64_t deadline = deadline_after(timeout_ns);
+    const std::int64_t deadline = deadline_after_ns(timeout_ns);
     for (;;) {
       sched::WaitResult r;
       {
@@ -101,7 +86,7 @@ class ScheduleHandle {
         throw Timeout("worker " + std::to_string(w) + "'s turn did not come within the timeout (it starts in " +
                       std::to_string(clock::to_sec(s_->poll_turn(w, clock::now_ns()) - clock::now_ns())) +
                       " s; pass a timeout longer than tau_max = " + std::to_string(clock::to_sec(s_->tau_max_ns())) + " s)");
-      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+      check_signals();
     }
   }
   std::int64_t report(int w, std::int64_t duration_ns) {
@@ -112,7 +97,7 @@ class ScheduleHandle {
   }
   bool wait_publish(int w, std::int64_t timeout_ns, std::int64_t spin_ns) {
     auto seg = live();
-    const std::int64_t deadline = deadline_after(timeout_ns);
+    const std::int64_t deadline = deadline_after_ns(timeout_ns);
     for (;;) {
       sched::WaitResult r;
       {
@@ -124,7 +109,7 @@ class ScheduleHandle {
       if (clock::now_ns() >= deadline)
         throw Timeout("worker " + std::to_string(w) + " may publish only in " +
                       std::to_string(clock::to_sec(s_->publish_at(w) - clock::now_ns())) + " s, past the timeout");
-      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+      check_signals();
     }
   }
   std::int64_t poll_turn(int w) {
@@ -201,7 +186,7 @@ class TurnstileHandle {
   // The turn number; -1 when the turnstile was stopped; TimeoutError past the timeout.
   std::int64_t wait_turn(int j, std::int64_t timeout_ns) {
     auto seg = live();
-    const std::int64_t deadline = deadline_after(timeout_ns);
+    const std::int64_t deadline = deadline_after_ns(timeout_ns);
     for (;;) {
       std::int64_t u;
       {
@@ -218,7 +203,7 @@ class TurnstileHandle {
         throw Timeout("learner " + std::to_string(j) + " timed out waiting for its turn: turn " + std::to_string(t_->turn()) +
                       " is held by " + who + "; a holder is skipped once silent for heartbeat_timeout");
       }
-      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+      check_signals();
     }
   }
   std::int64_t turn() { return (live(), t_->turn()); }

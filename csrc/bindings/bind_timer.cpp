@@ -1,6 +1,6 @@
 // rtcore._core: the periodic timer and one-shot sleeps (csrc/sched/timer.h, clock.h). Public API: rtcore/timer.py.
 //
-// Blocking calls release the GIL and come back at least every kSignalPollNs to run Python's signal
+// Blocking calls release the GIL and come back at least every kSignalSliceNs to run Python's signal
 // handlers (Ctrl-C raises KeyboardInterrupt in the waiting thread) before sleeping on.
 #include <pybind11/stl.h>
 #include <time.h>
@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "bindings/bindings.h"
+#include "bindings/wait_util.h"
 #include "common/errors.h"
 #include "sched/clock.h"
 #include "sched/timer.h"
@@ -15,20 +16,6 @@
 namespace rtcore::bindings {
 
 namespace {
-
-constexpr std::int64_t kSignalPollNs = 50000000;  // 50 ms
-
-std::int64_t timeout_deadline(const py::object& timeout) {
-  if (timeout.is_none()) return sched::PeriodicTimer::kNoLimit;
-  const double t = timeout.cast<double>();
-  if (!(t >= 0)) throw InvalidArgument("timeout must be >= 0 seconds or None, got " + std::to_string(t));
-  if (t > 1e9) return sched::PeriodicTimer::kNoLimit;
-  return clock::now_ns() + clock::to_ns(t);
-}
-
-void check_signals() {
-  if (PyErr_CheckSignals() != 0) throw py::error_already_set();
-}
 
 // clock_nanosleep(TIMER_ABSTIME) to `until`, no spin.
 void nanosleep_until(std::int64_t until) {
@@ -38,16 +25,16 @@ void nanosleep_until(std::int64_t until) {
 }
 
 // Sleeps until `deadline` (sleep, then spin the last `spin` ns) with the GIL released, checking for
-// signals at least every kSignalPollNs.
+// signals at least every kSignalSliceNs.
 void sleep_until_py(std::int64_t deadline, std::int64_t spin) {
   if (spin < 0) throw InvalidArgument("spin must be >= 0 seconds");
   for (;;) {
     const std::int64_t now = clock::now_ns();
     if (now >= deadline) return;
-    if (deadline - now > kSignalPollNs + spin) {
+    if (deadline - now > kSignalSliceNs + spin) {
       {
         py::gil_scoped_release nogil;
-        nanosleep_until(now + kSignalPollNs);
+        nanosleep_until(now + kSignalSliceNs);
       }
       check_signals();
       continue;
@@ -77,14 +64,12 @@ void bind_timer(py::module_& m) {
       .def(
           "wait",
           [](PeriodicTimer& t, const py::object& timeout) -> std::int64_t {
-            const std::int64_t limit = timeout_deadline(timeout);
+            const std::int64_t limit = deadline_after(timeout);
             for (;;) {
-              const std::int64_t now = clock::now_ns();
-              const std::int64_t chunk = limit - now > kSignalPollNs ? now + kSignalPollNs : limit;
               std::int64_t r;
               {
                 py::gil_scoped_release nogil;
-                r = t.wait(chunk);
+                r = t.wait(slice_end(limit));
               }
               if (r != PeriodicTimer::kNotYet) return r;
               if (clock::now_ns() >= limit) throw Timeout("Timer.wait() timed out before the next tick");

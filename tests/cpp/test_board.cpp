@@ -12,6 +12,7 @@
 #include "board/action_board.h"
 #include "board/obs_board.h"
 #include "check.h"
+#include "heap.h"
 #include "sched/clock.h"
 
 using rtcore::board::ActionBoardView;
@@ -21,13 +22,7 @@ using rtcore::clock::now_ns;
 
 namespace {
 
-// Zeroed, 64-byte aligned heap memory: what a fresh segment gives.
-struct Mem {
-  explicit Mem(std::size_t n) : size((n + 63) / 64 * 64), p(std::aligned_alloc(64, size)) { std::memset(p, 0, size); }
-  ~Mem() { std::free(p); }
-  std::size_t size;
-  void* p;
-};
+using Mem = rtcore_test::HeapMem;  // zeroed, like a fresh segment
 
 // A frame whose every byte encodes `step`: words hold step * 0x9E3779B97F4A7C15 (odd multiplier, so
 // distinct steps give distinct words), tail bytes hold its low byte.

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "check.h"
+#include "heap.h"
 #include "sched/stagger.h"
 
 using namespace rtcore;
@@ -17,12 +18,8 @@ namespace {
 
 constexpr std::int64_t kMs = 1000000;
 
-struct Mem {
-  explicit Mem(std::size_t n) : size((n + 63) / 64 * 64), p(std::aligned_alloc(64, size)) { std::fill_n(static_cast<char*>(p), size, 0x5a); }
-  ~Mem() { std::free(p); }
-  std::size_t size;
-  void* p;
-};
+using rtcore_test::HeapMem;
+constexpr unsigned char kGarbage = 0x5a;  // the memory before init: init must write what it reads
 
 StaggerParams params(int n, std::int64_t tau, StaggerMode mode = StaggerMode::kMax, int window = 32,
                      std::int64_t hb = 1000 * kMs) {
@@ -95,7 +92,7 @@ TEST(layout_and_validation) {
   CHECK_THROWS(StaggerSchedule::validate(params(5, 0)), InvalidArgument);
   CHECK_THROWS(StaggerSchedule::validate(params(5, 10, StaggerMode::kMax, 0)), InvalidArgument);
   auto p = params(4, 100 * kMs);
-  Mem m(StaggerSchedule::bytes_needed(p));
+  HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
   CHECK_THROWS(StaggerSchedule(m.p, StaggerSchedule::bytes_needed(p) - 1, p, true), LayoutMismatch);
   StaggerSchedule s(m.p, m.size, p, true);
   CHECK_EQ(s.tau_max_ns(), 100 * kMs);
@@ -107,7 +104,7 @@ TEST(layout_and_validation) {
 TEST(start_offsets_are_tau_i_over_n) {
   for (int n : {1, 2, 3, 6, 7}) {
     auto p = params(8, 120 * kMs);
-    Mem m(StaggerSchedule::bytes_needed(p));
+    HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
     StaggerSchedule s(m.p, m.size, p, true);
     for (int i = 0; i < n; ++i) CHECK_EQ(s.join(0), i);
     for (int i = 0; i < n; ++i) CHECK_EQ(s.poll_turn(i, 0), 120 * kMs * i / n);
@@ -118,7 +115,7 @@ TEST(start_offsets_are_tau_i_over_n) {
 TEST(pushback_is_dist_times_overshoot_over_n) {
   // N = 5, tau = 100 ms: worker 2 starts at 40 ms and takes 130 ms (30 ms over).
   auto p = params(5, 100 * kMs);
-  Mem m(StaggerSchedule::bytes_needed(p));
+  HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
   StaggerSchedule s(m.p, m.size, p, true);
   for (int i = 0; i < 5; ++i) s.join(0);
   CHECK_EQ(s.poll_turn(0, 0), 0);  // everyone has taken its start offset
@@ -153,7 +150,7 @@ TEST(pushback_is_dist_times_overshoot_over_n) {
 TEST(negative_sleep_is_clamped_to_publish_at_once) {
   // The action is ready later than turn start + tau (slow read of the observation): publish at once.
   auto p = params(2, 100 * kMs);
-  Mem m(StaggerSchedule::bytes_needed(p));
+  HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
   StaggerSchedule s(m.p, m.size, p, true);
   s.join(0);
   CHECK_EQ(s.poll_turn(0, 0), 0);
@@ -169,7 +166,7 @@ TEST(negative_sleep_is_clamped_to_publish_at_once) {
 
 TEST(steady_state_interval_is_tau_over_n) {
   auto p = params(8, 100 * kMs);
-  Mem m(StaggerSchedule::bytes_needed(p));
+  HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
   StaggerSchedule s(m.p, m.size, p, true);
   std::vector<int> ws;
   for (int i = 0; i < 6; ++i) ws.push_back(s.join(0));
@@ -184,7 +181,7 @@ TEST(steady_state_interval_is_tau_over_n) {
 TEST(new_maximum_restores_spacing_with_the_new_tau) {
   // Every worker takes 100 ms but the seed is 60 ms: the first reports push back, then spacing settles.
   auto p = params(4, 60 * kMs);
-  Mem m(StaggerSchedule::bytes_needed(p));
+  HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
   StaggerSchedule s(m.p, m.size, p, true);
   std::vector<int> ws;
   for (int i = 0; i < 4; ++i) ws.push_back(s.join(0));
@@ -206,7 +203,7 @@ TEST(lattice_pushback_restores_exact_spacing_after_any_overshoot) {
   // spacing is tau_max / N = 45 ms exactly once the new lattice is taken up.
   auto p = params(4, 60 * kMs);
   p.pushback = static_cast<std::uint32_t>(StaggerPushback::kLattice);
-  Mem m(StaggerSchedule::bytes_needed(p));
+  HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
   StaggerSchedule s(m.p, m.size, p, true);
   std::vector<int> ws;
   for (int i = 0; i < 4; ++i) ws.push_back(s.join(0));
@@ -223,7 +220,7 @@ TEST(lattice_pushback_restores_exact_spacing_after_any_overshoot) {
 
 TEST(leave_restaggers_survivors_over_n_live) {
   auto p = params(8, 90 * kMs);
-  Mem m(StaggerSchedule::bytes_needed(p));
+  HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
   StaggerSchedule s(m.p, m.size, p, true);
   std::vector<int> ws;
   for (int i = 0; i < 4; ++i) ws.push_back(s.join(0));
@@ -252,7 +249,7 @@ TEST(leave_restaggers_survivors_over_n_live) {
 TEST(silent_worker_is_dropped_and_survivors_restaggered) {
   const std::int64_t hb = 300 * kMs;  // > 2 * tau_max
   auto p = params(6, 100 * kMs, StaggerMode::kMax, 32, hb);
-  Mem m(StaggerSchedule::bytes_needed(p));
+  HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
   StaggerSchedule s(m.p, m.size, p, true);
   std::vector<int> ws;
   for (int i = 0; i < 5; ++i) ws.push_back(s.join(0));
@@ -278,7 +275,7 @@ TEST(silent_worker_is_dropped_and_survivors_restaggered) {
 
 TEST(dropped_worker_whose_slot_was_taken_gets_an_error) {
   auto p = params(2, 10 * kMs, StaggerMode::kMax, 32, 50 * kMs);
-  Mem m(StaggerSchedule::bytes_needed(p));
+  HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
   StaggerSchedule a(m.p, m.size, p, true);
   StaggerSchedule b(m.p, m.size, p, false);  // another process's handle
   CHECK_EQ(a.join(0), 0);
@@ -292,7 +289,7 @@ TEST(dropped_worker_whose_slot_was_taken_gets_an_error) {
 
 TEST(mean_mode_spaces_by_the_window_mean) {
   auto p = params(4, 200 * kMs, StaggerMode::kMean, 4);
-  Mem m(StaggerSchedule::bytes_needed(p));
+  HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
   StaggerSchedule s(m.p, m.size, p, true);
   CHECK_EQ(s.mean_tau_ns(), 200 * kMs);  // the seed before any report
   std::vector<int> ws;
@@ -322,7 +319,7 @@ TEST(concurrent_workers_on_shared_memory) {
   // Threads with their own handles join, run the loop with racing reports, and leave; the state stays
   // consistent (run under TSan/ASan in CI).
   auto p = params(16, 5 * kMs, StaggerMode::kMax, 32, 1000000 * kMs);
-  Mem m(StaggerSchedule::bytes_needed(p));
+  HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
   StaggerSchedule owner(m.p, m.size, p, true);
   std::atomic<std::int64_t> vclock{0};
   std::vector<std::thread> ts;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "check.h"
+#include "heap.h"
 #include "sched/turnstile.h"
 
 using namespace rtcore;
@@ -16,12 +17,8 @@ namespace {
 
 constexpr std::int64_t kMs = 1000000;
 
-struct Mem {
-  explicit Mem(std::size_t n) : size((n + 63) / 64 * 64), p(std::aligned_alloc(64, size)) { std::fill_n(static_cast<char*>(p), size, 0x5a); }
-  ~Mem() { std::free(p); }
-  std::size_t size;
-  void* p;
-};
+using rtcore_test::HeapMem;
+constexpr unsigned char kGarbage = 0x5a;  // the memory before init: init must write what it reads
 
 TurnstileParams params(int m, std::int64_t hb = 100 * kMs) { return TurnstileParams{static_cast<std::uint32_t>(m), 0, hb}; }
 
@@ -43,7 +40,7 @@ int holder_of(Turnstile& t, const std::vector<int>& js, std::int64_t now, std::i
 
 TEST(round_robin_order_and_congruence) {
   auto p = params(4);
-  Mem m(Turnstile::bytes_needed(p));
+  HeapMem m(Turnstile::bytes_needed(p), kGarbage);
   Turnstile t(m.p, m.size, p, true);
   std::vector<int> js;
   for (int i = 0; i < 3; ++i) js.push_back(t.join(0));
@@ -61,7 +58,7 @@ TEST(round_robin_order_and_congruence) {
 
 TEST(leave_and_join_keep_u_mod_m_equal_to_rank) {
   auto p = params(8);
-  Mem m(Turnstile::bytes_needed(p));
+  HeapMem m(Turnstile::bytes_needed(p), kGarbage);
   Turnstile t(m.p, m.size, p, true);
   std::vector<int> js;
   for (int i = 0; i < 4; ++i) js.push_back(t.join(0));
@@ -95,7 +92,7 @@ TEST(leave_and_join_keep_u_mod_m_equal_to_rank) {
 
 TEST(dead_holder_is_skipped_after_the_heartbeat_timeout) {
   auto p = params(3, 100 * kMs);
-  Mem m(Turnstile::bytes_needed(p));
+  HeapMem m(Turnstile::bytes_needed(p), kGarbage);
   Turnstile t(m.p, m.size, p, true);
   for (int i = 0; i < 3; ++i) t.join(0);
   std::int64_t u = -1;
@@ -116,7 +113,7 @@ TEST(dead_holder_is_skipped_after_the_heartbeat_timeout) {
 
 TEST(everyone_leaves_and_a_new_learner_takes_over) {
   auto p = params(2);
-  Mem m(Turnstile::bytes_needed(p));
+  HeapMem m(Turnstile::bytes_needed(p), kGarbage);
   Turnstile t(m.p, m.size, p, true);
   CHECK_EQ(t.join(0), 0);
   CHECK_EQ(t.try_turn(0, 0), 0);
@@ -128,7 +125,7 @@ TEST(everyone_leaves_and_a_new_learner_takes_over) {
 
 TEST(threads_take_every_turn_once_in_order) {
   auto p = params(4, 10000 * kMs);
-  Mem m(Turnstile::bytes_needed(p));
+  HeapMem m(Turnstile::bytes_needed(p), kGarbage);
   Turnstile owner(m.p, m.size, p, true);
   constexpr int kTurns = 300;
   std::vector<int> order(4 * kTurns, -1);
