@@ -270,6 +270,23 @@ def field_docs(cls: type = RunConfig) -> dict[str, str]:
     return docs
 
 
+def field_sections(cls: type = RunConfig) -> dict[str, str]:
+    """The ``# --- section`` comment each field of ``cls`` sits under, by field name (for --help groups)."""
+    try:
+        lines = inspect.getsource(cls).splitlines()
+    except (OSError, TypeError):
+        return {}
+    names = {f.name for f in fields(cls)}
+    section, out = "", {}
+    for line in lines:
+        text = line.strip()
+        if text.startswith("# ---"):
+            section = text[5:].strip()
+        elif ":" in text and text.split(":")[0] in names and section:
+            out.setdefault(text.split(":")[0], section)
+    return out
+
+
 def _base_type(tp: Any) -> tuple[type, bool]:
     """(underlying type, optional?) of a field annotation."""
     origin = typing.get_origin(tp)
@@ -295,6 +312,8 @@ def _optional(convert):
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type = RunConfig) -> None:
     """Adds one option per field of ``cls`` to ``parser`` (help from the field's docstring)."""
     docs = field_docs(cls)
+    sections = field_sections(cls)
+    groups: dict[str, Any] = {}
     hints = typing.get_type_hints(cls)
     defaults = cls()
     choices = {"mode": MODES, "stagger": STAGGER_MODES, "sequential_order": SEQUENTIAL_ORDERS,
@@ -304,8 +323,12 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type = RunConfig)
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
         help_text = docs.get(f.name, "").replace("%", "%%")
+        section = sections.get(f.name, "")
+        if section and section not in groups:
+            groups[section] = parser.add_argument_group(section)
+        target = groups.get(section, parser)
         if tp is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
+            target.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
                                 help=f"{help_text} (default: {'on' if default else 'off'})")
             continue
         convert = {int: int, float: float, str: str}.get(tp)
@@ -323,7 +346,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type = RunConfig)
             metavar = "N|auto"
         elif f.name == "frequency":
             metavar = "HZ"
-        parser.add_argument(flag, dest=f.name, type=convert, default=default, choices=choices.get(f.name),
+        target.add_argument(flag, dest=f.name, type=convert, default=default, choices=choices.get(f.name),
                             metavar=None if f.name in choices else metavar,
                             help=f"{help_text} (default: {default})")
 

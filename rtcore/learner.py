@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -244,14 +245,12 @@ class DQNLearner:
         loss, q = dqn_loss(self.online, self.target, batch["obs"], batch["action"], batch["reward"],
                            batch["discount"], batch["next_obs"], self.cfg.double_dqn)
         loss.backward()
-        offset = 0
-        for p in self._params:
-            n = p.numel()
-            if p.grad is None:
-                self._grad[offset:offset + n].zero_()
-            else:
-                self._grad[offset:offset + n].copy_(p.grad.reshape(-1))
-            offset += n
+        grads = [p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel(), device=p.device)
+                 for p in self._params]
+        if self.device.type == "cpu":
+            torch.cat(grads, out=self._grad)
+        else:
+            self._grad.copy_(torch.cat(grads))  # one device-to-host copy
         norm = float(torch.linalg.vector_norm(self._grad))
         if self.cfg.max_grad_norm > 0 and norm > self.cfg.max_grad_norm:
             self._grad.mul_(self.cfg.max_grad_norm / (norm + 1e-6))
@@ -514,6 +513,7 @@ class SequentialSpec:
     action_board: Any
     frame_stack: int
     obs_shape: tuple[int, ...]
+    realtime: bool = False
 
 
 def sequential_main(spec: SequentialSpec) -> None:
@@ -522,6 +522,13 @@ def sequential_main(spec: SequentialSpec) -> None:
 
     ls = spec.learner
     _child_setup(ls.threads)
+    if spec.realtime:
+        from rtcore import _core
+        from rtcore.inference import WORKER_RT_PRIORITY
+
+        status = _core.apply_realtime(WORKER_RT_PRIORITY)
+        if not status.startswith("on"):
+            print(f"rtcore: sequential agent: realtime scheduling: {status}", file=sys.stderr, flush=True)
     import torch
 
     from rtcore.models import build_model
@@ -540,6 +547,9 @@ def sequential_main(spec: SequentialSpec) -> None:
                          config=ls.config, device=ls.device, turnstile=None, learner=0, stats=lrow, seed=ls.seed)
     learner.join()
     learner.warmup()
+    from rtcore.inference import quiet_gc
+
+    quiet_gc()
     wrow[WorkerCol.STARTS] += 1  # ready
     lrow[LearnerCol.STARTS] += 1
     if not actor.wait_first_frame(lambda: tel.stopping):

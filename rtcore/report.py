@@ -147,12 +147,14 @@ def draw(run_dir: str | os.PathLike[str]) -> list[Path]:
     a1.set_ylabel("% of env steps")
     a1.set_title("where the steps went", fontsize=9)
     if delay_hist.size and delay_hist.sum() > 0:
-        d = np.arange(delay_hist.size)
+        last = int(np.flatnonzero(delay_hist)[-1])
+        shown = delay_hist[:max(last + 2, 4)]  # trim the empty tail of the fixed-size histogram
+        d = np.arange(shown.size)
         acted = 1.0 - (shares["inaction"] or 0.0)
-        a2.bar(d, 100 * acted * delay_hist / delay_hist.sum(), color="C1")
-        a2.set_xlabel("delay of the applied action (env steps; last bar: this or more)")
+        a2.bar(d, 100 * acted * shown / delay_hist.sum(), color=["C2"] + ["C1"] * (shown.size - 1))
+        a2.set_xlabel("delay of the applied action (env steps)")
         a2.set_ylabel("% of env steps")
-        mean_d = float((d * delay_hist).sum() / delay_hist.sum())
+        mean_d = float((np.arange(delay_hist.size) * delay_hist).sum() / delay_hist.sum())
         a2.set_title(f"delay regret exposure: mean delay {mean_d:.2f} steps", fontsize=9)
     else:
         a2.text(0.5, 0.5, "no delay histogram", ha="center", va="center", transform=a2.transAxes)

@@ -60,6 +60,7 @@ class RunSummary:
     seconds: float
     env_steps: int
     inaction_fraction: float
+    inaction_fraction_steady: float
     delay_mean: float
     delay_p50: float
     delay_p99: float
@@ -174,6 +175,7 @@ class _Runner:
         self.driver: Any = None
         self.stopped_by = "time"
         self.env_error: str | None = None
+        self.step_log: list[tuple[float, int, int]] = []  # (seconds since the env started, steps, default steps)
 
     def log(self, msg: str) -> None:
         if not self.cfg.quiet and not self.cfg.json:
@@ -284,7 +286,8 @@ class _Runner:
 
         if cfg.mode == "sequential":
             spec = SequentialSpec(order=cfg.sequential_order, actor=actor, learner=learner_spec(0),
-                                  action_board=self.action_board, frame_stack=cfg.frame_stack, obs_shape=self.obs_shape)
+                                  action_board=self.action_board, frame_stack=cfg.frame_stack, obs_shape=self.obs_shape,
+                                  realtime=cfg.realtime)
             if self.n_learners == 0:
                 spec.learner.learning_starts = 1 << 62  # act only
             self.children.append(_Child("agent", 0, sequential_main, spec, ctx))
@@ -470,6 +473,7 @@ class _Runner:
         row["learner_staleness"] = float(L[:, LearnerCol.STALENESS].sum() / n_upd) if n_upd else math.nan
         prev.update(t=t, steps=steps, default=default_steps, infer=infer, read=read, post=post, turns=turns,
                     updates=updates, hist=hist, n_upd=n_upd)
+        self.step_log.append((t, steps, default_steps))
         return row
 
     def checkpoint(self, tag: str) -> Path:
@@ -542,6 +546,7 @@ class _Runner:
             seconds=wall,
             env_steps=steps,
             inaction_fraction=float(_field(st, "inaction_fraction", math.nan)),
+            inaction_fraction_steady=self._steady_inaction(st),
             delay_mean=float(_field(st, "delay_mean")),
             delay_p50=float(_field(st, "delay_p50")),
             delay_p99=float(_field(st, "delay_p99")),
@@ -570,10 +575,30 @@ class _Runner:
             stopped_by=self.stopped_by,
             env_error=self.env_error,
             extra={"learner_time_per_update_s": self._learner_time_per_update(),
+                   "act_time_mean_s": self._act_time(),
                    "driver_cost_us": 1e6 * float(_field(st, "cost_mean")),
                    "reset_time_mean_s": float(_field(st, "reset_time_mean")),
                    "params": self.numel},
         )
+
+    def _steady_inaction(self, st: Any) -> float:
+        """Inaction after start-up: from the first metrics row at least ``max(1 s, 2 tau_theta_max)`` after
+        the env's first frame (before that, the first actions are still being computed) to the end."""
+        warm = max(1.0, 2 * self.tau_theta_max)
+        start = next((r for r in self.step_log if r[0] >= warm), None)
+        steps, default = int(_field(st, "steps", 0)), int(_field(st, "default_steps", 0))
+        if start is None or steps <= start[1]:
+            return math.nan
+        return (default - start[2]) / (steps - start[1])
+
+    def _act_time(self) -> float:
+        """Mean time of one action: parameter pick-up + board read + forward (+ emulated delay) + post."""
+        w = self.telemetry.workers
+        turns = w[:, WorkerCol.TURNS].sum()
+        if turns <= 0:
+            return math.nan
+        busy = sum(w[:, c].sum() for c in (WorkerCol.PICKUP_S, WorkerCol.READ_S, WorkerCol.INFER_S, WorkerCol.POST_S))
+        return float(busy / turns)
 
     def _learner_time_per_update(self) -> float:
         L = self.telemetry.learners
@@ -675,7 +700,7 @@ def print_summary(s: RunSummary) -> None:
 
     rows = [
         ("env steps", f"{s.env_steps:,} in {s.seconds:.1f} s"),
-        ("inaction", f"{s.inaction_fraction:.2%}" if math.isfinite(s.inaction_fraction) else "-"),
+        ("inaction (all / after start-up)", f"{_pct(s.inaction_fraction)} / {_pct(s.inaction_fraction_steady)}"),
         ("delay mean / p50 / p99 (steps)", f"{s.delay_mean:.2f} / {s.delay_p50:.0f} / {s.delay_p99:.0f}"),
         ("action interval (mean / target)", f"{ms(s.action_interval_mean)} / {ms(s.action_interval_target)}"),
         ("tau_M / tau_theta_max", f"{ms(s.tau_m)} / {ms(s.tau_theta_max)} (emulated +{ms(s.inference_delay)})"),
@@ -693,9 +718,17 @@ def print_summary(s: RunSummary) -> None:
     Console().print(t)
 
 
+def _pct(x: float | None) -> str:
+    return f"{x:.2%}" if x is not None and math.isfinite(x) else "-"
+
+
 def main(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
-    summary = run(cfg)
+    try:
+        cfg = config_from_args(args)
+        summary = run(cfg)
+    except (ValueError, FileNotFoundError) as exc:  # a bad option, env id, ROM or device: say which, no traceback
+        print(f"rtcore run: error: {exc}", file=sys.stderr)
+        return 2
     if cfg.json:
         print(json.dumps(summary.to_dict()))
     elif not cfg.quiet:

@@ -105,3 +105,13 @@ def test_generated_options_do_not_clash_with_a_plain_parser():
     p = argparse.ArgumentParser()
     add_config_arguments(p)
     assert p.parse_args(["--workers", "3"]).workers == "3"
+
+
+def test_help_groups_every_option_under_a_section():
+    from rtcore.config import field_sections
+
+    sections = field_sections(RunConfig)
+    assert set(sections) == {f.name for f in dataclasses.fields(RunConfig)}
+    text = parser().format_help()
+    for title in ("what to play, with what:", "acting:", "learning:", "the run:"):
+        assert title in text

@@ -135,16 +135,7 @@ def greedy_return(model, seed: int, episodes: int = 5) -> float:
     return total / episodes
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread, as in a learner process (and the machine's other cores stay free)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def test_dqn_learns_cartpole_with_the_run_learner(one_thread):
+def test_dqn_learns_cartpole_with_the_run_learner(one_torch_thread):
     """The learner code a run uses (shared Adam, ParamStore versions, n-step replay) learns CartPole.
 
     Seeded: 3,500 updates take the greedy return from ~10 (untrained) to well above a random policy's ~22.
@@ -199,7 +190,7 @@ def test_dqn_learns_cartpole_with_the_run_learner(one_thread):
 
 
 @pytest.mark.timeout(120)
-def test_two_learners_apply_round_robin_with_one_adam(one_thread, rng):
+def test_two_learners_apply_round_robin_with_one_adam(one_torch_thread, rng):
     """M = 2 learners: updates alternate strictly, each is at most one version stale, one Adam state."""
     import threading
 
@@ -220,9 +211,11 @@ def test_two_learners_apply_round_robin_with_one_adam(one_thread, rng):
                                    target_update=7)
             log: list[tuple[int, int, int]] = []  # (learner, version, snapshot version)
             errors: list[BaseException] = []
+            start = threading.Barrier(2, timeout=60)
 
             def train(lrn, j: int) -> None:
                 try:
+                    start.wait()
                     assert lrn.join()
                     for _ in range(25):
                         info = lrn.update()
@@ -250,7 +243,7 @@ def test_two_learners_apply_round_robin_with_one_adam(one_thread, rng):
     start = max(order.index(0), order.index(1))
     end = min(len(order) - 1 - order[::-1].index(0), len(order) - 1 - order[::-1].index(1))
     both = order[start:end + 1]
-    assert len(both) >= 40, order
+    assert len(both) >= 20, order  # (the first to join may update alone for a moment)
     assert all(a != b for a, b in zip(both, both[1:])), order
     # each gradient was computed at most M - 1 = 1 version before the one it was applied to
     assert max(v - 1 - snap for _, v, snap in log) <= 1
