@@ -65,6 +65,10 @@ class RunConfig:
     """Upper bound on N when ``--workers auto`` (N* of a big model on a slow machine can exceed what fits)."""
     stagger: str = "max"
     """Staggering rule: ``max`` (the paper's Algorithm 1, spacing by the running maximum inference time) or ``mean`` (Algorithm 2)."""
+    pushback: str = "lattice"
+    """How ``max`` staggering re-spaces the workers after a pass slower than tau_max: ``lattice`` (every worker moves onto an even grid at the new tau_max / N within one cycle) or ``paper`` (Algorithm 1's ``delay[j] += dist(j, i) * (t - tau_max) / N``, which leaves the spacing uneven after an overshoot; see csrc/sched/stagger.h)."""
+    tau_window: int = 256
+    """Forget inference times older than the last ``tau_window`` passes (all workers) when computing tau_max, so one stall (a busy machine, a GC pause) does not widen the action spacing for the rest of the run. 0 = the paper's all-time running maximum. At most 1024."""
     realtime: bool = False
     """SCHED_FIFO and 1 ns timer slack for the env driver (priority 10) and the inference workers (priority 5) when the OS allows it (CAP_SYS_NICE); refusals are reported, not fatal. Learners stay ordinary."""
     inference_delay: float = 0.0
@@ -161,6 +165,12 @@ class RunConfig:
             bad("sequential_order", " or ".join(repr(m) for m in SEQUENTIAL_ORDERS))
         if self.stagger not in STAGGER_MODES:
             bad("stagger", " or ".join(repr(m) for m in STAGGER_MODES))
+        from rtcore.sched import PUSHBACKS, TAU_WINDOW_MAX
+
+        if self.pushback not in PUSHBACKS:
+            bad("pushback", " or ".join(repr(m) for m in PUSHBACKS))
+        if not isinstance(self.tau_window, int) or not 0 <= self.tau_window <= TAU_WINDOW_MAX:
+            bad("tau_window", f"an integer in [0, {TAU_WINDOW_MAX}]")
         w = str(self.workers).strip().lower()
         if w != "auto":
             try:
@@ -316,7 +326,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type = RunConfig)
     groups: dict[str, Any] = {}
     hints = typing.get_type_hints(cls)
     defaults = cls()
-    choices = {"mode": MODES, "stagger": STAGGER_MODES, "sequential_order": SEQUENTIAL_ORDERS,
+    from rtcore.sched import PUSHBACKS
+
+    choices = {"mode": MODES, "stagger": STAGGER_MODES, "pushback": PUSHBACKS, "sequential_order": SEQUENTIAL_ORDERS,
                "backend": ("script", "export", "eager")}
     for f in fields(cls):
         tp, optional = _base_type(hints[f.name])
