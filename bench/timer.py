@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['overruns']:>10}{r['early']:>7}{r['n']:>7}"
                 + (f"{r['timer_p99_us']:>9.1f}" if "timer_p99_us" in r else f"{'-':>9}")
             )
-    print("(lateness read in Python after each wait returns; 'C++ p99': the Timer's own figure, taken before the GIL is re-acquired)")
+    print("(lateness read in Python after each wait returns; 'C++ p99': the Timer's own figure, taken at the deadline inside Timer.wait)")
     idle = results["60Hz_idle"]
     ratio = idle["time.sleep"]["p99_us"] / max(idle["rtcore"]["p99_us"], 1e-3)
     ratio_ns = idle["nanosleep"]["p99_us"] / max(idle["rtcore"]["p99_us"], 1e-3)

@@ -55,6 +55,9 @@ def sleep_until(deadline: float, spin: float = DEFAULT_SPIN) -> None:
     _core.sleep_until_ns(max(0, ns(d)), ns(seconds("spin", spin, positive=False)))
 
 
+DEFAULT_HANDOFF = 100e-6
+
+
 class Timer:
     """A periodic timer on absolute deadlines ``start + k * period`` (``CLOCK_MONOTONIC`` seconds).
 
@@ -67,6 +70,11 @@ class Timer:
         realtime: ``True`` (priority 10) or an ``int`` priority: set timer slack to 1 ns and
             ``SCHED_FIFO`` for the *calling thread*, so create the timer in the thread that waits on
             it. Refusals (no ``CAP_SYS_NICE``) are reported in :attr:`realtime_status`, not raised.
+        handoff: seconds before each deadline at which the C++ wait returns to Python, which spins
+            the rest of the way (GIL held) and records the lateness it sees. Returning from a long
+            sleep straight into the interpreter costs tens of microseconds of cold caches *after* the
+            deadline; paying it before the deadline makes the tick land within ~1 us as seen by the
+            caller (bench/timer.py). 0 disables it.
 
     One thread waits on a timer at a time; :meth:`stop` and :meth:`stats` may be called from any
     thread.
@@ -78,9 +86,13 @@ class Timer:
         spin: float = DEFAULT_SPIN,
         start: float | None = None,
         realtime: bool | int = False,
+        handoff: float = DEFAULT_HANDOFF,
     ) -> None:
         p = seconds("period", period, positive=True)
         s = seconds("spin", spin, positive=False)
+        h = seconds("handoff", handoff, positive=False)
+        if h >= p:
+            raise ValueError(f"handoff must be shorter than the period ({p} s), got {handoff!r}")
         period_ns = ns(p)
         if period_ns < 1:
             raise ValueError(f"period must be at least 1 ns, got {period!r}")
@@ -97,7 +109,10 @@ class Timer:
             priority = realtime
         else:
             raise TypeError(f"realtime must be a bool or an int SCHED_FIFO priority, got {type(realtime).__name__}")
-        self._t = _core.Timer(period_ns, ns(s), start_ns)
+        self._t = _core.Timer(period_ns, ns(s), start_ns, ns(h))
+        self._handoff_ns = ns(h)
+        self._start_ns = start_ns
+        self._period_ns = period_ns
         self._realtime_status = "off" if priority is None else _core.apply_realtime(priority)
 
     def wait(self, timeout: float | None = None) -> int:
@@ -109,7 +124,16 @@ class Timer:
         """
         if timeout is not None:
             seconds("timeout", timeout, positive=False)
-        return self._t.wait(timeout)
+        k = self._t.wait(timeout)
+        if k >= 0 and self._handoff_ns:
+            # The last stretch in the interpreter (see `handoff`): the caller's code is hot at the deadline.
+            deadline = self._start_ns + k * self._period_ns
+            clock = _core.monotonic_ns
+            now = clock()
+            while now < deadline:
+                now = clock()
+            self._t.complete(k, now)
+        return k
 
     def stop(self) -> None:
         """Make a blocked :meth:`wait` (and every later one) return ``-1`` promptly (within 10 ms)."""

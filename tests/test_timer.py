@@ -210,3 +210,16 @@ def test_ctrl_c_interrupts_a_long_wait(what: str, tmp_path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_handoff_longer_than_period_is_refused_and_zero_disables_it():
+    with pytest.raises(ValueError, match="handoff must be shorter than the period"):
+        rtcore.Timer(0.001, handoff=0.002)
+    with pytest.raises(ValueError, match="handoff"):
+        rtcore.Timer(0.001, handoff=-1e-6)
+    for handoff in (0.0, 200e-6):
+        t = rtcore.Timer(0.002, handoff=handoff)
+        for _ in range(20):
+            k = t.wait()
+            assert rtcore.timer.monotonic_ns() >= t.deadline(k) * 1e9 - 1e3  # never early (1 us: float seconds)
+        assert t.stats()["ticks"] == 20

@@ -59,8 +59,13 @@ void bind_timer(py::module_& m) {
         "Timer slack 1 ns and SCHED_FIFO for the calling thread; returns 'on (...)' or 'refused: <reason>'.");
 
   py::class_<PeriodicTimer>(m, "Timer")
-      .def(py::init<std::int64_t, std::int64_t, std::int64_t>(), py::arg("period_ns"), py::arg("spin_ns"),
-           py::arg("start_ns"))
+      .def(py::init([](std::int64_t period_ns, std::int64_t spin_ns, std::int64_t start_ns, std::int64_t handoff_ns) {
+             return new PeriodicTimer(period_ns, spin_ns, start_ns, 10000000, handoff_ns);
+           }),
+           py::arg("period_ns"), py::arg("spin_ns"), py::arg("start_ns"), py::arg("handoff_ns") = 0)
+      .def("complete", &PeriodicTimer::complete, py::arg("k"), py::arg("now_ns"),
+           "Record tick k as reached at now_ns (only for a timer with a hand-off).")
+      .def_property_readonly("handoff_ns", &PeriodicTimer::handoff_ns)
       .def(
           "wait",
           [](PeriodicTimer& t, const py::object& timeout) -> std::int64_t {

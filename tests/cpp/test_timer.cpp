@@ -35,6 +35,25 @@ TEST(ticks_are_never_early_and_account_for_every_index) {
   CHECK(st.lateness_mean_ns >= 0.0);
 }
 
+TEST(handoff_returns_early_and_records_only_on_complete) {
+  const std::int64_t handoff = 300000;  // 300 us
+  PeriodicTimer t(2000000, 100000, now_ns() + 2000000, 10000000, handoff);  // 500 Hz, first tick in 2 ms
+  for (int i = 0; i < 20; ++i) {
+    const std::int64_t k = t.wait();
+    const std::int64_t back = now_ns();
+    CHECK(k >= 0);
+    CHECK(back >= t.deadline_ns(k) - handoff);  // never earlier than the hand-off point
+    CHECK_EQ(t.stats().ticks, static_cast<std::uint64_t>(i));  // nothing recorded before complete()
+    std::int64_t now = back;
+    while (now < t.deadline_ns(k)) now = now_ns();  // the caller finishes the wait
+    t.complete(k, now);
+    CHECK_EQ(t.last_lateness_ns(), now - t.deadline_ns(k));
+  }
+  CHECK_EQ(t.stats().ticks, 20u);
+  CHECK(t.stats().lateness_max_ns >= 0);
+  CHECK_THROWS(PeriodicTimer(1000, 0, 0, 10000000, -1), rtcore::InvalidArgument);
+}
+
 TEST(sleeping_past_ticks_counts_overruns_and_does_not_burst) {
   const std::int64_t period = 2000000;  // 2 ms
   PeriodicTimer t(period, 100000, now_ns());
