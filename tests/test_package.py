@@ -23,3 +23,18 @@ def test_bad_segment_name_is_value_error(bad):
 def test_missing_segment_does_not_exist():
     assert not _core.segment_exists("rtcore-definitely-not-there")
     _core.unlink_segment("rtcore-definitely-not-there")  # no error when already gone
+
+
+def test_simulate_stays_the_function_after_every_submodule_is_imported():
+    """A public function must not share its name with a submodule: importing the submodule would
+    replace the package attribute (rtcore.simulate became a module mid-suite once)."""
+    import importlib
+    import pkgutil
+
+    for mod in pkgutil.walk_packages(rtcore.__path__, "rtcore."):
+        if mod.name == "rtcore.__main__":  # runs the CLI
+            continue
+        importlib.import_module(mod.name)
+    for name in rtcore.__all__:
+        value = getattr(rtcore, name)
+        assert not isinstance(value, type(rtcore)), f"rtcore.{name} is a module, expected the public object"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import rtcore
-from rtcore.simulate import SimulationResult, simulate
+from rtcore.simulation import SimulationResult, simulate
 
 TAU_M = 1 / 59.7275
 TAU_M_NS = round(TAU_M * 1e9)

@@ -20,7 +20,7 @@ import pytest
 
 import rtcore
 from rtcore.shared_array import SharedArray
-from rtcore.simulate import simulate
+from rtcore.simulation import simulate
 from rtcore.timer import monotonic, sleep_until
 
 TAU_M = 1 / 59.7275

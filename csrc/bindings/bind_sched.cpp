@@ -1,5 +1,5 @@
 // rtcore._core: StaggerSchedule and Turnstile (csrc/sched) over their shared-memory segments, n_star,
-// and the discrete-event simulator. Public API: rtcore/sched.py, rtcore/simulate.py.
+// and the discrete-event simulator. Public API: rtcore/sched.py, rtcore/simulation.py.
 //
 // Blocking waits release the GIL in slices of at most 50 ms, re-acquire it to run PyErr_CheckSignals
 // (Ctrl-C), and take a deadline. Each call keeps the Segment alive for its duration, so close() never
