@@ -144,6 +144,11 @@ class Timer:
         self._t.resume()
 
     @property
+    def waiting(self) -> bool:
+        """True while a thread is blocked in :meth:`wait`."""
+        return self._t.waiting
+
+    @property
     def stopped(self) -> bool:
         """True between :meth:`stop` and :meth:`resume`."""
         return self._t.stopped

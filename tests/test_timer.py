@@ -100,7 +100,11 @@ def test_concurrent_waiters_are_refused() -> None:
     t = rtcore.Timer(60.0, start=rt_timer.monotonic() + 60.0)
     th = threading.Thread(target=t.wait)
     th.start()
-    time.sleep(0.05)
+    deadline = time.monotonic() + 10
+    while not t.waiting:  # the thread is inside wait(); no sleep that hopes
+        assert time.monotonic() < deadline, "the waiting thread never entered wait()"
+        time.sleep(0.001)
+    time.sleep(0.12)  # across at least two of its 50 ms slices: the claim holds for the whole wait
     try:
         with pytest.raises(ValueError, match="already running"):
             t.wait()

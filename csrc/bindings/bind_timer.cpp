@@ -66,15 +66,21 @@ void bind_timer(py::module_& m) {
       .def("complete", &PeriodicTimer::complete, py::arg("k"), py::arg("now_ns"),
            "Record tick k as reached at now_ns (only for a timer with a hand-off).")
       .def_property_readonly("handoff_ns", &PeriodicTimer::handoff_ns)
+      .def_property_readonly("waiting", &PeriodicTimer::waiting)
       .def(
           "wait",
           [](PeriodicTimer& t, const py::object& timeout) -> std::int64_t {
             const std::int64_t limit = deadline_after(timeout);
+            t.claim();  // for the whole wait, across its 50 ms slices
+            struct Unclaim {
+              PeriodicTimer& t;
+              ~Unclaim() { t.unclaim(); }
+            } unclaim{t};
             for (;;) {
               std::int64_t r;
               {
                 py::gil_scoped_release nogil;
-                r = t.wait(slice_end(limit));
+                r = t.wait_claimed(slice_end(limit));
               }
               if (r != PeriodicTimer::kNotYet) return r;
               if (clock::now_ns() >= limit) throw Timeout("Timer.wait() timed out before the next tick");

@@ -174,13 +174,26 @@ class PeriodicTimer {
   // kNotYet if `give_up_ns` (absolute, CLOCK_MONOTONIC) comes first, in which case nothing is consumed
   // and the next call carries on. Calling it again with a later limit is how long waits are chunked.
   std::int64_t wait(std::int64_t give_up_ns = kNoLimit) {
-    if (busy_.exchange(true, std::memory_order_acquire))  // acquire: pairs with the release below (one waiter)
-      throw InvalidArgument("Timer.wait() is already running in another thread; one thread waits on a timer");
+    claim();
     struct Release {
-      std::atomic<bool>& b;
-      ~Release() { b.store(false, std::memory_order_release); }  // release: hands the timer state to the next waiter
-    } release{busy_};
+      PeriodicTimer& t;
+      ~Release() { t.unclaim(); }
+    } release{*this};
+    return wait_claimed(give_up_ns);
+  }
 
+  // One waiting thread at a time. A caller that chunks a long wait into several wait_claimed() calls
+  // (the Python binding, to run signal handlers) claims once for the whole wait, so a second thread
+  // cannot slip in between two chunks.
+  void claim() {
+    if (busy_.exchange(true, std::memory_order_acquire))  // acquire: pairs with unclaim() (one waiter)
+      throw InvalidArgument("Timer.wait() is already running in another thread; one thread waits on a timer");
+  }
+  void unclaim() noexcept { busy_.store(false, std::memory_order_release); }  // release: hands the timer state to the next waiter
+  bool waiting() const noexcept { return busy_.load(std::memory_order_relaxed); }  // relaxed: informational
+
+  // wait() for a caller that holds the claim.
+  std::int64_t wait_claimed(std::int64_t give_up_ns = kNoLimit) {
     if (stopped()) return kStopped;
     std::int64_t k = next_.load(std::memory_order_relaxed);  // relaxed: only the waiter writes it
     std::int64_t now = clock::now_ns();
