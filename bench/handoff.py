@@ -156,6 +156,22 @@ def ops_shm_lock(n: int) -> float:
 # ---- cross-process round trips ---------------------------------------------------------------------
 
 
+def _time_roundtrips(publish, take, n: int, warm: int) -> np.ndarray:
+    """Seconds from publishing frame s to taking the action computed from it, for the last n of warm + n."""
+    frames = np.random.default_rng(0).integers(0, 255, (8, *SHAPE), dtype=np.uint8)
+    times = np.empty(n)
+    for s in range(warm + n):
+        t0 = time.perf_counter()
+        publish(frames[s % 8], s)
+        while True:
+            got = take()
+            if got is not None and got[1] == s:
+                break
+        if s >= warm:
+            times[s - warm] = time.perf_counter() - t0
+    return times
+
+
 def _worker_rtcore(board: rtcore.ObsBoard, actions: rtcore.ActionBoard, last: int) -> None:
     out = np.empty(board.stack_shape, board.dtype)
     seen = -1
@@ -171,19 +187,9 @@ def rt_rtcore(n: int) -> np.ndarray:
     actions = rtcore.ActionBoard(max_workers=1)
     warm = 100
     p = ctx.Process(target=_worker_rtcore, args=(board, actions, warm + n - 1))
-    frames = np.random.default_rng(0).integers(0, 255, (8, *SHAPE), dtype=np.uint8)
-    times = np.empty(n)
     try:
         p.start()
-        for s in range(warm + n):
-            t0 = time.perf_counter()
-            board.publish(frames[s % 8], s)
-            while True:
-                got = actions.take()
-                if got is not None and got[1] == s:
-                    break
-            if s >= warm:
-                times[s - warm] = time.perf_counter() - t0
+        times = _time_roundtrips(board.publish, actions.take, n, warm)
         p.join(timeout=30)
     finally:
         if p.is_alive():
@@ -213,19 +219,9 @@ def rt_shm_lock(n: int) -> np.ndarray:
     peer = _ShmLockPeer(ctx.Lock())
     warm = 100
     p = ctx.Process(target=_worker_shm_lock, args=(peer.lock, peer.shm.name, warm + n - 1))
-    frames = np.random.default_rng(0).integers(0, 255, (8, *SHAPE), dtype=np.uint8)
-    times = np.empty(n)
     try:
         p.start()
-        for s in range(warm + n):
-            t0 = time.perf_counter()
-            peer.publish(frames[s % 8], s)
-            while True:
-                got = peer.take()
-                if got is not None and got[1] == s:
-                    break
-            if s >= warm:
-                times[s - warm] = time.perf_counter() - t0
+        times = _time_roundtrips(peer.publish, peer.take, n, warm)
         p.join(timeout=30)
     finally:
         if p.is_alive():
