@@ -14,13 +14,21 @@ Implementations:
 
 * ``rtcore``     ObsBoard(frame_stack=4) + ActionBoard.
 * ``shm+lock``   a [4, 84, 84] numpy stack and an action slot in multiprocessing.shared_memory, each
-  access under one multiprocessing.Lock (the env shifts the stack by one frame per step).
+  access under one multiprocessing.Lock (the env shifts the stack by one frame per step). Set up as its
+  maintainer would: in the round trip each side polls the other's word (the worker the step number,
+  the env the action flag) *without* the lock, a plain 8-byte read that x86 never tears, and takes the
+  lock only to copy the stack or the action once the word says there is something new. (Polling
+  under the lock, as an earlier version of this bench did, makes the two spinners fight for the lock
+  and inflated the peer's round trip ~8x.)
 * ``queue``      multiprocessing.Queue: the env puts (step, stack), the worker puts (action, step) back
   (round trip only; a queue in one process is not a hand-off).
 
-Prints a table, the ratios peer / rtcore, the target (<= 5 us per action for 84x84x4), and one JSON line.
+Every implementation runs ``--runs`` times (default 3), interleaved, in this one process; the table
+shows the medians, round-trip tails from ``--n-roundtrip`` (default 10,000) round trips per run.
+Prints the machine's load average at start and end, a table, the ratios peer / rtcore, the target
+(<= 5 us per action for 84x84x4), and one JSON line.
 
-    python bench/handoff.py [--quick] [--n N]
+    python bench/handoff.py [--quick] [--n N] [--n-roundtrip N] [--runs R]
 """
 
 from __future__ import annotations
@@ -103,15 +111,21 @@ class _ShmLockPeer:
             out[:] = self.stack
             return int(self.meta[0])
 
-    def step(self) -> int:
-        with self.lock:
-            return int(self.meta[0])
+    def step_polled(self) -> int:
+        """The newest step, read without the lock (the worker's poll)."""
+        return int(self.meta[0])
 
     def post(self, action: int, step: int) -> None:
         with self.lock:
             self.meta[1] = action
             self.meta[2] = step
             self.meta[3] = 1
+
+    def take_polled(self):
+        """The env's poll: the action flag is read without the lock, the action under it."""
+        if not self.meta[3]:
+            return None
+        return self.take()
 
     def take(self):
         with self.lock:
@@ -206,7 +220,7 @@ def _worker_shm_lock(lock, name: str, last: int) -> None:
     seen = -1
     try:
         while seen < last:
-            while peer.step() <= seen:
+            while peer.step_polled() <= seen:
                 pass
             seen = peer.read(out)
             peer.post(int(out[-1, 0, 0]) & 7, seen)
@@ -221,7 +235,7 @@ def rt_shm_lock(n: int) -> np.ndarray:
     p = ctx.Process(target=_worker_shm_lock, args=(peer.lock, peer.shm.name, warm + n - 1))
     try:
         p.start()
-        times = _time_roundtrips(peer.publish, peer.take, n, warm)
+        times = _time_roundtrips(peer.publish, peer.take_polled, n, warm)
         p.join(timeout=30)
     finally:
         if p.is_alive():
@@ -274,17 +288,34 @@ def _stats(us: np.ndarray) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import statistics
+
+    from _machine import describe, load
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer iterations")
-    ap.add_argument("--n", type=int, default=None, help="hand-offs per measurement (default 20000, quick 2000)")
+    ap.add_argument("--quick", action="store_true", help="fewer in-process iterations")
+    ap.add_argument("--n", type=int, default=None, help="in-process hand-offs per measurement (default 20000, quick 2000)")
+    ap.add_argument("--n-roundtrip", type=int, default=10000,
+                    help="cross-process round trips per implementation and run (default %(default)s: tails need >= 10k)")
+    ap.add_argument("--runs", type=int, default=3, help="runs of every implementation, interleaved; medians reported")
     args = ap.parse_args(argv)
     n = args.n or (2000 if args.quick else 20000)
-    n_rt = max(200, n // 10)
+    n_rt = max(200, args.n_roundtrip)
+    m0 = load()
 
-    ops = {"rtcore": ops_rtcore(n), "shm+lock": ops_shm_lock(n)}
-    rt = {"rtcore": _stats(rt_rtcore(n_rt)), "shm+lock": _stats(rt_shm_lock(n_rt)), "queue": _stats(rt_queue(n_rt))}
+    runs: list[dict] = []
+    for _ in range(max(1, args.runs)):  # interleaved, so a busy spell of the machine hits every peer
+        ops = {"rtcore": ops_rtcore(n), "shm+lock": ops_shm_lock(n)}
+        rt = {"rtcore": _stats(rt_rtcore(n_rt)), "shm+lock": _stats(rt_shm_lock(n_rt)), "queue": _stats(rt_queue(n_rt))}
+        runs.append({"ops_us": ops, "roundtrip": rt})
+    m1 = load()
+    med = lambda xs: float(statistics.median(xs))  # noqa: E731
+    ops = {k: med([r["ops_us"][k] for r in runs]) for k in runs[0]["ops_us"]}
+    rt = {k: {f: med([r["roundtrip"][k][f] for r in runs]) for f in runs[0]["roundtrip"][k]} for k in runs[0]["roundtrip"]}
 
-    print(f"# hand-off of an {SHAPE[0]}x{SHAPE[1]}x{STACK} uint8 stack + one action ({os.cpu_count()} cores; noisy if shared)")
+    print(f"# hand-off of an {SHAPE[0]}x{SHAPE[1]}x{STACK} uint8 stack + one action; medians of {len(runs)} runs, "
+          f"{n_rt} round trips each")
+    print(describe(m0, m1))
     print(f"{'impl':<10}{'ops us/action':>15}{'roundtrip p50':>15}{'p99':>10}{'mean':>10}")
     for impl in ("rtcore", "shm+lock", "queue"):
         o = f"{ops[impl]:.2f}" if impl in ops else "-"
@@ -293,10 +324,11 @@ def main(argv: list[str] | None = None) -> int:
     ratio_ops = ops["shm+lock"] / ops["rtcore"]
     ratio_rt_lock = rt["shm+lock"]["p50_us"] / rt["rtcore"]["p50_us"]
     ratio_rt_queue = rt["queue"]["p50_us"] / rt["rtcore"]["p50_us"]
+    per_run = ", ".join(f"{r['roundtrip']['shm+lock']['p50_us'] / r['roundtrip']['rtcore']['p50_us']:.2f}x" for r in runs)
     print(
-        f"rtcore: {ops['rtcore']:.2f} us per action in-process (shm+lock {ratio_ops:.1f}x slower); round trip p50 "
-        f"{rt['rtcore']['p50_us']:.1f} us (shm+lock {ratio_rt_lock:.1f}x, queue {ratio_rt_queue:.1f}x slower); "
-        f"target <= 5 us per action: {'met' if ops['rtcore'] <= 5 else 'NOT met'}"
+        f"rtcore: {ops['rtcore']:.2f} us per action in-process (shm+lock {ratio_ops:.2f}x slower); round trip p50 "
+        f"{rt['rtcore']['p50_us']:.1f} us (shm+lock polling without the lock {ratio_rt_lock:.2f}x [runs: {per_run}], "
+        f"queue {ratio_rt_queue:.1f}x slower); target <= 5 us per action: {'met' if ops['rtcore'] <= 5 else 'NOT met'}"
     )
     print(
         json.dumps(
@@ -307,11 +339,14 @@ def main(argv: list[str] | None = None) -> int:
                 "frame_stack": STACK,
                 "n_ops": n,
                 "n_roundtrip": n_rt,
+                "runs": runs,
                 "ops_us": ops,
                 "roundtrip": rt,
                 "ratio_ops_shm_lock_over_rtcore": ratio_ops,
                 "ratio_roundtrip_p50_shm_lock_over_rtcore": ratio_rt_lock,
                 "ratio_roundtrip_p50_queue_over_rtcore": ratio_rt_queue,
+                "machine_start": m0,
+                "machine_end": m1,
             }
         )
     )

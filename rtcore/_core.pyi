@@ -56,6 +56,18 @@ class Replay:
         was_default: npt.NDArray[np.bool_],
         delay: npt.NDArray[np.int32],
     ) -> None: ...
+    def add_many(
+        self,
+        stream: int,
+        obs: npt.NDArray[Any],
+        action: npt.ArrayLike,
+        reward: npt.ArrayLike,
+        terminated: npt.ArrayLike,
+        truncated: npt.ArrayLike,
+        next_obs: npt.NDArray[Any] | None,
+        was_default: npt.ArrayLike | None,
+        delay: npt.ArrayLike | None,
+    ) -> None: ...
     def sample(
         self,
         obs: npt.NDArray[Any],

@@ -32,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("models", help="batch-1 inference latency (p50/p99) per model, backend and device",
                        description="Batch-1 inference latency (p50/p99) per model, backend and device.")
     p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), metavar="SPEC",
-                   help="model specs, space- or ';'-separated (default: %(default)s)")
+                   help="model specs, separated by spaces, ';' or commas (a comma followed by an architecture "
+                        "name starts a new spec: impala:k=1,impala:k=7; impala:k=7,deep=1 is one spec) "
+                        "(default: %(default)s)")
     p.add_argument("--device", nargs="+", default=["cpu"], choices=["cpu", "cuda"],
                    help="device(s) to time on (default: cpu)")
     p.add_argument("--backends", default="script,frozen",
@@ -89,9 +91,9 @@ def bench_models(models: list[str], devices: list[str], backends: list[str], ite
 
 
 def _main_models(args: argparse.Namespace) -> int:
-    # Specs hold commas (impala:k=7,deep=1), so they are separated by spaces (also inside one quoted
-    # argument) or ';'.
-    models = [m for item in args.models for m in item.replace(";", " ").split()]
+    from rtcore.models.spec import split_model_specs
+
+    models = [m for item in args.models for m in split_model_specs(item)]
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     iters, warmup = (20, 3) if args.quick else (args.iters, args.warmup)
     try:

@@ -180,3 +180,32 @@ def test_load_for_inference_leaves_the_callers_module_alone():
     runner = load_for_inference(model, "cpu", backend="script")
     assert [p.data_ptr() for p in model.parameters()] == before
     assert not set(before) & {p.data_ptr() for p in runner.parameters()}
+
+
+def test_split_model_specs_keeps_options_and_splits_at_architectures():
+    from rtcore.models.spec import split_model_specs
+
+    assert split_model_specs("impala:k=1,impala:k=7") == ["impala:k=1", "impala:k=7"]
+    assert split_model_specs("impala:k=7,deep=1,nature") == ["impala:k=7,deep=1", "nature"]
+    assert split_model_specs("nature;impala-deep:k=2 impala:k=1,dueling=1") == [
+        "nature", "impala-deep:k=2", "impala:k=1,dueling=1"]
+    assert split_model_specs("impala:k=1,,") == ["impala:k=1"]
+    # an option with no spec before it is left for parse_model_spec to reject
+    assert split_model_specs("k=7,impala") == ["k=7", "impala"]
+    with pytest.raises(ValueError, match="unknown model"):
+        parse_model_spec(split_model_specs("k=7")[0])
+
+
+def test_bench_models_cli_accepts_comma_separated_specs(capsys):
+    import argparse
+    import json
+
+    from rtcore import benchmarks
+
+    parser = argparse.ArgumentParser()
+    benchmarks.add_arguments(parser)
+    args = parser.parse_args(["models", "--models", "nature:k=1,nature:k=0.5,hidden=16", "--backends", "script",
+                              "--iters", "2", "--warmup", "1", "--json"])
+    assert benchmarks.main(args) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [r["spec"] for r in figures["results"]] == ["nature:k=1", "nature:k=0.5,hidden=16"]

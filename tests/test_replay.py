@@ -434,3 +434,194 @@ def test_sample_into_out_allocates_no_arrays(rng):
         finally:
             tracemalloc.stop()
         assert peak - base < 16 * 1024, f"sample(out=) allocated {peak - base} bytes at peak (one batch is 1.8 MB)"
+
+
+# --- sample() without out=: recycled batch memory ---------------------------------------------------
+
+
+def _fields(b: ReplayBatch) -> dict[str, np.ndarray]:
+    return {f: getattr(b, f).copy() for f in ("obs", "next_obs", "action", "reward", "done", "discount",
+                                               "was_default", "delay", "index")}
+
+
+def test_sample_without_out_matches_sample_into_out(rng):
+    with ReplayBuffer(300, (4, 3), "uint8", frame_stack=3, streams=2, n_step=2) as buf:
+        model = Model(300, 2, 3, 2, 0.99)
+        random_run(rng, buf, model, steps=120)
+        for _ in range(3):
+            buf.seed(9)
+            fresh = buf.sample(16)
+            buf.seed(9)
+            into = buf.sample(16, out=buf.empty_batch(16))
+            for f, a in _fields(fresh).items():
+                np.testing.assert_array_equal(a, getattr(into, f), err_msg=f)
+                assert getattr(fresh, f).flags.c_contiguous and getattr(fresh, f).flags.writeable
+            check_batch(model, buf, fresh)
+
+
+def test_sample_without_out_never_overwrites_a_batch_still_referenced(rng):
+    import torch
+
+    with ReplayBuffer(400, (5,), "uint8", frame_stack=2) as buf:
+        random_run(rng, buf, Model(400, 1, 2, 1, 0.99), steps=300)
+        held = [buf.sample(8) for _ in range(7)]  # more than the pool keeps: the rest are fresh
+        kept = [_fields(b) for b in held]
+        addrs = {b.obs.ctypes.data for b in held}
+        assert len(addrs) == 7
+        for _ in range(5):
+            buf.sample(8)  # dropped at once: may reuse a free buffer, never a held one
+        for b, k in zip(held, kept):
+            for f, a in k.items():
+                np.testing.assert_array_equal(getattr(b, f), a, err_msg=f)
+        # Each way of still holding part of a batch keeps its memory out of reuse.
+        keepers = {
+            "the batch": lambda b: b,
+            "one array": lambda b: b.index,
+            "a view of an array": lambda b: b.obs[:, -1],
+            "a tensor": lambda b: torch.from_numpy(b.next_obs),
+        }
+        del held, kept
+        for what, keep in keepers.items():
+            b = buf.sample(8)
+            addr, snap = b.obs.ctypes.data, _fields(b)
+            ref = keep(b)
+            del b
+            for _ in range(6):
+                other = buf.sample(8)
+                assert other.obs.ctypes.data != addr, f"memory reused while {what} was held"
+                del other
+            again = buf.sample(8)
+            del again
+            for f, a in snap.items():
+                if what == "the batch":
+                    np.testing.assert_array_equal(getattr(ref, f), a, err_msg=f)
+            del ref
+
+
+def test_sample_without_out_reuses_released_memory(rng):
+    with ReplayBuffer(400, (84, 84), "uint8", frame_stack=4) as buf:
+        random_run(rng, buf, Model(400, 1, 4, 1, 0.99), steps=200, p_end=0.01)
+        first = buf.sample(32)
+        addr = first.obs.ctypes.data
+        assert addr % 64 == 0 and first.next_obs.ctypes.data % 64 == 0
+        del first
+        assert buf.sample(32).obs.ctypes.data == addr  # released at once: the same memory again
+        prev = buf.sample(32)
+        seen = {prev.obs.ctypes.data}
+        for _ in range(10):  # a loop that holds the previous batch while drawing the next: two buffers
+            cur = buf.sample(32)
+            assert cur.obs.ctypes.data != prev.obs.ctypes.data
+            seen.add(cur.obs.ctypes.data)
+            prev = cur
+        assert len(seen) == 2
+        assert buf.sample(4).obs.shape == (4, 4, 84, 84)  # another size gets its own buffers
+
+
+# --- add_many ------------------------------------------------------------------------------------
+
+
+def _steps(rng, k: int, shape, p_end: float):
+    obs = rng.integers(0, 250, size=(k, *shape)).astype(np.uint8)
+    nxt = rng.integers(0, 250, size=(k, *shape)).astype(np.uint8)
+    end = rng.random(k) < p_end
+    term = end & (rng.random(k) < 0.5)
+    return dict(obs=obs, action=rng.integers(0, 18, size=k), reward=rng.normal(size=k).astype(np.float32),
+                terminated=term, truncated=end & ~term, next_obs=nxt, was_default=rng.random(k) < 0.3,
+                delay=rng.integers(0, 5, size=k).astype(np.int32))
+
+
+@pytest.mark.parametrize("k", [1, 5, 16])
+def test_add_many_equals_k_single_adds(rng, k):
+    kw = dict(capacity=2 * 60, obs_shape=(3, 2), frame_stack=3, streams=2, n_step=3)
+    with ReplayBuffer(**kw) as many, ReplayBuffer(**kw) as single:
+        model = Model(120, 2, 3, 3, 0.99)
+        ends = 0
+        for it in range(12):
+            s = it % 2
+            st = _steps(rng, k, (3, 2), p_end=0.2)
+            ends += int((st["terminated"] | st["truncated"]).sum())
+            many.add_many(s, **st)
+            for i in range(k):
+                end = bool(st["terminated"][i] or st["truncated"][i])
+                args = (s, st["obs"][i], int(st["action"][i]), float(st["reward"][i]), bool(st["terminated"][i]),
+                        bool(st["truncated"][i]))
+                kw1 = dict(next_obs=st["next_obs"][i] if end else None, was_default=bool(st["was_default"][i]),
+                           delay=int(st["delay"][i]))
+                single.add(*args, **kw1)
+                model.add(*args, **kw1)
+            assert (many.head(0), many.head(1)) == (single.head(0), single.head(1))
+            assert len(many) == len(single) == len(model.sampleable())
+            b = min(len(many), 24)
+            if b == 0:
+                continue
+            many.seed(it)
+            single.seed(it)
+            bm, bs = many.sample(b), single.sample(b)
+            for f, a in _fields(bm).items():
+                np.testing.assert_array_equal(a, getattr(bs, f), err_msg=f)
+            check_batch(model, many, bm)
+        assert ends > 0  # episodes did end inside the batches
+
+
+def test_add_many_episode_ends_inside_and_defaults():
+    with ReplayBuffer(100, (1,), "int32", frame_stack=2, n_step=2, gamma=0.5) as buf:
+        obs = np.arange(10, 15, dtype=np.int32).reshape(5, 1)
+        nxt = np.full((5, 1), 99, np.int32)
+        # steps 0-1 end an episode (terminated at 1), 2-4 start the next; lists and int32 actions convert
+        buf.add_many(0, obs, np.array([0, 1, 2, 3, 4], np.int32), [1.0, 2.0, 3.0, 4.0, 5.0],
+                     [False, True, False, False, False], [False] * 5, next_obs=nxt)
+        assert buf.head(0) == 6  # 5 steps + the terminal obs of the first episode
+        assert len(buf) == 3  # 0, 1 and 2 (3 and 4 wait for their n-step chain)
+        buf.seed(0)
+        seen = {}
+        for _ in range(30):
+            b = buf.sample(3)
+            for i in range(3):
+                seen[int(b.action[i])] = (b.obs[i].ravel().tolist(), b.next_obs[i].ravel().tolist(),
+                                          float(b.reward[i]), bool(b.done[i]), bool(b.was_default[i]),
+                                          int(b.delay[i]))
+        assert seen == {
+            0: ([10, 10], [11, 99], 1 + 0.5 * 2, True, False, 0),
+            1: ([10, 11], [11, 99], 2.0, True, False, 0),
+            2: ([12, 12], [13, 14], 3 + 0.5 * 4, False, False, 0),  # a new episode: not stacked with 11
+        }
+        buf.add_many(0, obs[:0], [], [], np.zeros(0, bool), np.zeros(0, bool))  # k = 0: nothing
+        assert buf.head(0) == 6
+
+
+def test_bad_add_many_inputs_write_nothing():
+    with ReplayBuffer(100, (2, 3), "uint8", frame_stack=2, streams=2) as buf:
+        obs = np.ones((4, 2, 3), np.uint8)
+        f = np.zeros(4, bool)
+        a, r = np.zeros(4, np.int64), np.zeros(4, np.float32)
+        buf.add_many(0, obs, a, r, f, f)
+        before = (len(buf), buf.head(0), buf.head(1))
+        with pytest.raises(ValueError, match=r"obs has shape \(4, 3, 2\), expected \(4, 2, 3\)"):
+            buf.add_many(0, np.ones((4, 3, 2), np.uint8), a, r, f, f)
+        with pytest.raises(ValueError, match=r"obs has shape \(2, 3\), expected \(k, 2, 3\)"):
+            buf.add_many(0, np.ones((2, 3), np.uint8), a, r, f, f)
+        with pytest.raises(ValueError, match="obs has dtype float32, expected uint8"):
+            buf.add_many(0, obs.astype(np.float32), a, r, f, f)
+        with pytest.raises(ValueError, match="C-contiguous"):
+            buf.add_many(0, np.ones((4, 3, 2), np.uint8).transpose(0, 2, 1), a, r, f, f)
+        with pytest.raises(ValueError, match=r"action has shape \(3,\), expected \(4,\)"):
+            buf.add_many(0, obs, a[:3], r, f, f)
+        with pytest.raises(ValueError, match="action has dtype float64, expected int64"):
+            buf.add_many(0, obs, [0.5, 1, 2, 3], r, f, f)
+        with pytest.raises(ValueError, match=r"reward has shape \(4, 1\)"):
+            buf.add_many(0, obs, a, r[:, None], f, f)
+        with pytest.raises(ValueError, match="terminated has dtype int64, expected bool"):
+            buf.add_many(0, obs, a, r, [0, 0, 1, 0], f)
+        with pytest.raises(ValueError, match=r"delay has shape \(5,\)"):
+            buf.add_many(0, obs, a, r, f, f, delay=np.zeros(5, np.int32))
+        with pytest.raises(ValueError, match="was_default has dtype"):
+            buf.add_many(0, obs, a, r, f, f, was_default=np.zeros(4, np.float32))
+        with pytest.raises(ValueError, match=r"next_obs is required .*step 2"):
+            buf.add_many(0, obs, a, r, np.array([False, False, True, False]), f)
+        with pytest.raises(ValueError, match="next_obs has shape"):
+            buf.add_many(0, obs, a, r, f, np.array([False, True, False, False]), next_obs=obs[0])
+        with pytest.raises(IndexError, match="stream 2 is out of range"):
+            buf.add_many(2, obs, a, r, f, f)
+        with pytest.raises(TypeError):
+            buf.add_many(0, obs, a, r, f)  # type: ignore[call-arg]
+        assert (len(buf), buf.head(0), buf.head(1)) == before

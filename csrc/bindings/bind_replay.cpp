@@ -123,6 +123,56 @@ class ReplayHandle {
             next_base ? next_base + i * fb : nullptr, wd[i], dl[i]);
   }
 
+  // k steps of one stream in one call: every argument is checked first (a bad one writes nothing), then
+  // one GIL release and one loop of Ring::add, so each step is published as a single add would publish
+  // it (add stays wait-free; a sampler sees a prefix of the k steps, never a torn one).
+  void add_many(std::int64_t stream, const py::array& obs, const py::object& action, const py::object& reward,
+                const py::object& terminated, const py::object& truncated, const py::object& next_obs,
+                const py::object& was_default, const py::object& delay) {
+    Ring& r = ring();
+    check_stream(stream);
+    if (obs.ndim() != static_cast<py::ssize_t>(p_.ndim) + 1) {
+      std::string expected = "(k";
+      for (std::int64_t d : frame_shape_) expected += ", " + std::to_string(d);
+      throw InvalidArgument("obs has shape " + shape_str(shape_of(obs)) + ", expected " + expected +
+                            "): k steps of obs_shape " + shape_str(frame_shape_));
+    }
+    const std::int64_t k = obs.shape(0);
+    check_batch_frames("obs", obs, k);
+    const py::array a = many_vec("action", action, k, py::dtype::of<std::int64_t>(), "iu");
+    const py::array rw = many_vec("reward", reward, k, py::dtype::of<float>(), "iuf");
+    const py::array te = many_vec("terminated", terminated, k, py::dtype::of<bool>(), "b");
+    const py::array tr = many_vec("truncated", truncated, k, py::dtype::of<bool>(), "b");
+    const bool has_wd = !was_default.is_none(), has_dl = !delay.is_none();  // None: all false / all 0
+    const py::array wd = has_wd ? many_vec("was_default", was_default, k, py::dtype::of<bool>(), "b") : py::array();
+    const py::array dl = has_dl ? many_vec("delay", delay, k, py::dtype::of<std::int32_t>(), "iu") : py::array();
+    const auto* term = static_cast<const bool*>(te.data());
+    const auto* trunc = static_cast<const bool*>(tr.data());
+    const std::uint8_t* next_base = nullptr;
+    py::array next_arr;
+    if (!next_obs.is_none()) {
+      next_arr = py::array::ensure(next_obs);
+      if (!next_arr) throw InvalidArgument("next_obs must be an array or None");
+      check_batch_frames("next_obs", next_arr, k);
+      next_base = static_cast<const std::uint8_t*>(next_arr.data());
+    }
+    for (std::int64_t i = 0; i < k; ++i)
+      if ((term[i] || trunc[i]) && next_base == nullptr)
+        throw InvalidArgument("next_obs is required when a step ends its episode (step " + std::to_string(i) +
+                              " is terminated or truncated); pass next_obs with one row per step");
+    const auto* o = static_cast<const std::uint8_t*>(obs.data());
+    const auto* ac = static_cast<const std::int64_t*>(a.data());
+    const auto* re = static_cast<const float*>(rw.data());
+    const auto* w = has_wd ? static_cast<const bool*>(wd.data()) : nullptr;
+    const auto* d = has_dl ? static_cast<const std::int32_t*>(dl.data()) : nullptr;
+    const std::size_t fb = p_.frame_bytes;
+    const auto s = static_cast<std::uint32_t>(stream);
+    py::gil_scoped_release nogil;
+    for (std::int64_t i = 0; i < k; ++i)
+      r.add(s, o + i * fb, ac[i], re[i], term[i], trunc[i], next_base ? next_base + i * fb : nullptr, w ? w[i] : false,
+            d ? d[i] : 0);
+  }
+
   void sample(const py::array& obs, const py::array& next_obs, const py::array& action, const py::array& reward,
               const py::array& done, const py::array& discount, const py::array& was_default, const py::array& delay,
               const py::array& index) {
@@ -226,6 +276,23 @@ class ReplayHandle {
     }
   }
 
+  // add_many's per-step vectors: `obj` itself when it is already a C-contiguous (k,) array of `dt` (no
+  // allocation), else a converted copy when its dtype kind is one of `kinds` (a list, int32 actions,
+  // float64 rewards...), else InvalidArgument naming what was wrong.
+  static py::array many_vec(const char* what, const py::object& obj, std::int64_t k, const py::dtype& dt,
+                            const char* kinds) {
+    py::array a = py::array::ensure(obj);
+    if (!a) throw InvalidArgument(std::string(what) + " must be an array of " + std::to_string(k) + " entries");
+    if (array_matches(a, std::array<std::int64_t, 1>{k}, dt)) return a;
+    const bool empty = k == 0 && a.ndim() == 1 && a.shape(0) == 0;  // [] is float64 to numpy: fine for k = 0
+    if (!empty && std::string(kinds).find(a.dtype().kind()) == std::string::npos)
+      throw InvalidArgument(std::string(what) + " has dtype " + dtype_str(a.dtype()) + ", expected " + dtype_str(dt));
+    if (a.ndim() != 1 || a.shape(0) != k)
+      throw InvalidArgument(std::string(what) + " has shape " + shape_str(shape_of(a)) + ", expected (" +
+                            std::to_string(k) + ",) (one entry per step: obs has " + std::to_string(k) + " rows)");
+    return py::module_::import("numpy").attr("ascontiguousarray")(a, dt).cast<py::array>();
+  }
+
   static void check_vec(const char* what, const py::array& a, std::int64_t n, const py::dtype& dt, bool writeable = false) {
     check_array(what, a, std::array<std::int64_t, 1>{n}, dt, writeable);
   }
@@ -251,6 +318,8 @@ void bind_replay(py::module_& m) {
       .def("add", &ReplayHandle::add, py::arg("stream"), py::arg("obs"), py::arg("action"), py::arg("reward"),
            py::arg("terminated"), py::arg("truncated"), py::arg("next_obs"), py::arg("was_default"), py::arg("delay"))
       .def("add_batch", &ReplayHandle::add_batch, py::arg("obs"), py::arg("action"), py::arg("reward"),
+           py::arg("terminated"), py::arg("truncated"), py::arg("next_obs"), py::arg("was_default"), py::arg("delay"))
+      .def("add_many", &ReplayHandle::add_many, py::arg("stream"), py::arg("obs"), py::arg("action"), py::arg("reward"),
            py::arg("terminated"), py::arg("truncated"), py::arg("next_obs"), py::arg("was_default"), py::arg("delay"))
       .def("sample", &ReplayHandle::sample, py::arg("obs"), py::arg("next_obs"), py::arg("action"), py::arg("reward"),
            py::arg("done"), py::arg("discount"), py::arg("was_default"), py::arg("delay"), py::arg("index"))

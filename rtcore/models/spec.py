@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["ModelSpec", "parse_model_spec", "ARCHITECTURES"]
+__all__ = ["ModelSpec", "parse_model_spec", "split_model_specs", "ARCHITECTURES"]
 
 # architecture -> (accepted keys, one-line description)
 ARCHITECTURES: dict[str, tuple[tuple[str, ...], str]] = {
@@ -112,6 +112,27 @@ def parse_model_spec(spec: str | ModelSpec) -> ModelSpec:
     result = ModelSpec(**fields)  # type: ignore[arg-type]
     _validate(result, spec)
     return result
+
+
+def split_model_specs(text: str) -> list[str]:
+    """Splits a list of model specs: ``"impala:k=1,impala:k=7 nature"`` -> ``["impala:k=1", "impala:k=7", "nature"]``.
+
+    Specs are separated by spaces, ``;`` or commas. A spec's own options are comma-separated too
+    (``impala:k=7,deep=1``), so a comma starts a new spec only where the next item names an
+    architecture (``impala``, ``impala:...``, ``nature``, ...); any other item is an option of the spec
+    before it. The pieces are not validated: :func:`parse_model_spec` does that.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"model specs must be a str, got {type(text).__name__}")
+    specs: list[str] = []
+    for word in text.replace(";", " ").split():
+        for item in filter(None, (p.strip() for p in word.split(","))):
+            head = item.partition(":")[0].strip().lower()
+            if specs and "=" in item and ":" not in item and head not in ARCHITECTURES:
+                specs[-1] += "," + item  # an option of the spec before it (k=7, deep=1, ...)
+            else:
+                specs.append(item)
+    return specs
 
 
 def _validate(s: ModelSpec, spec: str) -> None:
