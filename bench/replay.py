@@ -4,12 +4,22 @@ Workload (the same for every peer): 84x84 uint8 frames, frame_stack 4, capacity 
 episodes of 1,000 steps, ``add`` one transition at a time, ``sample(32)`` returning the obs and next_obs
 stacks (plus action, reward, done). Peers:
 
-- rtcore.ReplayBuffer (frames stored once, stacks rebuilt at sample time, out= reuse)
+- rtcore.ReplayBuffer (frames stored once, stacks rebuilt at sample time): ``rtcore`` times ``add``
+  one transition per call and ``sample(32, out=...)``; ``rtcore_fresh`` times ``add_many`` with 16
+  transitions per call and ``sample(32)`` without ``out=`` (the default path: recycled batch memory)
 - cpprb.ReplayBuffer with next_of="obs" and stack_compress="obs" (stacks stored compressed)
 - cpprb.ReplayBuffer plain (obs and next_obs stacks stored as given)
 - torchrl ReplayBuffer + LazyTensorStorage (obs and next_obs stacks stored as given)
 - a numpy ring storing single frames and rebuilding stacks with the same episode-boundary rule
   (vectorised gather into preallocated arrays: the best plain numpy can do)
+
+Each peer is set up as its maintainer would run it, and the bench says how: every peer process runs
+with ``MALLOC_MMAP_THRESHOLD_=33554432`` (see MALLOC_ENV: cpprb's and TorchRL's fresh output arrays
+then reuse heap pages, as in a long-running training process, instead of faulting them in on every
+call; ``--default-malloc`` measures without it), cpprb is filled one add at a time as this workload
+adds (see make_peer), TorchRL runs with one thread. Every peer runs ``--runs`` times (default 3),
+interleaved, each run in a fresh subprocess; the table shows medians. The machine's load average at
+start and end is printed.
 
 Each peer runs in its own subprocess so its resident memory (psutil RSS, measured as the increase
 over the process before the buffer was created) is its own. Memcpy bandwidth is measured in the same
@@ -28,7 +38,7 @@ so the seqlock's race is not a C++ data race), which bench/cpp/bench_replay.cpp 
 plain memcpy gather of the same frames (it reaches ~0.99x of it); the numpy ring copies with vectorised memcpy from memory that
 numpy backs with transparent huge pages, which /dev/shm (tmpfs) does not get here.
 
-Usage: python bench/replay.py [--quick]
+Usage: python bench/replay.py [--quick] [--runs R] [--peers a,b] [--default-malloc]
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -51,10 +62,19 @@ BATCH = 32
 EP_LEN = 1000
 POOL = 64  # distinct random frames cycled through (generation is not timed)
 
-PEERS = ["rtcore", "numpy_ring", "cpprb_compressed", "cpprb_plain", "torchrl"]
+PEERS = ["rtcore", "rtcore_fresh", "numpy_ring", "cpprb_compressed", "cpprb_plain", "torchrl"]
+ADD_MANY_K = 16  # steps per add_many call in the rtcore_fresh row
+# Every peer process runs with glibc's mmap threshold raised to 32 MiB: a fresh output array of a
+# sample (cpprb and TorchRL return new ones on every call; 0.9 MB each here) then comes from the heap
+# and reuses pages already faulted in, as it does in a long-running training process. With the
+# default threshold (128 KiB, dynamic) a new process maps and faults every batch in anew, and cpprb's
+# sample(32) ran ~8x slower than it does in a warm process. --default-malloc turns this off.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432"}
 # Run at capacity 20,000 in --quick (memory projected linearly): the stacked stores take 56 KB per
 # transition, and cpprb must be filled one add at a time (see make_peer), at about 10k adds/s.
 QUICK_SMALL = {"cpprb_compressed", "cpprb_plain", "torchrl"}
+# peer -> (what its adds/s column times, what its batches/s column times)
+PATHS = {"rtcore": ("add", "sample(32, out=)"), "rtcore_fresh": ("add_many(k=16)", "sample(32)")}
 
 
 def rss() -> int:
@@ -140,6 +160,24 @@ def make_peer(name: str, capacity: int, frames: np.ndarray):
 
         return radd, rsample, None, buf
 
+    if name == "rtcore_fresh":  # sample(32) without out=: the default path (recycled batch memory)
+        import rtcore
+
+        buf = rtcore.ReplayBuffer(capacity, SHAPE, "uint8", frame_stack=K)
+        add = buf.add_many
+        last = np.repeat(frames[POOL - 1 : POOL], ADD_MANY_K, axis=0)
+        blocks = [np.ascontiguousarray(frames[(np.arange(ADD_MANY_K) + j) % POOL]) for j in range(0, POOL, ADD_MANY_K)]
+        zeros = np.zeros(ADD_MANY_K, np.bool_)
+
+        def radd_many(t: int) -> None:
+            """Steps t .. t + ADD_MANY_K - 1 in one add_many call (t a multiple of ADD_MANY_K)."""
+            ts = np.arange(t, t + ADD_MANY_K)
+            end = (ts + 1) % EP_LEN == 0
+            add(0, blocks[(t // ADD_MANY_K) % len(blocks)], ts % 18, (ts % 7).astype(np.float32), end, zeros,
+                last if end.any() else None)
+
+        return radd_many, lambda: buf.sample(BATCH), None, buf
+
     if name == "numpy_ring":
         ring = NumpyRing(capacity)
         last = frames[POOL - 1]
@@ -202,11 +240,22 @@ def run_peer(name: str, capacity: int, adds: int, fill: int, sample_s: float) ->
     frames = np.random.default_rng(0).integers(0, 256, size=(POOL, *SHAPE), dtype=np.uint8)
     base = rss()
     add, sample, bulk, keep = make_peer(name, capacity, frames)
-    add(0)
-    t0 = time.perf_counter()
-    for t in range(1, adds + 1):
-        add(t)
-    add_s = time.perf_counter() - t0
+    if name == "rtcore_fresh":  # add is add_many: ADD_MANY_K steps per call
+        adds = max(ADD_MANY_K, adds // ADD_MANY_K * ADD_MANY_K)
+        add(0)
+        t0 = time.perf_counter()
+        for t in range(ADD_MANY_K, adds + ADD_MANY_K, ADD_MANY_K):
+            add(t)
+        add_s = time.perf_counter() - t0
+        for t in range(adds + ADD_MANY_K, max(fill, adds + 1), ADD_MANY_K):
+            add(t)
+        fill = 0
+    else:
+        add(0)
+        t0 = time.perf_counter()
+        for t in range(1, adds + 1):
+            add(t)
+        add_s = time.perf_counter() - t0
     if fill > adds + 1:
         if bulk is not None:
             bulk(adds + 1, fill)
@@ -318,10 +367,11 @@ def concurrent(capacity: int, seconds: float) -> dict[str, float]:
 # --- driver --------------------------------------------------------------------------------------
 
 
-def spawn_peer(name: str, capacity: int, adds: int, fill: int, sample_s: float) -> dict[str, Any]:
+def spawn_peer(name: str, capacity: int, adds: int, fill: int, sample_s: float, tuned: bool) -> dict[str, Any]:
     cmd = [sys.executable, os.path.abspath(__file__), "--peer", name, "--capacity", str(capacity), "--adds", str(adds),
            "--fill", str(fill), "--sample-seconds", str(sample_s)]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    env = {**os.environ, **(MALLOC_ENV if tuned else {})}
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
     if p.returncode != 0 or not lines:
         tail = (p.stderr or p.stdout).strip().splitlines()[-3:]
@@ -329,11 +379,28 @@ def spawn_peer(name: str, capacity: int, adds: int, fill: int, sample_s: float) 
     return json.loads(lines[-1])
 
 
+def _median_result(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    ok = [r for r in runs if "error" not in r]
+    if not ok:
+        return runs[-1]
+    out = dict(ok[0])
+    for k in ("adds_per_s", "batches_per_s", "rss_bytes"):
+        out[k] = float(statistics.median(r[k] for r in ok))
+        out[k + "_runs"] = [r[k] for r in ok]
+    out["runs"] = len(ok)
+    return out
+
+
 def main() -> int:
+    from _machine import describe, load
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="a short run (under 30 s)")
+    ap.add_argument("--quick", action="store_true", help="a short run (about a minute with 3 runs)")
     ap.add_argument("--capacity", type=int, default=100_000)
+    ap.add_argument("--runs", type=int, default=3, help="runs of every peer, interleaved; medians reported")
     ap.add_argument("--peers", default=",".join(PEERS), help="comma-separated subset of " + ",".join(PEERS))
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="run the peers with glibc's default mmap threshold (fresh arrays fault their pages in)")
     ap.add_argument("--peer", help=argparse.SUPPRESS)  # internal: run one peer in this process
     ap.add_argument("--adds", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--fill", type=int, help=argparse.SUPPRESS)
@@ -350,17 +417,24 @@ def main() -> int:
     frame_limit = 1.1 * cap * FRAME_BYTES + (64 << 20)
     batch_bytes = 2 * BATCH * K * FRAME_BYTES
     t_start = time.perf_counter()
+    m0 = load()
 
     bw = memcpy_bandwidth(0.3 if args.quick else 2.0)
     print(f"replay benchmark: {SHAPE[0]}x{SHAPE[1]} uint8, frame_stack {K}, capacity {cap:,}, batch {BATCH}"
-          f"{' (quick)' if args.quick else ''}")
+          f"{' (quick)' if args.quick else ''}; medians of {args.runs} run(s) of every peer, interleaved")
+    print(f"peers run with {'the default malloc' if args.default_malloc else 'MALLOC_MMAP_THRESHOLD_=33554432'}"
+          f"{'' if args.default_malloc else ' (fresh output arrays reuse faulted heap pages, as in a warm training process)'}")
     print(f"memcpy bandwidth: {bw / 1e9:.2f} GB/s  -> sample(32) bound: {bw / batch_bytes:,.0f} batches/s "
           f"({batch_bytes / 1e6:.2f} MB written per batch)")
 
-    results: dict[str, dict[str, Any]] = {}
-    for name in args.peers.split(","):
-        peer_cap = min(cap, 20_000) if (args.quick and name in QUICK_SMALL) else cap
-        results[name] = spawn_peer(name, peer_cap, min(adds, peer_cap - 1), peer_cap, sample_s)
+    names = args.peers.split(",")
+    all_runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for _ in range(max(1, args.runs)):
+        for name in names:
+            peer_cap = min(cap, 20_000) if (args.quick and name in QUICK_SMALL) else cap
+            all_runs[name].append(spawn_peer(name, peer_cap, min(adds, peer_cap - 1), peer_cap, sample_s,
+                                             not args.default_malloc))
+    results = {name: _median_result(rs) for name, rs in all_runs.items()}
 
     print(f"\n{'peer':<18}{'adds/s':>12}{'add MB/s':>10}{'batches/s':>11}{'sample GB/s':>13}{'RSS MB':>10}  note")
     for name, r in results.items():
@@ -370,6 +444,8 @@ def main() -> int:
         projected = r["capacity"] < cap
         mem = r["rss_bytes"] * cap / r["capacity"] if projected else r["rss_bytes"]
         note = f"projected from capacity {r['capacity']:,}" if projected else ""
+        if name in PATHS:
+            note = (f"{PATHS[name][0]}, {PATHS[name][1]}; " + note).rstrip("; ")
         print(f"{name:<18}{r['adds_per_s']:>12,.0f}{r['adds_per_s'] * FRAME_BYTES / 1e6:>10,.0f}"
               f"{r['batches_per_s']:>11,.0f}{r['batches_per_s'] * batch_bytes / 1e9:>13.2f}{mem / 1e6:>10,.0f}  {note}")
         r["memory_bytes"] = mem
@@ -378,16 +454,21 @@ def main() -> int:
     rt = results.get("rtcore", {})
     if "error" not in rt and rt:
         for name, r in results.items():
-            if name == "rtcore" or "error" in r:
+            if name in PATHS or "error" in r:
                 continue
             ratios[f"add_vs_{name}"] = rt["adds_per_s"] / r["adds_per_s"]
             ratios[f"sample_vs_{name}"] = rt["batches_per_s"] / r["batches_per_s"]
+        fresh = results.get("rtcore_fresh", {})
+        if fresh and "error" not in fresh:
+            ratios["add_many16_vs_add"] = fresh["adds_per_s"] / rt["adds_per_s"]
+            ratios["sample_out_vs_sample_fresh"] = rt["batches_per_s"] / fresh["batches_per_s"]
         ratios["sample_vs_memcpy_bound"] = rt["batches_per_s"] / (bw / batch_bytes)
         ratios["memory_vs_limit"] = rt["memory_bytes"] / frame_limit
         print("\nrtcore ratios (targets: add >= 10x cpprb, >= 1x numpy ring; sample >= 10x cpprb, >= 5x TorchRL, "
-              ">= 1.2x numpy ring; memory <= 1.1 x frames + 64 MiB):")
+              ">= 1.2x numpy ring; add_many(16) >= 3x add; sample(out=) <= 1.2x sample(); "
+              "memory <= 1.1 x frames + 64 MiB):")
         for k, v in ratios.items():
-            print(f"  {k:<28}{v:8.2f}x")
+            print(f"  {k:<30}{v:8.2f}x")
         print(f"  memory: {rt['memory_bytes'] / 1e6:,.0f} MB of a {frame_limit / 1e6:,.0f} MB limit")
 
     conc = {}
@@ -395,10 +476,13 @@ def main() -> int:
         conc = concurrent(min(cap, 20_000) if args.quick else cap, 1.0 if args.quick else 5.0)
         print(f"\nwriter process + sampler process at once (rtcore): {conc['adds_per_s']:,.0f} adds/s and "
               f"{conc['batches_per_s']:,.0f} batches/s; {conc['collisions']} draws redrawn after an overwrite")
-    print(f"\n(total {time.perf_counter() - t_start:.1f} s; timings on a shared machine are noisy)")
+    m1 = load()
+    print(f"\n{describe(m0, m1)}")
+    print(f"(total {time.perf_counter() - t_start:.1f} s)")
     print(json.dumps({"benchmark": "replay", "quick": args.quick, "capacity": cap, "frame_bytes": FRAME_BYTES,
-                      "frame_stack": K, "batch": BATCH, "memcpy_bytes_per_s": bw, "peers": results,
-                      "ratios": ratios, "concurrent": conc, "memory_limit_bytes": frame_limit}))
+                      "frame_stack": K, "batch": BATCH, "runs": args.runs, "malloc_tuned": not args.default_malloc,
+                      "memcpy_bytes_per_s": bw, "peers": results, "ratios": ratios, "concurrent": conc,
+                      "memory_limit_bytes": frame_limit, "machine_start": m0, "machine_end": m1}))
     return 0
 
 
