@@ -124,8 +124,7 @@ class ReplayHandle {
   }
 
   // k steps of one stream in one call: every argument is checked first (a bad one writes nothing), then
-  // one GIL release and one loop of Ring::add, so each step is published as a single add would publish
-  // it (add stays wait-free; a sampler sees a prefix of the k steps, never a torn one).
+  // one GIL release and Ring::add_many (the slots k add() calls would write, fenced once per call).
   void add_many(std::int64_t stream, const py::array& obs, const py::object& action, const py::object& reward,
                 const py::object& terminated, const py::object& truncated, const py::object& next_obs,
                 const py::object& was_default, const py::object& delay) {
@@ -165,12 +164,9 @@ class ReplayHandle {
     const auto* re = static_cast<const float*>(rw.data());
     const auto* w = has_wd ? static_cast<const bool*>(wd.data()) : nullptr;
     const auto* d = has_dl ? static_cast<const std::int32_t*>(dl.data()) : nullptr;
-    const std::size_t fb = p_.frame_bytes;
     const auto s = static_cast<std::uint32_t>(stream);
     py::gil_scoped_release nogil;
-    for (std::int64_t i = 0; i < k; ++i)
-      r.add(s, o + i * fb, ac[i], re[i], term[i], trunc[i], next_base ? next_base + i * fb : nullptr, w ? w[i] : false,
-            d ? d[i] : 0);
+    r.add_many(s, static_cast<std::size_t>(k), o, ac, re, term, trunc, next_base, w, d);
   }
 
   void sample(const py::array& obs, const py::array& next_obs, const py::array& action, const py::array& reward,

@@ -227,10 +227,73 @@ struct SampleScratch {
   }
 };
 
+// Frame stores that bypass the cache, for rings far larger than any cache (kStreamingBytes). A frame
+// written into such a ring is not read again until a sampler draws it, long after it left the cache,
+// so a plain store first reads each destination line in (read-for-ownership) only to overwrite it:
+// half of the add's memory traffic. Non-temporal moves (SSE2 movntdq, baseline x86-64) write whole
+// lines without reading them. They are weaker than x86-TSO (common/seqlock.h): a streaming store may
+// become visible before an earlier plain store, and after a later one. The writer therefore fences on
+// both sides: sfence after the "writing" stamp (it is visible before any payload line), the payload,
+// sfence before the "holds position p" stamp (every payload line is visible before it). With both
+// fences the slot protocol is the one Ring documents: a sampler that sees any new payload byte sees
+// the odd stamp when it re-checks, and one that sees the even stamp sees the whole payload. Only the
+// plain-x86 build uses it (ThreadSanitizer and AddressSanitizer builds take seq_store, which they
+// check). Measured (bench/replay.py, 84x84 frames, capacity 100k): see the README's add rows.
+namespace streaming {
+
+#if defined(RTCORE_SEQ_X86_ASM) && !defined(RTCORE_SEQ_ASAN)
+constexpr bool kAvailable = true;
+
+inline void sfence() noexcept { asm volatile("sfence" ::: "memory"); }
+
+// dst 16-byte aligned (a frame row), src any alignment; 64-byte blocks, then 16-byte pieces streamed
+// (an 84x84 frame ends 16 bytes into a line: a plain store there would read the line in), the last
+// n % 16 bytes plain.
+inline void store(void* dst, const void* src, std::size_t n) noexcept {
+  std::size_t k = n / 64;
+  auto* d = static_cast<unsigned char*>(dst);
+  auto* s = static_cast<const unsigned char*>(src);
+  const unsigned char* const s_end = s + n;
+  if (k != 0) {
+    asm volatile(
+        "1:\n\t"
+        "movdqu   (%[s]), %%xmm0\n\t"
+        "movdqu 16(%[s]), %%xmm1\n\t"
+        "movdqu 32(%[s]), %%xmm2\n\t"
+        "movdqu 48(%[s]), %%xmm3\n\t"
+        "movntdq %%xmm0,   (%[d])\n\t"
+        "movntdq %%xmm1, 16(%[d])\n\t"
+        "movntdq %%xmm2, 32(%[d])\n\t"
+        "movntdq %%xmm3, 48(%[d])\n\t"
+        "add $64, %[s]\n\t"
+        "add $64, %[d]\n\t"
+        "dec %[k]\n\t"
+        "jnz 1b"
+        : [d] "+r"(d), [s] "+r"(s), [k] "+r"(k)
+        :
+        : "xmm0", "xmm1", "xmm2", "xmm3", "memory", "cc");
+  }
+  for (std::size_t r = (n % 64) / 16; r > 0; --r, d += 16, s += 16)
+    asm volatile("movdqu (%[s]), %%xmm0\n\tmovntdq %%xmm0, (%[d])" : : [d] "r"(d), [s] "r"(s) : "xmm0", "memory");
+  if (s != s_end) seq_store(d, s, static_cast<std::size_t>(s_end - s));
+}
+#else
+constexpr bool kAvailable = false;
+inline void sfence() noexcept {}
+inline void store(void* dst, const void* src, std::size_t n) noexcept { seq_store(dst, src, n); }
+#endif
+
+// Rings whose frames span at least this much stream their frame stores (no cache holds them).
+constexpr std::uint64_t kStreamingBytes = 64ull << 20;
+
+}  // namespace streaming
+
 class Ring {
  public:
-  // A view over `size` bytes at `base` (64-byte aligned). Zeroed memory is an empty ring.
-  Ring(void* base, std::size_t size, const Params& p) : p_(p), base_(static_cast<std::uint8_t*>(base)) {
+  // A view over `size` bytes at `base` (64-byte aligned). Zeroed memory is an empty ring. Frame stores
+  // stream past the cache when the ring's frames span at least `streaming_bytes` (the tests lower it).
+  Ring(void* base, std::size_t size, const Params& p, std::uint64_t streaming_bytes = streaming::kStreamingBytes)
+      : p_(p), base_(static_cast<std::uint8_t*>(base)) {
     if (size < p.total_bytes)
       throw InvalidArgument("replay ring needs " + std::to_string(p.total_bytes) + " bytes, got " + std::to_string(size));
     if (reinterpret_cast<std::uintptr_t>(base) % kCacheLine != 0) throw InvalidArgument("replay ring base must be 64-byte aligned");
@@ -238,7 +301,12 @@ class Ring {
     meta_ = reinterpret_cast<SlotMeta*>(base_ + p.meta_offset);
     frames_ = base_ + p.frames_offset;
     S_ = p.slots_per_stream;
+    streaming_ = streaming::kAvailable && p.frame_bytes >= 1024 && p.frame_stride % 16 == 0 &&
+                 p.frame_stride * S_ * p.streams >= streaming_bytes;
   }
+
+  // Whether add() streams its frame stores past the cache (see namespace streaming).
+  bool streaming_stores() const noexcept { return streaming_; }
 
   const Params& params() const noexcept { return p_; }
 
@@ -275,6 +343,92 @@ class Ring {
       const std::uint64_t delta = std::min<std::uint64_t>(p_.n_step, std::uint64_t(ep_off) + 1);
       pub = ((h + 1) << 8) | delta;  // ready = max(episode start, head - n_step)
     }
+    st.pub.store(pub, std::memory_order_release);  // release: publishes the slots written above to samplers
+  }
+
+  // Appends k consecutive steps to `stream`: the same slots, metadata and final published word as k
+  // calls of add() with row i of each array, written in three passes so that the fences are paid
+  // once per call, not once per step: (1) every slot's "writing" stamp and metadata, in position
+  // order; (2) every frame; (3) every slot's "holds position p" stamp, then `pub` once. Samplers see
+  // none of the k steps until pass 3 and never a torn one: an overwritten old position q is preceded
+  // in the ring by the oldest position e a sampler reads, whose "writing" stamp pass 1 stored before
+  // pass 2 wrote any frame (the sfence between them when frames are streamed; x86-TSO or the release
+  // fence otherwise). Wait-free. A writer killed mid-call loses the steps of that call (none of them
+  // is published), as a killed add() loses its step. `was_default` and `delay` may be null (all false,
+  // all 0); `next_obs` (row i read where step i ends) must be non-null if any step ends. Calls with
+  // more slots than half a stream's share fall back to k add() calls.
+  void add_many(std::uint32_t stream, std::size_t k, const std::uint8_t* obs, const std::int64_t* action,
+                const float* reward, const bool* terminated, const bool* truncated, const std::uint8_t* next_obs,
+                const bool* was_default, const std::int32_t* delay) {
+    check_stream(stream);
+    const std::size_t fb = p_.frame_bytes;
+    std::uint64_t slots = k;
+    for (std::size_t i = 0; i < k; ++i) {
+      if (terminated[i] || truncated[i]) {
+        if (next_obs == nullptr) throw InvalidArgument("next_obs is required when terminated or truncated");
+        ++slots;
+      }
+    }
+    if (k == 0) return;
+    if (slots > S_ / 2) {  // would lap its own slots: one step at a time
+      for (std::size_t i = 0; i < k; ++i)
+        add(stream, obs + i * fb, action[i], reward[i], terminated[i], truncated[i], next_obs ? next_obs + i * fb : nullptr,
+            was_default ? was_default[i] : false, delay ? delay[i] : 0);
+      return;
+    }
+    StreamState& st = streams_[stream];
+    const std::uint64_t h0 = st.pub.load(std::memory_order_relaxed) >> 8;  // relaxed: only this writer stores pub
+    // The previous slot's state, as add() reads it from the newest slot; then carried along the steps.
+    bool prev_exists = h0 > 0, prev_terminal = false;
+    std::uint32_t prev_ep_off = 0, prev_term_before = 0;
+    if (prev_exists) {
+      const SlotMeta& prev = meta(stream, h0 - 1);  // the newest slot: nobody overwrites it but us
+      const std::uint32_t pf = __atomic_load_n(&prev.ep_off_flags, __ATOMIC_RELAXED);  // relaxed: our own stream
+      prev_term_before = __atomic_load_n(&prev.term_before, __ATOMIC_RELAXED);         // relaxed: our own stream
+      prev_terminal = (pf & kTerminalObs) != 0;
+      prev_ep_off = pf >> 8;
+    }
+    // Pass 1: stamps "writing" and metadata, in position order, chained as add() chains them.
+    std::uint64_t h = h0;
+    std::uint64_t pub = 0;
+    for (std::size_t i = 0; i < k; ++i) {
+      std::uint32_t ep_off = 0, term_before = 0;
+      if (prev_exists && prev_terminal) {
+        term_before = prev_term_before + 1;
+      } else if (prev_exists) {
+        term_before = prev_term_before;
+        ep_off = std::min<std::uint32_t>(prev_ep_off + 1, kEpOffMax);
+      }
+      const std::uint32_t flags = (terminated[i] ? kTerminated : 0) | (truncated[i] ? kTruncated : 0) |
+                                  ((was_default && was_default[i]) ? kWasDefault : 0) | (ep_off == 0 ? kEpisodeStart : 0);
+      begin_slot(stream, h, action[i], reward[i], delay ? delay[i] : 0, term_before, flags | (ep_off << 8));
+      prev_exists = true;
+      prev_term_before = term_before;
+      if (terminated[i] || truncated[i]) {
+        const std::uint32_t off = std::min<std::uint32_t>(ep_off + 1, kEpOffMax);
+        begin_slot(stream, h + 1, 0, 0.0f, 0, term_before, kTerminalObs | (off << 8));
+        h += 2;
+        pub = h << 8;  // the whole episode is sampleable: ready = head
+        prev_terminal = true;
+        prev_ep_off = off;
+      } else {
+        h += 1;
+        pub = (h << 8) | std::min<std::uint64_t>(p_.n_step, std::uint64_t(ep_off) + 1);
+        prev_terminal = false;
+        prev_ep_off = ep_off;
+      }
+    }
+    // Pass 2: the frames.
+    if (streaming_) streaming::sfence();  // every "writing" stamp is visible before any streamed frame line
+    h = h0;
+    for (std::size_t i = 0; i < k; ++i) {
+      store_frame(frame(stream, h++), obs + i * fb);
+      if (terminated[i] || truncated[i]) store_frame(frame(stream, h++), next_obs + i * fb);
+    }
+    if (streaming_) streaming::sfence();  // every streamed frame line is visible before the stamps below
+    // Pass 3: stamps "holds position p", then the published word.
+    for (std::uint64_t q = h0; q < h; ++q)
+      meta(stream, q).stamp.store(stamp_done(q), std::memory_order_release);  // release: the slot holds q
     st.pub.store(pub, std::memory_order_release);  // release: publishes the slots written above to samplers
   }
 
@@ -407,8 +561,36 @@ class Ring {
     __atomic_store_n(&m.delay, delay, __ATOMIC_RELAXED);
     __atomic_store_n(&m.term_before, term_before, __ATOMIC_RELAXED);
     __atomic_store_n(&m.ep_off_flags, ep_off_flags, __ATOMIC_RELAXED);
-    seq_store(frame(s, pos), src, p_.frame_bytes);
+    if (streaming_) {
+      streaming::sfence();  // the stamp and metadata above are visible before any streamed payload line
+      streaming::store(frame(s, pos), src, p_.frame_bytes);
+      streaming::sfence();  // every streamed payload line is visible before the stamp below
+    } else {
+      seq_store(frame(s, pos), src, p_.frame_bytes);
+    }
     m.stamp.store(stamp_done(pos), std::memory_order_release);  // release: the slot holds position pos
+  }
+
+  // add_many's passes: a slot's "writing" stamp and metadata; a frame (streamed or not).
+  void begin_slot(std::uint32_t s, std::uint64_t pos, std::int64_t action, float reward, std::int32_t delay,
+                  std::uint32_t term_before, std::uint32_t ep_off_flags) {
+    SlotMeta& m = meta(s, pos);
+    m.stamp.store(stamp_writing(pos), std::memory_order_relaxed);  // relaxed: ordered by the fence below
+    std::atomic_thread_fence(std::memory_order_release);  // release: a reader that sees new payload sees this stamp
+    std::uint32_t rbits;
+    std::memcpy(&rbits, &reward, 4);
+    __atomic_store_n(&m.action, action, __ATOMIC_RELAXED);  // relaxed: published by the stamp in pass 3
+    __atomic_store_n(&m.reward_bits, rbits, __ATOMIC_RELAXED);
+    __atomic_store_n(&m.delay, delay, __ATOMIC_RELAXED);
+    __atomic_store_n(&m.term_before, term_before, __ATOMIC_RELAXED);
+    __atomic_store_n(&m.ep_off_flags, ep_off_flags, __ATOMIC_RELAXED);
+  }
+
+  void store_frame(std::uint8_t* dst, const std::uint8_t* src) const {
+    if (streaming_)
+      streaming::store(dst, src, p_.frame_bytes);
+    else
+      seq_store(dst, src, p_.frame_bytes);
   }
 
   int try_copy(std::uint32_t s, std::uint64_t j, std::size_t row, std::uint8_t* obs_row, std::uint8_t* next_row,
@@ -478,6 +660,7 @@ class Ring {
   SlotMeta* meta_;
   std::uint8_t* frames_;
   std::uint64_t S_;
+  bool streaming_ = false;
 };
 
 }  // namespace rtcore::replay

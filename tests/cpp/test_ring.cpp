@@ -327,22 +327,46 @@ TEST(a_writer_that_died_mid_add_is_continued_by_the_next) {
   }
 }
 
-TEST(concurrent_writers_and_samplers_never_tear) {
-  // Two writer threads (one per stream) race three sampler threads over a ring small enough that
-  // the writers lap it thousands of times; every sampled row must match the world exactly.
-  World w{32};  // 256-byte frames
+// Two writer threads (one per stream) race three sampler threads over a ring small enough that the
+// writers lap it thousands of times; every sampled row must match the world exactly.
+void race_writers_and_samplers(World w, std::uint64_t streaming_bytes, bool expect_streaming, std::uint64_t steps,
+                               std::size_t chunk = 1) {
   const std::uint32_t streams = 2, K = 4, n = 3;
   const Params p = small_params(streams * 48, streams, K, n, w.frame_words);
   HeapSpan mem(p.total_bytes);
-  Ring ring(mem.ptr, mem.size, p);
-  const std::uint64_t steps = 300000;
+  Ring ring(mem.ptr, mem.size, p, streaming_bytes);
+  CHECK_EQ(ring.streaming_stores(), expect_streaming);
   std::atomic<int> writers_left{int(streams)};
   std::atomic<std::uint64_t> rows{0}, bad{0}, collisions{0};
   std::vector<std::thread> threads;
   for (std::uint32_t s = 0; s < streams; ++s)
     threads.emplace_back([&, s] {
       std::vector<std::uint64_t> a(w.frame_words), b(w.frame_words);
-      for (std::uint64_t t = 0; t < steps; ++t) w.add(ring, s, t, a, b);
+      if (chunk == 1) {
+        for (std::uint64_t t = 0; t < steps; ++t) w.add(ring, s, t, a, b);
+      } else {
+        const std::size_t fw = w.frame_words;
+        std::vector<std::uint64_t> obs(chunk * fw), next(chunk * fw);
+        std::vector<std::int64_t> act(chunk);
+        std::vector<float> rew(chunk);
+        std::unique_ptr<bool[]> te(new bool[chunk]), tr(new bool[chunk]), wd(new bool[chunk]);
+        std::vector<std::int32_t> dl(chunk);
+        for (std::uint64_t t0 = 0; t0 < steps; t0 += chunk) {
+          for (std::size_t i = 0; i < chunk; ++i) {
+            const std::uint64_t t = t0 + i;
+            std::fill(obs.begin() + i * fw, obs.begin() + (i + 1) * fw, World::tag(s, t, false));
+            std::fill(next.begin() + i * fw, next.begin() + (i + 1) * fw, World::tag(s, t, true));
+            act[i] = World::action(s, t);
+            rew[i] = World::reward(t);
+            te[i] = w.terminated(s, t);
+            tr[i] = w.truncated(s, t);
+            wd[i] = World::was_default(t);
+            dl[i] = World::delay(t);
+          }
+          ring.add_many(s, chunk, reinterpret_cast<const std::uint8_t*>(obs.data()), act.data(), rew.data(), te.get(),
+                        tr.get(), reinterpret_cast<const std::uint8_t*>(next.data()), wd.get(), dl.data());
+        }
+      }
       writers_left.fetch_sub(1, std::memory_order_release);  // release: the samplers stop after the last add
     });
   for (int k = 0; k < 3; ++k)
@@ -372,6 +396,84 @@ TEST(concurrent_writers_and_samplers_never_tear) {
   CHECK_EQ(bad.load(), 0u);
   CHECK(rows.load() >= 16 * 3);
   for (std::uint32_t s = 0; s < streams; ++s) CHECK_EQ(ring.head(s), steps + steps / w.L(s));
+}
+
+TEST(concurrent_writers_and_samplers_never_tear) {
+  race_writers_and_samplers(World{32}, streaming::kStreamingBytes, false, 300000);  // 256-byte frames
+}
+
+TEST(streamed_frame_stores_never_tear) {
+  // The same race with non-temporal frame stores (a big ring's path) forced on a small ring of 1 KB
+  // frames, so that the writers lap it and the samplers meet overwrites.
+  race_writers_and_samplers(World{128}, 0, streaming::kAvailable, 100000);
+}
+
+TEST(add_many_writes_what_k_adds_write) {
+  // Two rings fed the same steps, one add() at a time and in add_many() chunks of varying size
+  // (episode ends inside chunks, chunks that lap the ring, chunks too large for one pass, null
+  // was_default/delay arrays): the two rings' memory must be identical, byte for byte, after every
+  // chunk, with plain and with streamed frame stores.
+  World w{16};
+  for (const bool stream_frames : {false, true}) {
+    const std::uint32_t streams = 2, K = 3, n = 2;
+    const Params p = small_params(streams * 40, streams, K, n, w.frame_words);
+    HeapSpan ma(p.total_bytes), mb(p.total_bytes);
+    Ring a(ma.ptr, ma.size, p, stream_frames ? 0 : streaming::kStreamingBytes);
+    Ring b(mb.ptr, mb.size, p);
+    const std::size_t fw = w.frame_words;
+    std::uint64_t t[2] = {0, 0};
+    const std::size_t chunks[] = {1, 3, 7, 16, 2, 25, 5, 11, 1, 9};
+    for (int round = 0; round < 40; ++round) {
+      const std::uint32_t s = round % 2;
+      const std::size_t k = chunks[round % 10];
+      const bool arrays = round % 3 != 0;
+      std::vector<std::uint64_t> obs(k * fw), next(k * fw);
+      std::vector<std::int64_t> act(k);
+      std::vector<float> rew(k);
+      std::unique_ptr<bool[]> te(new bool[k]), tr(new bool[k]), wd(new bool[k]);
+      std::vector<std::int32_t> dl(k);
+      for (std::size_t i = 0; i < k; ++i, ++t[s]) {
+        std::fill(obs.begin() + i * fw, obs.begin() + (i + 1) * fw, World::tag(s, t[s], false));
+        std::fill(next.begin() + i * fw, next.begin() + (i + 1) * fw, World::tag(s, t[s], true));
+        act[i] = World::action(s, t[s]);
+        rew[i] = World::reward(t[s]);
+        te[i] = w.terminated(s, t[s]);
+        tr[i] = w.truncated(s, t[s]);
+        wd[i] = World::was_default(t[s]);
+        dl[i] = World::delay(t[s]);
+        b.add(s, obs.data() + i * fw, act[i], rew[i], te[i], tr[i], (te[i] || tr[i]) ? next.data() + i * fw : nullptr,
+              arrays ? wd[i] : false, arrays ? dl[i] : 0);
+      }
+      a.add_many(s, k, reinterpret_cast<const std::uint8_t*>(obs.data()), act.data(), rew.data(), te.get(), tr.get(),
+                 reinterpret_cast<const std::uint8_t*>(next.data()), arrays ? wd.get() : nullptr,
+                 arrays ? dl.data() : nullptr);
+      CHECK_EQ(a.head(s), b.head(s));
+      CHECK_EQ(a.size(), b.size());
+      CHECK(std::memcmp(ma.ptr, mb.ptr, p.total_bytes) == 0);
+    }
+  }
+}
+
+TEST(add_many_needs_next_obs_at_an_episode_end_and_writes_nothing_without) {
+  World w{4};
+  const Params p = small_params(40, 1, 2, 1, w.frame_words);
+  HeapSpan m(p.total_bytes);
+  Ring r(m.ptr, m.size, p);
+  std::vector<std::uint64_t> obs(2 * w.frame_words, 7);
+  const std::int64_t act[2] = {1, 2};
+  const float rew[2] = {0.f, 0.f};
+  const bool te[2] = {false, true}, tr[2] = {false, false};
+  CHECK_THROWS(r.add_many(0, 2, reinterpret_cast<const std::uint8_t*>(obs.data()), act, rew, te, tr, nullptr, nullptr,
+                          nullptr),
+               rtcore::InvalidArgument);
+  CHECK_EQ(r.head(0), 0u);
+  r.add_many(0, 0, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr);  // k = 0: nothing
+  CHECK_EQ(r.head(0), 0u);
+}
+
+TEST(add_many_writers_and_samplers_never_tear) {
+  // The writer/sampler race with add_many() chunks of 5 steps and streamed frames forced on.
+  race_writers_and_samplers(World{128}, 0, streaming::kAvailable, 100000, 5);
 }
 
 int main() { return rtcore_test::run_all(); }
