@@ -26,7 +26,10 @@ over the process before the buffer was created) is its own. Memcpy bandwidth is 
 run and gives the bound of sampling: one batch writes 2 * 32 * 4 frames. Also measured: a writer
 process and a sampler process on one rtcore buffer at once.
 
-``--quick`` (under 30 s) times 10,000 adds per peer and builds cpprb and TorchRL with capacity 20,000
+Adds are timed after the buffer was filled once (untimed): they overwrite it, as in a training run
+after its first lap (a first lap times the kernel faulting fresh pages in, for every peer alike).
+
+``--quick`` (about a minute per run on a quiet machine) times 10,000 adds per peer and builds cpprb and TorchRL with capacity 20,000
 (the stacked stores take 56 KB per transition, 5.6 GB at full capacity; cpprb fills at ~10k adds/s),
 projecting their memory linearly to 100,000 (marked "projected"); rtcore and the numpy ring always
 run at full capacity. The last line printed is one
@@ -169,12 +172,18 @@ def make_peer(name: str, capacity: int, frames: np.ndarray):
         blocks = [np.ascontiguousarray(frames[(np.arange(ADD_MANY_K) + j) % POOL]) for j in range(0, POOL, ADD_MANY_K)]
         zeros = np.zeros(ADD_MANY_K, np.bool_)
 
+        # The per-step arrays of the whole run, made up front (a writer with k transitions has them in
+        # arrays already; making them is not the buffer's cost): slices are views, no copy.
+        ts = np.arange(2 * capacity + 2 * ADD_MANY_K)
+        actions, rewards = ts % 18, (ts % 7).astype(np.float32)
+        ends = (ts + 1) % EP_LEN == 0
+        block_ends = ends[: len(ts) // ADD_MANY_K * ADD_MANY_K].reshape(-1, ADD_MANY_K).any(axis=1)
+
         def radd_many(t: int) -> None:
             """Steps t .. t + ADD_MANY_K - 1 in one add_many call (t a multiple of ADD_MANY_K)."""
-            ts = np.arange(t, t + ADD_MANY_K)
-            end = (ts + 1) % EP_LEN == 0
-            add(0, blocks[(t // ADD_MANY_K) % len(blocks)], ts % 18, (ts % 7).astype(np.float32), end, zeros,
-                last if end.any() else None)
+            u = t + ADD_MANY_K
+            add(0, blocks[(t // ADD_MANY_K) % len(blocks)], actions[t:u], rewards[t:u], ends[t:u], zeros,
+                last if block_ends[t // ADD_MANY_K] else None)
 
         return radd_many, lambda: buf.sample(BATCH), None, buf
 
@@ -240,48 +249,44 @@ def run_peer(name: str, capacity: int, adds: int, fill: int, sample_s: float) ->
     frames = np.random.default_rng(0).integers(0, 256, size=(POOL, *SHAPE), dtype=np.uint8)
     base = rss()
     add, sample, bulk, keep = make_peer(name, capacity, frames)
-    if name == "rtcore_fresh":  # add is add_many: ADD_MANY_K steps per call
-        adds = max(ADD_MANY_K, adds // ADD_MANY_K * ADD_MANY_K)
+    # Fill the buffer once (untimed), then time adds that overwrite it: the steady state of a training
+    # run, whose buffer fills once and is then overwritten for the rest of the run (a first lap would
+    # time the kernel faulting fresh pages in, for every peer alike).
+    step = ADD_MANY_K if name == "rtcore_fresh" else 1  # rtcore_fresh's add is add_many: step t .. t+15
+    fill = max(fill, step) // step * step
+    if bulk is not None:
         add(0)
-        t0 = time.perf_counter()
-        for t in range(ADD_MANY_K, adds + ADD_MANY_K, ADD_MANY_K):
-            add(t)
-        add_s = time.perf_counter() - t0
-        for t in range(adds + ADD_MANY_K, max(fill, adds + 1), ADD_MANY_K):
-            add(t)
-        fill = 0
+        bulk(1, fill)
     else:
-        add(0)
-        t0 = time.perf_counter()
-        for t in range(1, adds + 1):
+        for t in range(0, fill, step):
             add(t)
-        add_s = time.perf_counter() - t0
-    if fill > adds + 1:
-        if bulk is not None:
-            bulk(adds + 1, fill)
-        else:
-            for t in range(adds + 1, fill):
-                add(t)
+    adds = max(step, adds // step * step)
+    t0, c0 = time.perf_counter(), time.thread_time()
+    for t in range(fill, fill + adds, step):
+        add(t)
+    add_s, add_cpu = time.perf_counter() - t0, time.thread_time() - c0
     for _ in range(20):
         sample()  # warm up
     n = 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     while True:
         for _ in range(10):
             sample()
         n += 10
         if time.perf_counter() - t0 >= sample_s:
             break
-    sample_dt = time.perf_counter() - t0
+    sample_dt, sample_cpu = time.perf_counter() - t0, time.thread_time() - c0
     used = rss() - base
     del keep
     return {
         "peer": name,
         "adds_per_s": adds / add_s,
         "batches_per_s": n / sample_dt,
+        "adds_per_cpu_s": adds / max(add_cpu, 1e-9),
+        "batches_per_cpu_s": n / max(sample_cpu, 1e-9),
         "rss_bytes": used,
         "capacity": capacity,
-        "filled": max(fill, adds + 1),
+        "filled": fill,
     }
 
 
@@ -384,7 +389,7 @@ def _median_result(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if not ok:
         return runs[-1]
     out = dict(ok[0])
-    for k in ("adds_per_s", "batches_per_s", "rss_bytes"):
+    for k in ("adds_per_s", "batches_per_s", "adds_per_cpu_s", "batches_per_cpu_s", "rss_bytes"):
         out[k] = float(statistics.median(r[k] for r in ok))
         out[k + "_runs"] = [r[k] for r in ok]
     out["runs"] = len(ok)
@@ -450,25 +455,36 @@ def main() -> int:
               f"{r['batches_per_s']:>11,.0f}{r['batches_per_s'] * batch_bytes / 1e9:>13.2f}{mem / 1e6:>10,.0f}  {note}")
         r["memory_bytes"] = mem
 
+    print(f"\nthe same in CPU time (time.thread_time of the timed loop: its own work, page faults included, not the "
+          f"time it waited for a CPU on a busy machine)")
+    print(f"{'peer':<18}{'adds/cpu-s':>12}{'batches/cpu-s':>15}")
+    for name, r in results.items():
+        if "error" not in r:
+            print(f"{name:<18}{r['adds_per_cpu_s']:>12,.0f}{r['batches_per_cpu_s']:>15,.0f}")
+
     ratios: dict[str, float] = {}
+    ratios_cpu: dict[str, float] = {}
     rt = results.get("rtcore", {})
     if "error" not in rt and rt:
         for name, r in results.items():
             if name in PATHS or "error" in r:
                 continue
-            ratios[f"add_vs_{name}"] = rt["adds_per_s"] / r["adds_per_s"]
-            ratios[f"sample_vs_{name}"] = rt["batches_per_s"] / r["batches_per_s"]
+            for rs, sfx in ((ratios, "_per_s"), (ratios_cpu, "_per_cpu_s")):
+                rs[f"add_vs_{name}"] = rt["adds" + sfx] / r["adds" + sfx]
+                rs[f"sample_vs_{name}"] = rt["batches" + sfx] / r["batches" + sfx]
         fresh = results.get("rtcore_fresh", {})
         if fresh and "error" not in fresh:
-            ratios["add_many16_vs_add"] = fresh["adds_per_s"] / rt["adds_per_s"]
-            ratios["sample_out_vs_sample_fresh"] = rt["batches_per_s"] / fresh["batches_per_s"]
+            for rs, sfx in ((ratios, "_per_s"), (ratios_cpu, "_per_cpu_s")):
+                rs["add_many16_vs_add"] = fresh["adds" + sfx] / rt["adds" + sfx]
+                rs["sample_out_vs_sample_fresh"] = rt["batches" + sfx] / fresh["batches" + sfx]
         ratios["sample_vs_memcpy_bound"] = rt["batches_per_s"] / (bw / batch_bytes)
         ratios["memory_vs_limit"] = rt["memory_bytes"] / frame_limit
         print("\nrtcore ratios (targets: add >= 10x cpprb, >= 1x numpy ring; sample >= 10x cpprb, >= 5x TorchRL, "
               ">= 1.2x numpy ring; add_many(16) >= 3x add; sample(out=) <= 1.2x sample(); "
               "memory <= 1.1 x frames + 64 MiB):")
+        print(f"  {'':<30}{'wall':>8} {'cpu':>8}")
         for k, v in ratios.items():
-            print(f"  {k:<30}{v:8.2f}x")
+            print(f"  {k:<30}{v:8.2f}x" + (f"{ratios_cpu[k]:8.2f}x" if k in ratios_cpu else ""))
         print(f"  memory: {rt['memory_bytes'] / 1e6:,.0f} MB of a {frame_limit / 1e6:,.0f} MB limit")
 
     conc = {}
@@ -481,7 +497,7 @@ def main() -> int:
     print(f"(total {time.perf_counter() - t_start:.1f} s)")
     print(json.dumps({"benchmark": "replay", "quick": args.quick, "capacity": cap, "frame_bytes": FRAME_BYTES,
                       "frame_stack": K, "batch": BATCH, "runs": args.runs, "malloc_tuned": not args.default_malloc,
-                      "memcpy_bytes_per_s": bw, "peers": results, "ratios": ratios, "concurrent": conc,
+                      "memcpy_bytes_per_s": bw, "peers": results, "ratios": ratios, "ratios_cpu": ratios_cpu, "concurrent": conc,
                       "memory_limit_bytes": frame_limit, "machine_start": m0, "machine_end": m1}))
     return 0
 

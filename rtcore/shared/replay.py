@@ -257,9 +257,10 @@ class ReplayBuffer(SharedObject):
         flags; other dtypes of the right kind are converted). Episodes may end anywhere in the ``k``
         steps: ``next_obs`` (``[k, *obs_shape]``, only the rows of ending steps are read) is then
         required, and the step after an end starts a new episode. Every argument is checked before
-        anything is written, so a bad one raises ``ValueError`` and writes nothing. Each step is
-        published as :meth:`add` publishes it (wait-free; samplers see a prefix of the steps, never a
-        torn one).
+        anything is written, so a bad one raises ``ValueError`` and writes nothing. Wait-free; the
+        steps become sampleable together when the call returns (samplers never see a torn one), and a
+        writer killed mid-call loses that call's steps, as a killed :meth:`add` loses its step. A
+        stream's slots are written exactly as ``k`` adds would write them.
         """
         self._add_many(stream, obs, action, reward, terminated, truncated, next_obs, was_default, delay)
 
