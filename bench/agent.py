@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="do not ask for SCHED_FIFO for the env and the workers (asked for by default; a refusal is "
                         "reported, and then a busy machine's stalls raise Algorithm 1's tau_max for the whole run)")
     args = p.parse_args(argv)
+    from _machine import describe, load
+
+    machine_start = load()  # the load average goes with the figures
 
     import torch
 
@@ -131,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"M={m}: {r['updates_per_s']:8.1f} updates/s  ({r['updates_per_s'] / base:.2f}x M=1)  "
               f"grad {r['grad_ms']:.1f} ms, apply {r['apply_ms']:.2f} ms, staleness {r['staleness']:.2f} versions",
               flush=True)
-    print(json.dumps(_clean({"bench": "agent", "tau_m": tau_m, "cores": cores, "inaction": rows, "learners": updates,
+    machine = {"machine_start": machine_start, "machine_end": load()}
+    print(describe(machine["machine_start"], machine["machine_end"]))
+    print(json.dumps(_clean({**machine, "bench": "agent", "tau_m": tau_m, "cores": cores, "inaction": rows, "learners": updates,
                              "quick": args.quick})))
     return 0
 

@@ -152,6 +152,9 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=None, help="unpaced steps per measurement")
     p.add_argument("--seconds", type=float, default=None, help="seconds of paced driver per env")
     args = p.parse_args(argv)
+    from _machine import describe, load
+
+    machine_start = load()  # the load average goes with the figures
     n = args.steps or (1000 if args.quick else 5000)
     seconds = args.seconds or (2.0 if args.quick else 10.0)
 
@@ -181,7 +184,9 @@ def main(argv=None) -> int:
         "preprocess": pre,
         "results": results,
     }
-    print(json.dumps(out, default=lambda x: float(x) if isinstance(x, np.floating) else str(x)))
+    machine = {"machine_start": machine_start, "machine_end": load()}
+    print(describe(machine["machine_start"], machine["machine_end"]))
+    print(json.dumps({**out, **machine}, default=lambda x: float(x) if isinstance(x, np.floating) else str(x)))
     return 0
 
 

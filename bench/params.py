@@ -90,6 +90,9 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["impala:k=1", "impala:k=7", "impala:k=29"])
     ap.add_argument("--iters", type=int, default=30)
     args = ap.parse_args()
+    from _machine import describe, load
+
+    machine_start = load()  # the load average goes with the figures
     models, iters = (["impala:k=1", "impala:k=7"], 10) if args.quick else (args.models, args.iters)
     torch.set_num_threads(1)
     rows = [bench_model(m, iters) for m in models]
@@ -100,7 +103,9 @@ def main() -> None:
         print(f"{r['spec']:<14} {r['bytes'] / 1e6:>8.1f} {zero * 1e6:>12.1f}us {r['pickup_copy_s'] * 1e3:>10.2f}ms "
               f"{r['pickup_copy_s'] / zero:>7.0f} {r['publish_s'] * 1e3:>8.2f}ms {r['memcpy_s'] * 1e3:>8.2f}ms "
               f"{r['publish_s'] / r['memcpy_s']:>7.2f}")
-    print(json.dumps({"bench": "params", "iters": iters, "results": rows}))
+    machine = {"machine_start": machine_start, "machine_end": load()}
+    print(describe(machine["machine_start"], machine["machine_end"]))
+    print(json.dumps({**machine, "bench": "params", "iters": iters, "results": rows}))
 
 
 if __name__ == "__main__":

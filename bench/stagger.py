@@ -162,6 +162,9 @@ def main() -> int:
     ap.add_argument("--max-procs", type=int, default=24, help="worker processes at most (default 24)")
     ap.add_argument("--multiples", default="1,2,6,20", help="tau_theta / tau_M values (default 1,2,6,20)")
     args = ap.parse_args()
+    from _machine import describe, load
+
+    machine_start = load()  # the load average goes with the figures
     multiples = [int(x) for x in args.multiples.split(",")]
     settings: list[tuple[int, int]] = []
     skipped: list[tuple[int, int]] = []
@@ -217,7 +220,9 @@ def main() -> int:
                   f"{nn[0]['inaction'] * 100:.2f}% unstaggered (ratio unstaggered/staggered: "
                   f"{nn[0]['inaction'] / max(st[0]['inaction'], 1e-4):.1f}x, floor 0.01%)")
     print(f"target (N >= N*: inaction <= 1 %, CV <= 5 %): {'met' if met else 'NOT met'} on this run")
-    print(json.dumps({"bench": "stagger", "quick": args.quick, "tau_m": TAU_M, "pool": pool_size,
+    machine = {"machine_start": machine_start, "machine_end": load()}
+    print(describe(machine["machine_start"], machine["machine_end"]))
+    print(json.dumps({**machine, "bench": "stagger", "quick": args.quick, "tau_m": TAU_M, "pool": pool_size,
                       "skipped": skipped, "target_met": met, "rows": rows}))
     return 0
 
