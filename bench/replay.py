@@ -14,9 +14,10 @@ stacks (plus action, reward, done). Peers:
   (vectorised gather into preallocated arrays: the best plain numpy can do)
 
 Each peer is set up as its maintainer would run it, and the bench says how: every peer process runs
-with ``MALLOC_MMAP_THRESHOLD_=33554432`` (see MALLOC_ENV: cpprb's and TorchRL's fresh output arrays
-then reuse heap pages, as in a long-running training process, instead of faulting them in on every
-call; ``--default-malloc`` measures without it), cpprb is filled one add at a time as this workload
+with ``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=268435456 MALLOC_TOP_PAD_=67108864``
+(see MALLOC_ENV: cpprb's and TorchRL's fresh output arrays then reuse heap pages, as in a
+long-running training process, instead of faulting them in on every call; ``--default-malloc``
+measures without it), cpprb is filled one add at a time as this workload
 adds (see make_peer), TorchRL runs with one thread. Every peer runs ``--runs`` times (default 3),
 interleaved, each run in a fresh subprocess; the table shows medians. The machine's load average at
 start and end is printed.
@@ -67,12 +68,14 @@ POOL = 64  # distinct random frames cycled through (generation is not timed)
 
 PEERS = ["rtcore", "rtcore_fresh", "numpy_ring", "cpprb_compressed", "cpprb_plain", "torchrl"]
 ADD_MANY_K = 16  # steps per add_many call in the rtcore_fresh row
-# Every peer process runs with glibc's mmap threshold raised to 32 MiB: a fresh output array of a
-# sample (cpprb and TorchRL return new ones on every call; 0.9 MB each here) then comes from the heap
-# and reuses pages already faulted in, as it does in a long-running training process. With the
-# default threshold (128 KiB, dynamic) a new process maps and faults every batch in anew, and cpprb's
-# sample(32) ran ~8x slower than it does in a warm process. --default-malloc turns this off.
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432"}
+# Every peer process runs with glibc's allocator tuned as a long-running training process has it in
+# effect: a fresh output array of a sample (cpprb and TorchRL return new ones on every call; 0.9 MB
+# each here) comes from the heap (mmap threshold 32 MiB, not 128 KiB), freed heap pages stay mapped
+# (trim threshold 256 MiB) and the heap grows in 64 MiB steps (top pad), so a new batch reuses pages
+# already faulted in. With the defaults, a fresh process maps and faults every batch in anew: cpprb's
+# sample(32) ran ~10x slower; the mmap threshold alone got back only a third of that (freed pages at
+# the top of the heap were still trimmed and refaulted). --default-malloc turns this off.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "268435456", "MALLOC_TOP_PAD_": "67108864"}
 # Run at capacity 20,000 in --quick (memory projected linearly): the stacked stores take 56 KB per
 # transition, and cpprb must be filled one add at a time (see make_peer), at about 10k adds/s.
 QUICK_SMALL = {"cpprb_compressed", "cpprb_plain", "torchrl"}
@@ -427,7 +430,7 @@ def main() -> int:
     bw = memcpy_bandwidth(0.3 if args.quick else 2.0)
     print(f"replay benchmark: {SHAPE[0]}x{SHAPE[1]} uint8, frame_stack {K}, capacity {cap:,}, batch {BATCH}"
           f"{' (quick)' if args.quick else ''}; medians of {args.runs} run(s) of every peer, interleaved")
-    print(f"peers run with {'the default malloc' if args.default_malloc else 'MALLOC_MMAP_THRESHOLD_=33554432'}"
+    print(f"peers run with {'the default malloc' if args.default_malloc else ' '.join(f'{k}={v}' for k, v in MALLOC_ENV.items())}"
           f"{'' if args.default_malloc else ' (fresh output arrays reuse faulted heap pages, as in a warm training process)'}")
     print(f"memcpy bandwidth: {bw / 1e9:.2f} GB/s  -> sample(32) bound: {bw / batch_bytes:,.0f} batches/s "
           f"({batch_bytes / 1e6:.2f} MB written per batch)")

@@ -625,3 +625,22 @@ def test_bad_add_many_inputs_write_nothing():
         with pytest.raises(TypeError):
             buf.add_many(0, obs, a, r, f)  # type: ignore[call-arg]
         assert (len(buf), buf.head(0), buf.head(1)) == before
+
+
+def test_sample_without_out_allocates_no_batch_memory_once_warm(rng):
+    import tracemalloc
+
+    with ReplayBuffer(500, (84, 84), frame_stack=4) as buf:
+        random_run(rng, buf, Model(500, 1, 4, 1, 0.99), steps=300)
+        prev = buf.sample(32)
+        cur = buf.sample(32)  # the two buffers a loop holding the previous batch cycles through
+        tracemalloc.start()
+        try:
+            base, _ = tracemalloc.get_traced_memory()
+            tracemalloc.reset_peak()
+            for _ in range(200):
+                prev, cur = cur, buf.sample(32)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak - base < 64 * 1024, f"sample() allocated {peak - base} bytes at peak (one batch is 1.8 MB)"
