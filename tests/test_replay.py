@@ -632,8 +632,9 @@ def test_sample_without_out_allocates_no_batch_memory_once_warm(rng):
 
     with ReplayBuffer(500, (84, 84), frame_stack=4) as buf:
         random_run(rng, buf, Model(500, 1, 4, 1, 0.99), steps=300)
-        prev = buf.sample(32)
-        cur = buf.sample(32)  # the two buffers a loop holding the previous batch cycles through
+        prev, cur = buf.sample(32), buf.sample(32)
+        for _ in range(5):  # holding two batches while drawing a third: the pool settles on three buffers
+            prev, cur = cur, buf.sample(32)
         tracemalloc.start()
         try:
             base, _ = tracemalloc.get_traced_memory()
