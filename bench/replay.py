@@ -268,40 +268,52 @@ def run_peer(name: str, capacity: int, adds: int, fill: int, sample_s: float) ->
     for t in range(fill, fill + adds, step):
         add(t)
     add_s, add_cpu = time.perf_counter() - t0, time.thread_time() - c0
-    for _ in range(20):
-        sample()  # warm up
-    n = 0
-    t0, c0 = time.perf_counter(), time.thread_time()
-    while True:
-        for _ in range(10):
-            sample()
-        n += 10
-        if time.perf_counter() - t0 >= sample_s:
-            break
-    sample_dt, sample_cpu = time.perf_counter() - t0, time.thread_time() - c0
+    # rtcore also times sample(32) without out= in this process, in blocks interleaved with the out=
+    # blocks, so the ratio of the two paths is not a ratio of two processes' luck on a busy machine.
+    paths = {"main": sample}
+    if name == "rtcore":
+        paths["fresh"] = lambda: keep.sample(BATCH)
+    for f in paths.values():
+        for _ in range(20):
+            f()  # warm up
+    n = dict.fromkeys(paths, 0)
+    wall = dict.fromkeys(paths, 0.0)
+    cpu = dict.fromkeys(paths, 0.0)
+    t_end = time.perf_counter() + sample_s * len(paths)
+    while time.perf_counter() < t_end:
+        for key, f in paths.items():
+            t0, c0 = time.perf_counter(), time.thread_time()
+            for _ in range(10):
+                f()
+            wall[key] += time.perf_counter() - t0
+            cpu[key] += time.thread_time() - c0
+            n[key] += 10
     used = rss() - base
     del keep
     return {
         "peer": name,
         "adds_per_s": adds / add_s,
-        "batches_per_s": n / sample_dt,
+        "batches_per_s": n["main"] / wall["main"],
         "adds_per_cpu_s": adds / max(add_cpu, 1e-9),
-        "batches_per_cpu_s": n / max(sample_cpu, 1e-9),
+        "batches_per_cpu_s": n["main"] / max(cpu["main"], 1e-9),
+        **({"fresh_batches_per_s": n["fresh"] / wall["fresh"],
+            "fresh_batches_per_cpu_s": n["fresh"] / max(cpu["fresh"], 1e-9)} if "fresh" in n else {}),
         "rss_bytes": used,
         "capacity": capacity,
         "filled": fill,
     }
 
 
-def memcpy_bandwidth(seconds: float) -> float:
+def memcpy_bandwidth(seconds: float) -> tuple[float, float]:
+    """Bytes per second of a 64 MiB copy: per wall second and per CPU second of this thread."""
     src = np.random.default_rng(1).integers(0, 256, size=64 << 20, dtype=np.uint8)
     dst = np.empty_like(src)
     np.copyto(dst, src)
-    n, t0 = 0, time.perf_counter()
+    n, t0, c0 = 0, time.perf_counter(), time.thread_time()
     while time.perf_counter() - t0 < seconds:
         np.copyto(dst, src)
         n += 1
-    return n * src.nbytes / (time.perf_counter() - t0)
+    return n * src.nbytes / (time.perf_counter() - t0), n * src.nbytes / max(time.thread_time() - c0, 1e-9)
 
 
 # --- a writer process and a sampler process at once ----------------------------------------------
@@ -392,7 +404,10 @@ def _median_result(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if not ok:
         return runs[-1]
     out = dict(ok[0])
-    for k in ("adds_per_s", "batches_per_s", "adds_per_cpu_s", "batches_per_cpu_s", "rss_bytes"):
+    for k in ("adds_per_s", "batches_per_s", "adds_per_cpu_s", "batches_per_cpu_s", "fresh_batches_per_s",
+              "fresh_batches_per_cpu_s", "rss_bytes"):
+        if k not in ok[0]:
+            continue
         out[k] = float(statistics.median(r[k] for r in ok))
         out[k + "_runs"] = [r[k] for r in ok]
     out["runs"] = len(ok)
@@ -427,13 +442,14 @@ def main() -> int:
     t_start = time.perf_counter()
     m0 = load()
 
-    bw = memcpy_bandwidth(0.3 if args.quick else 2.0)
+    bw, bw_cpu = memcpy_bandwidth(0.3 if args.quick else 2.0)
     print(f"replay benchmark: {SHAPE[0]}x{SHAPE[1]} uint8, frame_stack {K}, capacity {cap:,}, batch {BATCH}"
           f"{' (quick)' if args.quick else ''}; medians of {args.runs} run(s) of every peer, interleaved")
     print(f"peers run with {'the default malloc' if args.default_malloc else ' '.join(f'{k}={v}' for k, v in MALLOC_ENV.items())}"
           f"{'' if args.default_malloc else ' (fresh output arrays reuse faulted heap pages, as in a warm training process)'}")
     print(f"memcpy bandwidth: {bw / 1e9:.2f} GB/s  -> sample(32) bound: {bw / batch_bytes:,.0f} batches/s "
-          f"({batch_bytes / 1e6:.2f} MB written per batch)")
+          f"({batch_bytes / 1e6:.2f} MB written per batch); per CPU second: {bw_cpu / 1e9:.2f} GB/s -> "
+          f"{bw_cpu / batch_bytes:,.0f} batches per cpu-s")
 
     names = args.peers.split(",")
     all_runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
@@ -464,6 +480,10 @@ def main() -> int:
     for name, r in results.items():
         if "error" not in r:
             print(f"{name:<18}{r['adds_per_cpu_s']:>12,.0f}{r['batches_per_cpu_s']:>15,.0f}")
+    if "fresh_batches_per_s" in results.get("rtcore", {}):
+        r = results["rtcore"]
+        print(f"rtcore sample(32) without out=, timed in the rtcore process between its out= blocks: "
+              f"{r['fresh_batches_per_s']:,.0f} batches/s, {r['fresh_batches_per_cpu_s']:,.0f} per cpu-s")
 
     ratios: dict[str, float] = {}
     ratios_cpu: dict[str, float] = {}
@@ -479,8 +499,11 @@ def main() -> int:
         if fresh and "error" not in fresh:
             for rs, sfx in ((ratios, "_per_s"), (ratios_cpu, "_per_cpu_s")):
                 rs["add_many16_vs_add"] = fresh["adds" + sfx] / rt["adds" + sfx]
-                rs["sample_out_vs_sample_fresh"] = rt["batches" + sfx] / fresh["batches" + sfx]
+        if "fresh_batches_per_s" in rt:  # both paths in one process, interleaved
+            for rs, sfx in ((ratios, "_per_s"), (ratios_cpu, "_per_cpu_s")):
+                rs["sample_out_vs_sample_no_out"] = rt["batches" + sfx] / rt["fresh_batches" + sfx]
         ratios["sample_vs_memcpy_bound"] = rt["batches_per_s"] / (bw / batch_bytes)
+        ratios_cpu["sample_vs_memcpy_bound"] = rt["batches_per_cpu_s"] / (bw_cpu / batch_bytes)
         ratios["memory_vs_limit"] = rt["memory_bytes"] / frame_limit
         print("\nrtcore ratios (targets: add >= 10x cpprb, >= 1x numpy ring; sample >= 10x cpprb, >= 5x TorchRL, "
               ">= 1.2x numpy ring; add_many(16) >= 3x add; sample(out=) <= 1.2x sample(); "
@@ -500,7 +523,7 @@ def main() -> int:
     print(f"(total {time.perf_counter() - t_start:.1f} s)")
     print(json.dumps({"benchmark": "replay", "quick": args.quick, "capacity": cap, "frame_bytes": FRAME_BYTES,
                       "frame_stack": K, "batch": BATCH, "runs": args.runs, "malloc_tuned": not args.default_malloc,
-                      "memcpy_bytes_per_s": bw, "peers": results, "ratios": ratios, "ratios_cpu": ratios_cpu, "concurrent": conc,
+                      "memcpy_bytes_per_s": bw, "memcpy_bytes_per_cpu_s": bw_cpu, "peers": results, "ratios": ratios, "ratios_cpu": ratios_cpu, "concurrent": conc,
                       "memory_limit_bytes": frame_limit, "machine_start": m0, "machine_end": m1}))
     return 0
 
