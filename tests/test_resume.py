@@ -127,7 +127,7 @@ def test_play_refuses_what_it_cannot_do(tmp_path):
 @pytest.mark.parametrize("shape", [(84, 84), (4, 10, 10), (3, 32, 40)])
 @pytest.mark.parametrize("suffix", [".gif", ".mp4"])
 def test_recorded_frames_encode_to_gif_and_mp4(tmp_path, shape, suffix):
-    from rtcore.agent.play import encode, to_image
+    from rtcore.agent.recording import encode, to_image
 
     pytest.importorskip("imageio_ffmpeg") if suffix == ".mp4" else None
     rng = np.random.default_rng(0)

@@ -17,14 +17,17 @@ waits ``learning_starts`` transitions again.
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["CheckpointMismatch", "Identity", "LearnerState", "find_state", "load_state", "save_state"]
+__all__ = ["CheckpointMismatch", "Identity", "LearnerState", "find_state", "load_state", "save_state",
+           "write_checkpoint"]
 
 STATE_FORMAT = "rtcore-learner-state-1"
 STATE_SUFFIX = ".state.pt"
@@ -156,3 +159,37 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.set_rng_state(state["torch"])
     if "numpy" in state:
         np.random.set_state(state["numpy"])
+
+
+def write_checkpoint(r: Any, tag: str) -> Path:
+    """A run's checkpoint ``tag`` from its runner ``r``: the newest parameters as a model checkpoint
+    (``<tag>.pt``, loads with rtcore.models.export), ``<tag>.json``, and the learner state."""
+    import torch
+
+    from rtcore.agent.telemetry import Control
+    from rtcore.models.export import save_model
+    from rtcore.shared.params import bind_flat
+
+    ckpt_dir = r.run_dir / "checkpoints"
+    ckpt_dir.mkdir(exist_ok=True)
+    flat = bind_flat(r.model)
+    with r.params.read() as (version, view):
+        flat.copy_(torch.from_numpy(view))
+    path = ckpt_dir / f"{tag}.pt"
+    tmp = path.with_suffix(".tmp")
+    save_model(r.model, tmp, format="checkpoint")
+    os.replace(tmp, path)
+    c = r.telemetry.control
+    (ckpt_dir / f"{tag}.json").write_text(json.dumps({"param_version": int(version),
+                                                      "learner_updates": int(c[Control.UPDATES])}))
+    # the learner state: exact at the end (every child has stopped); a live snapshot in between
+    # (the parameters are one whole version, the moments may be one update newer)
+    elapsed = (getattr(r, "t_stop", None) or time.monotonic()) - getattr(r, "t_env0", time.monotonic())
+    resumes = 0 if r.start is None or r.params_only else r.start.resumes + 1
+    save_state(ckpt_dir / f"{tag}{STATE_SUFFIX}", LearnerState(
+        identity=r.identity, params=flat.detach().numpy(), target=r.target.array.copy(),
+        moments=r.moments.array.copy(), opt_step=int(c[Control.OPT_STEP]), updates=int(c[Control.UPDATES]),
+        target_version=int(c[Control.TARGET_VERSION]), param_version=int(version),
+        env_steps=max(r.step_offset, int(r.obs_board.step) + 1), seconds=r.time_offset + max(0.0, elapsed),
+        resumes=resumes, rng=rng_state()))
+    return path

@@ -17,6 +17,9 @@ What a run does:
    summary and the plots, and unlinks every shared segment.
 
 ``--json`` prints one JSON object with the summary (see :class:`RunSummary`).
+
+Length: the run's whole life (set-up, spawn, supervise, stop) is one class read top to bottom; what it
+counts is in ``accounting``, its checkpoints in ``checkpoint``, child plumbing in ``_proc``.
 """
 
 from __future__ import annotations
@@ -40,8 +43,7 @@ import numpy as np
 
 from rtcore.agent.config import RunConfig, add_config_arguments, config_from_args, make_run_dir
 from rtcore.agent._proc import Child
-from rtcore.agent.checkpoint import (STATE_SUFFIX, Identity, LearnerState, find_state, load_state, rng_state,
-                                     save_state)
+from rtcore.agent.checkpoint import Identity, LearnerState, find_state, load_state, write_checkpoint
 from rtcore.agent.accounting import RunAccounting, RunSummary, print_summary
 from rtcore.agent.metrics import LiveView, MetricsWriter
 from rtcore.agent.telemetry import Control, LearnerCol, PostIntervals, Telemetry, WorkerCol
@@ -259,7 +261,7 @@ class _Runner:
         cfg = self.cfg
         env_fn = functools.partial(_make_env, cfg.env, _env_kwargs(cfg))
         if self.record:
-            from rtcore.agent.play import recording_env
+            from rtcore.agent.recording import recording_env
 
             env_fn = functools.partial(recording_env, env_fn, self.record)
         self.driver = EnvDriver(env_fn, self.obs_board, self.action_board, replay=self.replay, stream=0,
@@ -320,35 +322,8 @@ class _Runner:
             self.write_processes()
 
     def checkpoint(self, tag: str) -> Path:
-        """Writes the newest parameters as a model checkpoint (loads with rtcore.models.export)."""
-        import torch
-
-        from rtcore.models.export import save_model
-        from rtcore.shared.params import bind_flat
-
-        ckpt_dir = self.run_dir / "checkpoints"
-        ckpt_dir.mkdir(exist_ok=True)
-        flat = bind_flat(self.model)
-        with self.params.read() as (version, view):
-            flat.copy_(torch.from_numpy(view))
-        path = ckpt_dir / f"{tag}.pt"
-        tmp = path.with_suffix(".tmp")
-        save_model(self.model, tmp, format="checkpoint")
-        os.replace(tmp, path)
-        c = self.telemetry.control
-        (ckpt_dir / f"{tag}.json").write_text(json.dumps({"param_version": int(version),
-                                                          "learner_updates": int(c[Control.UPDATES])}))
-        # the learner state: exact at the end (every child has stopped); a live snapshot in between
-        # (the parameters are one whole version, the moments may be one update newer)
-        elapsed = (getattr(self, "t_stop", None) or time.monotonic()) - getattr(self, "t_env0", time.monotonic())
-        resumes = 0 if self.start is None or self.params_only else self.start.resumes + 1
-        save_state(ckpt_dir / f"{tag}{STATE_SUFFIX}", LearnerState(
-            identity=self.identity, params=flat.detach().numpy(), target=self.target.array.copy(),
-            moments=self.moments.array.copy(), opt_step=int(c[Control.OPT_STEP]), updates=int(c[Control.UPDATES]),
-            target_version=int(c[Control.TARGET_VERSION]), param_version=int(version),
-            env_steps=max(self.step_offset, int(self.obs_board.step) + 1), seconds=self.time_offset + max(0.0, elapsed),
-            resumes=resumes, rng=rng_state()))
-        return path
+        """Writes ``checkpoints/<tag>.pt`` (the model) and ``<tag>.state.pt`` (the whole learner state)."""
+        return write_checkpoint(self, tag)
 
     def stop_all(self) -> None:
         # the env first: once it stops, nothing more is counted, so the agents' shutdown costs no steps
