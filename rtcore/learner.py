@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from rtcore.errors import SlotError
 from rtcore.metrics import Control, LearnerCol, Telemetry, WorkerCol
 
 __all__ = [
@@ -371,7 +372,7 @@ def join_slot(join: Callable[[int], int], slot: int, timeout: float, should_stop
     while True:
         try:
             return join(slot)
-        except ValueError:
+        except SlotError:  # still held by the dead process until its heartbeat goes stale
             if time.monotonic() > deadline:
                 raise
             if should_stop():
@@ -387,7 +388,7 @@ def _heartbeat_thread(turnstile: Any, slot: int, tel: Telemetry, period: float) 
         while not tel.stopping:
             try:
                 turnstile.heartbeat(slot)
-            except ValueError:  # not joined yet, or dropped: the main thread's next call says so
+            except SlotError:  # not joined yet, or dropped: the main thread's next call says so
                 pass
             time.sleep(period)
 

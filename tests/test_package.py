@@ -52,3 +52,13 @@ def test_cli_options_without_a_command_go_to_the_default_job(monkeypatch):
     with pytest.raises(SystemExit) as exc:
         main(["--version"])
     assert exc.value.code == 0
+
+
+def test_runtime_state_errors_are_not_value_errors():
+    """A bad argument is a ValueError; a call the object's state forbids is a StateError."""
+    assert issubclass(rtcore.LayoutError, ValueError)
+    assert issubclass(rtcore.StateError, RuntimeError) and not issubclass(rtcore.StateError, ValueError)
+    for cls in (rtcore.ClosedError, rtcore.SlotError, rtcore.BusyError):
+        assert issubclass(cls, rtcore.StateError) and not issubclass(cls, ValueError), cls
+        assert cls.__module__ == "rtcore._core" and cls.__doc__, cls  # raised by the core, documented
+    assert "WorkerDied" not in rtcore.__all__

@@ -167,7 +167,7 @@ class ObsBoardHandle {
     stack_shape_.insert(stack_shape_.begin(), params_.frame_stack);
   }
   SegmentPtr live() const {
-    if (!seg_) throw InvalidArgument("ObsBoard '" + name_ + "' is closed");
+    if (!seg_) throw ClosedError("ObsBoard '" + name_ + "' is closed");
     return seg_;
   }
 
@@ -237,7 +237,7 @@ class ActionBoardHandle {
         name_(seg_->name()),
         view_(seg_->payload(), seg_->payload_size(), seg_->params<ActionParams>().max_workers) {}
   SegmentPtr live() const {
-    if (!seg_) throw InvalidArgument("ActionBoard '" + name_ + "' is closed");
+    if (!seg_) throw ClosedError("ActionBoard '" + name_ + "' is closed");
     return seg_;
   }
 
@@ -266,7 +266,7 @@ class SharedArrayHandle {
     return std::unique_ptr<SharedArrayHandle>(new SharedArrayHandle(std::move(seg)));
   }
   py::array array() {
-    if (!seg_) throw InvalidArgument("SharedArray '" + name_ + "' is closed");
+    if (!seg_) throw ClosedError("SharedArray '" + name_ + "' is closed");
     return segment_view(seg_, seg_->payload(), spec_shape(spec_), spec_dtype(spec_));
   }
   std::vector<std::int64_t> shape() const { return spec_shape(spec_); }

@@ -148,7 +148,7 @@ class ParamsHandle {
       slot_pid_ = pid;
     }
     if (store_.pinned(slot_) >= 0)
-      throw InvalidArgument("this ParamStore handle already holds a pin; unpin it first (one handle per thread)");
+      throw BusyError("this ParamStore handle already holds a pin; unpin it first (one handle per thread)");
     params::Pin p = store_.pin(slot_);
     if (p.version == 0) {
       store_.unpin(slot_);
@@ -192,7 +192,7 @@ class ParamsHandle {
   bool owns_slot() const { return slot_ >= 0 && slot_pid_ == static_cast<int>(::getpid()); }
 
   void check_open() const {
-    if (!seg_) throw InvalidArgument("ParamStore '" + name_ + "' is closed");
+    if (!seg_) throw ClosedError("ParamStore '" + name_ + "' is closed");
   }
   void check_buffer(int b) const {
     if (b < 0 || b >= static_cast<int>(store_.layout().buffers))

@@ -56,11 +56,11 @@ class ReplayHandle {
   }
 
   const Ring& ring() const {
-    if (!ring_) throw InvalidArgument("ReplayBuffer '" + name_ + "' is closed");
+    if (!ring_) throw ClosedError("ReplayBuffer '" + name_ + "' is closed");
     return *ring_;
   }
   Ring& ring() {
-    if (!ring_) throw InvalidArgument("ReplayBuffer '" + name_ + "' is closed");
+    if (!ring_) throw ClosedError("ReplayBuffer '" + name_ + "' is closed");
     return *ring_;
   }
 
@@ -149,8 +149,8 @@ class ReplayHandle {
                           static_cast<std::int32_t*>(const_cast<void*>(delay.data())),
                           static_cast<std::int64_t*>(const_cast<void*>(index.data()))};
     if (busy_.exchange(true, std::memory_order_acquire))  // acquire: pairs with the release below
-      throw InvalidArgument("ReplayBuffer '" + name_ +
-                            "': sample() called from two threads at once on one handle; attach one handle per thread");
+      throw BusyError("ReplayBuffer '" + name_ +
+                      "': sample() called from two threads at once on one handle; attach one handle per thread");
     struct Unbusy {
       std::atomic<bool>& b;
       ~Unbusy() { b.store(false, std::memory_order_release); }  // release: our RNG updates precede the next sampler

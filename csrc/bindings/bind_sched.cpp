@@ -152,7 +152,7 @@ class ScheduleHandle {
     s_ = std::make_unique<sched::StaggerSchedule>(seg_->payload(), seg_->payload_size(), p_, init);
   }
   SegmentPtr live() const {
-    if (!seg_) throw InvalidArgument("StaggerSchedule '" + name_ + "' is closed");
+    if (!seg_) throw ClosedError("StaggerSchedule '" + name_ + "' is closed");
     return seg_;
   }
   SegmentPtr seg_;
@@ -231,7 +231,7 @@ class TurnstileHandle {
     t_ = std::make_unique<sched::Turnstile>(seg_->payload(), seg_->payload_size(), p_, init);
   }
   SegmentPtr live() const {
-    if (!seg_) throw InvalidArgument("Turnstile '" + name_ + "' is closed");
+    if (!seg_) throw ClosedError("Turnstile '" + name_ + "' is closed");
     return seg_;
   }
   SegmentPtr seg_;

@@ -187,7 +187,7 @@ class PeriodicTimer {
   // cannot slip in between two chunks.
   void claim() {
     if (busy_.exchange(true, std::memory_order_acquire))  // acquire: pairs with unclaim() (one waiter)
-      throw InvalidArgument("Timer.wait() is already running in another thread; one thread waits on a timer");
+      throw BusyError("Timer.wait() is already running in another thread; one thread waits on a timer");
   }
   void unclaim() noexcept { busy_.store(false, std::memory_order_release); }  // release: hands the timer state to the next waiter
   bool waiting() const noexcept { return busy_.load(std::memory_order_relaxed); }  // relaxed: informational

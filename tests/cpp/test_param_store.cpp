@@ -177,7 +177,7 @@ TEST(a_dead_readers_pin_is_reclaimed_by_the_writer) {
   const int r1 = s.acquire_slot(kReaderB);
   const int r2 = s.acquire_slot(kReaderB + 1);
   CHECK(r1 != r2);
-  CHECK_THROWS(s.acquire_slot(kReaderB + 2), rtcore::OutOfRange);
+  CHECK_THROWS(s.acquire_slot(kReaderB + 2), rtcore::SlotError);
   g_dead[2].store(kReaderB, std::memory_order_relaxed);  // a slot whose owner died is taken over
   CHECK_EQ(s.acquire_slot(kReaderB + 3), r1);
   g_dead[1].store(0, std::memory_order_relaxed);

@@ -97,7 +97,7 @@ TEST(layout_and_validation) {
   StaggerSchedule s(m.p, m.size, p, true);
   CHECK_EQ(s.tau_max_ns(), 100 * kMs);
   CHECK_EQ(s.live_count(), 0);
-  CHECK_THROWS(s.poll_turn(0, 0), InvalidArgument);  // not joined
+  CHECK_THROWS(s.poll_turn(0, 0), SlotError);  // not joined
   CHECK_THROWS(s.poll_turn(4, 0), OutOfRange);
 }
 
@@ -280,10 +280,10 @@ TEST(dropped_worker_whose_slot_was_taken_gets_an_error) {
   StaggerSchedule b(m.p, m.size, p, false);  // another process's handle
   CHECK_EQ(a.join(0), 0);
   CHECK_EQ(b.join(0), 1);
-  CHECK_THROWS(b.join(0, 0), InvalidArgument);  // taken
+  CHECK_THROWS(b.join(0, 0), SlotError);  // taken
   CHECK_EQ(b.reap(1000 * kMs), 2);                 // both silent
   CHECK_EQ(b.join(1000 * kMs, 0), 0);             // b takes slot 0
-  CHECK_THROWS(a.poll_turn(0, 1001 * kMs), InvalidArgument);
+  CHECK_THROWS(a.poll_turn(0, 1001 * kMs), SlotError);
   CHECK_EQ(a.join(1001 * kMs), 1);                      // the other dropped slot is free
 }
 
