@@ -217,12 +217,6 @@ class ActionBoardHandle {
     if (!view_.take(&t)) return py::none();
     return py::make_tuple(t.action, t.obs_step, t.worker);
   }
-  py::object take_seq() {
-    auto seg = live();
-    board::Taken t{};
-    if (!view_.take(&t)) return py::none();
-    return py::make_tuple(t.action, t.obs_step, t.worker, t.seq);
-  }
   std::uint64_t posted() { return (live(), view_.posted()); }
   std::uint64_t taken() { return (live(), view_.taken()); }
   std::uint64_t superseded() { return (live(), view_.superseded()); }
@@ -307,7 +301,6 @@ void bind_board(py::module_& m) {
       .def_static("attach", &ActionBoardHandle::attach, py::arg("name"))
       .def("post", &ActionBoardHandle::post, py::arg("action"), py::arg("obs_step"), py::arg("worker"))
       .def("take", &ActionBoardHandle::take)
-      .def("take_seq", &ActionBoardHandle::take_seq)
       .def_property_readonly("posted", &ActionBoardHandle::posted)
       .def_property_readonly("taken", &ActionBoardHandle::taken)
       .def_property_readonly("superseded", &ActionBoardHandle::superseded)

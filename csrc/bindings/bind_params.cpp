@@ -176,14 +176,13 @@ class ParamsHandle {
   py::dict stats() const {
     check_open();
     const params::Stats s = store_.stats();
-    py::dict d;
-    d["version"] = s.version;
-    d["published"] = s.published;
-    d["skipped_no_buffer"] = s.skipped_no_buffer;
-    d["skipped_writer_busy"] = s.skipped_writer_busy;
-    d["reclaimed_readers"] = s.reclaimed_readers;
-    d["reclaimed_writers"] = s.reclaimed_writers;
-    return d;
+    return py::dict(
+        "version"_a = s.version,
+        "published"_a = s.published,
+        "skipped_no_buffer"_a = s.skipped_no_buffer,
+        "skipped_writer_busy"_a = s.skipped_writer_busy,
+        "reclaimed_readers"_a = s.reclaimed_readers,
+        "reclaimed_writers"_a = s.reclaimed_writers);
   }
 
  private:

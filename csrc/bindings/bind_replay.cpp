@@ -262,7 +262,6 @@ void bind_replay(py::module_& m) {
       .def_property_readonly("closed", &ReplayHandle::closed)
       .def_property_readonly("name", &ReplayHandle::name)
       .def_property_readonly("capacity", [](const ReplayHandle& h) { return h.params().capacity; })
-      .def_property_readonly("slots_per_stream", [](const ReplayHandle& h) { return h.params().slots_per_stream; })
       .def_property_readonly("obs_shape", &ReplayHandle::obs_shape)
       .def_property_readonly("dtype", [](const ReplayHandle& h) { return std::string(h.params().dtype); })
       .def_property_readonly("frame_stack", [](const ReplayHandle& h) { return h.params().frame_stack; })
@@ -270,7 +269,6 @@ void bind_replay(py::module_& m) {
       .def_property_readonly("n_step", [](const ReplayHandle& h) { return h.params().n_step; })
       .def_property_readonly("gamma", [](const ReplayHandle& h) { return h.params().gamma; })
       .def_property_readonly("frame_bytes", [](const ReplayHandle& h) { return h.params().frame_bytes; })
-      .def_property_readonly("frame_stride", [](const ReplayHandle& h) { return h.params().frame_stride; })
       .def_property_readonly("segment_bytes", &ReplayHandle::segment_bytes)
       .def_property_readonly_static("layout_version", [](py::object) { return replay::kLayoutVersion; });
 }

@@ -140,7 +140,6 @@ class ScheduleHandle {
   std::uint32_t pushback() const { return p_.pushback; }
   std::uint32_t tau_window() const { return p_.tau_window; }
   std::int64_t heartbeat_timeout_ns() const { return p_.heartbeat_timeout_ns; }
-  std::int64_t tau_seed_ns() const { return p_.tau_seed_ns; }
   std::string name() const { return name_; }
   void close() {
     s_.reset();
@@ -241,12 +240,11 @@ class TurnstileHandle {
 };
 
 py::dict stats_dict(const sched::SimStats& s) {
-  py::dict d;
-  d["mean"] = s.mean;
-  d["std"] = s.std;
-  d["p99"] = s.p99;
-  d["max"] = s.max;
-  return d;
+  return py::dict(
+      "mean"_a = s.mean,
+      "std"_a = s.std,
+      "p99"_a = s.p99,
+      "max"_a = s.max);
 }
 
 py::dict simulate(std::int64_t tau_m_ns, std::int64_t tau_theta_ns, int workers, int mode, std::int64_t steps, std::uint64_t seed,
@@ -277,24 +275,23 @@ py::dict simulate(std::int64_t tau_m_ns, std::int64_t tau_theta_ns, int workers,
     py::gil_scoped_release nogil;
     r = sched::simulate(c);
   }
-  py::dict d;
-  d["steps"] = r.steps;
-  d["inaction_steps"] = r.inaction_steps;
-  d["inaction_fraction"] = r.inaction_fraction;
-  d["late_inaction_fraction"] = r.late_inaction_fraction;
-  d["posted"] = r.posted;
-  d["applied"] = r.applied;
-  d["wasted"] = r.wasted;
-  d["action_interval"] = stats_dict(r.action_interval);
-  d["delay"] = stats_dict(r.delay);
-  d["applied_gap"] = stats_dict(r.applied_gap);
-  d["tau_max_final"] = r.tau_max_final;
-  d["mean_tau_final"] = r.mean_tau_final;
-  d["target_interval"] = r.target_interval;
-  d["pushbacks"] = r.pushbacks;
-  d["restaggers"] = r.restaggers;
-  d["sim_seconds"] = r.sim_seconds;
-  return d;
+  return py::dict(
+      "steps"_a = r.steps,
+      "inaction_steps"_a = r.inaction_steps,
+      "inaction_fraction"_a = r.inaction_fraction,
+      "late_inaction_fraction"_a = r.late_inaction_fraction,
+      "posted"_a = r.posted,
+      "applied"_a = r.applied,
+      "wasted"_a = r.wasted,
+      "action_interval"_a = stats_dict(r.action_interval),
+      "delay"_a = stats_dict(r.delay),
+      "applied_gap"_a = stats_dict(r.applied_gap),
+      "tau_max_final"_a = r.tau_max_final,
+      "mean_tau_final"_a = r.mean_tau_final,
+      "target_interval"_a = r.target_interval,
+      "pushbacks"_a = r.pushbacks,
+      "restaggers"_a = r.restaggers,
+      "sim_seconds"_a = r.sim_seconds);
 }
 
 }  // namespace
@@ -334,7 +331,6 @@ void bind_sched(py::module_& m) {
       .def_property_readonly("tau_window", &ScheduleHandle::tau_window)
       .def_property_readonly_static("MAX_TAU_WINDOW", [](py::object) { return sched::StaggerSchedule::kMaxTauWindow; })
       .def_property_readonly("heartbeat_timeout_ns", &ScheduleHandle::heartbeat_timeout_ns)
-      .def_property_readonly("tau_seed_ns", &ScheduleHandle::tau_seed_ns)
       .def_property_readonly("name", &ScheduleHandle::name)
       .def("close", &ScheduleHandle::close);
 

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "check.h"
-#include "heap.h"
+#include "sched_rig.h"
 #include "sched/turnstile.h"
 
 using namespace rtcore;
@@ -15,10 +15,10 @@ using namespace rtcore::sched;
 
 namespace {
 
-constexpr std::int64_t kMs = 1000000;
-
-using rtcore_test::HeapMem;
-constexpr unsigned char kGarbage = 0x5a;  // the memory before init: init must write what it reads
+using rtcore_test::Created;
+using rtcore_test::join_n;
+using rtcore_test::kGarbage;
+using rtcore_test::kMs;
 
 TurnstileParams params(int m, std::int64_t hb = 100 * kMs) { return TurnstileParams{static_cast<std::uint32_t>(m), 0, hb}; }
 
@@ -40,10 +40,8 @@ int holder_of(Turnstile& t, const std::vector<int>& js, std::int64_t now, std::i
 
 TEST(round_robin_order_and_congruence) {
   auto p = params(4);
-  HeapMem m(Turnstile::bytes_needed(p), kGarbage);
-  Turnstile t(m.p, m.size, p, true);
-  std::vector<int> js;
-  for (int i = 0; i < 3; ++i) js.push_back(t.join(0));
+  Created<Turnstile> t(p);
+  std::vector<int> js = join_n(t, 3);
   std::int64_t u = -1;
   for (int k = 0; k < 9; ++k) {
     const int h = holder_of(t, js, 0, &u);
@@ -58,10 +56,8 @@ TEST(round_robin_order_and_congruence) {
 
 TEST(leave_and_join_keep_u_mod_m_equal_to_rank) {
   auto p = params(8);
-  HeapMem m(Turnstile::bytes_needed(p), kGarbage);
-  Turnstile t(m.p, m.size, p, true);
-  std::vector<int> js;
-  for (int i = 0; i < 4; ++i) js.push_back(t.join(0));
+  Created<Turnstile> t(p);
+  std::vector<int> js = join_n(t, 4);
   std::int64_t u = -1;
   CHECK_EQ(holder_of(t, js, 0, &u), 0);
   t.pass_turn(0, 0);  // turn 1 -> learner 1
@@ -92,8 +88,7 @@ TEST(leave_and_join_keep_u_mod_m_equal_to_rank) {
 
 TEST(dead_holder_is_skipped_after_the_heartbeat_timeout) {
   auto p = params(3, 100 * kMs);
-  HeapMem m(Turnstile::bytes_needed(p), kGarbage);
-  Turnstile t(m.p, m.size, p, true);
+  Created<Turnstile> t(p);
   for (int i = 0; i < 3; ++i) t.join(0);
   std::int64_t u = -1;
   CHECK_EQ(holder_of(t, {0, 1, 2}, 0, &u), 0);
@@ -113,8 +108,7 @@ TEST(dead_holder_is_skipped_after_the_heartbeat_timeout) {
 
 TEST(everyone_leaves_and_a_new_learner_takes_over) {
   auto p = params(2);
-  HeapMem m(Turnstile::bytes_needed(p), kGarbage);
-  Turnstile t(m.p, m.size, p, true);
+  Created<Turnstile> t(p);
   CHECK_EQ(t.join(0), 0);
   CHECK_EQ(t.try_turn(0, 0), 0);
   t.leave(0, 0);
@@ -125,15 +119,14 @@ TEST(everyone_leaves_and_a_new_learner_takes_over) {
 
 TEST(threads_take_every_turn_once_in_order) {
   auto p = params(4, 10000 * kMs);
-  HeapMem m(Turnstile::bytes_needed(p), kGarbage);
-  Turnstile owner(m.p, m.size, p, true);
+  Created<Turnstile> owner(p);
   constexpr int kTurns = 300;
   std::vector<int> order(4 * kTurns, -1);
   std::atomic<int> errors{0};
   std::vector<std::thread> ts;
   for (int i = 0; i < 4; ++i)
     ts.emplace_back([&, i] {
-      Turnstile t(m.p, m.size, p, false);
+      Turnstile t(owner.mem().p, owner.mem().size, p, false);
       const int j = t.join(clock::now_ns(), i);
       // Wait until everyone joined so the cycle is 0,1,2,3 from turn 0.
       while (owner.live_count() < 4) std::this_thread::yield();
