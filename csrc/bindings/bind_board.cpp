@@ -16,6 +16,7 @@
 
 #include "bindings/bindings.h"
 #include "bindings/numpy_util.h"
+#include "bindings/segment_handle.h"
 #include "bindings/wait_util.h"
 #include "board/action_board.h"
 #include "board/obs_board.h"
@@ -29,7 +30,6 @@ namespace {
 
 using shm::Kind;
 using shm::Segment;
-using SegmentPtr = std::shared_ptr<Segment>;
 
 constexpr int kMaxDims = 8;
 
@@ -77,7 +77,7 @@ struct ObsParams {
   std::uint32_t reserved;
 };
 
-class ObsBoardHandle {
+class ObsBoardHandle : public SegmentHandle {
  public:
   static std::unique_ptr<ObsBoardHandle> create(const std::string& name, const std::vector<std::int64_t>& shape,
                                                 const py::dtype& dtype, std::int64_t frame_stack) {
@@ -147,16 +147,13 @@ class ObsBoardHandle {
 
   std::int64_t step() { return (live(), view_.step()); }
   std::uint64_t published() { return (live(), view_.published()); }
-  std::string name() const { return name_; }
   std::vector<std::int64_t> obs_shape() const { return shape_; }
   py::dtype dtype() const { return dtype_; }
   std::uint32_t frame_stack() const { return view_.frame_stack(); }
-  void close() { seg_.reset(); }
 
  private:
   explicit ObsBoardHandle(SegmentPtr seg)
-      : seg_(std::move(seg)),
-        name_(seg_->name()),
+      : SegmentHandle(std::move(seg), "ObsBoard"),
         params_(seg_->params<ObsParams>()),
         view_(seg_->payload(), seg_->payload_size(), params_.frame_bytes, params_.frame_stack) {
     shape_ = spec_shape(params_.frame);
@@ -166,13 +163,6 @@ class ObsBoardHandle {
     stack_shape_ = shape_;
     stack_shape_.insert(stack_shape_.begin(), params_.frame_stack);
   }
-  SegmentPtr live() const {
-    if (!seg_) throw ClosedError("ObsBoard '" + name_ + "' is closed");
-    return seg_;
-  }
-
-  SegmentPtr seg_;
-  std::string name_;
   ObsParams params_;
   board::ObsBoardView view_;
   std::vector<std::int64_t> shape_, stack_shape_;
@@ -186,7 +176,7 @@ struct ActionParams {
   std::uint32_t reserved;
 };
 
-class ActionBoardHandle {
+class ActionBoardHandle : public SegmentHandle {
  public:
   static std::unique_ptr<ActionBoardHandle> create(const std::string& name, std::int64_t max_workers) {
     if (max_workers < 1 || max_workers > board::ActionBoardView::kMaxWorkers)
@@ -222,21 +212,11 @@ class ActionBoardHandle {
   std::uint64_t superseded() { return (live(), view_.superseded()); }
   bool pending() { return (live(), view_.pending()); }
   std::uint32_t max_workers() const { return view_.max_workers(); }
-  std::string name() const { return name_; }
-  void close() { seg_.reset(); }
 
  private:
   explicit ActionBoardHandle(SegmentPtr seg)
-      : seg_(std::move(seg)),
-        name_(seg_->name()),
+      : SegmentHandle(std::move(seg), "ActionBoard"),
         view_(seg_->payload(), seg_->payload_size(), seg_->params<ActionParams>().max_workers) {}
-  SegmentPtr live() const {
-    if (!seg_) throw ClosedError("ActionBoard '" + name_ + "' is closed");
-    return seg_;
-  }
-
-  SegmentPtr seg_;
-  std::string name_;
   board::ActionBoardView view_;
 };
 
@@ -244,7 +224,7 @@ class ActionBoardHandle {
 
 constexpr std::uint32_t kArrayLayoutVersion = 1;
 
-class SharedArrayHandle {
+class SharedArrayHandle : public SegmentHandle {
  public:
   static std::unique_ptr<SharedArrayHandle> create(const std::string& name, const std::vector<std::int64_t>& shape,
                                                    const py::dtype& dtype) {
@@ -260,21 +240,17 @@ class SharedArrayHandle {
     return std::unique_ptr<SharedArrayHandle>(new SharedArrayHandle(std::move(seg)));
   }
   py::array array() {
-    if (!seg_) throw ClosedError("SharedArray '" + name_ + "' is closed");
+    check_open();
     return segment_view(seg_, seg_->payload(), spec_shape(spec_), spec_dtype(spec_));
   }
   std::vector<std::int64_t> shape() const { return spec_shape(spec_); }
   py::dtype dtype() const { return spec_dtype(spec_); }
-  std::string name() const { return name_; }
-  void close() { seg_.reset(); }
 
  private:
-  explicit SharedArrayHandle(SegmentPtr seg) : seg_(std::move(seg)), name_(seg_->name()), spec_(seg_->params<ArraySpec>()) {
+  explicit SharedArrayHandle(SegmentPtr seg) : SegmentHandle(std::move(seg), "SharedArray"), spec_(seg_->params<ArraySpec>()) {
     if (spec_.ndim > static_cast<std::uint32_t>(kMaxDims) || spec_bytes(spec_) > seg_->payload_size())
       throw LayoutMismatch("SharedArray '" + name_ + "' has inconsistent layout parameters");
   }
-  SegmentPtr seg_;
-  std::string name_;
   ArraySpec spec_;
 };
 

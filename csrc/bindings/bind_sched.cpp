@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "bindings/bindings.h"
+#include "bindings/segment_handle.h"
 #include "bindings/wait_util.h"
 #include "common/errors.h"
 #include "sched/clock.h"
@@ -25,11 +26,10 @@ namespace {
 
 using shm::Kind;
 using shm::Segment;
-using SegmentPtr = std::shared_ptr<Segment>;
 
 // ---- StaggerSchedule -----------------------------------------------------------------------------
 
-class ScheduleHandle {
+class ScheduleHandle : public SegmentHandle {
  public:
   static std::unique_ptr<ScheduleHandle> create(const std::string& name, std::int64_t n_workers, std::int64_t tau_seed_ns,
                                                 std::uint32_t mode, std::int64_t window, std::int64_t heartbeat_timeout_ns,
@@ -140,29 +140,23 @@ class ScheduleHandle {
   std::uint32_t pushback() const { return p_.pushback; }
   std::uint32_t tau_window() const { return p_.tau_window; }
   std::int64_t heartbeat_timeout_ns() const { return p_.heartbeat_timeout_ns; }
-  std::string name() const { return name_; }
   void close() {
     s_.reset();
-    seg_.reset();
+    SegmentHandle::close();
   }
 
  private:
-  ScheduleHandle(SegmentPtr seg, bool init) : seg_(std::move(seg)), name_(seg_->name()), p_(seg_->params<sched::StaggerParams>()) {
+  ScheduleHandle(SegmentPtr seg, bool init)
+      : SegmentHandle(std::move(seg), "StaggerSchedule"), p_(seg_->params<sched::StaggerParams>()) {
     s_ = std::make_unique<sched::StaggerSchedule>(seg_->payload(), seg_->payload_size(), p_, init);
   }
-  SegmentPtr live() const {
-    if (!seg_) throw ClosedError("StaggerSchedule '" + name_ + "' is closed");
-    return seg_;
-  }
-  SegmentPtr seg_;
-  std::string name_;
   sched::StaggerParams p_;
   std::unique_ptr<sched::StaggerSchedule> s_;
 };
 
 // ---- Turnstile -----------------------------------------------------------------------------------
 
-class TurnstileHandle {
+class TurnstileHandle : public SegmentHandle {
  public:
   static std::unique_ptr<TurnstileHandle> create(const std::string& name, std::int64_t n_learners, std::int64_t heartbeat_timeout_ns) {
     if (n_learners < 1 || n_learners > sched::Turnstile::kMaxLearners)
@@ -219,22 +213,16 @@ class TurnstileHandle {
   bool stopped() { return (live(), t_->stopped()); }
   int n_learners() const { return static_cast<int>(p_.n_learners); }
   std::int64_t heartbeat_timeout_ns() const { return p_.heartbeat_timeout_ns; }
-  std::string name() const { return name_; }
   void close() {
     t_.reset();
-    seg_.reset();
+    SegmentHandle::close();
   }
 
  private:
-  TurnstileHandle(SegmentPtr seg, bool init) : seg_(std::move(seg)), name_(seg_->name()), p_(seg_->params<sched::TurnstileParams>()) {
+  TurnstileHandle(SegmentPtr seg, bool init)
+      : SegmentHandle(std::move(seg), "Turnstile"), p_(seg_->params<sched::TurnstileParams>()) {
     t_ = std::make_unique<sched::Turnstile>(seg_->payload(), seg_->payload_size(), p_, init);
   }
-  SegmentPtr live() const {
-    if (!seg_) throw ClosedError("Turnstile '" + name_ + "' is closed");
-    return seg_;
-  }
-  SegmentPtr seg_;
-  std::string name_;
   sched::TurnstileParams p_;
   std::unique_ptr<sched::Turnstile> t_;
 };
