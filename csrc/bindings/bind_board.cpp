@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "bindings/bindings.h"
@@ -127,22 +128,15 @@ class ObsBoardHandle : public SegmentHandle {
 
   std::int64_t wait_step(std::int64_t after, const py::object& timeout, double spin) {
     auto seg = live();
-    const std::int64_t limit = deadline_after(timeout);
-    const std::int64_t spin_ns = clock::to_ns(spin < 0 ? 0 : spin);
-    bool first = true;
-    for (;;) {
-      std::int64_t s;
-      {
-        py::gil_scoped_release nogil;
-        s = view_.wait_step(after, slice_end(limit), first ? spin_ns : 0);
-      }
-      first = false;
-      if (s > after) return s;
-      if (clock::now_ns() >= limit)
-        throw Timeout("no frame with step > " + std::to_string(after) + " was published within the timeout (newest step " +
-                      std::to_string(view_.step()) + ")");
-      check_signals();
-    }
+    std::int64_t spin_ns = clock::to_ns(spin < 0 ? 0 : spin);  // the first slice only
+    return wait_in_slices(
+        deadline_after(timeout),
+        [&](std::int64_t end) { return view_.wait_step(after, end, std::exchange(spin_ns, 0)); },
+        [&](std::int64_t s) { return s > after; },
+        [&] {
+          return "no frame with step > " + std::to_string(after) + " was published within the timeout (newest step " +
+                 std::to_string(view_.step()) + ")";
+        });
   }
 
   std::int64_t step() { return (live(), view_.step()); }

@@ -29,6 +29,9 @@ using shm::Segment;
 
 // ---- StaggerSchedule -----------------------------------------------------------------------------
 
+// A schedule wait is over when the moment came or the schedule was stopped.
+bool came(sched::WaitResult r) { return r != sched::WaitResult::kTimeout; }
+
 class ScheduleHandle : public SegmentHandle {
  public:
   static std::unique_ptr<ScheduleHandle> create(const std::string& name, std::int64_t n_workers, std::int64_t tau_seed_ns,
@@ -76,21 +79,13 @@ class ScheduleHandle : public SegmentHandle {
   // True when the turn came, False when the schedule was stopped; TimeoutError past the timeout.
   bool wait_turn(int w, std::int64_t timeout_ns, std::int64_t spin_ns) {
     auto seg = live();
-    const std::int64_t deadline = deadline_after_ns(timeout_ns);
-    for (;;) {
-      sched::WaitResult r;
-      {
-        py::gil_scoped_release nogil;
-        r = s_->wait_turn(w, slice_end(deadline), spin_ns);
-      }
-      if (r == sched::WaitResult::kReady) return true;
-      if (r == sched::WaitResult::kStopped) return false;
-      if (clock::now_ns() >= deadline)
-        throw Timeout("worker " + std::to_string(w) + "'s turn did not come within the timeout (it starts in " +
-                      std::to_string(clock::to_sec(s_->poll_turn(w, clock::now_ns()) - clock::now_ns())) +
-                      " s; pass a timeout longer than tau_max = " + std::to_string(clock::to_sec(s_->tau_max_ns())) + " s)");
-      check_signals();
-    }
+    const auto r = wait_in_slices(
+        deadline_after_ns(timeout_ns), [&](std::int64_t end) { return s_->wait_turn(w, end, spin_ns); }, came, [&] {
+          return "worker " + std::to_string(w) + "'s turn did not come within the timeout (it starts in " +
+                 std::to_string(clock::to_sec(s_->poll_turn(w, clock::now_ns()) - clock::now_ns())) +
+                 " s; pass a timeout longer than tau_max = " + std::to_string(clock::to_sec(s_->tau_max_ns())) + " s)";
+        });
+    return r == sched::WaitResult::kReady;
   }
   std::int64_t report(int w, std::int64_t duration_ns) {
     auto seg = live();
@@ -100,20 +95,12 @@ class ScheduleHandle : public SegmentHandle {
   }
   bool wait_publish(int w, std::int64_t timeout_ns, std::int64_t spin_ns) {
     auto seg = live();
-    const std::int64_t deadline = deadline_after_ns(timeout_ns);
-    for (;;) {
-      sched::WaitResult r;
-      {
-        py::gil_scoped_release nogil;
-        r = s_->wait_publish(w, slice_end(deadline), spin_ns);
-      }
-      if (r == sched::WaitResult::kReady) return true;
-      if (r == sched::WaitResult::kStopped) return false;
-      if (clock::now_ns() >= deadline)
-        throw Timeout("worker " + std::to_string(w) + " may publish only in " +
-                      std::to_string(clock::to_sec(s_->publish_at(w) - clock::now_ns())) + " s, past the timeout");
-      check_signals();
-    }
+    const auto r = wait_in_slices(
+        deadline_after_ns(timeout_ns), [&](std::int64_t end) { return s_->wait_publish(w, end, spin_ns); }, came, [&] {
+          return "worker " + std::to_string(w) + " may publish only in " +
+                 std::to_string(clock::to_sec(s_->publish_at(w) - clock::now_ns())) + " s, past the timeout";
+        });
+    return r == sched::WaitResult::kReady;
   }
   std::int64_t poll_turn(int w) {
     auto seg = live();
@@ -183,25 +170,18 @@ class TurnstileHandle : public SegmentHandle {
   // The turn number; -1 when the turnstile was stopped; TimeoutError past the timeout.
   std::int64_t wait_turn(int j, std::int64_t timeout_ns) {
     auto seg = live();
-    const std::int64_t deadline = deadline_after_ns(timeout_ns);
-    for (;;) {
-      std::int64_t u;
-      {
-        py::gil_scoped_release nogil;
-        u = t_->wait_turn(j, slice_end(deadline));
-      }
-      if (u >= 0) return u;
-      if (u == -2) return -1;
-      if (clock::now_ns() >= deadline) {
-        const int h = t_->holder();
-        std::string who = h < 0 ? std::string("nobody") : "learner " + std::to_string(h);
-        if (h >= 0)
-          who += " (last heartbeat " + std::to_string(clock::to_sec(clock::now_ns() - t_->last_heartbeat_ns(h))) + " s ago)";
-        throw Timeout("learner " + std::to_string(j) + " timed out waiting for its turn: turn " + std::to_string(t_->turn()) +
-                      " is held by " + who + "; a holder is skipped once silent for heartbeat_timeout");
-      }
-      check_signals();
-    }
+    const std::int64_t u = wait_in_slices(
+        deadline_after_ns(timeout_ns), [&](std::int64_t end) { return t_->wait_turn(j, end); },
+        [](std::int64_t v) { return v >= 0 || v == -2; },  // -2: stopped
+        [&] {
+          const int h = t_->holder();
+          std::string who = h < 0 ? std::string("nobody") : "learner " + std::to_string(h);
+          if (h >= 0)
+            who += " (last heartbeat " + std::to_string(clock::to_sec(clock::now_ns() - t_->last_heartbeat_ns(h))) + " s ago)";
+          return "learner " + std::to_string(j) + " timed out waiting for its turn: turn " + std::to_string(t_->turn()) +
+                 " is held by " + who + "; a holder is skipped once silent for heartbeat_timeout";
+        });
+    return u == -2 ? -1 : u;
   }
   std::int64_t turn() { return (live(), t_->turn()); }
   int holder() { return (live(), t_->holder()); }

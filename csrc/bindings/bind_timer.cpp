@@ -75,16 +75,10 @@ void bind_timer(py::module_& m) {
               PeriodicTimer& t;
               ~Unclaim() { t.unclaim(); }
             } unclaim{t};
-            for (;;) {
-              std::int64_t r;
-              {
-                py::gil_scoped_release nogil;
-                r = t.wait_claimed(slice_end(limit));
-              }
-              if (r != PeriodicTimer::kNotYet) return r;
-              if (clock::now_ns() >= limit) throw Timeout("Timer.wait() timed out before the next tick");
-              check_signals();
-            }
+            return wait_in_slices(
+                limit, [&](std::int64_t end) { return t.wait_claimed(end); },
+                [](std::int64_t r) { return r != PeriodicTimer::kNotYet; },
+                [] { return std::string("Timer.wait() timed out before the next tick"); });
           },
           py::arg("timeout") = py::none())
       .def("stop", &PeriodicTimer::stop)

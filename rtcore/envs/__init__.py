@@ -141,5 +141,7 @@ def _make(env_id: str, **kwargs: Any) -> gym.Env:
         from rtcore.envs.atari import AtariEnv
 
         return AtariEnv(env_id, **kwargs)
-    check_env_id(env_id)
-    return _GB_IDS[env_id](**kwargs)
+    build = _GB_IDS.get(env_id)
+    if build is None:
+        check_env_id(env_id)  # raises, naming the ids that exist
+    return build(**kwargs)

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <thread>
 #include <vector>
 
 #include "heap.h"
@@ -19,6 +20,19 @@ struct Created : HeapMem, T {
   explicit Created(const Params& p) : HeapMem(T::bytes_needed(p), kGarbage), T(HeapMem::p, HeapMem::size, p, true) {}
   HeapMem& mem() { return *this; }
 };
+
+// Runs fn(handle, t) for t in [0, n) on n threads, each with its own handle attached to `owner`'s memory
+// (as separate processes would be); returns when all are done.
+template <class T, class Params, class Fn>
+void on_threads(Created<T>& owner, const Params& p, int n, Fn fn) {
+  std::vector<std::thread> threads;
+  for (int t = 0; t < n; ++t)
+    threads.emplace_back([&, t] {
+      T handle(owner.mem().p, owner.mem().size, p, false);
+      fn(handle, t);
+    });
+  for (auto& th : threads) th.join();
+}
 
 // Joins `n` slots of `t` at time 0 and returns their ids.
 template <class T>

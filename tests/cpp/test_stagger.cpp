@@ -20,6 +20,7 @@ using rtcore_test::Created;
 using rtcore_test::join_n;
 using rtcore_test::kGarbage;
 using rtcore_test::kMs;
+using rtcore_test::on_threads;
 
 StaggerParams params(int n, std::int64_t tau, StaggerMode mode = StaggerMode::kMax, int window = 32,
                      std::int64_t hb = 1000 * kMs, int tau_window = 0) {
@@ -377,21 +378,17 @@ TEST(concurrent_workers_on_shared_memory) {
   auto p = params(16, 5 * kMs, StaggerMode::kMax, 32, 1000000 * kMs);
   Created<StaggerSchedule> owner(p);
   std::atomic<std::int64_t> vclock{0};
-  std::vector<std::thread> ts;
-  for (int t = 0; t < 8; ++t)
-    ts.emplace_back([&, t] {
-      StaggerSchedule s(owner.mem().p, owner.mem().size, p, false);
-      for (int round = 0; round < 20; ++round) {
-        const int w = s.join(vclock.fetch_add(1, std::memory_order_relaxed));
-        for (int k = 0; k < 50; ++k) {
-          const std::int64_t now = vclock.fetch_add(1000, std::memory_order_relaxed);
-          s.poll_turn(w, now);
-          s.report(w, (t + 1) * 1000 + k * 100, now + 10);
-        }
-        s.leave(w, vclock.load(std::memory_order_relaxed));
+  on_threads(owner, p, 8, [&](StaggerSchedule& s, int t) {
+    for (int round = 0; round < 20; ++round) {
+      const int w = s.join(vclock.fetch_add(1, std::memory_order_relaxed));
+      for (int k = 0; k < 50; ++k) {
+        const std::int64_t now = vclock.fetch_add(1000, std::memory_order_relaxed);
+        s.poll_turn(w, now);
+        s.report(w, (t + 1) * 1000 + k * 100, now + 10);
       }
-    });
-  for (auto& t : ts) t.join();
+      s.leave(w, vclock.load(std::memory_order_relaxed));
+    }
+  });
   CHECK_EQ(owner.live_count(), 0);
   CHECK_EQ(owner.tau_max_ns(), 5 * kMs);  // nobody exceeded the seed (max report 8000 + 4900 ns)
   CHECK_EQ(owner.samples(), 8u * 20u * 50u);
@@ -404,19 +401,15 @@ TEST(concurrent_reports_with_a_tau_window) {
   auto p = params(16, 5 * kMs, StaggerMode::kMax, 32, 1000000 * kMs, kW);
   Created<StaggerSchedule> owner(p);
   std::atomic<std::int64_t> vclock{0};
-  std::vector<std::thread> ts;
-  for (int t = 0; t < 8; ++t)
-    ts.emplace_back([&, t] {
-      StaggerSchedule s(owner.mem().p, owner.mem().size, p, false);
-      const int w = s.join(vclock.fetch_add(1, std::memory_order_relaxed));
-      for (int k = 0; k < 400; ++k) {
-        const std::int64_t now = vclock.fetch_add(1000, std::memory_order_relaxed);
-        s.poll_turn(w, now);
-        s.report(w, (k % 50 == t) ? 9 * kMs : (t + 1) * 1000, now + 10);
-      }
-      s.leave(w, vclock.load(std::memory_order_relaxed));
-    });
-  for (auto& t : ts) t.join();
+  on_threads(owner, p, 8, [&](StaggerSchedule& s, int t) {
+    const int w = s.join(vclock.fetch_add(1, std::memory_order_relaxed));
+    for (int k = 0; k < 400; ++k) {
+      const std::int64_t now = vclock.fetch_add(1000, std::memory_order_relaxed);
+      s.poll_turn(w, now);
+      s.report(w, (k % 50 == t) ? 9 * kMs : (t + 1) * 1000, now + 10);
+    }
+    s.leave(w, vclock.load(std::memory_order_relaxed));
+  });
   CHECK_EQ(owner.samples(), 8u * 400u);
   const int w = owner.join(vclock.load(std::memory_order_relaxed));
   for (int k = 0; k < kW; ++k) {

@@ -19,6 +19,7 @@ using rtcore_test::Created;
 using rtcore_test::join_n;
 using rtcore_test::kGarbage;
 using rtcore_test::kMs;
+using rtcore_test::on_threads;
 
 TurnstileParams params(int m, std::int64_t hb = 100 * kMs) { return TurnstileParams{static_cast<std::uint32_t>(m), 0, hb}; }
 
@@ -123,24 +124,20 @@ TEST(threads_take_every_turn_once_in_order) {
   constexpr int kTurns = 300;
   std::vector<int> order(4 * kTurns, -1);
   std::atomic<int> errors{0};
-  std::vector<std::thread> ts;
-  for (int i = 0; i < 4; ++i)
-    ts.emplace_back([&, i] {
-      Turnstile t(owner.mem().p, owner.mem().size, p, false);
-      const int j = t.join(clock::now_ns(), i);
-      // Wait until everyone joined so the cycle is 0,1,2,3 from turn 0.
-      while (owner.live_count() < 4) std::this_thread::yield();
-      for (int k = 0; k < kTurns; ++k) {
-        const std::int64_t u = t.wait_turn(j, clock::now_ns() + 20000 * kMs);
-        if (u < 0 || u >= 4 * kTurns || u % 4 != j) {
-          errors.fetch_add(1);
-          return;
-        }
-        order[static_cast<std::size_t>(u)] = j;  // plain write: ordered by the turn hand-off
-        t.pass_turn(j, clock::now_ns());
+  on_threads(owner, p, 4, [&](Turnstile& t, int i) {
+    const int j = t.join(clock::now_ns(), i);
+    // Wait until everyone joined so the cycle is 0,1,2,3 from turn 0.
+    while (owner.live_count() < 4) std::this_thread::yield();
+    for (int k = 0; k < kTurns; ++k) {
+      const std::int64_t u = t.wait_turn(j, clock::now_ns() + 20000 * kMs);
+      if (u < 0 || u >= 4 * kTurns || u % 4 != j) {
+        errors.fetch_add(1);
+        return;
       }
-    });
-  for (auto& th : ts) th.join();
+      order[static_cast<std::size_t>(u)] = j;  // plain write: ordered by the turn hand-off
+      t.pass_turn(j, clock::now_ns());
+    }
+  });
   CHECK_EQ(errors.load(), 0);
   for (int u = 0; u < 4 * kTurns; ++u) CHECK_EQ(order[u], u % 4);
 }
