@@ -61,30 +61,30 @@ TEST(leave_and_join_keep_u_mod_m_equal_to_rank) {
   std::vector<int> js = join_n(t, 4);
   std::int64_t u = -1;
   CHECK_EQ(holder_of(t, js, 0, &u), 0);
+  // `holder` holds the turn, and the turn number is its rank modulo the live count.
+  auto expect = [&](int holder, int rank) {
+    CHECK_EQ(holder_of(t, js, 0, &u), holder);
+    CHECK_EQ(u % static_cast<std::int64_t>(js.size()), rank);
+  };
   t.pass_turn(0, 0);  // turn 1 -> learner 1
   t.leave(2, 0);      // live: 0, 1, 3 (ranks 0, 1, 2)
   js = {0, 1, 3};
   CHECK_EQ(holder_of(t, js, 0, &u), 1);
   t.pass_turn(1, 0);
-  CHECK_EQ(holder_of(t, js, 0, &u), 3);
-  CHECK_EQ(u % 3, 2);
+  expect(3, 2);
   t.pass_turn(3, 0);
-  CHECK_EQ(holder_of(t, js, 0, &u), 0);
-  CHECK_EQ(u % 3, 0);
+  expect(0, 0);
   // The holder leaves: the turn passes on.
   t.leave(0, 0);
   js = {1, 3};
-  CHECK_EQ(holder_of(t, js, 0, &u), 1);
-  CHECK_EQ(u % 2, 0);
+  expect(1, 0);
   // A joiner enters the cycle.
   CHECK_EQ(t.join(0), 0);
   js = {0, 1, 3};
   t.pass_turn(1, 0);
-  CHECK_EQ(holder_of(t, js, 0, &u), 3);
-  CHECK_EQ(u % 3, 2);
+  expect(3, 2);
   t.pass_turn(3, 0);
-  CHECK_EQ(holder_of(t, js, 0, &u), 0);
-  CHECK_EQ(u % 3, 0);
+  expect(0, 0);
 }
 
 TEST(dead_holder_is_skipped_after_the_heartbeat_timeout) {
