@@ -4,8 +4,8 @@ The default suite parses every command: each ``rtcore`` command through the CLI'
 ``rtcore run``, the run config's validation; for ``rtcore bench models``, the model specs), each
 ``pip install`` target and extra against pyproject.toml, each ``pytest`` command by collecting with
 its arguments, and it runs the quick ones (``rtcore simulate``, ``rtcore bench models --quick``) as
-written, through bash. ``pytest -m slow`` runs the rest as written: the "Try it" block in order in a
-scratch directory (multi-minute game runs), the install lines in a fresh virtual environment, the
+written, through bash. ``pytest -m slow`` runs the rest as written: each block of ``rtcore`` commands
+in order in a scratch directory (the "Try it" block has multi-minute game runs), the install lines in a fresh virtual environment, the
 CMake lines in a copy of the source tree. A README command that no rule here covers fails the suite,
 so a new command gets checked too.
 
@@ -204,13 +204,18 @@ _nested = pytest.mark.skipif(os.environ.get("RTCORE_README_TEST") == "1",
 @_nested
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-def test_readme_try_it_block_runs_as_written(shell_env, tmp_path):
-    """The "Try it" block in order, in one scratch directory (its report reads the run it made)."""
-    block = next(b for b in bash_blocks() if any(line.startswith("rtcore simulate") for line in b))
-    for line in block:
-        p = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=shell_env, capture_output=True, text=True,
-                           timeout=1500)
-        assert p.returncode == 0, f"{line!r} exited {p.returncode}:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
+def test_readme_rtcore_blocks_run_as_written(shell_env, tmp_path):
+    """Every block of `rtcore` commands ("Try it", keep/resume/play, ...) in order, each block in a
+    scratch directory of its own (a later command reads the run an earlier one made)."""
+    blocks = [b for b in bash_blocks() if b and all(line.startswith("rtcore ") for line in b)]
+    assert blocks
+    for n, block in enumerate(blocks):
+        cwd = tmp_path / f"block{n}"
+        cwd.mkdir()
+        for line in block:
+            p = subprocess.run(["bash", "-c", line], cwd=cwd, env=shell_env, capture_output=True, text=True,
+                               timeout=1500)
+            assert p.returncode == 0, f"{line!r} exited {p.returncode}:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
 
 
 def _source_copy(dst: Path) -> Path:
