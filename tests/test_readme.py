@@ -165,11 +165,25 @@ def check_pip_parses(argv: list[str]) -> None:
             assert re.fullmatch(r"[A-Za-z0-9_.-]+(==[\w.+-]+)?", t), f"{t!r} is not a requirement pip takes"
 
 
+def run_dirs_made() -> set[str]:
+    """Run directories README commands create (`--run-dir X`): later commands may read them."""
+    made = set()
+    for c in commands():
+        argv = shlex.split(c)
+        made |= {argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--run-dir"}
+    return made
+
+
 @pytest.mark.parametrize("cmd", [c for c in commands() if rule(c) == "parse"])
-def test_readme_command_parses(cmd):
+def test_readme_command_parses(cmd, tmp_path, monkeypatch):
     argv = shlex.split(cmd)
+    monkeypatch.chdir(tmp_path)
     if argv[0] == "rtcore":
-        check_rtcore_parses(argv)
+        try:
+            check_rtcore_parses(argv)
+        except FileNotFoundError as exc:  # reads a run an earlier README command makes: the slow test runs both
+            if not any(d in str(exc) for d in run_dirs_made()):
+                raise
     elif argv[0] == "pip":
         check_pip_parses(argv)
     else:
