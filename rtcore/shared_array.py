@@ -17,7 +17,7 @@ import numpy as np
 
 from rtcore import _core
 from rtcore._shm import SharedObject, default_name
-from rtcore._validate import as_dtype, as_shape
+from rtcore._validate import as_dtype, as_name, as_shape
 
 __all__ = ["SharedArray"]
 
@@ -39,7 +39,7 @@ class SharedArray(SharedObject):
         if _handle is None:
             shp = as_shape("shape", shape, lo=0)
             dt = as_dtype("dtype", dtype)
-            name = default_name(self._KIND) if name is None else _core.check_segment_name(name)
+            name = default_name(self._KIND) if name is None else _core.check_segment_name(as_name("name", name))
             _handle = _core.SharedArray.create(name, list(shp), dt)
             owner = True
         else:
@@ -51,7 +51,7 @@ class SharedArray(SharedObject):
     def attach(cls, name: str) -> SharedArray:
         """Attach to an existing array (``FileNotFoundError`` if missing, ``rtcore.LayoutError`` if the
         segment holds something else)."""
-        return cls((), _handle=_core.SharedArray.attach(_core.check_segment_name(name)))
+        return cls((), _handle=_core.SharedArray.attach(_core.check_segment_name(as_name("name", name))))
 
     @property
     def array(self) -> np.ndarray:

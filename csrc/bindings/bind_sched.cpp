@@ -48,12 +48,22 @@ class ScheduleHandle {
     sched::StaggerSchedule::validate(p);
     auto seg = std::make_shared<Segment>(Segment::create(name, Kind::kSchedule, sched::StaggerSchedule::kLayoutVersion, &p,
                                                          sizeof p, sched::StaggerSchedule::bytes_needed(p)));
+    shm::UnlinkOnThrow guard(seg->name());
     auto h = std::unique_ptr<ScheduleHandle>(new ScheduleHandle(std::move(seg), true));
     h->seg_->mark_ready();
+    guard.release();
     return h;
   }
   static std::unique_ptr<ScheduleHandle> attach(const std::string& name) {
     auto seg = std::make_shared<Segment>(Segment::attach(name, Kind::kSchedule, sched::StaggerSchedule::kLayoutVersion));
+    const auto p = seg->params<sched::StaggerParams>();
+    try {
+      sched::StaggerSchedule::validate(p);
+    } catch (const InvalidArgument& e) {
+      throw LayoutMismatch("StaggerSchedule '" + seg->name() + "' has a corrupt layout: " + e.what());
+    }
+    if (sched::StaggerSchedule::bytes_needed(p) > seg->payload_size())
+      throw LayoutMismatch("StaggerSchedule '" + seg->name() + "' has a corrupt layout: it needs more bytes than the segment has");
     return std::unique_ptr<ScheduleHandle>(new ScheduleHandle(std::move(seg), false));
   }
 
@@ -75,20 +85,21 @@ class ScheduleHandle {
   }
   // True when the turn came, False when the schedule was stopped; TimeoutError past the timeout.
   bool wait_turn(int w, std::int64_t timeout_ns, std::int64_t spin_ns) {
-    auto seg = live();
+    const auto seg = live();
+    const auto s = s_;  // the view and its segment stay alive for the whole wait, whatever close() does
     const std::int64_t deadline = deadline_after_ns(timeout_ns);
     for (;;) {
       sched::WaitResult r;
       {
         py::gil_scoped_release nogil;
-        r = s_->wait_turn(w, slice_end(deadline), spin_ns);
+        r = s->wait_turn(w, slice_end(deadline), spin_ns);
       }
       if (r == sched::WaitResult::kReady) return true;
       if (r == sched::WaitResult::kStopped) return false;
       if (clock::now_ns() >= deadline)
         throw Timeout("worker " + std::to_string(w) + "'s turn did not come within the timeout (it starts in " +
-                      std::to_string(clock::to_sec(s_->poll_turn(w, clock::now_ns()) - clock::now_ns())) +
-                      " s; pass a timeout longer than tau_max = " + std::to_string(clock::to_sec(s_->tau_max_ns())) + " s)");
+                      std::to_string(clock::to_sec(s->poll_turn(w, clock::now_ns()) - clock::now_ns())) +
+                      " s; pass a timeout longer than tau_max = " + std::to_string(clock::to_sec(s->tau_max_ns())) + " s)");
       check_signals();
     }
   }
@@ -99,19 +110,20 @@ class ScheduleHandle {
     return publish > now ? publish - now : 0;
   }
   bool wait_publish(int w, std::int64_t timeout_ns, std::int64_t spin_ns) {
-    auto seg = live();
+    const auto seg = live();
+    const auto s = s_;  // as in wait_turn
     const std::int64_t deadline = deadline_after_ns(timeout_ns);
     for (;;) {
       sched::WaitResult r;
       {
         py::gil_scoped_release nogil;
-        r = s_->wait_publish(w, slice_end(deadline), spin_ns);
+        r = s->wait_publish(w, slice_end(deadline), spin_ns);
       }
       if (r == sched::WaitResult::kReady) return true;
       if (r == sched::WaitResult::kStopped) return false;
       if (clock::now_ns() >= deadline)
         throw Timeout("worker " + std::to_string(w) + " may publish only in " +
-                      std::to_string(clock::to_sec(s_->publish_at(w) - clock::now_ns())) + " s, past the timeout");
+                      std::to_string(clock::to_sec(s->publish_at(w) - clock::now_ns())) + " s, past the timeout");
       check_signals();
     }
   }
@@ -142,6 +154,7 @@ class ScheduleHandle {
   std::int64_t heartbeat_timeout_ns() const { return p_.heartbeat_timeout_ns; }
   std::int64_t tau_seed_ns() const { return p_.tau_seed_ns; }
   std::string name() const { return name_; }
+  // Drops this handle's references; a wait in flight in another thread holds its own until it returns.
   void close() {
     s_.reset();
     seg_.reset();
@@ -149,7 +162,7 @@ class ScheduleHandle {
 
  private:
   ScheduleHandle(SegmentPtr seg, bool init) : seg_(std::move(seg)), name_(seg_->name()), p_(seg_->params<sched::StaggerParams>()) {
-    s_ = std::make_unique<sched::StaggerSchedule>(seg_->payload(), seg_->payload_size(), p_, init);
+    s_ = std::make_shared<sched::StaggerSchedule>(seg_->payload(), seg_->payload_size(), p_, init);
   }
   SegmentPtr live() const {
     if (!seg_) throw InvalidArgument("StaggerSchedule '" + name_ + "' is closed");
@@ -158,7 +171,7 @@ class ScheduleHandle {
   SegmentPtr seg_;
   std::string name_;
   sched::StaggerParams p_;
-  std::unique_ptr<sched::StaggerSchedule> s_;
+  std::shared_ptr<sched::StaggerSchedule> s_;  // views seg_'s memory: a call copies both before releasing the GIL
 };
 
 // ---- Turnstile -----------------------------------------------------------------------------------
@@ -173,12 +186,22 @@ class TurnstileHandle {
     sched::Turnstile::validate(p);
     auto seg = std::make_shared<Segment>(Segment::create(name, Kind::kTurnstile, sched::Turnstile::kLayoutVersion, &p,
                                                          sizeof p, sched::Turnstile::bytes_needed(p)));
+    shm::UnlinkOnThrow guard(seg->name());
     auto h = std::unique_ptr<TurnstileHandle>(new TurnstileHandle(std::move(seg), true));
     h->seg_->mark_ready();
+    guard.release();
     return h;
   }
   static std::unique_ptr<TurnstileHandle> attach(const std::string& name) {
     auto seg = std::make_shared<Segment>(Segment::attach(name, Kind::kTurnstile, sched::Turnstile::kLayoutVersion));
+    const auto p = seg->params<sched::TurnstileParams>();
+    try {
+      sched::Turnstile::validate(p);
+    } catch (const InvalidArgument& e) {
+      throw LayoutMismatch("Turnstile '" + seg->name() + "' has a corrupt layout: " + e.what());
+    }
+    if (sched::Turnstile::bytes_needed(p) > seg->payload_size())
+      throw LayoutMismatch("Turnstile '" + seg->name() + "' has a corrupt layout: it needs more bytes than the segment has");
     return std::unique_ptr<TurnstileHandle>(new TurnstileHandle(std::move(seg), false));
   }
 
@@ -189,22 +212,23 @@ class TurnstileHandle {
   std::int64_t try_turn(int j) { return (live(), t_->try_turn(j, clock::now_ns())); }
   // The turn number; -1 when the turnstile was stopped; TimeoutError past the timeout.
   std::int64_t wait_turn(int j, std::int64_t timeout_ns) {
-    auto seg = live();
+    const auto seg = live();
+    const auto t = t_;  // the view and its segment stay alive for the whole wait, whatever close() does
     const std::int64_t deadline = deadline_after_ns(timeout_ns);
     for (;;) {
       std::int64_t u;
       {
         py::gil_scoped_release nogil;
-        u = t_->wait_turn(j, slice_end(deadline));
+        u = t->wait_turn(j, slice_end(deadline));
       }
       if (u >= 0) return u;
       if (u == -2) return -1;
       if (clock::now_ns() >= deadline) {
-        const int h = t_->holder();
+        const int h = t->holder();
         std::string who = h < 0 ? std::string("nobody") : "learner " + std::to_string(h);
         if (h >= 0)
-          who += " (last heartbeat " + std::to_string(clock::to_sec(clock::now_ns() - t_->last_heartbeat_ns(h))) + " s ago)";
-        throw Timeout("learner " + std::to_string(j) + " timed out waiting for its turn: turn " + std::to_string(t_->turn()) +
+          who += " (last heartbeat " + std::to_string(clock::to_sec(clock::now_ns() - t->last_heartbeat_ns(h))) + " s ago)";
+        throw Timeout("learner " + std::to_string(j) + " timed out waiting for its turn: turn " + std::to_string(t->turn()) +
                       " is held by " + who + "; a holder is skipped once silent for heartbeat_timeout");
       }
       check_signals();
@@ -228,7 +252,7 @@ class TurnstileHandle {
 
  private:
   TurnstileHandle(SegmentPtr seg, bool init) : seg_(std::move(seg)), name_(seg_->name()), p_(seg_->params<sched::TurnstileParams>()) {
-    t_ = std::make_unique<sched::Turnstile>(seg_->payload(), seg_->payload_size(), p_, init);
+    t_ = std::make_shared<sched::Turnstile>(seg_->payload(), seg_->payload_size(), p_, init);
   }
   SegmentPtr live() const {
     if (!seg_) throw InvalidArgument("Turnstile '" + name_ + "' is closed");
@@ -237,7 +261,7 @@ class TurnstileHandle {
   SegmentPtr seg_;
   std::string name_;
   sched::TurnstileParams p_;
-  std::unique_ptr<sched::Turnstile> t_;
+  std::shared_ptr<sched::Turnstile> t_;  // views seg_'s memory: a wait copies both before releasing the GIL
 };
 
 py::dict stats_dict(const sched::SimStats& s) {
