@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -248,9 +249,11 @@ class ReplayHandle {
 
   // A reward as float32: finite and within float32's range (a larger double would become inf).
   static float check_reward(double reward) {
-    if (!std::isfinite(reward)) throw InvalidArgument("reward must be finite, got " + std::to_string(reward));
+    char text[32];
+    std::snprintf(text, sizeof text, "%g", reward);
+    if (!std::isfinite(reward)) throw InvalidArgument(std::string("reward must be finite, got ") + text);
     if (std::fabs(reward) > static_cast<double>(std::numeric_limits<float>::max()))
-      throw InvalidArgument("reward must fit a float32 (|reward| <= 3.4e38), got " + std::to_string(reward));
+      throw InvalidArgument(std::string("reward must fit a float32 (|reward| <= 3.4e38), got ") + text);
     return static_cast<float>(reward);
   }
 
