@@ -183,6 +183,9 @@ def test_methods_refuse_bad_arguments_cleanly(objects, method, x, y, z):
 
 
 def _short_timeout(y) -> bool:
+    """True for what cannot block for long: refused values (NaN, inf, wrong types) and waits <= 10 ms."""
+    if isinstance(y, float) and not math.isfinite(y):
+        return True
     return y is not None and not (isinstance(y, (int, float)) and not isinstance(y, bool) and y > 0.01)
 
 
