@@ -13,8 +13,13 @@ crossing an episode start (as Gymnasium's ``FrameStackObservation``).
 Progress guarantees: ``add`` is wait-free; ``sample`` is lock-free (a draw overwritten while it is
 copied is redrawn, so a sample never holds a torn transition; it raises ``TimeoutError`` only if
 writers overwrite every draw before it can be copied, i.e. the buffer is far too small for the write
-rate). A writer killed mid-``add`` loses only that step: another process can ``attach`` and continue
-the stream, whose state lives entirely in shared memory.
+rate). A writer killed mid-``add`` loses only that step: another process can ``attach`` and write
+the stream on, whose state lives entirely in shared memory. Episodes never join: a writer in another
+process starts a new episode and closes the dead writer's open one as truncated (see :meth:`add`).
+
+Every argument is checked before anything is written: sizes whose memory would overflow, negative
+actions or delays and non-finite rewards are refused with an exception naming the argument; a segment
+whose header does not describe a consistent ring is refused on ``attach`` (``rtcore.LayoutError``).
 
 Example::
 
