@@ -249,12 +249,12 @@ class ReplayHandle {
 
   // A reward as float32: finite and within float32's range (a larger double would become inf).
   static float check_reward(double reward) {
+    if (std::isfinite(reward) && std::fabs(reward) <= static_cast<double>(std::numeric_limits<float>::max()))
+      return static_cast<float>(reward);
     char text[32];
     std::snprintf(text, sizeof text, "%g", reward);
     if (!std::isfinite(reward)) throw InvalidArgument(std::string("reward must be finite, got ") + text);
-    if (std::fabs(reward) > static_cast<double>(std::numeric_limits<float>::max()))
-      throw InvalidArgument(std::string("reward must fit a float32 (|reward| <= 3.4e38), got ") + text);
-    return static_cast<float>(reward);
+    throw InvalidArgument(std::string("reward must fit a float32 (|reward| <= 3.4e38), got ") + text);
   }
 
   void check_stream(std::int64_t stream) const {
