@@ -157,6 +157,7 @@ class ReplayBuffer(SharedObject):
         self._n_step = int(handle.n_step)
         self._gamma = float(handle.gamma)
         self._add = handle.add  # bound once: add() is the per-step hot path
+        self._no_starts = np.zeros(self._streams, np.bool_)  # add_batch's default episode_start (read only)
 
     # --- read-only layout -------------------------------------------------------------------------
 
@@ -297,7 +298,7 @@ class ReplayBuffer(SharedObject):
         truncated = _vector("truncated", truncated, n, np.bool_, "b")
         was_default = np.zeros(n, np.bool_) if was_default is None else _vector("was_default", was_default, n, np.bool_, "b")
         delay = np.zeros(n, np.int32) if delay is None else _vector("delay", delay, n, np.int32, "iu", lo=0)
-        starts = (np.zeros(n, np.bool_) if episode_start is None
+        starts = (self._no_starts if episode_start is None
                   else _vector("episode_start", episode_start, n, np.bool_, "b"))
         self._h.add_batch(obs, action, reward, terminated, truncated, next_obs, was_default, delay, starts)
 
