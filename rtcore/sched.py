@@ -128,6 +128,7 @@ class StaggerSchedule(SharedObject):
         tau_window: int = 0,
         _handle: Any = None,
     ) -> None:
+        spin_ns = ns(seconds("spin", spin, positive=False, hi=_MAX_SPIN))  # before creating: nothing to undo
         if _handle is None:
             if not isinstance(pushback, str) or pushback not in PUSHBACKS:
                 raise ValueError(f"pushback must be one of {PUSHBACKS}, got {pushback!r}")
@@ -146,13 +147,13 @@ class StaggerSchedule(SharedObject):
         else:
             owner = False
         super().__init__(_handle, _handle.name, owner)
-        self._spin_ns = ns(seconds("spin", spin, positive=False, hi=_MAX_SPIN))
+        self._spin_ns = spin_ns
 
     @classmethod
     def attach(cls, name: str, *, spin: float = DEFAULT_SPIN) -> StaggerSchedule:
         """Attach to an existing schedule (``FileNotFoundError`` if missing, ``rtcore.LayoutError`` if the
         segment holds something else)."""
-        seconds("spin", spin, positive=False, hi=_MAX_SPIN)  # before attaching: nothing to close on error
+        seconds("spin", spin, positive=False, hi=_MAX_SPIN)  # before attaching
         return cls(0, 0.0, spin=spin, _handle=_core.StaggerSchedule.attach(_core.check_segment_name(as_name("name", name))))
 
     # ---- a worker's calls ---------------------------------------------------------------------

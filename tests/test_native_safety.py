@@ -69,6 +69,7 @@ def test_a_constructor_that_raises_leaves_nothing_in_dev_shm():
         lambda: ReplayBuffer(2**62, (84, 84)),
         lambda: ParamStore(10, buffers=1),
         lambda: StaggerSchedule(0, 0.1),
+        lambda: StaggerSchedule(2, 0.1, spin=-1.0),  # checked after creating its segment before
     ):
         with pytest.raises((ValueError, TypeError)):
             make()
