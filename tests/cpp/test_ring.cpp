@@ -473,6 +473,67 @@ TEST(episode_start_right_after_an_episode_end_or_on_a_fresh_stream_changes_nothi
   CHECK_EQ(r.size(), 2u);
 }
 
+TEST(restarted_episodes_never_join_under_concurrent_samplers) {
+  // One writer restarts episodes mid-way (episode_start, never an episode end), so every episode is
+  // closed as truncated while samplers copy; each frame's tag names (episode, its length, step), and
+  // every sampled row must stay inside one episode: stacks padded with its first frame, the n-step
+  // chain cut before the dropped last step, the bootstrap frame that step's frame.
+  const std::uint32_t K = 3, n = 3, words = 8;
+  const Params p = small_params(40, 1, K, n, words);
+  HeapSpan mem(p.total_bytes);
+  Ring ring(mem.ptr, mem.size, p);
+  auto tag = [](std::uint64_t ep, std::uint64_t len, std::uint64_t i) { return ep << 24 | len << 12 | i; };
+  std::atomic<bool> done{false};
+  std::atomic<std::uint64_t> rows{0}, bad{0};
+  std::thread writer([&] {
+    std::vector<std::uint64_t> f(words);
+    Rng rng(7);
+    for (std::uint64_t ep = 1; ep < 40000; ++ep) {
+      const std::uint64_t len = 1 + rng.below(9);
+      for (std::uint64_t i = 0; i < len; ++i) {
+        std::fill(f.begin(), f.end(), tag(ep, len, i));
+        ring.add(0, f.data(), std::int64_t(tag(ep, len, i)), 1.0f, false, false, nullptr, false, 0, 0, i == 0);
+      }
+    }
+    done.store(true, std::memory_order_release);  // release: the samplers stop after the last add
+  });
+  std::vector<std::thread> samplers;
+  for (int k = 0; k < 2; ++k)
+    samplers.emplace_back([&, k] {
+      Batch bt(8, K, words * 8);
+      Rng rng(50 + k);
+      SampleScratch sc;
+      sc.resize(1);
+      auto fail = [&](const char* what) {
+        if (bad.fetch_add(1, std::memory_order_relaxed) < 5) std::printf("  sampler %d: %s\n", k, what);  // relaxed: a counter
+      };
+      while (!done.load(std::memory_order_acquire)) {  // acquire: pairs with the writer's release
+        if (ring.size() < 8) continue;
+        ring.sample(8, bt.out(), rng, sc);
+        for (std::size_t r = 0; r < 8; ++r) {
+          const std::uint64_t a = std::uint64_t(bt.action[r]), ep = a >> 24, len = (a >> 12) & 0xfff, i = a & 0xfff;
+          if (i + 1 >= len) fail("the dropped last step of a restarted episode was sampled");
+          const std::uint64_t k_steps = std::min<std::uint64_t>(n, len - 1 - i);
+          std::uint64_t tg;
+          for (std::uint32_t j = 0; j < K; ++j) {
+            if (!frame_tag(bt.obs.data() + (r * K + j) * words, words, tg)) fail("torn obs frame");
+            else if (tg != tag(ep, len, i + j + 1 >= K ? i + j + 1 - K : 0)) fail("obs stack crosses an episode start");
+            const std::uint64_t q = i + k_steps;
+            if (!frame_tag(bt.next.data() + (r * K + j) * words, words, tg)) fail("torn next_obs frame");
+            else if (tg != tag(ep, len, q + j + 1 >= K ? q + j + 1 - K : 0)) fail("next_obs joins another episode");
+          }
+          const float disc = float(std::pow(0.9, double(k_steps)));
+          if (bt.done[r] || std::fabs(bt.discount[r] - disc) > 1e-6f) fail("truncation is not a bootstrap");
+        }
+        rows.fetch_add(8, std::memory_order_relaxed);  // relaxed: a counter read after join
+      }
+    });
+  writer.join();
+  for (auto& t : samplers) t.join();
+  std::printf("  %llu rows checked\n", (unsigned long long)rows.load());
+  CHECK_EQ(bad.load(), 0u);
+}
+
 TEST(concurrent_writers_and_samplers_never_tear) {
   // Two writer threads (one per stream) race three sampler threads over a ring small enough that
   // the writers lap it thousands of times; every sampled row must match the world exactly.
