@@ -47,6 +47,7 @@ class Replay:
         next_obs: npt.NDArray[Any] | None,
         was_default: bool,
         delay: int,
+        episode_start: bool = False,
     ) -> None: ...
     def add_batch(
         self,
@@ -58,6 +59,7 @@ class Replay:
         next_obs: npt.NDArray[Any] | None,
         was_default: npt.NDArray[np.bool_],
         delay: npt.NDArray[np.int32],
+        episode_start: npt.NDArray[np.bool_],
     ) -> None: ...
     def sample(
         self,
