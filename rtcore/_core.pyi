@@ -47,6 +47,7 @@ class Replay:
         next_obs: npt.NDArray[Any] | None,
         was_default: bool,
         delay: int,
+        episode_start: bool = False,
     ) -> None: ...
     def add_batch(
         self,
@@ -58,6 +59,7 @@ class Replay:
         next_obs: npt.NDArray[Any] | None,
         was_default: npt.NDArray[np.bool_],
         delay: npt.NDArray[np.int32],
+        episode_start: npt.NDArray[np.bool_],
     ) -> None: ...
     def add_many(
         self,
@@ -70,6 +72,7 @@ class Replay:
         next_obs: npt.NDArray[Any] | None,
         was_default: npt.ArrayLike | None,
         delay: npt.ArrayLike | None,
+        episode_start: npt.ArrayLike | None,
     ) -> None: ...
     def sample(
         self,

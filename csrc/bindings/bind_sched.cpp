@@ -51,12 +51,22 @@ class ScheduleHandle : public SegmentHandle {
     sched::StaggerSchedule::validate(p);
     auto seg = std::make_shared<Segment>(Segment::create(name, Kind::kSchedule, sched::StaggerSchedule::kLayoutVersion, &p,
                                                          sizeof p, sched::StaggerSchedule::bytes_needed(p)));
+    shm::UnlinkOnThrow guard(seg->name());
     auto h = std::unique_ptr<ScheduleHandle>(new ScheduleHandle(std::move(seg), true));
     h->seg_->mark_ready();
+    guard.release();
     return h;
   }
   static std::unique_ptr<ScheduleHandle> attach(const std::string& name) {
     auto seg = std::make_shared<Segment>(Segment::attach(name, Kind::kSchedule, sched::StaggerSchedule::kLayoutVersion));
+    const auto p = seg->params<sched::StaggerParams>();
+    try {
+      sched::StaggerSchedule::validate(p);
+    } catch (const InvalidArgument& e) {
+      throw LayoutMismatch("StaggerSchedule '" + seg->name() + "' has a corrupt layout: " + e.what());
+    }
+    if (sched::StaggerSchedule::bytes_needed(p) > seg->payload_size())
+      throw LayoutMismatch("StaggerSchedule '" + seg->name() + "' has a corrupt layout: it needs more bytes than the segment has");
     return std::unique_ptr<ScheduleHandle>(new ScheduleHandle(std::move(seg), false));
   }
 
@@ -79,11 +89,12 @@ class ScheduleHandle : public SegmentHandle {
   // True when the turn came, False when the schedule was stopped; TimeoutError past the timeout.
   bool wait_turn(int w, std::int64_t timeout_ns, std::int64_t spin_ns) {
     auto seg = live();
+    const auto s = s_;  // the view stays alive for the whole wait, whatever close() does
     const auto r = wait_in_slices(
-        deadline_after_ns(timeout_ns), [&](std::int64_t end) { return s_->wait_turn(w, end, spin_ns); }, came, [&] {
+        deadline_after_ns(timeout_ns), [&](std::int64_t end) { return s->wait_turn(w, end, spin_ns); }, came, [&] {
           return "worker " + std::to_string(w) + "'s turn did not come within the timeout (it starts in " +
-                 std::to_string(clock::to_sec(s_->poll_turn(w, clock::now_ns()) - clock::now_ns())) +
-                 " s; pass a timeout longer than tau_max = " + std::to_string(clock::to_sec(s_->tau_max_ns())) + " s)";
+                 std::to_string(clock::to_sec(s->poll_turn(w, clock::now_ns()) - clock::now_ns())) +
+                 " s; pass a timeout longer than tau_max = " + std::to_string(clock::to_sec(s->tau_max_ns())) + " s)";
         });
     return r == sched::WaitResult::kReady;
   }
@@ -95,10 +106,11 @@ class ScheduleHandle : public SegmentHandle {
   }
   bool wait_publish(int w, std::int64_t timeout_ns, std::int64_t spin_ns) {
     auto seg = live();
+    const auto s = s_;  // the view stays alive for the whole wait, whatever close() does
     const auto r = wait_in_slices(
-        deadline_after_ns(timeout_ns), [&](std::int64_t end) { return s_->wait_publish(w, end, spin_ns); }, came, [&] {
+        deadline_after_ns(timeout_ns), [&](std::int64_t end) { return s->wait_publish(w, end, spin_ns); }, came, [&] {
           return "worker " + std::to_string(w) + " may publish only in " +
-                 std::to_string(clock::to_sec(s_->publish_at(w) - clock::now_ns())) + " s, past the timeout";
+                 std::to_string(clock::to_sec(s->publish_at(w) - clock::now_ns())) + " s, past the timeout";
         });
     return r == sched::WaitResult::kReady;
   }
@@ -135,10 +147,10 @@ class ScheduleHandle : public SegmentHandle {
  private:
   ScheduleHandle(SegmentPtr seg, bool init)
       : SegmentHandle(std::move(seg), "StaggerSchedule"), p_(seg_->params<sched::StaggerParams>()) {
-    s_ = std::make_unique<sched::StaggerSchedule>(seg_->payload(), seg_->payload_size(), p_, init);
+    s_ = std::make_shared<sched::StaggerSchedule>(seg_->payload(), seg_->payload_size(), p_, init);
   }
   sched::StaggerParams p_;
-  std::unique_ptr<sched::StaggerSchedule> s_;
+  std::shared_ptr<sched::StaggerSchedule> s_;  // views seg_'s memory: a call copies both before releasing the GIL
 };
 
 // ---- Turnstile -----------------------------------------------------------------------------------
@@ -153,12 +165,22 @@ class TurnstileHandle : public SegmentHandle {
     sched::Turnstile::validate(p);
     auto seg = std::make_shared<Segment>(Segment::create(name, Kind::kTurnstile, sched::Turnstile::kLayoutVersion, &p,
                                                          sizeof p, sched::Turnstile::bytes_needed(p)));
+    shm::UnlinkOnThrow guard(seg->name());
     auto h = std::unique_ptr<TurnstileHandle>(new TurnstileHandle(std::move(seg), true));
     h->seg_->mark_ready();
+    guard.release();
     return h;
   }
   static std::unique_ptr<TurnstileHandle> attach(const std::string& name) {
     auto seg = std::make_shared<Segment>(Segment::attach(name, Kind::kTurnstile, sched::Turnstile::kLayoutVersion));
+    const auto p = seg->params<sched::TurnstileParams>();
+    try {
+      sched::Turnstile::validate(p);
+    } catch (const InvalidArgument& e) {
+      throw LayoutMismatch("Turnstile '" + seg->name() + "' has a corrupt layout: " + e.what());
+    }
+    if (sched::Turnstile::bytes_needed(p) > seg->payload_size())
+      throw LayoutMismatch("Turnstile '" + seg->name() + "' has a corrupt layout: it needs more bytes than the segment has");
     return std::unique_ptr<TurnstileHandle>(new TurnstileHandle(std::move(seg), false));
   }
 
@@ -170,15 +192,16 @@ class TurnstileHandle : public SegmentHandle {
   // The turn number; -1 when the turnstile was stopped; TimeoutError past the timeout.
   std::int64_t wait_turn(int j, std::int64_t timeout_ns) {
     auto seg = live();
+    const auto t = t_;  // the view stays alive for the whole wait, whatever close() does
     const std::int64_t u = wait_in_slices(
-        deadline_after_ns(timeout_ns), [&](std::int64_t end) { return t_->wait_turn(j, end); },
+        deadline_after_ns(timeout_ns), [&](std::int64_t end) { return t->wait_turn(j, end); },
         [](std::int64_t v) { return v >= 0 || v == -2; },  // -2: stopped
         [&] {
-          const int h = t_->holder();
+          const int h = t->holder();
           std::string who = h < 0 ? std::string("nobody") : "learner " + std::to_string(h);
           if (h >= 0)
-            who += " (last heartbeat " + std::to_string(clock::to_sec(clock::now_ns() - t_->last_heartbeat_ns(h))) + " s ago)";
-          return "learner " + std::to_string(j) + " timed out waiting for its turn: turn " + std::to_string(t_->turn()) +
+            who += " (last heartbeat " + std::to_string(clock::to_sec(clock::now_ns() - t->last_heartbeat_ns(h))) + " s ago)";
+          return "learner " + std::to_string(j) + " timed out waiting for its turn: turn " + std::to_string(t->turn()) +
                  " is held by " + who + "; a holder is skipped once silent for heartbeat_timeout";
         });
     return u == -2 ? -1 : u;
@@ -201,10 +224,10 @@ class TurnstileHandle : public SegmentHandle {
  private:
   TurnstileHandle(SegmentPtr seg, bool init)
       : SegmentHandle(std::move(seg), "Turnstile"), p_(seg_->params<sched::TurnstileParams>()) {
-    t_ = std::make_unique<sched::Turnstile>(seg_->payload(), seg_->payload_size(), p_, init);
+    t_ = std::make_shared<sched::Turnstile>(seg_->payload(), seg_->payload_size(), p_, init);
   }
   sched::TurnstileParams p_;
-  std::unique_ptr<sched::Turnstile> t_;
+  std::shared_ptr<sched::Turnstile> t_;  // views seg_'s memory: a wait copies both before releasing the GIL
 };
 
 py::dict stats_dict(const sched::SimStats& s) {
