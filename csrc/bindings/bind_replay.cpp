@@ -16,7 +16,9 @@
 
 #include "bindings/bindings.h"
 #include "bindings/numpy_util.h"
+#include "replay/prioritized.h"
 #include "replay/ring.h"
+#include "replay/sum_tree.h"
 #include "shm/segment.h"
 
 namespace rtcore::bindings {
@@ -24,7 +26,10 @@ namespace rtcore::bindings {
 namespace {
 
 using replay::Params;
+using replay::Prioritized;
+using replay::ReplayLayout;
 using replay::Ring;
+using replay::SumTree;
 
 // add() releases the GIL only for frames of 64 KiB and more. For the 7 KB Atari frame the copy takes
 // about half a microsecond, and a release + re-acquire bought nothing measurable (single process,
@@ -37,22 +42,24 @@ class ReplayHandle {
   static std::unique_ptr<ReplayHandle> create(const std::string& name, std::uint64_t capacity,
                                               const std::vector<std::int64_t>& shape, const py::dtype& dtype,
                                               std::uint32_t frame_stack, std::uint32_t streams, std::uint32_t n_step,
-                                              double gamma) {
+                                              double gamma, bool prioritized, double alpha, double beta) {
     const std::string dstr = py::str(dtype.attr("str")).cast<std::string>();
     const Params p = replay::make_params(capacity, streams, frame_stack, n_step, gamma, shape,
                                          static_cast<std::uint64_t>(dtype.itemsize()), dstr);
+    const ReplayLayout l = replay::make_layout(p, prioritized, alpha, beta);
     auto seg = std::make_shared<shm::Segment>(
-        shm::Segment::create(name, shm::Kind::kReplay, replay::kLayoutVersion, &p, sizeof p, p.total_bytes));
-    seg->mark_ready();  // the zeroed payload is an empty ring
-    return std::unique_ptr<ReplayHandle>(new ReplayHandle(std::move(seg), p));
+        shm::Segment::create(name, shm::Kind::kReplay, replay::kSegmentLayoutVersion, &l, sizeof l, l.total_bytes));
+    seg->mark_ready();  // the zeroed payload is an empty ring and a tree of zero leaves
+    return std::unique_ptr<ReplayHandle>(new ReplayHandle(std::move(seg), l));
   }
 
   static std::unique_ptr<ReplayHandle> attach(const std::string& name) {
-    auto seg = std::make_shared<shm::Segment>(shm::Segment::attach(name, shm::Kind::kReplay, replay::kLayoutVersion));
-    const Params p = seg->params<Params>();
-    if (p.total_bytes > seg->payload_size())
+    auto seg = std::make_shared<shm::Segment>(
+        shm::Segment::attach(name, shm::Kind::kReplay, replay::kSegmentLayoutVersion));
+    const ReplayLayout l = seg->params<ReplayLayout>();
+    if (l.total_bytes > seg->payload_size() || l.ring.total_bytes > l.tree_offset)
       throw LayoutMismatch("segment '" + seg->name() + "' is too small for the replay layout its header describes");
-    return std::unique_ptr<ReplayHandle>(new ReplayHandle(std::move(seg), p));
+    return std::unique_ptr<ReplayHandle>(new ReplayHandle(std::move(seg), l));
   }
 
   const Ring& ring() const {
@@ -77,11 +84,12 @@ class ReplayHandle {
       check_frame("next_obs", next_arr);
       next_ptr = next_arr.data();
     }
+    const auto s = static_cast<std::uint32_t>(stream);
     if (p_.frame_bytes >= kAddReleaseGilBytes) {
       py::gil_scoped_release nogil;
-      r.add(static_cast<std::uint32_t>(stream), obs.data(), action, reward, terminated, truncated, next_ptr, was_default, delay);
+      add_one(r, s, obs.data(), action, reward, terminated, truncated, next_ptr, was_default, delay);
     } else {
-      r.add(static_cast<std::uint32_t>(stream), obs.data(), action, reward, terminated, truncated, next_ptr, was_default, delay);
+      add_one(r, s, obs.data(), action, reward, terminated, truncated, next_ptr, was_default, delay);
     }
   }
 
@@ -119,14 +127,24 @@ class ReplayHandle {
     const std::size_t fb = p_.frame_bytes;
     py::gil_scoped_release nogil;
     for (std::int64_t i = 0; i < n; ++i)
-      r.add(static_cast<std::uint32_t>(i), o + i * fb, a[i], rw[i], term[i], trunc[i],
-            next_base ? next_base + i * fb : nullptr, wd[i], dl[i]);
+      add_one(r, static_cast<std::uint32_t>(i), o + i * fb, a[i], rw[i], term[i], trunc[i],
+              next_base ? next_base + i * fb : nullptr, wd[i], dl[i]);
   }
 
+  // Uniform when `weight` is None; else prioritized (the buffer must be), filling weight with exponent beta.
   void sample(const py::array& obs, const py::array& next_obs, const py::array& action, const py::array& reward,
               const py::array& done, const py::array& discount, const py::array& was_default, const py::array& delay,
-              const py::array& index) {
+              const py::array& index, const py::object& weight, double beta) {
     const Ring& r = ring();
+    float* wptr = nullptr;
+    if (!weight.is_none()) {
+      if (!prio_) throw InvalidArgument("ReplayBuffer '" + name_ + "' is not prioritized");
+      if (!(beta >= 0.0 && beta <= 1.0)) throw InvalidArgument("beta must be in [0, 1], got " + std::to_string(beta));
+      const py::array w = py::array::ensure(weight);
+      if (!w) throw InvalidArgument("out.weight must be an array");
+      check_vec("out.weight", w, action.ndim() == 1 ? action.shape(0) : 0, py::dtype::of<float>(), true);
+      wptr = static_cast<float*>(const_cast<void*>(w.data()));
+    }
     if (action.ndim() != 1) throw InvalidArgument("out.action must be one-dimensional");
     const std::int64_t b = action.shape(0);
     check_batch_stacks("out.obs", obs, b);
@@ -156,7 +174,47 @@ class ReplayHandle {
       ~Unbusy() { b.store(false, std::memory_order_release); }  // release: our RNG updates precede the next sampler
     } unbusy{busy_};
     py::gil_scoped_release nogil;
-    r.sample(static_cast<std::size_t>(b), out, rng_, scratch_);
+    if (wptr)
+      prio_->sample(static_cast<std::size_t>(b), out, wptr, beta, rng_, scratch_);
+    else
+      r.sample(static_cast<std::size_t>(b), out, rng_, scratch_);
+  }
+
+  // Validates every (index, priority) pair first, then applies them; returns how many were applied
+  // (the others' transitions were overwritten since they were sampled).
+  std::int64_t update_priorities(const py::array& index, const py::array& priority) {
+    ring();
+    if (!prio_) throw InvalidArgument("ReplayBuffer '" + name_ + "' is not prioritized");
+    if (index.ndim() != 1) throw InvalidArgument("index must be one-dimensional");
+    const std::int64_t n = index.shape(0);
+    check_vec("index", index, n, py::dtype::of<std::int64_t>());
+    check_vec("priority", priority, n, py::dtype::of<double>());
+    const auto* idx = static_cast<const std::int64_t*>(index.data());
+    const auto* pr = static_cast<const double*>(priority.data());
+    py::gil_scoped_release nogil;
+    for (std::int64_t i = 0; i < n; ++i) {
+      std::uint32_t s;
+      std::uint64_t p;
+      prio_->value_for(pr[i]);
+      prio_->locate(idx[i], s, p);
+    }
+    std::int64_t applied = 0;
+    for (std::int64_t i = 0; i < n; ++i) applied += prio_->update(idx[i], pr[i]) ? 1 : 0;
+    return applied;
+  }
+
+  double priority_value(std::int64_t index) const {
+    ring();
+    if (!prio_) throw InvalidArgument("ReplayBuffer '" + name_ + "' is not prioritized");
+    return prio_->value_of(index);
+  }
+  double max_priority_value() const {
+    ring();
+    return prio_ ? replay::from_value(prio_->entry_value()) : 1.0;
+  }
+  double total_priority_value() const {
+    ring();
+    return prio_ ? replay::from_value(tree_->total()) : 0.0;
   }
 
   void seed(std::uint64_t s) { rng_.reseed(s); }
@@ -167,26 +225,41 @@ class ReplayHandle {
   }
   std::uint64_t collisions() const { return scratch_.collisions; }
   void close() {
+    prio_.reset();
+    tree_.reset();
     ring_.reset();
     seg_.reset();
   }
   bool closed() const { return !ring_; }
 
   const Params& params() const { return p_; }
+  const ReplayLayout& layout() const { return l_; }
   const std::string& name() const { return name_; }
   std::vector<std::int64_t> obs_shape() const { return frame_shape_; }
   std::uint64_t segment_bytes() const { return seg_ ? seg_->header().total_size : 0; }
 
  private:
-  ReplayHandle(std::shared_ptr<shm::Segment> seg, const Params& p)
-      : seg_(std::move(seg)), p_(p), name_(seg_->name()), dtype_(py::dtype::from_args(py::str(std::string(p.dtype)))) {
+  ReplayHandle(std::shared_ptr<shm::Segment> seg, const ReplayLayout& l)
+      : seg_(std::move(seg)), l_(l), p_(l.ring), name_(seg_->name()), dtype_(py::dtype::from_args(py::str(std::string(p_.dtype)))) {
     ring_.emplace(seg_->payload(), seg_->payload_size(), p_);
+    if (l_.tree.leaves) {
+      tree_.emplace(static_cast<std::uint8_t*>(seg_->payload()) + l_.tree_offset, seg_->payload_size() - l_.tree_offset, l_.tree);
+      prio_.emplace(*ring_, *tree_, l_.alpha);
+    }
     frame_shape_.assign(p_.shape, p_.shape + p_.ndim);
     stack_tail_ = frame_shape_;
     stack_tail_.insert(stack_tail_.begin(), p_.frame_stack);
     scratch_.resize(p_.streams);
     rng_.reseed(static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
                 (static_cast<std::uint64_t>(getpid()) << 32) ^ reinterpret_cast<std::uintptr_t>(this));
+  }
+
+  void add_one(Ring& r, std::uint32_t s, const void* obs, std::int64_t action, float reward, bool terminated,
+               bool truncated, const void* next_obs, bool was_default, std::int32_t delay) {
+    if (prio_)
+      prio_->add(s, obs, action, reward, terminated, truncated, next_obs, was_default, delay);
+    else
+      r.add(s, obs, action, reward, terminated, truncated, next_obs, was_default, delay);
   }
 
   void check_stream(std::int64_t stream) const {
@@ -231,10 +304,13 @@ class ReplayHandle {
   }
 
   std::shared_ptr<shm::Segment> seg_;
+  ReplayLayout l_;
   Params p_;
   std::string name_;
   py::dtype dtype_;
   std::optional<Ring> ring_;
+  std::optional<SumTree> tree_;
+  std::optional<Prioritized> prio_;
   std::vector<std::int64_t> frame_shape_, stack_tail_;
   replay::Rng rng_;
   replay::SampleScratch scratch_;
@@ -246,14 +322,20 @@ class ReplayHandle {
 void bind_replay(py::module_& m) {
   py::class_<ReplayHandle>(m, "Replay", "Handle on a shared-memory replay ring. Use rtcore.ReplayBuffer.")
       .def_static("create", &ReplayHandle::create, py::arg("name"), py::arg("capacity"), py::arg("obs_shape"),
-                  py::arg("dtype"), py::arg("frame_stack"), py::arg("streams"), py::arg("n_step"), py::arg("gamma"))
+                  py::arg("dtype"), py::arg("frame_stack"), py::arg("streams"), py::arg("n_step"), py::arg("gamma"),
+                  py::arg("prioritized") = false, py::arg("alpha") = 0.6, py::arg("beta") = 0.4)
       .def_static("attach", &ReplayHandle::attach, py::arg("name"))
       .def("add", &ReplayHandle::add, py::arg("stream"), py::arg("obs"), py::arg("action"), py::arg("reward"),
            py::arg("terminated"), py::arg("truncated"), py::arg("next_obs"), py::arg("was_default"), py::arg("delay"))
       .def("add_batch", &ReplayHandle::add_batch, py::arg("obs"), py::arg("action"), py::arg("reward"),
            py::arg("terminated"), py::arg("truncated"), py::arg("next_obs"), py::arg("was_default"), py::arg("delay"))
       .def("sample", &ReplayHandle::sample, py::arg("obs"), py::arg("next_obs"), py::arg("action"), py::arg("reward"),
-           py::arg("done"), py::arg("discount"), py::arg("was_default"), py::arg("delay"), py::arg("index"))
+           py::arg("done"), py::arg("discount"), py::arg("was_default"), py::arg("delay"), py::arg("index"),
+           py::arg("weight") = py::none(), py::arg("beta") = 0.0)
+      .def("update_priorities", &ReplayHandle::update_priorities, py::arg("index"), py::arg("priority"))
+      .def("priority_value", &ReplayHandle::priority_value, py::arg("index"))
+      .def("max_priority_value", &ReplayHandle::max_priority_value)
+      .def("total_priority_value", &ReplayHandle::total_priority_value)
       .def("seed", &ReplayHandle::seed, py::arg("seed"))
       .def("size", &ReplayHandle::size)
       .def("head", &ReplayHandle::head, py::arg("stream"))
@@ -272,7 +354,10 @@ void bind_replay(py::module_& m) {
       .def_property_readonly("frame_bytes", [](const ReplayHandle& h) { return h.params().frame_bytes; })
       .def_property_readonly("frame_stride", [](const ReplayHandle& h) { return h.params().frame_stride; })
       .def_property_readonly("segment_bytes", &ReplayHandle::segment_bytes)
-      .def_property_readonly_static("layout_version", [](py::object) { return replay::kLayoutVersion; });
+      .def_property_readonly("prioritized", [](const ReplayHandle& h) { return h.layout().tree.leaves != 0; })
+      .def_property_readonly("alpha", [](const ReplayHandle& h) { return h.layout().alpha; })
+      .def_property_readonly("beta", [](const ReplayHandle& h) { return h.layout().beta; })
+      .def_property_readonly_static("layout_version", [](py::object) { return replay::kSegmentLayoutVersion; });
 }
 
 }  // namespace rtcore::bindings
