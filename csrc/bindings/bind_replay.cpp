@@ -212,6 +212,10 @@ class ReplayHandle {
     ring();
     return prio_ ? replay::from_value(prio_->entry_value()) : 1.0;
   }
+  bool priority_tree_consistent() const {
+    ring();
+    return prio_ ? tree_->consistent() : true;
+  }
   double total_priority_value() const {
     ring();
     return prio_ ? replay::from_value(tree_->total()) : 0.0;
@@ -336,6 +340,7 @@ void bind_replay(py::module_& m) {
       .def("priority_value", &ReplayHandle::priority_value, py::arg("index"))
       .def("max_priority_value", &ReplayHandle::max_priority_value)
       .def("total_priority_value", &ReplayHandle::total_priority_value)
+      .def("priority_tree_consistent", &ReplayHandle::priority_tree_consistent)
       .def("seed", &ReplayHandle::seed, py::arg("seed"))
       .def("size", &ReplayHandle::size)
       .def("head", &ReplayHandle::head, py::arg("stream"))

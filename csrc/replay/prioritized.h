@@ -129,10 +129,10 @@ class Prioritized {
           if (r == Ring::kSlotOverwritten) ++sc.collisions;
         }
         if (++refused > kMaxRefusals) {
-          if (tree_.total() == 0) throw InvalidArgument("cannot sample: every transition has priority 0");
+          if (!any_drawable(row, out))
+            throw InvalidArgument("cannot sample: every sampleable transition has priority 0 (update_priorities)");
           throw Timeout("prioritized sample gave up after " + std::to_string(kMaxRefusals) +
-                        " draws in a row were refused (not sampleable yet, or overwritten while copied); every "
-                        "sampleable transition may have priority 0, or the buffer is too small for the write rate");
+                        " draws in a row were overwritten while copied: the buffer is too small for the write rate");
         }
       }
     }
@@ -178,6 +178,15 @@ class Prioritized {
   }
 
  private:
+  // Error path only: true if some slot with a nonzero value is sampleable (it is copied into `row`).
+  bool any_drawable(std::size_t row, const SampleOut& out) const {
+    for (std::uint64_t i = 0; i < tree_.leaves(); ++i)
+      if (SumTree::value_of(tree_.leaf(i)) != 0 &&
+          ring_.copy_slot(static_cast<std::uint32_t>(i / S_), i % S_, row, out) == Ring::kSlotCopied)
+        return true;
+    return false;
+  }
+
   struct Pick {
     std::uint32_t s;
     std::uint64_t slot, value, total;

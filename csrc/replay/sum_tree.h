@@ -201,6 +201,17 @@ class SumTree {
       ;
   }
 
+  // True if every node equals the sum of its children and padding entries are 0. Exact for a quiescent
+  // tree (no update in flight); tests and diagnostics only (reads the whole tree).
+  bool consistent() const {
+    for (std::uint32_t d = 0; d + 1 < p_.levels; ++d)
+      for (std::uint64_t i = 0; i < p_.level_size[d]; ++i) {
+        const std::uint64_t want = i < p_.level_size[d + 1] / kTreeFanout ? line_sum(d + 1, i, std::memory_order_relaxed) : 0;
+        if (level(d)[i].load(std::memory_order_relaxed) != want) return false;  // relaxed: quiescent
+      }
+    return true;
+  }
+
   // Recomputes every node from its children, bottom-up. For a quiescent tree only (no concurrent updates).
   void rebuild_quiescent() {
     for (std::uint32_t d = p_.levels - 1; d-- > 0;)
