@@ -376,25 +376,23 @@ class ReplayBuffer(SharedObject):
         """
         if not self._prioritized:
             raise ValueError("update_priorities needs a prioritized buffer (create it with prioritized=True)")
-        idx = np.asarray(index)
-        pri = np.asarray(priority)
-        if idx.ndim != 1:
-            raise ValueError(f"index must be one-dimensional, got shape {idx.shape}")
-        if idx.dtype.kind not in "iu":
-            raise ValueError(f"index has dtype {idx.dtype}, expected an integer dtype")
-        if pri.shape != idx.shape:
-            raise ValueError(f"priority has shape {pri.shape}, expected {idx.shape} (one per index)")
-        if pri.dtype.kind not in "iuf":
-            raise ValueError(f"priority has dtype {pri.dtype}, expected a float dtype")
-        pri = np.ascontiguousarray(pri, dtype=np.float64)
-        bad = ~np.isfinite(pri) | (pri < 0)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"priority[{i}] is {pri[i]}: priorities must be finite and >= 0")
-        if idx.size and (idx < 0).any():
-            i = int(np.flatnonzero(idx < 0)[0])
-            raise IndexError(f"index[{i}] is {int(idx[i])}: indices are >= 0 (use ReplayBatch.index)")
-        return int(self._h.update_priorities(np.ascontiguousarray(idx, dtype=np.int64), pri))
+        idx = index if type(index) is np.ndarray else np.asarray(index)
+        pri = priority if type(priority) is np.ndarray else np.asarray(priority)
+        # Fast path: what a learner passes (batch.index and a float64 array); values are checked in C++.
+        if not (idx.dtype == np.int64 and pri.dtype == np.float64 and idx.ndim == 1 and pri.shape == idx.shape):
+            if idx.ndim != 1:
+                raise ValueError(f"index must be one-dimensional, got shape {idx.shape}")
+            if idx.dtype.kind not in "iu":
+                raise ValueError(f"index has dtype {idx.dtype}, expected an integer dtype")
+            if pri.shape != idx.shape:
+                raise ValueError(f"priority has shape {pri.shape}, expected {idx.shape} (one per index)")
+            if pri.dtype.kind not in "iuf":
+                raise ValueError(f"priority has dtype {pri.dtype}, expected a float dtype")
+            if idx.dtype.kind == "u" and idx.size and int(idx.max()) >= 2**63:
+                raise IndexError(f"index {int(idx.max())} is out of range")
+            idx = idx.astype(np.int64)
+            pri = pri.astype(np.float64)
+        return int(self._h.update_priorities(np.ascontiguousarray(idx), np.ascontiguousarray(pri)))
 
     def priority(self, index: int) -> float | None:
         """The stored priority of transition ``index`` (``p**alpha`` rounded to the tree's fixed point,

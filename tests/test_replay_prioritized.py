@@ -154,7 +154,7 @@ def test_bad_priority_updates_raise_and_change_nothing():
             buf.add(t % 2, np.array([t], np.uint8), t, 0.0, False, False)
         before = buf._h.total_priority_value()
         cases = [
-            (([0, 1], [1.0, -2.0]), ValueError, r"priority\[1\] is -2.0: priorities must be finite and >= 0"),
+            (([0, 1], [1.0, -2.0]), ValueError, r"priority\[1\] is -2: priorities must be finite and >= 0"),
             (([0], [float("nan")]), ValueError, "must be finite"),
             (([0], [float("inf")]), ValueError, "must be finite"),
             (([0, 6], [1.0, 1.0]), IndexError, "names position 3 of stream 0, which has not been written"),

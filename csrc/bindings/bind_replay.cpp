@@ -8,8 +8,10 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <unistd.h>
 #include <vector>
@@ -193,9 +195,16 @@ class ReplayHandle {
     const auto* pr = static_cast<const double*>(priority.data());
     py::gil_scoped_release nogil;
     for (std::int64_t i = 0; i < n; ++i) {
+      if (!std::isfinite(pr[i]) || pr[i] < 0.0) {
+        std::ostringstream os;
+        os << "priority[" << i << "] is " << pr[i] << ": priorities must be finite and >= 0";
+        throw InvalidArgument(os.str());
+      }
+      if (idx[i] < 0)
+        throw OutOfRange("index[" + std::to_string(i) + "] is " + std::to_string(idx[i]) +
+                         ": indices are >= 0 (use ReplayBatch.index)");
       std::uint32_t s;
       std::uint64_t p;
-      prio_->value_for(pr[i]);
       prio_->locate(idx[i], s, p);
     }
     std::int64_t applied = 0;

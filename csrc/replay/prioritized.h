@@ -25,6 +25,7 @@
 // update is lock-free. See sum_tree.h for the transient tolerance of concurrent updates.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -112,27 +113,42 @@ class Prioritized {
     if (available < batch)
       throw InvalidArgument("cannot sample a batch of " + std::to_string(batch) + ": only " + std::to_string(available) +
                             " transition(s) are sampleable");
-    Pick next = pick(rng);
+    // Draws are made kChunk at a time: the tree descents of a chunk run level by level together
+    // (SumTree::find_many), so their cache misses overlap; each slot is prefetched while the previous
+    // one is copied. A refused draw is replaced by single draws.
+    constexpr std::size_t kChunk = 16;
+    std::uint64_t u[kChunk], leaf[kChunk], value[kChunk];
+    bool ok[kChunk];
     double wmax = 0.0;
-    for (std::size_t row = 0; row < batch; ++row) {
-      std::uint64_t refused = 0;
-      for (;;) {
-        const Pick d = next;
-        next = pick(rng);
-        if (d.value != 0) {
-          const int r = ring_.copy_slot(d.s, d.slot, row, out);
-          if (r == Ring::kSlotCopied) {
-            weight[row] = static_cast<float>(std::pow(double(available) * double(d.value) / double(d.total), -beta));
-            wmax = std::max(wmax, double(weight[row]));  // the largest stored weight divides to exactly 1
-            break;
+    for (std::size_t r0 = 0; r0 < batch; r0 += kChunk) {
+      const std::size_t m = std::min(kChunk, batch - r0);
+      const std::uint64_t total = tree_.total();
+      for (std::size_t i = 0; i < m; ++i) u[i] = total ? rng.below(total) : 0;
+      tree_.find_many(m, u, leaf, value, ok);
+      if (ok[0] && total) ring_.prefetch_slot(static_cast<std::uint32_t>(leaf[0] / S_), leaf[0] % S_);
+      for (std::size_t i = 0; i < m; ++i) {
+        if (i + 1 < m && ok[i + 1] && total)  // one ahead, as Ring::sample: its misses overlap this copy
+          ring_.prefetch_slot(static_cast<std::uint32_t>(leaf[i + 1] / S_), leaf[i + 1] % S_);
+        Pick d{static_cast<std::uint32_t>(leaf[i] / S_), leaf[i] % S_, ok[i] && total ? value[i] : 0, total};
+        const std::size_t row = r0 + i;
+        std::uint64_t refused = 0;
+        for (;;) {
+          if (d.value != 0) {
+            const int r = ring_.copy_slot(d.s, d.slot, row, out);
+            if (r == Ring::kSlotCopied) {
+              weight[row] = static_cast<float>(std::pow(double(available) * double(d.value) / double(d.total), -beta));
+              wmax = std::max(wmax, double(weight[row]));  // the largest stored weight divides to exactly 1
+              break;
+            }
+            if (r == Ring::kSlotOverwritten) ++sc.collisions;
           }
-          if (r == Ring::kSlotOverwritten) ++sc.collisions;
-        }
-        if (++refused > kMaxRefusals) {
-          if (!any_drawable(row, out))
-            throw InvalidArgument("cannot sample: every sampleable transition has priority 0 (update_priorities)");
-          throw Timeout("prioritized sample gave up after " + std::to_string(kMaxRefusals) +
-                        " draws in a row were overwritten while copied: the buffer is too small for the write rate");
+          if (++refused > kMaxRefusals) {
+            if (!any_drawable(row, out))
+              throw InvalidArgument("cannot sample: every sampleable transition has priority 0 (update_priorities)");
+            throw Timeout("prioritized sample gave up after " + std::to_string(kMaxRefusals) +
+                          " draws in a row were overwritten while copied: the buffer is too small for the write rate");
+          }
+          d = pick(rng);
         }
       }
     }
@@ -194,15 +210,13 @@ class Prioritized {
 
   std::uint64_t leaf_of(std::uint32_t s, std::uint64_t p) const { return std::uint64_t(s) * S_ + p % S_; }
 
-  // One proportional draw (value 0 if the descent met inconsistent sums), with its slot prefetched.
+  // One proportional draw (value 0 if the descent met inconsistent sums).
   Pick pick(Rng& rng) const {
     const std::uint64_t total = tree_.total();
     if (total == 0) return {0, 0, 0, 0};
     std::uint64_t leaf, value;
     if (!tree_.find(rng.below(total), leaf, value)) return {0, 0, 0, total};
-    const Pick d{static_cast<std::uint32_t>(leaf / S_), leaf % S_, value, total};
-    ring_.prefetch_slot(d.s, d.slot);
-    return d;
+    return {static_cast<std::uint32_t>(leaf / S_), leaf % S_, value, total};
   }
 
   Ring& ring_;

@@ -36,6 +36,7 @@
 //    its ancestors (self-healing); a delta-based tree would stay wrong forever.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstddef>
@@ -174,23 +175,31 @@ class SumTree {
   // flight or a stale path); the caller draws again. Wait-free.
   bool find(std::uint64_t u, std::uint64_t& leaf, std::uint64_t& value) const {
     std::uint64_t g = 0;
-    std::uint64_t v = 0;
-    for (std::uint32_t d = 0; d < p_.levels; ++d) {
-      const bool bottom = d + 1 == p_.levels;
-      const std::atomic<std::uint64_t>* line = level(d) + g * kTreeFanout;
-      std::uint32_t k = 0;
-      for (; k < kTreeFanout; ++k) {
-        v = line[k].load(std::memory_order_relaxed);  // relaxed: only steers the draw
-        if (bottom) v = value_of(v);
-        if (u < v) break;
-        u -= v;
-      }
-      if (k == kTreeFanout) return false;
-      g = g * kTreeFanout + k;
-    }
+    for (std::uint32_t d = 0; d < p_.levels; ++d)
+      if (!step(d, g, u, value)) return false;
     leaf = g;
-    value = v;
     return true;
+  }
+
+  // find() for n draws at once, level by level, so the cache misses of the n descents overlap (each
+  // level's lines are prefetched for all draws before any is read). ok[i] is find()'s result.
+  void find_many(std::size_t n, const std::uint64_t* u_in, std::uint64_t* leaf, std::uint64_t* value, bool* ok) const {
+    constexpr std::size_t kMax = 16;
+    std::uint64_t u[kMax], g[kMax];
+    for (std::size_t i0 = 0; i0 < n; i0 += kMax) {
+      const std::size_t m = std::min(kMax, n - i0);
+      for (std::size_t i = 0; i < m; ++i) {
+        u[i] = u_in[i0 + i];
+        g[i] = 0;
+        ok[i0 + i] = true;
+      }
+      for (std::uint32_t d = 0; d < p_.levels; ++d) {
+        for (std::size_t i = 0; i < m; ++i) __builtin_prefetch(level(d) + g[i] * kTreeFanout, 0, 3);
+        for (std::size_t i = 0; i < m; ++i)
+          if (ok[i0 + i]) ok[i0 + i] = step(d, g[i], u[i], value[i0 + i]);
+      }
+      for (std::size_t i = 0; i < m; ++i) leaf[i0 + i] = g[i];
+    }
   }
 
   // The running maximum of values stored by update() (new transitions enter at it); 0 before any.
@@ -226,6 +235,28 @@ class SumTree {
   }
 
   std::atomic<std::uint64_t>* level(std::uint32_t d) const { return words_ + p_.level_offset[d]; }
+
+  // One level of a descent: in line g of level d, picks the child k whose prefix sums bracket u,
+  // branch-free (the 8 loads are independent, the choice is a count of prefix sums <= u); g becomes
+  // the child's index and u the offset within it. False if u is beyond the line's sum.
+  bool step(std::uint32_t d, std::uint64_t& g, std::uint64_t& u, std::uint64_t& value) const {
+    const std::atomic<std::uint64_t>* line = level(d) + g * kTreeFanout;
+    const std::uint64_t mask = d + 1 == p_.levels ? kValueMask : ~std::uint64_t(0);
+    std::uint64_t v[kTreeFanout], prefix[kTreeFanout];
+    std::uint64_t acc = 0;
+    unsigned k = 0;
+    for (std::uint32_t c = 0; c < kTreeFanout; ++c) {
+      v[c] = line[c].load(std::memory_order_relaxed) & mask;  // relaxed: only steers the draw
+      prefix[c] = acc;  // sum of children before c
+      acc += v[c];
+      k += acc <= u;  // children entirely below u
+    }
+    if (k >= kTreeFanout) return false;
+    u -= prefix[k];
+    value = v[k];
+    g = g * kTreeFanout + k;
+    return true;
+  }
 
   // Sum of the values of line `g` (entries 8g..8g+7) of level d.
   std::uint64_t line_sum(std::uint32_t d, std::uint64_t g, std::memory_order mo) const {
