@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["NoisyLinear", "linear_layer", "reset_noise", "noisy_parameters", "scaled_noise"]
+__all__ = ["NoisyLinear", "linear_layer", "noise_resetter", "reset_noise", "noisy_parameters", "scaled_noise"]
 
 
 def scaled_noise(size: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -88,11 +88,28 @@ def noisy_parameters(in_features: int, out_features: int) -> int:
 def reset_noise(module: nn.Module) -> int:
     """Calls ``reset_noise`` on every :class:`NoisyLinear` in ``module``; returns how many it found.
 
-    For an eager module. A TorchScript module exposes ``reset_noise`` on each noisy layer too; use
-    :func:`rtcore.models.export.reset_module_noise` for either kind."""
+    For an eager module; :func:`noise_resetter` also handles TorchScript modules."""
     n = 0
     for m in module.modules():
         if isinstance(m, NoisyLinear):
             m.reset_noise()
             n += 1
     return n
+
+
+def noise_resetter(module: object):
+    """A function that draws new noise in every noisy layer of ``module`` (eager or TorchScript), or
+    None if it has none (or is a ``torch.export`` program, whose noise is frozen at export)."""
+    mods = getattr(module, "modules", None)
+    if mods is None:
+        return None
+    layers = [m for m in mods() if isinstance(m, NoisyLinear) or getattr(m, "original_name", "") == "NoisyLinear"]
+    if not layers:
+        return None
+
+    def reset() -> None:
+        with torch.no_grad():
+            for m in layers:
+                m.reset_noise()
+
+    return reset
