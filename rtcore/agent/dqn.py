@@ -25,7 +25,9 @@ loss, and right after the gradient the learner sets the sampled transitions' pri
 |TD error| (the C51 loss for a distributional model) + ``priority_eps`` with
 ``ReplayBuffer.update_priorities``, which any learner process may call at any time (no turn needed).
 Beta anneals linearly from ``priority_beta`` to 1 over ``priority_beta_steps`` applied updates (0:
-constant, as the authors' realtime learner).
+constant, as the authors' realtime learner). One departure from the authors' Rainbow: they add a
+1-step loss to the n-step loss (from a second buffer); here the loss is the n-step one alone, as in
+Hessel et al.'s Rainbow, since the replay buffer computes one n.
 """
 
 from __future__ import annotations
