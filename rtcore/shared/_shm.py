@@ -19,6 +19,7 @@ import weakref
 from typing import Any, ClassVar
 
 from rtcore import _core
+from rtcore.errors import ClosedError
 
 __all__ = ["SharedObject", "default_name", "owned_segments"]
 
@@ -106,7 +107,7 @@ class SharedObject:
     def _h(self) -> Any:
         h = self.__handle
         if h is None:
-            raise ValueError(f"{type(self).__name__} '{self._name}' is closed")
+            raise ClosedError(f"{type(self).__name__} '{self._name}' is closed")
         return h
 
     @property

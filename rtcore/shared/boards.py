@@ -151,7 +151,8 @@ class ActionBoard(SharedObject):
     ``posted == taken + superseded + (1 if pending else 0)``.
 
     Each worker id posts from one thread at a time (a concurrent post with the same id raises
-    ``ValueError``); a worker id whose process died mid-post is taken over by the next poster.
+    ``rtcore.BusyError`` from this process, ``rtcore.SlotError`` from another live one); a worker id
+    whose process died mid-post is taken over by the next poster.
     """
 
     _KIND = "act"

@@ -36,6 +36,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from rtcore import _core
+from rtcore.errors import StateError
 from rtcore.shared._shm import SharedObject
 
 __all__ = ["ParamStore", "ParamReader", "bind_flat", "module_numel"]
@@ -166,6 +167,7 @@ class ParamStore(SharedObject):
     def pin(self, timeout: float = 5.0) -> tuple[int, np.ndarray]:
         """Pins the newest version and returns ``(version, view)``: a zero-copy view of shared memory that
         nothing writes until :meth:`unpin`. Waits up to ``timeout`` s for a first version (TimeoutError).
+        One pin per handle: ``rtcore.BusyError`` if this handle already holds one.
         Do not write to the view, and do not use it after ``unpin``."""
         version, buffer = self._h.pin(float(timeout))
         return int(version), self._views[buffer]
@@ -336,7 +338,7 @@ class ParamReader:
         if self._device.type == "cuda":
             return self._acquire_cuda(timeout)
         if self._holding:
-            raise RuntimeError("ParamReader.acquire() called twice without release()")
+            raise StateError("ParamReader.acquire() called twice without release()")
         version, b = self._store.pin_buffer(timeout)
         self._holding = True
         if b != self._bound:

@@ -332,7 +332,8 @@ class ReplayBuffer(SharedObject):
 
         Fills ``out`` in place when given (no allocation), else a fresh batch. The GIL is released
         while transitions are selected and copied. Raises ``ValueError`` if fewer than
-        ``batch_size`` transitions are sampleable.
+        ``batch_size`` transitions are sampleable, ``rtcore.BusyError`` if another thread is sampling
+        through this handle (attach one handle per thread).
         """
         b = at_least("batch_size", batch_size, 1)
         if out is None:

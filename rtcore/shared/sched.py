@@ -143,14 +143,15 @@ class StaggerSchedule(SharedObject):
 
     def join(self, worker: int | None = None) -> int:
         """Claim a worker slot (the lowest free one, or ``worker``) and return its id. The new worker is
-        staggered in among the live ones at its first :meth:`wait_turn`. ``ValueError`` if the slot is
-        taken or none is free."""
+        staggered in among the live ones at its first :meth:`wait_turn`. ``rtcore.SlotError`` if the
+        slot is taken by a live worker or none is free."""
         return self._h.join(_optional_id("worker", worker))
 
     def wait_turn(self, worker: int, timeout: float | None = None) -> bool:
         """Sleep until ``worker`` may read the newest observation and start inferring: its start offset
         at first (or after a re-stagger), then any pending push-back delay. Returns ``True`` at the
-        turn, ``False`` if :meth:`stop` was called; ``TimeoutError`` if ``timeout`` seconds pass first.
+        turn, ``False`` if :meth:`stop` was called; ``TimeoutError`` if ``timeout`` seconds pass first;
+        ``rtcore.SlotError`` if ``worker`` was dropped and its slot taken (join again).
         Heart-beats while it waits; the GIL is released; Ctrl-C works."""
         return self._h.wait_turn(index("worker", worker), timeout_ns(timeout), self._spin_ns)
 
@@ -314,7 +315,8 @@ class Turnstile(SharedObject):
         self._adopt(self._CORE.create(name, n, max(1, ns(hb))), name, owner=True)
 
     def join(self, learner: int | None = None) -> int:
-        """Claim a learner slot (the lowest free one, or ``learner``); return its id."""
+        """Claim a learner slot (the lowest free one, or ``learner``); return its id.
+        ``rtcore.SlotError`` if the slot is taken by a live learner or none is free."""
         return self._h.join(_optional_id("learner", learner))
 
     def wait_turn(self, learner: int, timeout: float | None = None) -> int:
@@ -329,8 +331,8 @@ class Turnstile(SharedObject):
         return None if u < 0 else u
 
     def pass_turn(self, learner: int) -> None:
-        """Hand the turn to the next live learner. ``ValueError`` if ``learner`` does not hold it (or lost
-        it, skipped as dead)."""
+        """Hand the turn to the next live learner. ``rtcore.SlotError`` if ``learner`` does not hold it
+        (or lost it, skipped as dead)."""
         self._h.pass_turn(index("learner", learner))
 
     def heartbeat(self, learner: int) -> None:
