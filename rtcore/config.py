@@ -66,7 +66,7 @@ class RunConfig:
     stagger: str = "max"
     """Staggering rule: ``max`` (the paper's Algorithm 1, spacing by the running maximum inference time) or ``mean`` (Algorithm 2)."""
     pushback: str = "lattice"
-    """How ``max`` staggering re-spaces the workers after a pass slower than tau_max: ``lattice`` (every worker moves onto an even grid at the new tau_max / N within one cycle) or ``paper`` (Algorithm 1's ``delay[j] += dist(j, i) * (t - tau_max) / N``, which leaves the spacing uneven after an overshoot; see csrc/sched/stagger.h)."""
+    """How ``max`` staggering re-spaces the workers after a pass slower than tau_max: ``lattice`` (every worker moves onto an even grid at the new tau_max / N within one cycle) or ``paper`` (Algorithm 1's ``delay[j] += dist(j, i) * (t - tau_max) / N``, which leaves the spacing uneven after an overshoot; see docs/design/stagger.md) or ``authors`` (``paper`` as the authors' code runs it: a push-back arriving while a worker sleeps an earlier one is lost). ``mean`` staggering has no push-back (a publish queue)."""
     tau_window: int = 256
     """Forget inference times older than the last ``tau_window`` passes (all workers) when computing tau_max, so one stall (a busy machine, a GC pause) does not widen the action spacing for the rest of the run. 0 = the paper's all-time running maximum. At most 1024."""
     realtime: bool = False

@@ -245,7 +245,8 @@ class _Runner:
         if cfg.mode == "staggered":
             self.schedule = keep(rtcore.StaggerSchedule(self.n_workers, self.tau_theta_max, mode=cfg.stagger,
                                                         heartbeat_timeout=cfg.heartbeat_timeout,
-                                                        pushback=cfg.pushback, tau_window=cfg.tau_window))
+                                                        pushback=cfg.pushback, tau_window=cfg.tau_window,
+                                                        min_interval=self.tau_m))
         self.turnstile = None
         if cfg.mode == "staggered" and self.n_learners > 0:
             # learners beat from a thread, also through a long gradient, so silence means a dead process

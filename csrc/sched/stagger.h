@@ -89,7 +89,9 @@ enum class StaggerMode : std::uint32_t { kMax = 0, kMean = 1 };
 // with the new tau: worker j's next turn moves to the first point of publish_i + tau' * (k + (rank_j -
 // rank_i) mod N) / N not earlier than its own next turn by more than half an interval. Exact spacing
 // tau' / N after one cycle, whatever the overshoot (see the simulator's comparison in bench/stagger.py).
-enum class StaggerPushback : std::uint32_t { kPaper = 0, kLattice = 1 };
+// kAuthors: kPaper as the authors' code runs it (CERC-AAI/realtime_rl, run_realtime_pokemon.py): a worker
+// sleeps its pending delay and then zeroes it, so a push-back that arrives during that sleep is lost.
+enum class StaggerPushback : std::uint32_t { kPaper = 0, kLattice = 1, kAuthors = 2 };
 
 // Layout parameters, stored in the segment header.
 struct StaggerParams {
@@ -101,15 +103,16 @@ struct StaggerParams {
   std::int64_t heartbeat_timeout_ns;  // silence after which a worker is dropped (see the grace above)
   std::uint32_t tau_window;           // 0: tau_max is the all-time maximum (paper); W: max of the last W reports
   std::uint32_t reserved;             // zero
+  std::int64_t min_interval_ns;       // mean mode: publish slots at least this far apart (the env period; 0: none)
 };
-static_assert(sizeof(StaggerParams) == 40, "segment header params: no hidden padding");
+static_assert(sizeof(StaggerParams) == 48, "segment header params: no hidden padding");
 static_assert(std::is_trivially_copyable_v<StaggerParams>);
 
 enum class WaitResult { kReady, kTimeout, kStopped };
 
 class StaggerSchedule {
  public:
-  static constexpr std::uint32_t kLayoutVersion = 2;  // 2: tau_window (params field, ring after the mean ring)
+  static constexpr std::uint32_t kLayoutVersion = 3;  // 3: mean mode's publish queue (slot_next_ns)
   static constexpr std::uint32_t kMaxWorkers = 4096;
   static constexpr std::uint32_t kMaxWindow = 65536;
   static constexpr std::uint32_t kMaxTauWindow = 1024;  // each report rescans the window: keep it O(1 us)
@@ -124,7 +127,7 @@ class StaggerSchedule {
     std::atomic<std::uint64_t> drops;       // workers dropped for silence
     std::atomic<std::uint32_t> stop;        // non-zero: every wait returns kStopped
     std::uint32_t reserved;
-    std::atomic<std::int64_t> lattice_tau_ns;  // mean mode: the tau of the newest re-stagger
+    std::atomic<std::int64_t> slot_next_ns;  // mean mode: the publish queue's next free slot
   };
   struct alignas(kCacheLine) Slot {
     std::atomic<std::uint64_t> state;          // generation << 1 | alive; a claim bumps the generation
@@ -147,7 +150,7 @@ class StaggerSchedule {
     if (p.n_workers < 1 || p.n_workers > kMaxWorkers)
       throw InvalidArgument("n_workers must be in [1, " + std::to_string(kMaxWorkers) + "], got " + std::to_string(p.n_workers));
     if (p.mode > 1) throw InvalidArgument("mode must be 0 (max) or 1 (mean), got " + std::to_string(p.mode));
-    if (p.pushback > 1) throw InvalidArgument("pushback must be 0 (paper) or 1 (lattice), got " + std::to_string(p.pushback));
+    if (p.pushback > 2) throw InvalidArgument("pushback must be 0 (paper), 1 (lattice) or 2 (authors), got " + std::to_string(p.pushback));
     if (p.window < 1 || p.window > kMaxWindow)
       throw InvalidArgument("window must be in [1, " + std::to_string(kMaxWindow) + "], got " + std::to_string(p.window));
     if (p.tau_window > kMaxTauWindow)
@@ -155,6 +158,7 @@ class StaggerSchedule {
                             std::to_string(p.tau_window));
     if (p.tau_seed_ns <= 0) throw InvalidArgument("tau_max must be > 0 seconds");
     if (p.heartbeat_timeout_ns <= 0) throw InvalidArgument("heartbeat_timeout must be > 0 seconds");
+    if (p.min_interval_ns < 0) throw InvalidArgument("min_interval must be >= 0 seconds (0: none)");
   }
   static std::size_t bytes_needed(const StaggerParams& p) {
     return sizeof(Shared) + sizeof(Slot) * p.n_workers + sizeof(std::atomic<std::int64_t>) * (std::size_t{p.window} + p.tau_window);
@@ -162,7 +166,7 @@ class StaggerSchedule {
 
   // A view over `size` bytes at `base` (64-byte aligned). `init`: the memory is fresh (zeroed or not)
   // and this call initialises it; otherwise it is attached as it is.
-  StaggerSchedule(void* base, std::size_t size, const StaggerParams& p, bool init) : p_(p), gens_(p.n_workers, 0) {
+  StaggerSchedule(void* base, std::size_t size, const StaggerParams& p, bool init) : p_(p), gens_(p.n_workers, 0), in_delay_(p.n_workers, 0) {
     validate(p);
     if (size < bytes_needed(p))
       throw LayoutMismatch("stagger schedule needs " + std::to_string(bytes_needed(p)) + " bytes, got " + std::to_string(size));
@@ -174,7 +178,7 @@ class StaggerSchedule {
     if (init) {
       new (sh_) Shared{};
       sh_->tau_max_ns.store(p.tau_seed_ns, std::memory_order_relaxed);      // relaxed: published by the segment's ready flag
-      sh_->lattice_tau_ns.store(p.tau_seed_ns, std::memory_order_relaxed);  // relaxed: as above
+      sh_->slot_next_ns.store(std::numeric_limits<std::int64_t>::min(), std::memory_order_relaxed);  // relaxed: as above
       for (std::uint32_t i = 0; i < p.n_workers; ++i) new (&slots_[i]) Slot{};
       for (std::uint32_t i = 0; i < p.window; ++i) new (&ring_[i]) std::atomic<std::int64_t>(0);
       for (std::uint32_t i = 0; i < p.tau_window; ++i) new (&tau_ring_[i]) std::atomic<std::int64_t>(0);
@@ -278,9 +282,15 @@ class StaggerSchedule {
       s.epoch_seen.store(ep, std::memory_order_relaxed);  // relaxed: owner-only
     }
     const std::int64_t d = s.delay_ns.exchange(0, std::memory_order_relaxed);  // relaxed: a plain counter of ns, no data behind it
-    next += d;
+    if (static_cast<StaggerPushback>(p_.pushback) != StaggerPushback::kAuthors) {
+      next += d;
+    } else if (!in_delay_[w] && d > 0) {
+      next += d;
+      in_delay_[w] = 1;
+    }  // else: lost, as in the authors' code (sleep(delay[i]); delay[i] = 0)
     s.next_turn_ns.store(next, std::memory_order_relaxed);  // relaxed: owner-written, others read a snapshot
     if (next <= now) {
+      in_delay_[w] = 0;
       const std::int64_t tau = tau_ns();
       s.turn_start_ns.store(now - next < tau ? next : now, std::memory_order_relaxed);  // relaxed: owner-written
     }
@@ -324,17 +334,17 @@ class StaggerSchedule {
       tau = old_max;  // the tau this worker was scheduled with (the lowered one if it just lowered it)
       over = duration_ns > old_max && !lowered ? duration_ns - old_max : 0;  // only the CAS winner's own overshoot
     } else {
+      // Publish queue: one slot every mean / N_live; the action takes the first free slot not before
+      // now. No push-back: a slow inference delays only its own action.
       tau = mean_tau_ns();
-      over = duration_ns > tau ? duration_ns - tau : 0;
-      // Push-backs only ever widen the spacing; when the mean moves by more than a quarter of an
-      // interval (warm-up, a model that got faster), re-stagger everyone on the new tau instead.
-      std::int64_t lt = sh_->lattice_tau_ns.load(std::memory_order_relaxed);  // relaxed: a value, validated by the CAS
-      const std::int64_t n = std::max(live_count(), 1);
-      if (std::abs(tau - lt) * 4 * n > lt &&
-          sh_->lattice_tau_ns.compare_exchange_strong(lt, tau, std::memory_order_relaxed)) {  // relaxed: one winner re-staggers
-        restagger(now);
-        over = 0;
-      }
+      over = 0;
+      const std::int64_t iv = std::max(tau / std::max(live_count(), 1), p_.min_interval_ns);
+      std::int64_t slot = sh_->slot_next_ns.load(std::memory_order_relaxed);  // relaxed: a value, validated by the CAS
+      std::int64_t at = std::max(slot, now);
+      while (!sh_->slot_next_ns.compare_exchange_weak(slot, at + iv, std::memory_order_relaxed)) at = std::max(slot, now);  // relaxed: no data behind it
+      s.publish_ns.store(at, std::memory_order_relaxed);    // relaxed: owner-written
+      s.next_turn_ns.store(at, std::memory_order_relaxed);  // relaxed: owner-written
+      return at;
     }
     const std::int64_t start = s.turn_start_ns.load(std::memory_order_relaxed);  // relaxed: owner-written
     const std::int64_t publish = start + std::max(tau, duration_ns);
@@ -452,6 +462,7 @@ class StaggerSchedule {
                                          std::memory_order_relaxed))
       return false;
     gens_[w] = gen;
+    in_delay_[w] = 0;
     s.delay_ns.store(0, std::memory_order_relaxed);       // relaxed: owner's from now on
     s.next_turn_ns.store(now, std::memory_order_relaxed);  // relaxed: owner-written
     s.turn_start_ns.store(now, std::memory_order_relaxed);
@@ -515,6 +526,7 @@ class StaggerSchedule {
   std::atomic<std::int64_t>* ring_ = nullptr;
   std::atomic<std::int64_t>* tau_ring_ = nullptr;  // tau_window samples (none if tau_window is 0)
   std::vector<std::uint64_t> gens_;  // this handle's claim generation per slot (0: not claimed here)
+  std::vector<char> in_delay_;       // kAuthors: the owner is sleeping a push-back (owner-only, so per handle)
 };
 
 // ceil(tau_theta_max / tau_m), robust to float error: a ratio within 1e-9 (relative) of an integer is
