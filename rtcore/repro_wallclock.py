@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from rtcore.boards import ActionBoard, ObsBoard
-from rtcore.sched import MODES, PUSHBACKS, StaggerSchedule
+from rtcore.sched import MEAN_SLOT_FLOOR, MODES, PUSHBACKS, StaggerSchedule
 from rtcore.shared_array import SharedArray
 from rtcore.timer import Timer, monotonic, sleep_until
 
@@ -80,7 +80,7 @@ class WallclockPool:
 
     def run(
         self, tau_theta: float, n: int, mode: str = "max", ticks: int = 600, jitter: float = 0.1, seed: int = 0,
-        pushback: str = "lattice", warm_ticks: int | None = None,
+        pushback: str = "lattice", warm_ticks: int | None = None, min_interval: float | None = None,
     ) -> dict[str, float]:
         """One setting: ``warm_ticks`` (default two inference times) then ``ticks`` measured env ticks.
 
@@ -93,7 +93,7 @@ class WallclockPool:
             raise ValueError(f"mode must be one of {MODES} and pushback one of {PUSHBACKS}, got {mode!r}, {pushback!r}")
         warm = int(2 * tau_theta / self.tau_m) + 20 if warm_ticks is None else warm_ticks
         sched = StaggerSchedule(n, tau_theta, mode=mode, heartbeat_timeout=max(2.0, 4 * tau_theta), pushback=pushback,
-                                min_interval=self.tau_m)
+                                min_interval=MEAN_SLOT_FLOOR * self.tau_m if min_interval is None else min_interval)
         obs, act = ObsBoard((8,), "uint8"), ActionBoard(max_workers=n)
         frame, step = np.zeros(8, np.uint8), 0
         obs.publish(frame, step)

@@ -42,6 +42,7 @@ import numpy as np
 from rtcore.config import RunConfig, add_config_arguments, config_from_args
 from rtcore.metrics import (Control, LearnerCol, LiveView, MetricsWriter, PostIntervals, Telemetry, WorkerCol,
                             histogram_quantile)
+from rtcore.sched import MEAN_SLOT_FLOOR
 
 __all__ = ["RunSummary", "run", "add_arguments", "main"]
 
@@ -246,7 +247,7 @@ class _Runner:
             self.schedule = keep(rtcore.StaggerSchedule(self.n_workers, self.tau_theta_max, mode=cfg.stagger,
                                                         heartbeat_timeout=cfg.heartbeat_timeout,
                                                         pushback=cfg.pushback, tau_window=cfg.tau_window,
-                                                        min_interval=self.tau_m))
+                                                        min_interval=MEAN_SLOT_FLOOR * self.tau_m))
         self.turnstile = None
         if cfg.mode == "staggered" and self.n_learners > 0:
             # learners beat from a thread, also through a long gradient, so silence means a dead process

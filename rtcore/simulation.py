@@ -24,7 +24,7 @@ import numpy as np
 
 from rtcore import _core
 from rtcore._validate import at_least, in_range, ns, seconds
-from rtcore.sched import PUSHBACKS, TAU_WINDOW_MAX, n_star
+from rtcore.sched import MEAN_SLOT_FLOOR, PUSHBACKS, TAU_WINDOW_MAX, n_star
 
 __all__ = ["simulate", "SimulationResult", "add_arguments", "main", "SIM_MODES"]
 
@@ -178,7 +178,7 @@ def simulate(
             :class:`rtcore.StaggerSchedule`). With ``"authors"`` a worker also reads its frame before
             sleeping its push-back, as the authors' loop does.
         min_interval: the schedule's ``min_interval`` (``"mean"`` mode's publish-slot floor); default
-            ``tau_m`` (the runner passes the env period), 0 for none.
+            ``MEAN_SLOT_FLOOR * tau_m``, as the runner, 0 for none.
         tau_window: the schedule's ``tau_max`` forgetting window in reports (0: the paper's all-time
             maximum; see :class:`rtcore.StaggerSchedule`).
         outlier: ``(k, seconds)``: the k-th inference started (0-based, all workers together) takes
@@ -209,7 +209,7 @@ def simulate(
         out_s = seconds("outlier time", outlier[1], positive=True)
         out_ns, out = max(1, ns(out_s)), (out_at, out_s)
     seed_tau = tt if tau_max_seed is None else seconds("tau_max_seed", tau_max_seed, positive=True)
-    mi = tm if min_interval is None else seconds("min_interval", min_interval, positive=False)
+    mi = MEAN_SLOT_FLOOR * tm if min_interval is None else seconds("min_interval", min_interval, positive=False)
     dist, param, samples, spec = _parse_dist(tau_theta_dist)
     d = _core.simulate(
         max(1, ns(tm)), max(1, ns(tt)), n, SIM_MODES.index(mode), k, sd, dist, param, samples, ns(tl), win,
@@ -274,7 +274,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--min-interval", type=float, default=None,
-        help="mean mode: publish slots at least this many seconds apart (default: tau_m; 0: mean / N only)",
+        help="mean mode: publish slots at least this many seconds apart (default: 0.85 tau_m, as rtcore run; 0: mean / N only)",
     )
     parser.add_argument("--outlier", default=None, metavar="K:SECONDS", help="the K-th inference (0-based) takes SECONDS (a stall)")
     parser.add_argument("--json", action="store_true", help="print exactly one JSON object")

@@ -58,12 +58,9 @@ def test_max_staggering_with_half_the_workers_idles_half_the_steps():
 def test_mean_staggering_equals_max_staggering_for_constant_inference():
     a = simulate(TAU_M, 0.1, 6, mode="max", steps=5000)
     b = simulate(TAU_M, 0.1, 6, mode="mean", steps=5000)
-    assert a.inaction_steps == b.inaction_steps
-    # 6 workers * tau_M > 100 ms: max mode publishes every 100/6 ms (a few superseded), mean mode's
-    # publish slots are floored at tau_M (the env period), so none is wasted.
-    assert b.wasted_actions == 0 and b.posted == b.applied
-    c = simulate(TAU_M, 0.1, 6, mode="mean", steps=5000, min_interval=0)
-    assert c.inaction_steps == a.inaction_steps and c.posted == a.posted
+    assert a.inaction_steps == b.inaction_steps and a.posted == b.posted  # 100/6 ms is above the slot floor
+    c = simulate(TAU_M, 0.1, 6, mode="mean", steps=5000, min_interval=TAU_M)
+    assert c.inaction_steps == a.inaction_steps and c.wasted_actions == 0  # slots >= tau_M apart
 
 
 def _jittered(frames: float, n: int, mode: str, seed: int, steps: int = 20000, **kw):
@@ -87,7 +84,6 @@ def test_mean_staggering_at_n_equal_to_the_mean_was_0_78_and_is_below_0_06():
     in 20,000 steps, each worker's cycle 277 frames for a 70-frame model)."""
     r = _jittered(70, 70, "mean", 0)
     assert r.inaction_fraction < 0.06
-    assert r.wasted_actions == 0  # slots >= tau_M apart: at most one action per tick
     assert r.restaggers <= 70  # only the joins
 
 
