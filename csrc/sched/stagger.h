@@ -1,68 +1,26 @@
 // The stagger schedule: when each of N inference workers may start inferring and when it may publish,
-// so that one action is ready every tau / N seconds (paper, Algorithm 1 "maximum-time staggering" and
-// Algorithm 2 "mean-time staggering").
+// so that one action is ready every tau / N seconds (paper, Algorithm 1 "max" and 2 "mean").
+// docs/design/stagger.md has the reasoning and the measurements behind each construct below.
 //
-// Algorithm 1 as the paper states it, for worker i of N (its rank among the live workers):
-//   start tau_max * i / N after worker 0; loop { sleep pending delay[i], zero it; read the newest obs;
-//   infer, taking t; if t > tau_max { delay[j] += dist(j, i) * (t - tau_max) / N for every j != i,
-//   dist(j, i) = i - j if i >= j else N - (j - i); tau_max = t; no sleep } else sleep tau_max - t;
-//   publish }.
-// Here the sleeps are absolute deadlines, so a worker's cycle does not drift by its wake-up latency or
-// by the time it spends reading the observation: the turn starts at `next_turn` (+ pending delay), the
-// worker publishes at `turn_start + max(tau, t)`, and that instant is its next turn. A sleep that would
-// be negative is zero (a deadline in the past returns at once).
-// Push-back rule (StaggerPushback): kPaper is the paper's delay[j] += dist(j, i) * (t - tau) / N; kLattice
-// (rtcore's default) re-staggers everyone on the lattice anchored at worker i's publish instant with the
-// new tau, which restores the spacing tau / N exactly within a cycle. The paper's rule does not: after
-// an overshoot e the spacing is off by O(e) for good in max mode (simulated, 7 workers, N(100, 10) ms:
-// action-interval CV 57 % vs 1.8 %).
-// Algorithm 2 ("mean"): the same cycle with tau = the mean of the last `window` inference times instead
-// of the running maximum; a worker slower than the mean publishes at once and applies the push-back rule
-// with its overshoot over the mean; when the mean moves by more than a quarter of an interval, everyone
-// re-staggers on the new mean, so the spacing follows the model as it warms up or slows down. tau_max
-// stays the running maximum in both modes (reported, and the heartbeat grace below).
+// Invariant: in max mode, a worker's turns are the points of one lattice, tau_max / N_live apart,
+// from which it publishes at turn + max(tau_max, t); in mean mode, consecutive publishes are at least
+// max(mean / N_live, min_interval) apart. Every operation takes `now` (ns), so the wall-clock waits and
+// the simulator (sched/simulator.h, virtual clock) run this same code.
 //
-// Forgetting window (tau_window = W > 0; 0, the default, is the paper's all-time running maximum).
-// With the paper's rule one stall (a GC pause, a descheduled worker) raises tau_max for good, and the
-// action interval tau_max / N stays above tau_M for the rest of the run. With W > 0, tau_max is the
-// maximum of the last W reported inference times (all workers together; the seed counts only until
-// the first report): a new maximum still raises it at once, exactly as above, and when the window's
-// maximum falls below tau_max by more than a quarter of an action interval (tau_max / (4 N_live)), the
-// reporter that sees it lowers tau_max to the window's maximum and, in max mode, re-staggers everyone
-// on the new tau, the mechanism mean mode uses when the mean moves. Smaller falls are ignored
-// (hysteresis: tau_max over-estimates the window's maximum by at most a quarter of an interval), so a
-// model whose times jitter does not re-stagger at every report. The window is a ring of W int64 words
-// written at the same fetch_add index as the mean ring; each report rescans it (O(W), W <= 1024).
-// Samples are stored before tau_max moves and tau_max is read with acquire, so a lowering never drops
-// below a sample whose raise it saw. Under racing reports the window is approximate: a sample below
-// tau_max reported while another reporter lowers it can be missed by that lowering, and tau_max then
-// undershoots the window's maximum until a report raises it or that sample leaves the window. The
-// virtual-clock simulator and the wall-clock waits run this same code.
-//
-// Membership. Workers claim slots (join) and release them (leave). A worker silent for longer than
-// max(heartbeat_timeout, 2 * tau_max) is dropped by whoever notices first (any call, any process). Each
-// change bumps `epoch` and sets `base` to the time of the change; at its next turn every live worker
-// re-staggers: it moves to the first point of the lattice base + tau * (k + rank / N_live) that is not
-// earlier than its natural next turn (nor now) by more than half an interval, and drops its pending
-// delay. The action interval becomes tau / N_live within one cycle; no cycle shrinks by more than
-// half an interval. A joining worker's natural next
-// turn is the join time, so N workers that join together start at tau * i / N, as in the paper.
-// A dropped worker that calls again gets its slot back (a new claim, another re-stagger) if no one took
-// it; otherwise it gets an error telling it to join again.
-//
-// Time is a parameter: every operation takes `now` (ns). The blocking waits at the bottom read the
-// wall clock (clock::MonotonicClock); the simulator (sched/simulator.h) drives the same code on a
-// clock::VirtualClock.
-//
-// Shared state and progress. No locks: slot claims are CAS on a (generation, alive) word, tau_max is a
-// CAS max, push-backs are fetch_add on each victim's pending delay, the mean estimator is a ring of
-// relaxed words indexed by fetch_add, and so is the tau window, whose lowering of tau_max is one CAS
-// that is not retried (a reporter that loses it leaves the lowering to the next report). Every
-// operation is lock-free (a CAS loop retries only when another process changed the word in between)
-// and finishes in O(n_workers + window + tau_window) steps; a process
-// killed at any instruction leaves every word consistent (it can at worst leave its own slot claimed,
-// which the heartbeat drop releases). The waits sleep towards a deadline and always take a timeout and
-// a stop flag; none waits on another process doing something.
+// - Absolute deadlines (next_turn, publish = turn_start + max(tau, t)): a cycle does not drift by the
+//   wake-up latency; a deadline in the past is "at once" (the paper's negative sleep, clamped).
+// - Push-back (max mode, StaggerPushback): kPaper is the paper's rule; kLattice re-staggers everyone on
+//   the lattice anchored at the late worker's publish, so the spacing is exact again within one cycle;
+//   kAuthors is kPaper as the authors' code runs it (a push-back that arrives during a delay sleep is lost).
+// - Publish queue (mean mode): an overrun delays only its own action; re-staggering everyone on each
+//   overrun made each worker's cycle 4x the model's time under 10 % jitter.
+// - tau_window: forgets old maxima so one stall does not widen the spacing for good; a fall smaller than
+//   a quarter of an interval is ignored so jitter does not re-stagger at every report.
+// - Membership (join / leave / heartbeat drop) bumps `epoch`; each live worker re-staggers on the lattice
+//   at `base` at its next turn, never moving earlier than half an interval, so no cycle collapses.
+// - Progress: no locks; CAS on slot words, tau_max and the queue head, fetch_add on delays and ring
+//   indices; every operation is lock-free, O(n_workers + window + tau_window), and a process killed at any
+//   instruction leaves every word consistent (its own slot is released by the heartbeat drop).
 #pragma once
 
 #include <algorithm>
