@@ -287,16 +287,10 @@ class StaggerSchedule {
         if (mode() == StaggerMode::kMax) restagger(now);
       }
     }
-    std::int64_t tau, over;
-    if (mode() == StaggerMode::kMax) {
-      tau = old_max;  // the tau this worker was scheduled with (the lowered one if it just lowered it)
-      over = duration_ns > old_max && !lowered ? duration_ns - old_max : 0;  // only the CAS winner's own overshoot
-    } else {
-      // Publish queue: one slot every mean / N_live; the action takes the first free slot not before
-      // now. No push-back: a slow inference delays only its own action.
-      tau = mean_tau_ns();
-      over = 0;
-      const std::int64_t iv = std::max(tau / std::max(live_count(), 1), p_.min_interval_ns);
+    if (mode() == StaggerMode::kMean) {
+      // Publish queue: slots max(mean / N_live, min_interval) apart; the action takes the first free
+      // slot not before now. No push-back: a slow inference delays only its own action.
+      const std::int64_t iv = std::max(mean_tau_ns() / std::max(live_count(), 1), p_.min_interval_ns);
       std::int64_t slot = sh_->slot_next_ns.load(std::memory_order_relaxed);  // relaxed: a value, validated by the CAS
       std::int64_t at = std::max(slot, now);
       while (!sh_->slot_next_ns.compare_exchange_weak(slot, at + iv, std::memory_order_relaxed)) at = std::max(slot, now);  // relaxed: no data behind it
@@ -304,14 +298,15 @@ class StaggerSchedule {
       s.next_turn_ns.store(at, std::memory_order_relaxed);  // relaxed: owner-written
       return at;
     }
+    const std::int64_t tau = old_max;  // the tau this worker was scheduled with (the lowered one if it just lowered it)
+    const std::int64_t over = duration_ns > old_max && !lowered ? duration_ns - old_max : 0;  // only the CAS winner's own overshoot
     const std::int64_t start = s.turn_start_ns.load(std::memory_order_relaxed);  // relaxed: owner-written
     const std::int64_t publish = start + std::max(tau, duration_ns);
     if (over > 0) {
       if (static_cast<StaggerPushback>(p_.pushback) == StaggerPushback::kLattice) {
         int rank = 0, n = 0;
         ranks(w, &rank, &n);
-        const std::int64_t tau_new = mode() == StaggerMode::kMax ? duration_ns : tau;  // the tau the lattice is laid with
-        restagger(publish - tau_new * rank / std::max(n, 1));
+        restagger(publish - duration_ns * rank / std::max(n, 1));  // laid with the new tau_max
         sh_->pushbacks.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
       } else {
         push_back(w, over);
