@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from rtcore import n_star
-    from rtcore.learner import measure_updates_per_second
+    from rtcore.agent.learner import measure_updates_per_second
     from rtcore.models.export import measure_latency
 
     seconds = 6.0 if args.quick else args.seconds

@@ -4,7 +4,7 @@ For Impala CNNs of width k (CPU, one thread), per new version:
 
 - pickup, rtcore: ``ParamReader.acquire()`` + ``release()`` after each publish, on a scripted worker whose
   parameters are views of shared memory (zero copy: pin + re-point the parameter tensors);
-- pickup, copy peer: ``load_flat`` of the same version into the worker's own parameters (what a worker
+- pickup, copy peer: one copy (``bind_flat(private).copy_``) of the same version into the worker's own parameters (what a worker
   with private parameters must do: ``load_state_dict``-style copy);
 - publish, rtcore: ``store.publish(model.parameters())`` (copies each parameter into a free buffer);
 - the bound: a numpy memcpy of the same bytes.
@@ -27,7 +27,7 @@ import torch
 from rtcore import ParamStore
 from rtcore.models import build_model
 from rtcore.models.export import load_for_inference
-from rtcore.params import ParamReader, flatten_module, load_flat
+from rtcore.shared.params import ParamReader, bind_flat
 
 
 def _time(fn, iters: int) -> float:
@@ -61,10 +61,11 @@ def bench_model(spec: str, iters: int) -> dict:
         def publish_only() -> None:
             store.publish(params)
 
-        flat = flatten_module(learner)
+        flat = bind_flat(learner).detach().clone()
+        private_flat = bind_flat(private)
 
         def pickup_copy() -> None:
-            load_flat(private, flat)
+            private_flat.copy_(flat)
 
         src = np.empty(nbytes // 4, np.float32)
         dst = np.empty_like(src)

@@ -1,7 +1,7 @@
 """Wall-clock staggering vs the simulator's prediction, and vs unstaggered workers.
 
 An env ticks on an rtcore.Timer at tau_M = 1/59.7275 s in this process; N spawned inference workers
-run the worker loop of rtcore.sched (StaggerSchedule + ObsBoard + ActionBoard) with an artificial
+run the worker loop of rtcore.shared.sched (StaggerSchedule + ObsBoard + ActionBoard) with an artificial
 inference time tau_theta (a precise sleep) for tau_theta in {1, 2, 6, 20} x tau_M and N from 1 to
 N* + 1 (N* = ceil(tau_theta / tau_M)). Per setting: the inaction fraction (ticks with no fresh action)
 and the coefficient of variation of the interval between published actions, next to the simulator's
@@ -28,9 +28,9 @@ import time
 import numpy as np
 
 import rtcore
-from rtcore.shared_array import SharedArray
+from rtcore.shared.shared_array import SharedArray
 from rtcore.simulation import simulate
-from rtcore.timer import monotonic, sleep_until
+from rtcore.shared.timer import monotonic, sleep_until
 
 TAU_M = 1 / 59.7275
 CAP = 4096  # post timestamps kept per worker per setting

@@ -30,7 +30,7 @@ import time
 import numpy as np
 
 import rtcore
-from rtcore.timer import monotonic_ns
+from rtcore.shared.timer import monotonic_ns
 
 SPIN = 200e-6
 
@@ -44,7 +44,7 @@ def _busy(stop: mp.synchronize.Event) -> None:  # type: ignore[name-defined]
 
 def _run_rtcore(period: float, n: int, spin: float) -> tuple[np.ndarray, dict]:
     lat = np.empty(n, np.int64)
-    t = rtcore.Timer(period, spin=spin, start=rtcore.timer.monotonic() + period)
+    t = rtcore.Timer(period, spin=spin, start=rtcore.shared.timer.monotonic() + period)
     for i in range(n):
         k = t.wait()
         lat[i] = monotonic_ns() - (t._t.start_ns + k * t._t.period_ns)

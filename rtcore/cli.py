@@ -14,10 +14,10 @@ from typing import Sequence
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("rtcore.runner", "play a game in real time with a model, learning while it plays"),
+    "run": ("rtcore.agent.runner", "play a game in real time with a model, learning while it plays"),
     "simulate": ("rtcore.simulation", "simulate staggered inference on a virtual clock (deterministic)"),
     "bench": ("rtcore.benchmarks", "measure model latency and other figures the runner sizes itself by"),
-    "report": ("rtcore.report", "redraw the plots and summary of a run directory"),
+    "report": ("rtcore.agent.report", "redraw the plots and summary of a run directory"),
     "gb-record-state": ("rtcore.envs.gameboy", "record a PyBoy save state after a scripted button sequence"),
 }
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from rtcore.boards import ActionBoard, ObsBoard
-from rtcore.sched import MEAN_SLOT_FLOOR, MODES, PUSHBACKS, StaggerSchedule
-from rtcore.shared_array import SharedArray
-from rtcore.timer import Timer, monotonic, sleep_until
+from rtcore.shared.boards import ActionBoard, ObsBoard
+from rtcore.shared.sched import MEAN_SLOT_FLOOR, MODES, PUSHBACKS, StaggerSchedule
+from rtcore.shared.shared_array import SharedArray
+from rtcore.shared.timer import Timer, monotonic, sleep_until
 
 __all__ = ["WallclockPool", "GAMEBOY_TAU_M"]
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from rtcore import _core
 from rtcore._validate import at_least, in_range, ns, seconds
-from rtcore.sched import MEAN_SLOT_FLOOR, PUSHBACKS, TAU_WINDOW_MAX, n_star
+from rtcore.shared.sched import MEAN_SLOT_FLOOR, PUSHBACKS, TAU_WINDOW_MAX, n_star
 
 __all__ = ["simulate", "SimulationResult", "add_arguments", "main", "SIM_MODES"]
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import rtcore
-from rtcore.shared_array import SharedArray
+from rtcore.shared.shared_array import SharedArray
 
 # ---- ObsBoard ------------------------------------------------------------------------------------
 

@@ -7,11 +7,11 @@ import dataclasses
 
 import pytest
 
-from rtcore.config import RunConfig, add_config_arguments, config_from_args, epsilon_at, field_docs
+from rtcore.agent.config import RunConfig, add_config_arguments, config_from_args, epsilon_at, field_docs
 
 
 def parser() -> argparse.ArgumentParser:
-    from rtcore.runner import add_arguments
+    from rtcore.agent.runner import add_arguments
 
     p = argparse.ArgumentParser(prog="rtcore run")
     add_arguments(p)
@@ -108,7 +108,7 @@ def test_generated_options_do_not_clash_with_a_plain_parser():
 
 
 def test_help_groups_every_option_under_a_section():
-    from rtcore.config import field_sections
+    from rtcore.agent.config import field_sections
 
     sections = field_sections(RunConfig)
     assert set(sections) == {f.name for f in dataclasses.fields(RunConfig)}

@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from rtcore.learner import SharedAdam, bind_flat, dqn_loss
-from rtcore.metrics import Control
+from rtcore.agent.dqn import SharedAdam, dqn_loss
+from rtcore.agent.telemetry import Control
+from rtcore.shared.params import bind_flat
 
 
 class TableQ(nn.Module):
@@ -102,11 +103,10 @@ class MLP(nn.Module):
 
 def make_learner(model, replay, *, turnstile=None, learner=0, shared=None, **cfg):
     from rtcore import ParamStore
-    from rtcore.learner import DQNLearner, LearnerConfig
-    from rtcore.params import flatten_module
+    from rtcore.agent.dqn import DQNLearner, LearnerConfig
 
     if shared is None:
-        flat = flatten_module(model)
+        flat = bind_flat(model).numpy().copy()
         store = ParamStore(flat.size, buffers=8)
         store.publish(flat)
         shared = {"params": store, "moments": np.zeros((2, flat.size), np.float32), "target": flat.copy(),
@@ -143,7 +143,6 @@ def test_dqn_learns_cartpole_with_the_run_learner(one_torch_thread):
     import gymnasium as gym
 
     from rtcore import ReplayBuffer
-    from rtcore.params import load_flat
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -165,7 +164,7 @@ def test_dqn_learns_cartpole_with_the_run_learner(one_torch_thread):
                     a = int(rng.integers(2))
                 else:
                     with shared["params"].read() as (_, view):
-                        load_flat(actor, view)
+                        bind_flat(actor, view)
                     with torch.no_grad():
                         a = int(actor(torch.from_numpy(obs).unsqueeze(0)).argmax())
                 nxt, r, term, trunc, _ = env.step(a)
@@ -177,7 +176,7 @@ def test_dqn_learns_cartpole_with_the_run_learner(one_torch_thread):
             env.close()
             versions = shared["params"].version
             with shared["params"].read() as (_, view):
-                load_flat(actor, view)
+                bind_flat(actor, view)
             learned = greedy_return(actor, seed=100)
         finally:
             shared["params"].close()

@@ -42,11 +42,11 @@ def test_simulate_stays_the_function_after_every_submodule_is_imported():
 
 def test_cli_options_without_a_command_go_to_the_default_job(monkeypatch):
     """`rtcore --seconds 5` runs the default job (`rtcore run`) with that option."""
-    import rtcore.runner
+    import rtcore.agent.runner
     from rtcore.cli import main
 
     seen = {}
-    monkeypatch.setattr(rtcore.runner, "main", lambda args: seen.setdefault("seconds", args.seconds) and 0)
+    monkeypatch.setattr(rtcore.agent.runner, "main", lambda args: seen.setdefault("seconds", args.seconds) and 0)
     assert main(["--seconds", "5"]) == 0
     assert seen["seconds"] == 5.0
     with pytest.raises(SystemExit) as exc:

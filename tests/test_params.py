@@ -16,7 +16,7 @@ import torch
 from rtcore import ParamStore
 from rtcore.models import build_model, example_input
 from rtcore.models.export import load_for_inference
-from rtcore.params import ParamReader, bind_module_to_view, flatten_module, load_flat, module_numel
+from rtcore.shared.params import ParamReader, bind_flat, module_numel
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -96,16 +96,16 @@ def test_attach_and_pickle_share_the_store():
         other.close()
 
 
-def test_flatten_and_load_flat_round_trip():
+def test_bind_flat_takes_out_and_loads_parameters():
     torch.manual_seed(0)
     a, b = build_model("nature:k=1", 1, 4), build_model("nature:k=1", 1, 4)
-    flat = flatten_module(a)
+    flat = bind_flat(a).detach().clone()
     assert flat.shape == (module_numel(a),)
-    load_flat(b, flat)
+    bind_flat(b).copy_(flat)
     x = example_input(a, 2)
     torch.testing.assert_close(a(x), b(x))
     with pytest.raises(ValueError, match="expected"):
-        load_flat(b, flat[:-1])
+        bind_flat(b, flat[:-1])
 
 
 @pytest.mark.parametrize("backend", ["eager", "script", "export"])
@@ -131,12 +131,12 @@ def test_bound_module_runs_on_shared_memory_with_no_copy(backend):
         reader.close()
 
 
-def test_bind_module_to_view_checks_shapes():
+def test_bind_flat_checks_the_view():
     model = build_model("nature:k=1", 1, 3)
     with pytest.raises(ValueError, match="expected"):
-        bind_module_to_view(model, np.zeros(10, np.float32))
+        bind_flat(model, np.zeros(10, np.float32))
     with pytest.raises(ValueError, match="dtype"):
-        bind_module_to_view(model, np.zeros(module_numel(model), np.float64))
+        bind_flat(model, np.zeros(module_numel(model), np.float64))
     frozen = load_for_inference(model, "cpu", backend="script", frozen=True)
     with pytest.raises(ValueError, match="frozen"):
         ParamStore.for_module(frozen)

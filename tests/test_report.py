@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from rtcore.metrics import METRIC_COLUMNS, MetricsWriter, read_metrics
-from rtcore.report import PLOTS, draw, regret_shares
+from rtcore.agent.metrics import METRIC_COLUMNS, MetricsWriter, read_metrics
+from rtcore.agent.report import PLOTS, draw, regret_shares
 
 
 def fake_run(tmp_path, rows: int = 20):

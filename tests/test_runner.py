@@ -198,7 +198,7 @@ def test_killed_worker_is_restaggered_and_respawned(tmp_path):
     respawned = json.loads((run_dir / "processes.json").read_text())["children"]
     assert next(c for c in respawned if c["kind"] == "worker" and c["index"] == 1)["pid"] != victim
     # the run went on: the last metrics rows have the respawned worker back in and few default actions
-    from rtcore.metrics import read_metrics
+    from rtcore.agent.metrics import read_metrics
 
     m = read_metrics(run_dir)
     assert m["live_workers"][-1] == 3
@@ -225,7 +225,7 @@ def test_killed_learner_is_respawned_and_learning_goes_on(tmp_path):
         wait_for_rows(run_dir, 5, p, timeout=150)
         children = descendants(p.pid)
         kill_child(run_dir, "learner", 0)
-        from rtcore.metrics import read_metrics
+        from rtcore.agent.metrics import read_metrics
 
         at_kill = read_metrics(run_dir)["learner_updates"][-1]
     finally:

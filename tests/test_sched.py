@@ -9,7 +9,7 @@ import time
 import pytest
 
 import rtcore
-from rtcore.sched import StaggerSchedule, Turnstile
+from rtcore.shared.sched import StaggerSchedule, Turnstile
 
 
 @pytest.fixture
@@ -262,7 +262,7 @@ def test_turnstile_bad_arguments():
 def test_tau_window_forgets_a_stall_and_restaggers():
     s = StaggerSchedule(4, 0.05, tau_window=4, heartbeat_timeout=5.0)
     try:
-        assert s.tau_window == 4 and rtcore.sched.TAU_WINDOW_MAX == 1024
+        assert s.tau_window == 4 and rtcore.shared.sched.TAU_WINDOW_MAX == 1024
         ws = [s.join() for _ in range(4)]
         w = ws[0]
         s._h.poll_turn(w)

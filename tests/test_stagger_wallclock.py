@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 import rtcore
-from rtcore.shared_array import SharedArray
+from rtcore.shared.shared_array import SharedArray
 from rtcore.simulation import simulate
-from rtcore.timer import monotonic, sleep_until
+from rtcore.shared.timer import monotonic, sleep_until
 
 TAU_M = 1 / 59.7275
 TAU_THETA = 0.05  # ~3 env steps: N* = 3
@@ -29,7 +29,7 @@ BOUND = 0.12
 
 
 def _stagger_worker(sched, obs, act, stats, worker: int, tau_theta: float, stall: tuple[int, float] | None = None) -> None:
-    """The worker loop of rtcore.sched's docstring with an artificial inference (a precise sleep);
+    """The worker loop of rtcore.shared.sched's docstring with an artificial inference (a precise sleep);
     ``stall=(k, seconds)``: this worker's k-th inference takes ``seconds`` instead."""
     buf = np.empty(obs.stack_shape, obs.dtype)
     st = stats.array

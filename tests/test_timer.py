@@ -1,4 +1,4 @@
-"""rtcore.Timer and rtcore.timer: counts, never-early, overruns, stop, timeouts, Ctrl-C, bad inputs.
+"""rtcore.Timer and rtcore.shared.timer: counts, never-early, overruns, stop, timeouts, Ctrl-C, bad inputs.
 
 No assertion here is about speed: lateness figures are in bench/timer.py.
 """
@@ -16,7 +16,7 @@ import time
 import pytest
 
 import rtcore
-from rtcore import timer as rt_timer
+from rtcore.shared import timer as rt_timer
 
 
 def test_ticks_are_never_early_and_every_index_is_accounted_for() -> None:
@@ -172,7 +172,7 @@ def test_sleep_until_is_never_early_and_returns_at_once_for_the_past() -> None:
 
 _CTRL_C_CHILD = """
 import sys, rtcore
-from rtcore import timer
+from rtcore.shared import timer
 what = sys.argv[1]
 print("ready", flush=True)
 try:
@@ -225,5 +225,5 @@ def test_handoff_longer_than_period_is_refused_and_zero_disables_it():
         t = rtcore.Timer(0.002, handoff=handoff)
         for _ in range(20):
             k = t.wait()
-            assert rtcore.timer.monotonic_ns() >= t.deadline(k) * 1e9 - 1e3  # never early (1 us: float seconds)
+            assert rtcore.shared.timer.monotonic_ns() >= t.deadline(k) * 1e9 - 1e3  # never early (1 us: float seconds)
         assert t.stats()["ticks"] == 20

@@ -20,7 +20,7 @@ as ``next_obs``, not to the board). An action posted with ``obs_step = s`` and a
 whose current observation is step ``t`` has delay ``t - s``.
 
 The accounting lives in shared memory (:class:`DriverStatsBlock`, a float64
-:class:`~rtcore.shared_array.SharedArray`), so the runner and the metrics read it live from any process
+:class:`~rtcore.shared.shared_array.SharedArray`), so the runner and the metrics read it live from any process
 (:meth:`EnvDriver.stats` returns a :class:`DriverStats` snapshot). A crash inside the env ends the
 driver cleanly: the child reports the reason through a pipe (:attr:`EnvDriver.error`), closes its
 attachments and exits with code 1; the parent's segments are unlinked by their owners as always.
@@ -69,7 +69,7 @@ RECENT = 100  # recent episodes kept (returns and lengths)
     LATE_SUM,
     LATE_MAX,
     DELAY_SUM,  # over agent (non-default) steps
-    HEARTBEAT,  # rtcore.timer.monotonic() at the end of the last tick
+    HEARTBEAT,  # rtcore.shared.timer.monotonic() at the end of the last tick
     OBS_STEP,  # step index of the newest published frame
     _RESERVED,
     _N_SCALARS,
@@ -174,7 +174,7 @@ class DriverStatsBlock:
 
     @classmethod
     def create(cls) -> "DriverStatsBlock":
-        from rtcore.shared_array import SharedArray
+        from rtcore.shared.shared_array import SharedArray
 
         block = cls(SharedArray((BLOCK_SIZE,), "float64"))
         block.a[VERSION] = _VERSION
@@ -390,7 +390,7 @@ class _Loop:
 
     def run(self, period: float, max_steps: int | None, paced: bool, stop_flag: Callable[[], bool],
             spin: float = 200e-6, realtime: bool = False) -> None:
-        from rtcore.timer import Timer, monotonic
+        from rtcore.shared.timer import Timer, monotonic
 
         a = self.a
         a[FREQUENCY] = 1.0 / period if paced else float("inf")

@@ -3,7 +3,7 @@
 Backends (``backend=`` everywhere below):
 
 - ``"script"``: ``torch.jit.script``. The default for workers. Its parameters are ordinary tensors, so
-  :func:`rtcore.params.bind_module_to_view` can point them at shared memory and a worker picks up each
+  :func:`rtcore.shared.params.bind_flat` can point them at shared memory and a worker picks up each
   new version of the parameters with no copy (CPU) or one host-to-device copy (CUDA).
 - ``"export"``: ``torch.export`` (an ``ExportedProgram``; workers run its ``.module()``). Same
   parameter binding as above. Batch size is a dynamic dimension.
@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rtcore.models import ModelSpec, build_model, example_input, parse_model_spec
+from rtcore.models import ModelSpec, build_model, example_input
 
 __all__ = [
     "BACKENDS",
@@ -136,8 +136,8 @@ def load_for_inference(model: nn.Module | str | os.PathLike[str], device: str | 
     ``model`` is an ``nn.Module`` (from :func:`rtcore.models.build_model`), a :func:`save_model`
     checkpoint, a ``torch.jit.save`` archive (script backend) or a ``torch.export.save`` archive
     (export backend). The result's parameters are plain tensors on ``device``: bind them to shared
-    memory with :func:`rtcore.params.bind_module_to_view` (CPU) or refresh them with
-    :class:`rtcore.params.ParamReader`. ``frozen=True`` needs the script backend and gives a module
+    memory with :func:`rtcore.shared.params.bind_flat` (CPU) or refresh them with
+    :class:`rtcore.shared.params.ParamReader`. ``frozen=True`` needs the script backend and gives a module
     with no parameters left to refresh.
 
     A module passed in is copied first: the caller's module is never moved, compiled or re-bound.

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from rtcore import _core
-from rtcore._shm import SharedObject, default_name
+from rtcore.shared._shm import SharedObject, default_name
 from rtcore._validate import as_dtype, as_shape, at_least, in_range, index, seconds
 
 __all__ = ["ObsBoard", "ActionBoard"]

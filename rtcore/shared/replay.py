@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rtcore import _core
-from rtcore._shm import SharedObject, default_name
+from rtcore.shared._shm import SharedObject, default_name
 from rtcore._validate import as_dtype, as_shape, at_least, index
 
 __all__ = ["ReplayBuffer", "ReplayBatch"]

@@ -16,14 +16,12 @@ small hardware (the run reports it); the schedule sees the longer inference time
 bigger network.
 
 The time spent reading, inferring, posting, waiting and picking up parameters is summed into the
-worker's row of :class:`rtcore.metrics.Telemetry`; the runner turns it into metrics.
+worker's row of :class:`rtcore.agent.metrics.Telemetry`; the runner turns it into metrics.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -31,14 +29,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from rtcore.config import epsilon_at
-from rtcore.metrics import Telemetry, WorkerCol
-from rtcore.timer import monotonic, sleep_until
+from rtcore.agent._proc import WORKER_RT_PRIORITY, apply_realtime, child_setup, join_slot, quiet_gc
+from rtcore.agent.config import epsilon_at
+from rtcore.agent.telemetry import Telemetry, WorkerCol
+from rtcore.shared.timer import monotonic, sleep_until
 
 __all__ = ["Actor", "ActorConfig", "WorkerSpec", "worker_main"]
-
-# SCHED_FIFO priority of workers with --realtime: below the env driver's (10), so a tick always wins
-WORKER_RT_PRIORITY = 5
 
 @dataclass
 class ActorConfig:
@@ -59,7 +55,7 @@ class Actor:
     """Reads the newest observation, runs the model on the newest parameters, picks an epsilon-greedy action.
 
     Used by the inference workers (staggered mode) and the sequential agent. Buffers are allocated once;
-    parameters are picked up through :class:`rtcore.params.ParamReader` (CPU: zero-copy views of the
+    parameters are picked up through :class:`rtcore.shared.params.ParamReader` (CPU: zero-copy views of the
     pinned shared buffer; CUDA: one host-to-device copy per new version, prefetched between turns).
     """
 
@@ -68,7 +64,7 @@ class Actor:
         import torch
 
         from rtcore.models.export import load_for_inference
-        from rtcore.params import ParamReader
+        from rtcore.shared.params import ParamReader
 
         self.cfg = cfg
         self.obs_board = obs_board
@@ -177,39 +173,11 @@ class WorkerSpec:
     realtime: bool = False
 
 
-def quiet_gc() -> None:
-    """No cyclic garbage collection in a realtime loop: a full collection with torch loaded takes tens of
-    milliseconds, longer than a turn's slack. Everything allocated so far is frozen out of the collector;
-    the loop itself makes no reference cycles (its tensors and tuples are freed by reference counting)."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
-    gc.disable()
-
-
-def _child_setup(threads: int = 1) -> None:
-    """Common start of every child: the runner handles Ctrl-C and tells children to stop."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    import torch
-
-    torch.set_num_threads(threads)
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:  # already set
-        pass
-
-
 def worker_main(spec: WorkerSpec) -> None:
     """Entry point of an inference worker process."""
-    _child_setup(1)
+    child_setup(1)
     if spec.realtime:
-        from rtcore import _core
-
-        status = _core.apply_realtime(WORKER_RT_PRIORITY)
-        if not status.startswith("on"):
-            print(f"rtcore: worker {spec.worker}: realtime scheduling: {status}", file=sys.stderr, flush=True)
+        apply_realtime(WORKER_RT_PRIORITY, f"worker {spec.worker}")
     tel = spec.telemetry
     row = tel.workers[spec.worker]
     row[WorkerCol.PID] = os.getpid()
@@ -221,8 +189,6 @@ def worker_main(spec: WorkerSpec) -> None:
     if not actor.wait_first_frame(lambda: tel.stopping):
         return
     sched = spec.schedule
-    from rtcore.learner import join_slot
-
     w = join_slot(sched.join, spec.worker, sched.heartbeat_timeout + 2 * sched.tau_max + 5.0, lambda: tel.stopping)
     if w is None:
         actor.close()

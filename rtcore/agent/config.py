@@ -165,7 +165,7 @@ class RunConfig:
             bad("sequential_order", " or ".join(repr(m) for m in SEQUENTIAL_ORDERS))
         if self.stagger not in STAGGER_MODES:
             bad("stagger", " or ".join(repr(m) for m in STAGGER_MODES))
-        from rtcore.sched import PUSHBACKS, TAU_WINDOW_MAX
+        from rtcore.shared.sched import PUSHBACKS, TAU_WINDOW_MAX
 
         if self.pushback not in PUSHBACKS:
             bad("pushback", " or ".join(repr(m) for m in PUSHBACKS))
@@ -326,7 +326,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type = RunConfig)
     groups: dict[str, Any] = {}
     hints = typing.get_type_hints(cls)
     defaults = cls()
-    from rtcore.sched import PUSHBACKS
+    from rtcore.shared.sched import PUSHBACKS
 
     choices = {"mode": MODES, "stagger": STAGGER_MODES, "pushback": PUSHBACKS, "sequential_order": SEQUENTIAL_ORDERS,
                "backend": ("script", "export", "eager")}

@@ -17,7 +17,7 @@ Example, an environment loop at 59.7275 Hz::
 from __future__ import annotations
 
 import math
-from typing import Any
+
 
 from rtcore import _core
 from rtcore._validate import index, ns, seconds
@@ -101,7 +101,7 @@ class Timer:
         else:
             st = float(start)
             if not math.isfinite(st) or st < 0 or st > 9e9:
-                raise ValueError(f"start must be a finite CLOCK_MONOTONIC time >= 0 (see rtcore.timer.monotonic()), got {start!r}")
+                raise ValueError(f"start must be a finite CLOCK_MONOTONIC time >= 0 (see rtcore.shared.timer.monotonic()), got {start!r}")
             start_ns = ns(st)
         if isinstance(realtime, bool):
             priority = DEFAULT_RT_PRIORITY if realtime else None

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from rtcore import _core
-from rtcore._shm import SharedObject, default_name
+from rtcore.shared._shm import SharedObject, default_name
 from rtcore._validate import as_dtype, as_shape
 
 __all__ = ["SharedArray"]

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from rtcore.metrics import read_metrics
+from rtcore.agent.metrics import read_metrics
 
 __all__ = ["draw", "add_arguments", "main", "regret_shares"]
 

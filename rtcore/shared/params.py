@@ -36,9 +36,9 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from rtcore import _core
-from rtcore._shm import SharedObject, default_name
+from rtcore.shared._shm import SharedObject, default_name
 
-__all__ = ["ParamStore", "ParamReader", "bind_module_to_view", "flatten_module", "load_flat", "module_numel"]
+__all__ = ["ParamStore", "ParamReader", "bind_flat", "module_numel"]
 
 _DTYPE_CODES = {"float32": 0, "float16": 1, "float64": 2}
 _CODE_DTYPES = {v: np.dtype(k) for k, v in _DTYPE_CODES.items()}
@@ -247,29 +247,33 @@ def module_numel(module: Any) -> int:
     return sum(p.numel() for p in _params(module))
 
 
-def flatten_module(module: Any) -> np.ndarray:
-    """A new 1-D numpy array of ``module``'s parameters, in ``module.parameters()`` order."""
-    import torch
+def bind_flat(module: Any, view: ArrayLike | None = None, *, device: Any = None):
+    """Makes every parameter of ``module`` a view of one flat 1-D buffer and returns that buffer (a tensor).
 
-    with torch.no_grad():
-        return torch.cat([p.detach().reshape(-1).cpu() for p in _params(module)]).numpy()
+    The buffer is in ``module.parameters()`` order, the ParamStore's order, so loading a version is one
+    copy (``flat.copy_(src)``), reading one is ``flat.clone()`` and a gradient gathers in the same layout.
 
-
-def load_flat(module: Any, flat: ArrayLike) -> None:
-    """Copies a flat buffer (numpy array or tensor, ``module.parameters()`` order) into ``module``'s parameters."""
+    - ``view=None``: a new buffer (float32, on ``device`` or the module's device) receives the current
+      values; used by learners and to take a model's parameters out.
+    - ``view`` given (a numpy array or tensor of the module's dtype and device, e.g. a pinned
+      ParamStore buffer): the module runs on whatever ``view`` holds, with no copy. Works for eager,
+      TorchScript (not frozen) and ``torch.export`` modules.
+    """
     import torch
 
     params = _params(module)
-    t = torch.from_numpy(np.asarray(flat)) if isinstance(flat, np.ndarray) else flat
-    total = sum(p.numel() for p in params)
-    if t.dim() != 1 or t.numel() != total:
-        raise ValueError(f"flat parameters have shape {tuple(t.shape)}, expected ({total},)")
     with torch.no_grad():
-        off = 0
-        for p in params:
-            n = p.numel()
-            p.copy_(t[off:off + n].view_as(p))
-            off += n
+        if view is None:
+            dev = params[0].device if device is None else torch.device(device)
+            flat = torch.cat([p.detach().reshape(-1).to(dev, torch.float32) for p in params])
+        else:
+            flat = torch.from_numpy(view) if isinstance(view, np.ndarray) else view
+            _check_flat(params, flat)
+            if flat.device != params[0].device:
+                raise ValueError(f"flat buffer is on {flat.device}, the module on {params[0].device}")
+        for p, t in zip(params, _slices(params, flat)):
+            p.data = t
+    return flat
 
 
 def _slices(params: list[Any], flat: Any) -> list[Any]:
@@ -287,25 +291,6 @@ def _check_flat(params: list[Any], flat: Any) -> None:
         raise ValueError(f"flat buffer has shape {tuple(flat.shape)}, expected ({total},) for this module")
     if flat.dtype != params[0].dtype:
         raise ValueError(f"flat buffer has dtype {flat.dtype}, expected {params[0].dtype} (the module's)")
-
-
-def bind_module_to_view(module: Any, view: ArrayLike) -> None:
-    """Makes ``module``'s parameters views into ``view`` (``param.data = view[slice].view(shape)``).
-
-    Works for eager, TorchScript (not frozen) and ``torch.export`` modules: they keep running on whatever
-    ``view`` holds, with no copy. ``view`` is a 1-D numpy array or tensor on the module's device, in
-    ``module.parameters()`` order, of the module's dtype.
-    """
-    import torch
-
-    params = _params(module)
-    flat = torch.from_numpy(view) if isinstance(view, np.ndarray) else view
-    _check_flat(params, flat)
-    if flat.device != params[0].device:
-        raise ValueError(f"flat buffer is on {flat.device}, the module on {params[0].device}")
-    with torch.no_grad():
-        for p, t in zip(params, _slices(params, flat)):
-            p.data = t
 
 
 class ParamReader:

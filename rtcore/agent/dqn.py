@@ -1,4 +1,5 @@
-"""Learners: M processes running DQN with round-robin asynchronous updates ("slow learners are fast").
+"""DQN with round-robin asynchronous updates ("slow learners are fast"): the loss, the shared optimizer
+and one learner's update loop.
 
 Each learner loops::
 
@@ -15,38 +16,22 @@ DQN here: Huber loss, n-step targets from the replay buffer (``reward`` is the d
 ``discount`` is gamma^k and 0 after a termination), optional double DQN, a target network hard-updated
 every ``target_update`` applied updates (counted over all learners), Adam, global-norm gradient
 clipping.
-
-``sequential_main`` is the paper's sequential baseline (``inflearn`` / ``learninf``): one process acts
-and learns in turn while the environment keeps running.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import sys
 import time
-import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
-from rtcore.metrics import Control, LearnerCol, Telemetry, WorkerCol
+from rtcore.agent._proc import join_slot
+from rtcore.agent.telemetry import Control, LearnerCol
+from rtcore.shared.params import bind_flat
 
-__all__ = [
-    "LearnerConfig",
-    "SharedAdam",
-    "DQNLearner",
-    "UpdateInfo",
-    "dqn_loss",
-    "LearnerSpec",
-    "learner_main",
-    "SequentialSpec",
-    "sequential_main",
-    "bind_flat",
-    "measure_updates_per_second",
-]
+__all__ = ["LearnerConfig", "SharedAdam", "DQNLearner", "UpdateInfo", "dqn_loss"]
 
 
 @dataclass
@@ -63,25 +48,6 @@ class LearnerConfig:
     turn_timeout: float = 0.05
 
 
-def bind_flat(module: Any, device: Any = "cpu"):
-    """Gives ``module`` one contiguous float32 parameter tensor and makes every parameter a view of it.
-
-    Returns the flat tensor (``module.parameters()`` order, the ParamStore's order), so loading a
-    version is one copy and the gradient can be gathered in the same layout.
-    """
-    import torch
-
-    params = list(module.parameters())
-    numel = sum(p.numel() for p in params)
-    flat = torch.empty(numel, dtype=torch.float32, device=device)
-    offset = 0
-    with torch.no_grad():
-        for p in params:
-            n = p.numel()
-            flat[offset:offset + n].copy_(p.detach().reshape(-1))
-            p.data = flat[offset:offset + n].view(p.shape)
-            offset += n
-    return flat
 
 
 def dqn_loss(online: Any, target: Any, obs: Any, action: Any, reward: Any, discount: Any, next_obs: Any,
@@ -194,8 +160,8 @@ class DQNLearner:
         self.target = copy.deepcopy(online).to(self.device).eval()
         for p in self.target.parameters():
             p.requires_grad_(False)
-        self.flat = bind_flat(self.online, self.device)
-        self.target_flat = bind_flat(self.target, self.device)
+        self.flat = bind_flat(self.online, device=self.device)
+        self.target_flat = bind_flat(self.target, device=self.device)
         self.numel = self.flat.numel()
         if params.numel != self.numel:
             raise ValueError(f"ParamStore holds {params.numel} parameters, the learner's model has {self.numel}")
@@ -361,39 +327,6 @@ class DQNLearner:
         return info
 
 
-def join_slot(join: Callable[[int], int], slot: int, timeout: float, should_stop: Callable[[], bool]) -> int | None:
-    """Joins ``slot`` of a schedule or turnstile, waiting while it still counts as taken.
-
-    A respawned process takes the slot of the one that died; the slot frees once the dead process's
-    heartbeat is older than the timeout (only the process that joined can leave). None if told to stop.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return join(slot)
-        except ValueError:
-            if time.monotonic() > deadline:
-                raise
-            if should_stop():
-                return None
-            time.sleep(0.05)
-
-
-def _heartbeat_thread(turnstile: Any, slot: int, tel: Telemetry, period: float) -> None:
-    """Beats for this learner process while it lives, also through a long gradient computation."""
-    import threading
-
-    def beat() -> None:
-        while not tel.stopping:
-            try:
-                turnstile.heartbeat(slot)
-            except ValueError:  # not joined yet, or dropped: the main thread's next call says so
-                pass
-            time.sleep(period)
-
-    threading.Thread(target=beat, name="rtcore-learner-heartbeat", daemon=True).start()
-
-
 def _batch_items(batch: Any) -> list[tuple[str, Any]]:
     keys = ("obs", "next_obs", "action", "reward", "done", "discount")
     return [(k, getattr(batch, k)) for k in keys]
@@ -405,278 +338,3 @@ def _replace_batch(batch: Any, arrays: dict[str, np.ndarray]) -> Any:
     import dataclasses
 
     return dataclasses.replace(batch, **arrays)
-
-
-# ---------------------------------------------------------------------- processes
-@dataclass
-class LearnerSpec:
-    """Everything a learner process gets (shared objects pickle as their segment names)."""
-
-    learner: int
-    model_spec: str
-    in_frames: int
-    n_actions: int
-    config: LearnerConfig
-    device: str
-    threads: int
-    nice: int
-    learning_starts: int
-    updates_per_step: float
-    params: Any
-    replay: Any
-    turnstile: Any
-    moments: Any        # SharedArray (2, numel) float32
-    target_params: Any  # SharedArray (numel,) float32
-    telemetry: Telemetry
-    obs_board: Any
-    seed: int
-
-
-def _wait_for_data(replay: Any, needed: int, tel: Telemetry, beat: np.ndarray) -> bool:
-    while len(replay) < needed:
-        if tel.stopping:
-            return False
-        beat[LearnerCol.HEARTBEAT] = time.monotonic()
-        time.sleep(0.02)
-    return True
-
-
-def _throttle(updates_per_step: float, tel: Telemetry, obs_board: Any, beat: np.ndarray, turnstile: Any = None,
-              slot: int = 0) -> bool:
-    """Waits while the learners are ahead of ``updates_per_step`` updates per env step."""
-    if updates_per_step <= 0:
-        return True
-    while int(tel.control[Control.UPDATES]) >= updates_per_step * max(1, obs_board.step):
-        if tel.stopping:
-            return False
-        beat[LearnerCol.HEARTBEAT] = time.monotonic()
-        if turnstile is not None:
-            turnstile.heartbeat(slot)
-        try:
-            obs_board.wait_step(obs_board.step, 0.05)
-        except TimeoutError:
-            pass
-    return True
-
-
-def learner_main(spec: LearnerSpec) -> None:
-    """Entry point of a learner process."""
-    from rtcore.inference import _child_setup
-
-    _child_setup(spec.threads)
-    if spec.nice:
-        os.nice(spec.nice)  # acting first: learning must never take the CPU from the env and the workers
-    import torch
-
-    from rtcore.models import build_model
-
-    torch.manual_seed(spec.seed)
-    tel = spec.telemetry
-    row = tel.learners[spec.learner]
-    row[LearnerCol.PID] = os.getpid()
-    row[LearnerCol.STARTS] += 1
-    row[LearnerCol.READY] = 0
-    row[LearnerCol.HEARTBEAT] = time.monotonic()
-    model = build_model(spec.model_spec, spec.in_frames, spec.n_actions)
-    learner = DQNLearner(model, params=spec.params, replay=spec.replay, moments=spec.moments.array,
-                         target_params=spec.target_params.array, control=tel.control, config=spec.config,
-                         device=spec.device, turnstile=spec.turnstile, learner=spec.learner, stats=row, seed=spec.seed)
-    learner.warmup()
-    row[LearnerCol.READY] = 1
-    stop = lambda: tel.stopping  # noqa: E731
-    try:
-        if not _wait_for_data(spec.replay, spec.learning_starts, tel, row):
-            return
-        if not learner.join(stop):
-            return
-        if spec.turnstile is not None:
-            _heartbeat_thread(spec.turnstile, learner._slot, tel, spec.turnstile.heartbeat_timeout / 4)
-        while not tel.stopping:
-            if not _throttle(spec.updates_per_step, tel, spec.obs_board, row, spec.turnstile, spec.learner):
-                break
-            if learner.update(stop) is None:
-                break
-    except Exception:
-        traceback.print_exc()
-        raise
-    finally:
-        learner.leave()
-
-
-@dataclass
-class SequentialSpec:
-    """The sequential agent: one process, one actor and one learner (``order``: inflearn or learninf)."""
-
-    order: str
-    actor: Any          # rtcore.inference.ActorConfig
-    learner: LearnerSpec
-    action_board: Any
-    frame_stack: int
-    obs_shape: tuple[int, ...]
-    realtime: bool = False
-
-
-def sequential_main(spec: SequentialSpec) -> None:
-    """Entry point of the sequential baseline: act, learn, act, learn, ... while the env keeps running."""
-    from rtcore.inference import Actor, _child_setup
-
-    ls = spec.learner
-    _child_setup(ls.threads)
-    if spec.realtime:
-        from rtcore import _core
-        from rtcore.inference import WORKER_RT_PRIORITY
-
-        status = _core.apply_realtime(WORKER_RT_PRIORITY)
-        if not status.startswith("on"):
-            print(f"rtcore: sequential agent: realtime scheduling: {status}", file=sys.stderr, flush=True)
-    import torch
-
-    from rtcore.models import build_model
-
-    torch.manual_seed(ls.seed)
-    tel = ls.telemetry
-    wrow = tel.workers[0]
-    lrow = tel.learners[0]
-    for r, col_pid, col_beat in ((wrow, WorkerCol.PID, WorkerCol.HEARTBEAT), (lrow, LearnerCol.PID, LearnerCol.HEARTBEAT)):
-        r[col_pid] = os.getpid()
-        r[col_beat] = time.monotonic()
-    actor = Actor(spec.actor, ls.obs_board, ls.params, spec.frame_stack, spec.obs_shape)
-    actor.warmup()
-    learner = DQNLearner(build_model(ls.model_spec, ls.in_frames, ls.n_actions), params=ls.params, replay=ls.replay,
-                         moments=ls.moments.array, target_params=ls.target_params.array, control=tel.control,
-                         config=ls.config, device=ls.device, turnstile=None, learner=0, stats=lrow, seed=ls.seed)
-    learner.join()
-    learner.warmup()
-    from rtcore.inference import quiet_gc
-
-    quiet_gc()
-    wrow[WorkerCol.STARTS] += 1  # ready
-    lrow[LearnerCol.STARTS] += 1
-    if not actor.wait_first_frame(lambda: tel.stopping):
-        return
-    learning = False
-
-    last_step = -1
-
-    def act() -> None:
-        # sequential interaction: one action per new observation (the agent waits for the env when it
-        # is faster than it, and falls behind by whole steps when it is slower)
-        nonlocal last_step
-        t0 = time.monotonic()
-        while ls.obs_board.step <= last_step and not tel.stopping:
-            try:
-                ls.obs_board.wait_step(last_step, 0.05)
-            except TimeoutError:
-                pass
-        wrow[WorkerCol.WAIT_S] += time.monotonic() - t0
-        action, step, _, _ = actor.act(wrow)
-        last_step = step
-        t1 = time.monotonic()
-        spec.action_board.post(action, step, 0)
-        t2 = time.monotonic()
-        wrow[WorkerCol.POST_S] += t2 - t1
-        wrow[WorkerCol.TURNS] += 1
-        wrow[WorkerCol.HEARTBEAT] = t2
-        tel.record_post(0, t2)
-
-    def learn() -> None:
-        nonlocal learning
-        if not learning:
-            learning = len(ls.replay) >= ls.learning_starts
-        if learning:
-            learner.update()
-        lrow[LearnerCol.HEARTBEAT] = time.monotonic()
-
-    steps = (act, learn) if spec.order == "inflearn" else (learn, act)
-    try:
-        while not tel.stopping:
-            for fn in steps:
-                fn()
-    except Exception:
-        traceback.print_exc()
-        raise
-
-
-# ---------------------------------------------------------------------- measurement
-def measure_updates_per_second(model_spec: str, learners: int, seconds: float = 5.0, *, batch_size: int = 32,
-                               frame_stack: int = 4, n_actions: int = 6, capacity: int = 2_000, device: str = "cpu",
-                               threads: int = 1, seed: int = 0) -> dict[str, float]:
-    """Runs ``learners`` learner processes on a replay buffer of random frames for ``seconds``.
-
-    Returns ``updates`` and ``updates_per_s`` (all learners together, timed from the first applied
-    update, so process start-up is not counted), and ``staleness`` (mean versions between a
-    gradient's snapshot and its application: M - 1 when the turns are fair).
-    """
-    import multiprocessing as mp
-
-    import rtcore
-    from rtcore.models import build_model
-    from rtcore.shared_array import SharedArray
-
-    if learners < 1:
-        raise ValueError(f"learners must be >= 1, got {learners}")
-    rng = np.random.default_rng(seed)
-    shape = (84, 84)
-    objs: list[Any] = []
-    procs: list[Any] = []
-    try:
-        replay = rtcore.ReplayBuffer(capacity, shape, frame_stack=frame_stack, n_step=3)
-        objs.append(replay)
-        for i in range(capacity):
-            frame = rng.integers(0, 256, shape, dtype=np.uint8)
-            end = (i + 1) % 500 == 0
-            replay.add(0, frame, int(rng.integers(n_actions)), float(rng.normal()), end, False,
-                       next_obs=frame if end else None)
-        import torch
-
-        torch.manual_seed(seed)
-        model = build_model(model_spec, frame_stack, n_actions)
-        flat = bind_flat(model).numpy().copy()
-        params = rtcore.ParamStore(flat.size)
-        objs.append(params)
-        params.publish(flat)
-        moments = SharedArray((2, flat.size), "float32")
-        objs.append(moments)
-        target = SharedArray((flat.size,), "float32")
-        objs.append(target)
-        target.array[:] = flat
-        tel = Telemetry(1, learners)
-        objs.append(tel)
-        turnstile = rtcore.Turnstile(learners)
-        objs.append(turnstile)
-        ctx = mp.get_context("spawn")
-        for j in range(learners):
-            spec = LearnerSpec(learner=j, model_spec=model_spec, in_frames=frame_stack, n_actions=n_actions,
-                               config=LearnerConfig(batch_size=batch_size), device=device, threads=threads, nice=0,
-                               learning_starts=batch_size, updates_per_step=0.0, params=params, replay=replay,
-                               turnstile=turnstile, moments=moments, target_params=target, telemetry=tel,
-                               obs_board=None, seed=seed + j)
-            p = ctx.Process(target=learner_main, args=(spec,), daemon=True)
-            p.start()
-            procs.append(p)
-        deadline = time.monotonic() + 120
-        while int(tel.control[Control.UPDATES]) < learners:  # every learner has loaded and is updating
-            if time.monotonic() > deadline or any(p.exitcode is not None for p in procs):
-                raise RuntimeError("learners did not start")
-            time.sleep(0.01)
-        u0, t0 = int(tel.control[Control.UPDATES]), time.monotonic()
-        time.sleep(seconds)
-        u1, t1 = int(tel.control[Control.UPDATES]), time.monotonic()
-        tel.control[Control.STOP] = 1
-        L = tel.learners[:learners]
-        n = L[:, LearnerCol.UPDATES].sum()
-        return {"learners": learners, "updates": u1 - u0, "updates_per_s": (u1 - u0) / (t1 - t0),
-                "staleness": float(L[:, LearnerCol.STALENESS].sum() / max(1, n)),
-                "grad_ms": 1e3 * float(L[:, LearnerCol.GRAD_S].sum() / max(1, n)),
-                "apply_ms": 1e3 * float(L[:, LearnerCol.APPLY_S].sum() / max(1, n))}
-    finally:
-        for o in objs:
-            if isinstance(o, Telemetry):
-                o.control[Control.STOP] = 1
-        for p in procs:
-            p.join(5.0)
-            if p.exitcode is None:
-                p.kill()
-                p.join(5.0)
-        for o in reversed(objs):
-            o.close()

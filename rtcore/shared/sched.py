@@ -34,7 +34,7 @@ from typing import Any
 
 from rtcore import _core
 from rtcore._validate import in_range, index, ns, seconds, timeout_ns
-from rtcore._shm import SharedObject, default_name
+from rtcore.shared._shm import SharedObject, default_name
 
 __all__ = ["StaggerSchedule", "Turnstile", "n_star", "MODES", "PUSHBACKS", "TAU_WINDOW_MAX", "MEAN_SLOT_FLOOR"]
 

@@ -1,0 +1,84 @@
+"""Plumbing that every child process of a run shares: set-up, realtime priority, GC control, joining a
+slot of a schedule or turnstile, and a heartbeat thread."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Callable
+
+__all__ = ["WORKER_RT_PRIORITY", "apply_realtime", "child_setup", "heartbeat_thread", "join_slot", "quiet_gc"]
+
+# SCHED_FIFO priority of workers with --realtime: below the env driver's (10), so a tick always wins
+WORKER_RT_PRIORITY = 5
+
+
+def child_setup(threads: int = 1) -> None:
+    """Common start of every child: the runner handles Ctrl-C and tells children to stop; torch gets
+    ``threads`` intra-op threads and one inter-op thread."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set
+        pass
+
+
+def apply_realtime(priority: int, who: str) -> None:
+    """SCHED_FIFO at ``priority`` for this process, best effort; says on stderr when it is refused."""
+    from rtcore import _core
+
+    status = _core.apply_realtime(priority)
+    if not status.startswith("on"):
+        print(f"rtcore: {who}: realtime scheduling: {status}", file=sys.stderr, flush=True)
+
+
+def quiet_gc() -> None:
+    """No cyclic garbage collection in a realtime loop: a full collection with torch loaded takes tens of
+    milliseconds, longer than a turn's slack. Everything allocated so far is frozen out of the collector;
+    the loop itself makes no reference cycles (its tensors and tuples are freed by reference counting)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+
+
+def join_slot(join: Callable[[int], int], slot: int, timeout: float, should_stop: Callable[[], bool]) -> int | None:
+    """Joins ``slot`` of a schedule or turnstile, waiting while it still counts as taken.
+
+    A respawned process takes the slot of the one that died; the slot frees once the dead process's
+    heartbeat is older than the timeout (only the process that joined can leave). None if told to stop.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return join(slot)
+        except ValueError:
+            if time.monotonic() > deadline:
+                raise
+            if should_stop():
+                return None
+            time.sleep(0.05)
+
+
+def heartbeat_thread(beat: Callable[[], None], should_stop: Callable[[], bool], period: float, name: str) -> None:
+    """Calls ``beat`` every ``period`` seconds from a daemon thread until ``should_stop``: the process
+    stays alive to its watchers also through a long computation (a big model's gradient). ``beat``
+    raising ValueError (not joined yet, or dropped) is ignored: the main thread's next call says so."""
+
+    def loop() -> None:
+        while not should_stop():
+            try:
+                beat()
+            except ValueError:
+                pass
+            time.sleep(period)
+
+    threading.Thread(target=loop, name=name, daemon=True).start()
