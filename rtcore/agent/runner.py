@@ -278,7 +278,8 @@ class _Runner:
         cfg = self.cfg
         env_fn = functools.partial(_make_env, cfg.env, _env_kwargs(cfg))
         self.driver = EnvDriver(env_fn, self.obs_board, self.action_board, replay=self.replay, stream=0,
-                                frequency=1.0 / self.tau_m, seed=cfg.seed, realtime=cfg.realtime)
+                                frequency=1.0 / self.tau_m, seed=cfg.seed, realtime=cfg.realtime,
+                                default_action=cfg.default_action)
         self.driver.start()
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while self.obs_board.published < 1:  # the run's clock starts at the env's first frame

@@ -44,6 +44,7 @@ _VERSION = 2.0
 DELAY_BINS = 1024  # delays 0..1022 in their own bin, >= 1023 in the last one (the paper's largest: 596)
 LOG_BINS = 192  # durations: bin i >= 1 holds [2^((i-1)/8), 2^(i/8)) us (9% wide; up to 16 s), bin 0 < 1 us
 RECENT = 100  # recent episodes kept (returns and lengths)
+DEFAULT_ACTIONS = ("noop", "random")  # what an inaction step applies (see EnvDriver)
 
 # Scalar slots (float64; counts stay exact below 2^53).
 (
@@ -264,7 +265,7 @@ class _Loop:
     """The per-tick work, shared by the driver process and :meth:`EnvDriver.run_inline`."""
 
     def __init__(self, env: Any, obs_board: Any, action_board: Any, replay: Any, stream: int,
-                 block: DriverStatsBlock, seed: int) -> None:
+                 block: DriverStatsBlock, seed: int, default_action: str = "noop") -> None:
         self.env = env
         self.obs_board = obs_board
         self.action_board = action_board
@@ -280,6 +281,11 @@ class _Loop:
                 raise ValueError(f"the {what} holds frames of shape {tuple(shape)}, but the env's observations "
                                  f"have shape {frame}")
         self.n_actions = getattr(getattr(env, "action_space", None), "n", None)
+        # "random" (the authors' --random_not_noop): an inaction step applies a uniformly random action
+        self.random_default = default_action == "random"
+        if self.random_default and self.n_actions is None:
+            raise ValueError("default_action='random' needs an env with a Discrete action space")
+        self._rng = np.random.default_rng([seed, stream, 0xDEFA])
         # Local mirrors of the shared scalars (flushed once per tick with one slice store).
         self.steps = self.default_steps = self.overruns = self.missed = 0
         self.resets = 0
@@ -330,7 +336,8 @@ class _Loop:
     def tick(self, now: Callable[[], float], t_wake: float, lateness: float, period: float) -> None:
         took = self.action_board.take()
         if took is None:
-            action, was_default, delay = self.default_action, True, 0
+            action = int(self._rng.integers(self.n_actions)) if self.random_default else self.default_action
+            was_default, delay = True, 0
         else:
             action, obs_step, _worker = took
             was_default = False
@@ -422,7 +429,7 @@ class _Loop:
 
 def _driver_main(env_fn: Callable[[], Any], obs_board: Any, action_board: Any, replay: Any, stream: int,
                  frequency: float | None, seed: int, block: DriverStatsBlock, max_steps: int | None,
-                 spin: float, realtime: bool, conn: Any) -> None:
+                 spin: float, realtime: bool, conn: Any, default_action: str = "noop") -> None:
     """The driver process. Ends cleanly on stop (or when its parent is gone); on an exception it reports
     the reason and exits 1."""
     import signal
@@ -434,7 +441,7 @@ def _driver_main(env_fn: Callable[[], Any], obs_board: Any, action_board: Any, r
     try:
         env = env_fn()
         period = 1.0 / frequency if frequency else float(env.frame_time)
-        loop = _Loop(env, obs_board, action_board, replay, stream, block, seed)
+        loop = _Loop(env, obs_board, action_board, replay, stream, block, seed, default_action)
         ticks = [0]
 
         def should_stop() -> bool:
@@ -483,17 +490,24 @@ class EnvDriver:
         stats: a :class:`DriverStatsBlock` to account into (None: the driver makes and owns one).
         spin: the timer's spin before each deadline (seconds; see :class:`rtcore.Timer`).
         realtime: ask the timer for SCHED_FIFO and 1 ns timer slack in the driver process.
+        default_action: what an inaction step applies: ``"noop"`` (the env's ``default_action``) or
+            ``"random"`` (a uniformly random action from a stream seeded by ``seed`` and ``stream``: the
+            authors' ``--random_not_noop``). Either way the step counts as inaction (``was_default``).
     """
 
     def __init__(self, env_fn: Callable[[], Any], obs_board: Any, action_board: Any, replay: Any = None,
                  stream: int = 0, frequency: float | None = None, seed: int = 0,
-                 stats: DriverStatsBlock | None = None, spin: float = 200e-6, realtime: bool = False) -> None:
+                 stats: DriverStatsBlock | None = None, spin: float = 200e-6, realtime: bool = False,
+                 default_action: str = "noop") -> None:
         if not callable(env_fn):
             raise TypeError(f"env_fn must be a callable returning an env, got {env_fn!r}")
         if frequency is not None and not (isinstance(frequency, (int, float)) and 0 < frequency < 1e5):
             raise ValueError(f"frequency must be a positive number of ticks per second or None, got {frequency!r}")
         if isinstance(stream, bool) or not isinstance(stream, int) or stream < 0:
             raise ValueError(f"stream must be an int >= 0, got {stream!r}")
+        if default_action not in DEFAULT_ACTIONS:
+            raise ValueError(f"default_action must be one of {DEFAULT_ACTIONS}, got {default_action!r}")
+        self.default_action = default_action
         self.env_fn = env_fn
         self.obs_board = obs_board
         self.action_board = action_board
@@ -522,7 +536,7 @@ class EnvDriver:
         self._proc = ctx.Process(
             target=_driver_main,
             args=(self.env_fn, self.obs_board, self.action_board, self.replay, self.stream, self.frequency,
-                  self.seed, self.block, max_steps, self.spin, self.realtime, send),
+                  self.seed, self.block, max_steps, self.spin, self.realtime, send, self.default_action),
             name=f"rtcore-env-driver-{self.stream}",
             daemon=True,
         )
@@ -600,7 +614,8 @@ class EnvDriver:
         env = self.env_fn()
         try:
             period = 1.0 / self.frequency if self.frequency else float(env.frame_time)
-            loop = _Loop(env, self.obs_board, self.action_board, self.replay, self.stream, self.block, self.seed)
+            loop = _Loop(env, self.obs_board, self.action_board, self.replay, self.stream, self.block, self.seed,
+                         self.default_action)
             loop.run(period, max_steps, paced, lambda: False, self.spin, self.realtime)
             self.block.a[STATE] = 2.0
         finally:
