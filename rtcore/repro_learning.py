@@ -10,7 +10,7 @@ steps as in the authors' Atari code, a target network refreshed every 1,000 upda
 0.05 over the first 20 % of the budget). It trains on (delayed observation, action, reward, next delayed
 observation): the MDP the agent sees.
 
-Sizes. ``--quick``: MinAtar Breakout (sticky actions off), 6,000 frames per run, 3 seeds: minutes on a
+Sizes. ``--quick``: MinAtar Breakout (sticky actions off), 3,000 frames per run, 3 seeds: minutes on a
 2-core machine, too short to learn much (it checks the pipeline and shows the sequential runs' budget
 going to no-ops). Full: MinAtar Breakout and Space Invaders, 500,000 frames per run, and the paper's
 Atari games (ALE/Boxing-v5, ALE/Krull-v5, ALE/NameThisGame-v5; no frame skip, 84x84 grey) with
@@ -34,7 +34,7 @@ from rtcore.repro import PAPER_FRAMES, pyplot, write_csv
 
 __all__ = ["delay_learning", "run_one"]
 
-QUICK_GAMES = (("minatar/Breakout", 6000),)
+QUICK_GAMES = (("minatar/Breakout", 3000),)
 FULL_GAMES = (("minatar/Breakout", 500_000), ("minatar/SpaceInvaders", 500_000), ("ALE/Boxing-v5", 2_000_000),
               ("ALE/Krull-v5", 2_000_000), ("ALE/NameThisGame-v5", 2_000_000))
 BINS = 12

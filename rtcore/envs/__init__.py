@@ -3,7 +3,8 @@
 ``rtcore.make(env_id, **kwargs)`` builds an env by id:
 
 * ``ALE/<Game>-v5`` (any ale-py game: ``ALE/Pong-v5``, ``ALE/Boxing-v5``, ...): :class:`AtariEnv`;
-* ``gb/Tetris``, ``gb/PokemonRed``, ``gb/PokemonBlue`` (``rom=`` the path to your cartridge;
+* ``gb/Tetris``, ``gb/PokemonRed``, ``gb/PokemonBlue``, ``gb/PokemonYellow`` and the catching task
+  ``gb/Pokemon{Red,Blue,Yellow}-Catch`` (``rom=`` the path to your cartridge;
   Pokemon also ``states=``): :class:`TetrisEnv`, :class:`PokemonEnv`;
 * ``gb/TestRom``: rtcore's own tiny test cartridge (no ROM needed), for tests and benchmarks.
 
@@ -63,11 +64,11 @@ def _tetris(**kw: Any) -> gym.Env:
     return TetrisEnv(**kw)
 
 
-def _pokemon(version: str) -> Callable[..., gym.Env]:
+def _pokemon(version: str, task: str = "battle") -> Callable[..., gym.Env]:
     def build(**kw: Any) -> gym.Env:
         from rtcore.envs.pokemon import PokemonEnv
 
-        return PokemonEnv(version=version, **kw)
+        return PokemonEnv(version=version, task=task, **kw)
 
     return build
 
@@ -83,6 +84,10 @@ _GB_IDS: dict[str, Callable[..., gym.Env]] = {
     "gb/Tetris": _tetris,
     "gb/PokemonRed": _pokemon("red"),
     "gb/PokemonBlue": _pokemon("blue"),
+    "gb/PokemonYellow": _pokemon("yellow"),
+    "gb/PokemonRed-Catch": _pokemon("red", "catch"),
+    "gb/PokemonBlue-Catch": _pokemon("blue", "catch"),
+    "gb/PokemonYellow-Catch": _pokemon("yellow", "catch"),
     "gb/TestRom": _testrom,
 }
 
