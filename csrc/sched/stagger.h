@@ -354,8 +354,11 @@ class StaggerSchedule {
   }
   // The spacing tau of the mode: tau_max (max) or the mean (mean).
   std::int64_t tau_ns() const { return mode() == StaggerMode::kMax ? tau_max_ns() : mean_tau_ns(); }
-  // The target interval between actions: tau / N_live (tau if nobody is live).
-  std::int64_t action_interval_ns() const { return tau_ns() / std::max(live_count(), 1); }
+  // The target interval between actions: tau / N_live (tau if nobody is live); mean mode: at least min_interval.
+  std::int64_t action_interval_ns() const {
+    const std::int64_t iv = tau_ns() / std::max(live_count(), 1);
+    return mode() == StaggerMode::kMean ? std::max(iv, p_.min_interval_ns) : iv;  // mean: the publish slots' spacing
+  }
   std::uint64_t epoch() const { return sh_->epoch.load(std::memory_order_relaxed); }          // relaxed: a statistic
   std::uint64_t drops() const { return sh_->drops.load(std::memory_order_relaxed); }          // relaxed: a statistic
   std::uint64_t pushbacks() const { return sh_->pushbacks.load(std::memory_order_relaxed); }  // relaxed: a statistic
