@@ -541,3 +541,26 @@ TEST(mean_mode_min_interval_floors_the_publish_slots) {
   p.min_interval_ns = -1;
   CHECK_THROWS(StaggerSchedule::validate(p), InvalidArgument);
 }
+
+TEST(mean_mode_publish_queue_hands_out_distinct_slots_under_racing_reports) {
+  // 8 threads report concurrently; every report takes its own slot, so the publish instants, sorted,
+  // are at least min_interval apart (min_interval dominates mean / N here).
+  auto p = params(8, 5 * kMs, StaggerMode::kMean, 32, 1000000 * kMs);
+  p.min_interval_ns = 10 * kMs;
+  HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
+  StaggerSchedule owner(m.p, m.size, p, true);
+  std::vector<std::vector<std::int64_t>> got(8);
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 8; ++t)
+    ts.emplace_back([&, t] {
+      StaggerSchedule s(m.p, m.size, p, false);
+      const int w = s.join(0, t);
+      for (int k = 0; k < 200; ++k) got[t].push_back(s.report(w, 1000 + k, k * kMs));
+    });
+  for (auto& t : ts) t.join();
+  std::vector<std::int64_t> all;
+  for (auto& g : got) all.insert(all.end(), g.begin(), g.end());
+  std::sort(all.begin(), all.end());
+  CHECK_EQ(all.size(), 1600u);
+  for (std::size_t i = 1; i < all.size(); ++i) CHECK(all[i] - all[i - 1] >= 10 * kMs);
+}
