@@ -178,3 +178,16 @@ def test_authors_sequential_baseline_is_d_minus_1_times_d_plus_1_frames_old():
 def test_convention_is_checked():
     with pytest.raises(ValueError, match="convention must be one of"):
         DelayWrapper(FrameEnv(), delay=1, convention="paper")
+
+
+def test_make_passes_the_delay_convention(tmp_path):
+    import rtcore
+    from rtcore.envs.testrom import write_rom
+
+    env = rtcore.make("gb/TestRom", rom=write_rom(tmp_path / "t.gb"), delay=3, delay_convention="authors")
+    try:
+        assert isinstance(env, DelayWrapper) and env.convention == "authors"
+        obs, info = env.reset(seed=0)
+        assert info["obs_frame"] == -2 and not obs.any()  # two zero pads before the episode start
+    finally:
+        env.close()

@@ -97,12 +97,14 @@ def env_ids() -> list[str]:
     return sorted(_GB_IDS) + ["ALE/<Game>-v5"]
 
 
-def make(env_id: str, *, delay: int | None = None, sequential: bool = False, **kwargs: Any) -> gym.Env:
+def make(env_id: str, *, delay: int | None = None, sequential: bool = False, delay_convention: str = "rtcore",
+         **kwargs: Any) -> gym.Env:
     """Build the rtcore env ``env_id`` (see the module docstring); kwargs go to its constructor.
 
     ``delay=d`` wraps it in :class:`DelayWrapper` (the paper's delay simulation; ``sequential=True``
-    also applies ``d`` default actions after every action). Raises ValueError for an unknown id,
-    naming the ids that exist.
+    also applies ``d`` default actions after every action; ``delay_convention="authors"``: the
+    authors' observation age and zero padding). Raises ValueError for an unknown id, naming the ids
+    that exist.
     """
     if not isinstance(env_id, str):
         raise TypeError(f"env_id must be a string such as 'ALE/Pong-v5' or 'gb/Tetris', got {env_id!r}")
@@ -114,7 +116,7 @@ def make(env_id: str, *, delay: int | None = None, sequential: bool = False, **k
     from rtcore.envs.delay import DelayWrapper
 
     try:
-        return DelayWrapper(env, delay=delay, sequential=sequential)
+        return DelayWrapper(env, delay=delay, sequential=sequential, convention=delay_convention)
     except Exception:
         env.close()
         raise
