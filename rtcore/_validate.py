@@ -13,7 +13,20 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["index", "at_least", "in_range", "seconds", "ns", "timeout_ns", "as_shape", "as_dtype"]
+__all__ = ["index", "at_least", "in_range", "seconds", "ns", "timeout_ns", "as_shape", "as_dtype", "OPTION_ERRORS",
+           "bad_option"]
+
+# What a command's option checks raise for a bad option. A command catches these around its option
+# checks only (never around the work itself) and passes them to bad_option.
+OPTION_ERRORS = (ValueError, TypeError, FileNotFoundError)
+
+
+def bad_option(prog: str, exc: BaseException) -> int:
+    """Prints ``<prog>: error: <exc>`` on one line to stderr (as argparse does) and returns exit code 2."""
+    import sys
+
+    print(f"{prog}: error: {exc}", file=sys.stderr)
+    return 2
 
 
 def index(what: str, value: Any) -> int:

@@ -278,11 +278,11 @@ def test_closed_buffer_raises_clearly():
     buf = ReplayBuffer(100, (2,))
     buf.close()
     buf.close()  # harmless
-    with pytest.raises(ValueError, match="closed"):
+    with pytest.raises(rtcore.ClosedError, match="closed"):
         buf.add(0, np.zeros(2, np.uint8), 0, 0.0, False, False)
-    with pytest.raises(ValueError, match="closed"):
+    with pytest.raises(rtcore.ClosedError, match="closed"):
         len(buf)
-    with pytest.raises(ValueError, match="closed"):
+    with pytest.raises(rtcore.ClosedError, match="closed"):
         buf.sample(1)
 
 

@@ -12,10 +12,12 @@
 #include <optional>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "bindings/bindings.h"
 #include "bindings/numpy_util.h"
+#include "bindings/segment_handle.h"
 #include "bindings/wait_util.h"
 #include "board/action_board.h"
 #include "board/obs_board.h"
@@ -29,7 +31,6 @@ namespace {
 
 using shm::Kind;
 using shm::Segment;
-using SegmentPtr = std::shared_ptr<Segment>;
 
 constexpr int kMaxDims = 8;
 
@@ -77,7 +78,7 @@ struct ObsParams {
   std::uint32_t reserved;
 };
 
-class ObsBoardHandle {
+class ObsBoardHandle : public SegmentHandle {
  public:
   static std::unique_ptr<ObsBoardHandle> create(const std::string& name, const std::vector<std::int64_t>& shape,
                                                 const py::dtype& dtype, std::int64_t frame_stack) {
@@ -127,36 +128,26 @@ class ObsBoardHandle {
 
   std::int64_t wait_step(std::int64_t after, const py::object& timeout, double spin) {
     auto seg = live();
-    const std::int64_t limit = deadline_after(timeout);
-    const std::int64_t spin_ns = clock::to_ns(spin < 0 ? 0 : spin);
-    bool first = true;
-    for (;;) {
-      std::int64_t s;
-      {
-        py::gil_scoped_release nogil;
-        s = view_.wait_step(after, slice_end(limit), first ? spin_ns : 0);
-      }
-      first = false;
-      if (s > after) return s;
-      if (clock::now_ns() >= limit)
-        throw Timeout("no frame with step > " + std::to_string(after) + " was published within the timeout (newest step " +
-                      std::to_string(view_.step()) + ")");
-      check_signals();
-    }
+    std::int64_t spin_ns = clock::to_ns(spin < 0 ? 0 : spin);  // the first slice only
+    return wait_in_slices(
+        deadline_after(timeout),
+        [&](std::int64_t end) { return view_.wait_step(after, end, std::exchange(spin_ns, 0)); },
+        [&](std::int64_t s) { return s > after; },
+        [&] {
+          return "no frame with step > " + std::to_string(after) + " was published within the timeout (newest step " +
+                 std::to_string(view_.step()) + ")";
+        });
   }
 
   std::int64_t step() { return (live(), view_.step()); }
   std::uint64_t published() { return (live(), view_.published()); }
-  std::string name() const { return name_; }
   std::vector<std::int64_t> obs_shape() const { return shape_; }
   py::dtype dtype() const { return dtype_; }
   std::uint32_t frame_stack() const { return view_.frame_stack(); }
-  void close() { seg_.reset(); }
 
  private:
   explicit ObsBoardHandle(SegmentPtr seg)
-      : seg_(std::move(seg)),
-        name_(seg_->name()),
+      : SegmentHandle(std::move(seg), "ObsBoard"),
         params_(seg_->params<ObsParams>()),
         view_(seg_->payload(), seg_->payload_size(), params_.frame_bytes, params_.frame_stack) {
     shape_ = spec_shape(params_.frame);
@@ -166,13 +157,6 @@ class ObsBoardHandle {
     stack_shape_ = shape_;
     stack_shape_.insert(stack_shape_.begin(), params_.frame_stack);
   }
-  SegmentPtr live() const {
-    if (!seg_) throw InvalidArgument("ObsBoard '" + name_ + "' is closed");
-    return seg_;
-  }
-
-  SegmentPtr seg_;
-  std::string name_;
   ObsParams params_;
   board::ObsBoardView view_;
   std::vector<std::int64_t> shape_, stack_shape_;
@@ -186,7 +170,7 @@ struct ActionParams {
   std::uint32_t reserved;
 };
 
-class ActionBoardHandle {
+class ActionBoardHandle : public SegmentHandle {
  public:
   static std::unique_ptr<ActionBoardHandle> create(const std::string& name, std::int64_t max_workers) {
     if (max_workers < 1 || max_workers > board::ActionBoardView::kMaxWorkers)
@@ -217,32 +201,16 @@ class ActionBoardHandle {
     if (!view_.take(&t)) return py::none();
     return py::make_tuple(t.action, t.obs_step, t.worker);
   }
-  py::object take_seq() {
-    auto seg = live();
-    board::Taken t{};
-    if (!view_.take(&t)) return py::none();
-    return py::make_tuple(t.action, t.obs_step, t.worker, t.seq);
-  }
   std::uint64_t posted() { return (live(), view_.posted()); }
   std::uint64_t taken() { return (live(), view_.taken()); }
   std::uint64_t superseded() { return (live(), view_.superseded()); }
   bool pending() { return (live(), view_.pending()); }
   std::uint32_t max_workers() const { return view_.max_workers(); }
-  std::string name() const { return name_; }
-  void close() { seg_.reset(); }
 
  private:
   explicit ActionBoardHandle(SegmentPtr seg)
-      : seg_(std::move(seg)),
-        name_(seg_->name()),
+      : SegmentHandle(std::move(seg), "ActionBoard"),
         view_(seg_->payload(), seg_->payload_size(), seg_->params<ActionParams>().max_workers) {}
-  SegmentPtr live() const {
-    if (!seg_) throw InvalidArgument("ActionBoard '" + name_ + "' is closed");
-    return seg_;
-  }
-
-  SegmentPtr seg_;
-  std::string name_;
   board::ActionBoardView view_;
 };
 
@@ -250,7 +218,7 @@ class ActionBoardHandle {
 
 constexpr std::uint32_t kArrayLayoutVersion = 1;
 
-class SharedArrayHandle {
+class SharedArrayHandle : public SegmentHandle {
  public:
   static std::unique_ptr<SharedArrayHandle> create(const std::string& name, const std::vector<std::int64_t>& shape,
                                                    const py::dtype& dtype) {
@@ -266,21 +234,17 @@ class SharedArrayHandle {
     return std::unique_ptr<SharedArrayHandle>(new SharedArrayHandle(std::move(seg)));
   }
   py::array array() {
-    if (!seg_) throw InvalidArgument("SharedArray '" + name_ + "' is closed");
+    check_open();
     return segment_view(seg_, seg_->payload(), spec_shape(spec_), spec_dtype(spec_));
   }
   std::vector<std::int64_t> shape() const { return spec_shape(spec_); }
   py::dtype dtype() const { return spec_dtype(spec_); }
-  std::string name() const { return name_; }
-  void close() { seg_.reset(); }
 
  private:
-  explicit SharedArrayHandle(SegmentPtr seg) : seg_(std::move(seg)), name_(seg_->name()), spec_(seg_->params<ArraySpec>()) {
+  explicit SharedArrayHandle(SegmentPtr seg) : SegmentHandle(std::move(seg), "SharedArray"), spec_(seg_->params<ArraySpec>()) {
     if (spec_.ndim > static_cast<std::uint32_t>(kMaxDims) || spec_bytes(spec_) > seg_->payload_size())
       throw LayoutMismatch("SharedArray '" + name_ + "' has inconsistent layout parameters");
   }
-  SegmentPtr seg_;
-  std::string name_;
   ArraySpec spec_;
 };
 
@@ -307,7 +271,6 @@ void bind_board(py::module_& m) {
       .def_static("attach", &ActionBoardHandle::attach, py::arg("name"))
       .def("post", &ActionBoardHandle::post, py::arg("action"), py::arg("obs_step"), py::arg("worker"))
       .def("take", &ActionBoardHandle::take)
-      .def("take_seq", &ActionBoardHandle::take_seq)
       .def_property_readonly("posted", &ActionBoardHandle::posted)
       .def_property_readonly("taken", &ActionBoardHandle::taken)
       .def_property_readonly("superseded", &ActionBoardHandle::superseded)

@@ -14,6 +14,7 @@
 
 #include "bindings/bindings.h"
 #include "bindings/numpy_util.h"
+#include "bindings/segment_handle.h"
 #include "bindings/wait_util.h"
 #include "params/param_store.h"
 #include "sched/clock.h"
@@ -56,7 +57,7 @@ bool wait_until(Ready ready, double timeout_s) {
   }
 }
 
-class ParamsHandle {
+class ParamsHandle : public SegmentHandle {
  public:
   static std::unique_ptr<ParamsHandle> create(const std::string& name, std::uint64_t numel, std::uint32_t dtype_code,
                                               std::uint32_t buffers, std::uint32_t max_readers) {
@@ -148,7 +149,7 @@ class ParamsHandle {
       slot_pid_ = pid;
     }
     if (store_.pinned(slot_) >= 0)
-      throw InvalidArgument("this ParamStore handle already holds a pin; unpin it first (one handle per thread)");
+      throw BusyError("this ParamStore handle already holds a pin; unpin it first (one handle per thread)");
     params::Pin p = store_.pin(slot_);
     if (p.version == 0) {
       store_.unpin(slot_);
@@ -176,31 +177,25 @@ class ParamsHandle {
   py::dict stats() const {
     check_open();
     const params::Stats s = store_.stats();
-    py::dict d;
-    d["version"] = s.version;
-    d["published"] = s.published;
-    d["skipped_no_buffer"] = s.skipped_no_buffer;
-    d["skipped_writer_busy"] = s.skipped_writer_busy;
-    d["reclaimed_readers"] = s.reclaimed_readers;
-    d["reclaimed_writers"] = s.reclaimed_writers;
-    return d;
+    return py::dict(
+        "version"_a = s.version,
+        "published"_a = s.published,
+        "skipped_no_buffer"_a = s.skipped_no_buffer,
+        "skipped_writer_busy"_a = s.skipped_writer_busy,
+        "reclaimed_readers"_a = s.reclaimed_readers,
+        "reclaimed_writers"_a = s.reclaimed_writers);
   }
 
  private:
-  ParamsHandle(std::shared_ptr<shm::Segment> seg, ParamStore store) : seg_(std::move(seg)), name_(seg_->name()), store_(store) {}
+  ParamsHandle(SegmentPtr seg, ParamStore store) : SegmentHandle(std::move(seg), "ParamStore"), store_(store) {}
 
   bool owns_slot() const { return slot_ >= 0 && slot_pid_ == static_cast<int>(::getpid()); }
 
-  void check_open() const {
-    if (!seg_) throw InvalidArgument("ParamStore '" + name_ + "' is closed");
-  }
   void check_buffer(int b) const {
     if (b < 0 || b >= static_cast<int>(store_.layout().buffers))
       throw OutOfRange("buffer " + std::to_string(b) + " out of range [0, " + std::to_string(store_.layout().buffers) + ")");
   }
 
-  std::shared_ptr<shm::Segment> seg_;
-  std::string name_;
   ParamStore store_;
   int slot_ = -1;
   int slot_pid_ = 0;  // the process that acquired slot_

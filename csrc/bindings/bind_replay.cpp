@@ -16,6 +16,7 @@
 
 #include "bindings/bindings.h"
 #include "bindings/numpy_util.h"
+#include "bindings/segment_handle.h"
 #include "replay/ring.h"
 #include "shm/segment.h"
 
@@ -26,13 +27,11 @@ namespace {
 using replay::Params;
 using replay::Ring;
 
-// add() releases the GIL only for frames of 64 KiB and more. For the 7 KB Atari frame the copy takes
-// about half a microsecond, and a release + re-acquire bought nothing measurable (single process,
-// 50,000 adds, best of 5: 453k adds/s holding the GIL, 456k-467k releasing it, within noise), while
-// holding it keeps the call free of two extra atomic handoffs when other Python threads are waiting.
+// add() releases the GIL only for frames of 64 KiB and more: a smaller copy is shorter than the release
+// and re-acquire it would save (docs/design/replay.md, "The GIL in add").
 constexpr std::size_t kAddReleaseGilBytes = 64 * 1024;
 
-class ReplayHandle {
+class ReplayHandle : public SegmentHandle {
  public:
   static std::unique_ptr<ReplayHandle> create(const std::string& name, std::uint64_t capacity,
                                               const std::vector<std::int64_t>& shape, const py::dtype& dtype,
@@ -56,11 +55,11 @@ class ReplayHandle {
   }
 
   const Ring& ring() const {
-    if (!ring_) throw InvalidArgument("ReplayBuffer '" + name_ + "' is closed");
+    check_open();
     return *ring_;
   }
   Ring& ring() {
-    if (!ring_) throw InvalidArgument("ReplayBuffer '" + name_ + "' is closed");
+    check_open();
     return *ring_;
   }
 
@@ -149,8 +148,8 @@ class ReplayHandle {
                           static_cast<std::int32_t*>(const_cast<void*>(delay.data())),
                           static_cast<std::int64_t*>(const_cast<void*>(index.data()))};
     if (busy_.exchange(true, std::memory_order_acquire))  // acquire: pairs with the release below
-      throw InvalidArgument("ReplayBuffer '" + name_ +
-                            "': sample() called from two threads at once on one handle; attach one handle per thread");
+      throw BusyError("ReplayBuffer '" + name_ +
+                      "': sample() called from two threads at once on one handle; attach one handle per thread");
     struct Unbusy {
       std::atomic<bool>& b;
       ~Unbusy() { b.store(false, std::memory_order_release); }  // release: our RNG updates precede the next sampler
@@ -168,18 +167,16 @@ class ReplayHandle {
   std::uint64_t collisions() const { return scratch_.collisions; }
   void close() {
     ring_.reset();
-    seg_.reset();
+    SegmentHandle::close();
   }
-  bool closed() const { return !ring_; }
 
   const Params& params() const { return p_; }
-  const std::string& name() const { return name_; }
   std::vector<std::int64_t> obs_shape() const { return frame_shape_; }
   std::uint64_t segment_bytes() const { return seg_ ? seg_->header().total_size : 0; }
 
  private:
-  ReplayHandle(std::shared_ptr<shm::Segment> seg, const Params& p)
-      : seg_(std::move(seg)), p_(p), name_(seg_->name()), dtype_(py::dtype::from_args(py::str(std::string(p.dtype)))) {
+  ReplayHandle(SegmentPtr seg, const Params& p)
+      : SegmentHandle(std::move(seg), "ReplayBuffer"), p_(p), dtype_(py::dtype::from_args(py::str(std::string(p.dtype)))) {
     ring_.emplace(seg_->payload(), seg_->payload_size(), p_);
     frame_shape_.assign(p_.shape, p_.shape + p_.ndim);
     stack_tail_ = frame_shape_;
@@ -230,9 +227,7 @@ class ReplayHandle {
     check_array(what, a, std::array<std::int64_t, 1>{n}, dt, writeable);
   }
 
-  std::shared_ptr<shm::Segment> seg_;
   Params p_;
-  std::string name_;
   py::dtype dtype_;
   std::optional<Ring> ring_;
   std::vector<std::int64_t> frame_shape_, stack_tail_;
@@ -262,7 +257,6 @@ void bind_replay(py::module_& m) {
       .def_property_readonly("closed", &ReplayHandle::closed)
       .def_property_readonly("name", &ReplayHandle::name)
       .def_property_readonly("capacity", [](const ReplayHandle& h) { return h.params().capacity; })
-      .def_property_readonly("slots_per_stream", [](const ReplayHandle& h) { return h.params().slots_per_stream; })
       .def_property_readonly("obs_shape", &ReplayHandle::obs_shape)
       .def_property_readonly("dtype", [](const ReplayHandle& h) { return std::string(h.params().dtype); })
       .def_property_readonly("frame_stack", [](const ReplayHandle& h) { return h.params().frame_stack; })
@@ -270,7 +264,6 @@ void bind_replay(py::module_& m) {
       .def_property_readonly("n_step", [](const ReplayHandle& h) { return h.params().n_step; })
       .def_property_readonly("gamma", [](const ReplayHandle& h) { return h.params().gamma; })
       .def_property_readonly("frame_bytes", [](const ReplayHandle& h) { return h.params().frame_bytes; })
-      .def_property_readonly("frame_stride", [](const ReplayHandle& h) { return h.params().frame_stride; })
       .def_property_readonly("segment_bytes", &ReplayHandle::segment_bytes)
       .def_property_readonly_static("layout_version", [](py::object) { return replay::kLayoutVersion; });
 }

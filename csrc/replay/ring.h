@@ -1,56 +1,20 @@
-// The replay ring: transitions of several environment streams in one flat span of memory, written
-// by one writer per stream and sampled by any number of readers, with no lock anywhere.
-//
-// Layout (a view over (base, size); the bindings put it in a shared-memory segment, the C++ tests in
-// heap memory):
+// The replay ring: transitions of several environment streams in one flat span of memory (heap in
+// the C++ tests, a shared-memory segment in production), one writer per stream, any number of
+// samplers, no lock anywhere.
 //
 //   StreamState[streams]              one cache line each: `pub` = head << 8 | (head - ready)
 //   SlotMeta[streams * S]             32 bytes per slot: stamp, action, reward, delay, flags, ...
 //   frames[streams * S][frame_stride] one observation frame per slot, 64-byte aligned rows
 //
-// Each stream owns S = capacity / streams slots. Position p (monotonic, per stream) lives in slot
-// p % S. A slot is one frame (the observation *before* the slot's action) plus that step's metadata.
-// The next observation of position p is the frame of position p + 1, so each frame is stored once.
-// At an episode end (terminated or truncated) the caller's next_obs is written as an extra
-// "terminal obs" slot, which is never a transition start. Stacks of `frame_stack` frames are rebuilt
-// at sample time, padded with the episode's first frame and never crossing an episode start (as
-// Gymnasium's FrameStackObservation): each slot records its offset from its episode's first slot.
-//
-// Why this design over the alternatives:
-//  - Per-stream rings (not one shared ring with a fetch_add cursor) keep every stream's frames
-//    contiguous in time, so stacks and n-step chains are plain position arithmetic, and make the writer
-//    wait-free without any cross-stream atomic read-modify-write.
-//  - Metadata apart from frames: the sampler walks the n-step chain and checks stamps touching a
-//    few 32-byte records, not a 7 KB frame row per step.
-//  - One published word per stream (`pub`) packs the head and the sampleable bound, so a writer that
-//    dies between two stores can never leave them inconsistent: either the whole add is published or
-//    none of it is.
-//
-// Stamps (per slot, the seqlock): a writer sets stamp = 2p+1 ("writing position p"), fences, writes
-// the payload with seq_store (common/seqlock.h: a well-defined racy copy), then stores stamp = 2p+2
-// with release. Stamps of a slot only grow. A sampler reads everything a transition needs (stack frames, n-step chain, next
-// stack: positions e..b with b - e < S), then re-reads the stamp of the *oldest* position e. Because a
-// stream's writer writes positions in increasing order, any overwrite of a position in [e, b] is
-// preceded by an overwrite of e, so "stamp(e) is still 2e+2" proves the whole copy is untorn. The
-// positions read are all below the published head (acquire), so they were completely written.
-//
-// Sampleable transitions: position j is a transition start (not a terminal-obs slot) whose n-step
-// chain is complete (positions up to j+n written, or the episode ended within the n steps and its
-// terminal obs is written), and whose stack frames are still in the ring (j >= head - S + stack - 1).
-// Completeness is monotone in j, so the sampleable starts of a stream are [lo, ready) minus the
-// terminal-obs slots there; the writer publishes ready = head - delta in `pub`.
-//
-// Progress guarantees:
-//  - add: wait-free (a bounded number of its own steps; it never reads another thread's state except
-//    its own stream's last slot).
-//  - sample: lock-free, not wait-free. A draw whose slots are overwritten while it copies is
-//    redrawn; it can fail only when writers overwrite every draw before it is copied (the buffer is
-//    far too small for the write rate), and then it raises Timeout after a bounded number of draws.
-//  - size: lock-free, approximate while writers run (exact when they are idle).
-// A writer killed mid-add (SIGKILL) leaves at most the slots of that add with a "writing" stamp and
-// `pub` unchanged: none of it is sampleable. The next writer of that stream (any process) reads `pub`
-// and the last slot's metadata, which hold the whole stream state, and carries on from the head,
-// overwriting the half-written slots. Only one writer per stream may run at a time.
+// Stream s owns S = capacity / streams slots; position p lives in slot p % S and holds the frame
+// before its action; the next obs of p is the frame of p + 1 (an episode end adds a terminal-obs slot).
+// Invariants: a slot's stamp is 2p+1 while position p is written and 2p+2 after (stamps only grow); a
+// copy of positions e..b is whole iff stamp(e) is still 2e+2 afterwards (a stream is written in
+// order, so any overwrite in [e, b] overwrites e first); `pub` packs head and the sampleable bound in
+// one word, so a writer killed mid-add publishes all of it or none.
+// add: wait-free; sample: lock-free (a torn draw is redrawn; Timeout after a bounded number); size:
+// approximate while writers run. Only one writer per stream at a time.
+// The design, its alternatives and the crash story: docs/design/replay.md.
 #pragma once
 
 #include <algorithm>

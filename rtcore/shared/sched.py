@@ -34,7 +34,7 @@ from typing import Any
 
 from rtcore import _core
 from rtcore._validate import in_range, index, ns, seconds, timeout_ns
-from rtcore.shared._shm import SharedObject, default_name
+from rtcore.shared._shm import SharedObject
 
 __all__ = ["StaggerSchedule", "Turnstile", "n_star", "MODES", "PUSHBACKS", "TAU_WINDOW_MAX", "MEAN_SLOT_FLOOR"]
 
@@ -109,6 +109,7 @@ class StaggerSchedule(SharedObject):
     """
 
     _KIND = "sched"
+    _CORE = _core.StaggerSchedule
 
     def __init__(
         self,
@@ -123,48 +124,48 @@ class StaggerSchedule(SharedObject):
         pushback: str = "lattice",
         tau_window: int = 0,
         min_interval: float = 0.0,
-        _handle: Any = None,
     ) -> None:
-        if _handle is None:
-            if pushback not in PUSHBACKS:
-                raise ValueError(f"pushback must be one of {PUSHBACKS}, got {pushback!r}")
-            n = in_range("n_workers", n_workers, 1, 4096)
-            tau = seconds("tau_max", tau_max, positive=True)
-            if mode not in MODES:
-                raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-            win = in_range("window", window, 1, 65536)
-            tw = in_range("tau_window", tau_window, 0, TAU_WINDOW_MAX)
-            hb = seconds("heartbeat_timeout", heartbeat_timeout, positive=True)
-            mi = seconds("min_interval", min_interval, positive=False)
-            name = default_name(self._KIND) if name is None else _core.check_segment_name(name)
-            _handle = _core.StaggerSchedule.create(
-                name, n, max(1, ns(tau)), MODES.index(mode), win, max(1, ns(hb)), PUSHBACKS.index(pushback), tw,
-                ns(mi),
-            )
-            owner = True
-        else:
-            owner = False
-        super().__init__(_handle, _handle.name, owner)
-        self._spin_ns = ns(seconds("spin", spin, positive=False))
+        if pushback not in PUSHBACKS:
+            raise ValueError(f"pushback must be one of {PUSHBACKS}, got {pushback!r}")
+        n = in_range("n_workers", n_workers, 1, 4096)
+        tau = seconds("tau_max", tau_max, positive=True)
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        win = in_range("window", window, 1, 65536)
+        tw = in_range("tau_window", tau_window, 0, TAU_WINDOW_MAX)
+        hb = seconds("heartbeat_timeout", heartbeat_timeout, positive=True)
+        mi = seconds("min_interval", min_interval, positive=False)
+        spin_ns = ns(seconds("spin", spin, positive=False))
+        name = self._new_name(name)
+        self._adopt(self._CORE.create(name, n, max(1, ns(tau)), MODES.index(mode), win,
+                                      max(1, ns(hb)), PUSHBACKS.index(pushback), tw, ns(mi)), name, owner=True)
+        self._spin_ns = spin_ns
 
     @classmethod
     def attach(cls, name: str, *, spin: float = DEFAULT_SPIN) -> StaggerSchedule:
-        """Attach to an existing schedule (``FileNotFoundError`` if missing, ``rtcore.LayoutError`` if the
-        segment holds something else)."""
-        return cls(0, 0.0, spin=spin, _handle=_core.StaggerSchedule.attach(_core.check_segment_name(name)))
+        """Attaches to an existing schedule by name (see :meth:`SharedObject.attach`); ``spin`` is this
+        process's sleep-then-spin margin for its waits."""
+        spin_ns = ns(seconds("spin", spin, positive=False))
+        self = super().attach(name)
+        self._spin_ns = spin_ns
+        return self
+
+    def _from_handle(self, handle: Any) -> None:
+        self._spin_ns = ns(DEFAULT_SPIN)
 
     # ---- a worker's calls ---------------------------------------------------------------------
 
     def join(self, worker: int | None = None) -> int:
         """Claim a worker slot (the lowest free one, or ``worker``) and return its id. The new worker is
-        staggered in among the live ones at its first :meth:`wait_turn`. ``ValueError`` if the slot is
-        taken or none is free."""
+        staggered in among the live ones at its first :meth:`wait_turn`. ``rtcore.SlotError`` if the
+        slot is taken by a live worker or none is free."""
         return self._h.join(_optional_id("worker", worker))
 
     def wait_turn(self, worker: int, timeout: float | None = None) -> bool:
         """Sleep until ``worker`` may read the newest observation and start inferring: its start offset
         at first (or after a re-stagger), then any pending push-back delay. Returns ``True`` at the
-        turn, ``False`` if :meth:`stop` was called; ``TimeoutError`` if ``timeout`` seconds pass first.
+        turn, ``False`` if :meth:`stop` was called; ``TimeoutError`` if ``timeout`` seconds pass first;
+        ``rtcore.SlotError`` if ``worker`` was dropped and its slot taken (join again).
         Heart-beats while it waits; the GIL is released; Ctrl-C works."""
         return self._h.wait_turn(index("worker", worker), timeout_ns(timeout), self._spin_ns)
 
@@ -324,27 +325,17 @@ class Turnstile(SharedObject):
     """
 
     _KIND = "turn"
+    _CORE = _core.Turnstile
 
-    def __init__(
-        self, n_learners: int, heartbeat_timeout: float = 5.0, name: str | None = None, *, _handle: Any = None
-    ) -> None:
-        if _handle is None:
-            n = in_range("n_learners", n_learners, 1, 4096)
-            hb = seconds("heartbeat_timeout", heartbeat_timeout, positive=True)
-            name = default_name(self._KIND) if name is None else _core.check_segment_name(name)
-            _handle = _core.Turnstile.create(name, n, max(1, ns(hb)))
-            owner = True
-        else:
-            owner = False
-        super().__init__(_handle, _handle.name, owner)
-
-    @classmethod
-    def attach(cls, name: str) -> Turnstile:
-        """Attach to an existing turnstile by name."""
-        return cls(0, _handle=_core.Turnstile.attach(_core.check_segment_name(name)))
+    def __init__(self, n_learners: int, heartbeat_timeout: float = 5.0, name: str | None = None) -> None:
+        n = in_range("n_learners", n_learners, 1, 4096)
+        hb = seconds("heartbeat_timeout", heartbeat_timeout, positive=True)
+        name = self._new_name(name)
+        self._adopt(self._CORE.create(name, n, max(1, ns(hb))), name, owner=True)
 
     def join(self, learner: int | None = None) -> int:
-        """Claim a learner slot (the lowest free one, or ``learner``); return its id."""
+        """Claim a learner slot (the lowest free one, or ``learner``); return its id.
+        ``rtcore.SlotError`` if the slot is taken by a live learner or none is free."""
         return self._h.join(_optional_id("learner", learner))
 
     def wait_turn(self, learner: int, timeout: float | None = None) -> int:
@@ -359,8 +350,8 @@ class Turnstile(SharedObject):
         return None if u < 0 else u
 
     def pass_turn(self, learner: int) -> None:
-        """Hand the turn to the next live learner. ``ValueError`` if ``learner`` does not hold it (or lost
-        it, skipped as dead)."""
+        """Hand the turn to the next live learner. ``rtcore.SlotError`` if ``learner`` does not hold it
+        (or lost it, skipped as dead)."""
         self._h.pass_turn(index("learner", learner))
 
     def heartbeat(self, learner: int) -> None:

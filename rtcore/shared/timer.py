@@ -120,7 +120,8 @@ class Timer:
 
         If the caller is late past whole ticks, those ticks are counted as overruns and skipped, and the
         newest due tick is returned at once. ``timeout`` (seconds): raise ``TimeoutError`` if the tick
-        is not due by then (the tick is not consumed). The GIL is released; Ctrl-C works.
+        is not due by then (the tick is not consumed). One thread waits on a timer: a second concurrent
+        waiter gets ``rtcore.BusyError``. The GIL is released; Ctrl-C works.
         """
         if timeout is not None:
             seconds("timeout", timeout, positive=False)

@@ -295,7 +295,7 @@ TEST(action_board_refuses_concurrent_poster_and_recovers_from_a_dead_one) {
   auto* claim = reinterpret_cast<std::atomic<std::uint64_t>*>(static_cast<char*>(mem.p) + sizeof(ActionBoardView::Control));
   // A claim held by this process: another thread with the same worker id is mid-post.
   claim->store((static_cast<std::uint64_t>(getpid()) << 32) | 1);
-  CHECK_THROWS(b.post(1, 1, 0), rtcore::InvalidArgument);
+  CHECK_THROWS(b.post(1, 1, 0), rtcore::BusyError);
   // A claim held by a process that has exited: the line is taken over.
   const pid_t child = fork();
   if (child == 0) _exit(0);
