@@ -230,7 +230,7 @@ class StaggerSchedule:
     @staticmethod
     def create(
         name: str, n_workers: int, tau_seed_ns: int, mode: int, window: int, heartbeat_timeout_ns: int, pushback: int,
-        tau_window: int = 0,
+        tau_window: int = 0, min_interval_ns: int = 0,
     ) -> StaggerSchedule: ...
     @staticmethod
     def attach(name: str) -> StaggerSchedule: ...
@@ -277,6 +277,8 @@ class StaggerSchedule:
     def pushback(self) -> int: ...
     @property
     def tau_window(self) -> int: ...
+    @property
+    def min_interval_ns(self) -> int: ...
     MAX_TAU_WINDOW: ClassVar[int]
     @property
     def heartbeat_timeout_ns(self) -> int: ...
@@ -322,7 +324,7 @@ def n_star(tau_theta_max: float, tau_m: float) -> int: ...
 def simulate(
     tau_m_ns: int, tau_theta_ns: int, workers: int, mode: int, steps: int, seed: int, dist: int, dist_param: float,
     samples_ns: list[int], tau_l_ns: int, window: int, tau_seed_ns: int, pushback: int, tau_window: int = 0,
-    outlier_at: int = -1, outlier_ns: int = 0,
+    outlier_at: int = -1, outlier_ns: int = 0, min_interval_ns: int = 0,
 ) -> dict[str, Any]: ...
 
 

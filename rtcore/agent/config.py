@@ -35,6 +35,7 @@ MODES = ("staggered", "sequential")
 AGENTS = ("dqn", "rainbow")
 STAGGER_MODES = ("max", "mean")
 SEQUENTIAL_ORDERS = ("inflearn", "learninf")
+DEFAULT_ACTIONS = ("noop", "random")
 
 
 @dataclass
@@ -73,7 +74,9 @@ class RunConfig:
     stagger: str = "max"
     """Staggering rule: ``max`` (the paper's Algorithm 1, spacing by the running maximum inference time) or ``mean`` (Algorithm 2)."""
     pushback: str = "lattice"
-    """How ``max`` staggering re-spaces the workers after a pass slower than tau_max: ``lattice`` (every worker moves onto an even grid at the new tau_max / N within one cycle) or ``paper`` (Algorithm 1's ``delay[j] += dist(j, i) * (t - tau_max) / N``, which leaves the spacing uneven after an overshoot; see csrc/sched/stagger.h)."""
+    """How ``max`` staggering re-spaces the workers after a pass slower than tau_max: ``lattice`` (every worker moves onto an even grid at the new tau_max / N within one cycle) or ``paper`` (Algorithm 1's ``delay[j] += dist(j, i) * (t - tau_max) / N``, which leaves the spacing uneven after an overshoot; see docs/design/stagger.md) or ``authors`` (``paper`` as the authors' code runs it: a push-back arriving while a worker sleeps an earlier one is lost). ``mean`` staggering has no push-back (a publish queue)."""
+    default_action: str = "noop"
+    """What the env applies on a step with no fresh action (inaction): ``noop`` (the env's default action) or ``random`` (a uniformly random action, seeded: the authors' ``--random_not_noop``)."""
     tau_window: int = 256
     """Forget inference times older than the last ``tau_window`` passes (all workers) when computing tau_max, so one stall (a busy machine, a GC pause) does not widen the action spacing for the rest of the run. 0 = the paper's all-time running maximum. At most 1024."""
     realtime: bool = False
@@ -198,6 +201,8 @@ class RunConfig:
             bad("sequential_order", " or ".join(repr(m) for m in SEQUENTIAL_ORDERS))
         if self.stagger not in STAGGER_MODES:
             bad("stagger", " or ".join(repr(m) for m in STAGGER_MODES))
+        if self.default_action not in DEFAULT_ACTIONS:
+            bad("default_action", " or ".join(repr(m) for m in DEFAULT_ACTIONS))
         from rtcore.shared.sched import PUSHBACKS, TAU_WINDOW_MAX
 
         if self.pushback not in PUSHBACKS:
@@ -425,7 +430,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type = RunConfig)
     from rtcore.shared.sched import PUSHBACKS
 
     choices = {"mode": MODES, "stagger": STAGGER_MODES, "pushback": PUSHBACKS, "sequential_order": SEQUENTIAL_ORDERS,
-               "backend": ("script", "export", "eager")}
+               "default_action": DEFAULT_ACTIONS, "backend": ("script", "export", "eager")}
     for f in fields(cls):
         tp, optional = _base_type(hints[f.name])
         flag = "--" + f.name.replace("_", "-")

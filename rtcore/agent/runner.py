@@ -48,6 +48,7 @@ from rtcore.agent.checkpoint import Identity, LearnerState, check_resumable, fin
 from rtcore.agent.accounting import RunAccounting, RunSummary, print_summary
 from rtcore.agent.metrics import LiveView, MetricsWriter
 from rtcore.agent.telemetry import Control, LearnerCol, PostIntervals, Telemetry, WorkerCol
+from rtcore.shared.sched import MEAN_SLOT_FLOOR
 
 __all__ = ["RunSummary", "run", "add_arguments", "main"]
 
@@ -166,7 +167,8 @@ class _Runner:
         if cfg.mode == "staggered":
             self.schedule = keep(rtcore.StaggerSchedule(self.n_workers, self.tau_theta_max, mode=cfg.stagger,
                                                         heartbeat_timeout=cfg.heartbeat_timeout,
-                                                        pushback=cfg.pushback, tau_window=cfg.tau_window))
+                                                        pushback=cfg.pushback, tau_window=cfg.tau_window,
+                                                        min_interval=MEAN_SLOT_FLOOR * self.tau_m))
         self.turnstile = None
         if cfg.mode == "staggered" and self.n_learners > 0:
             # learners beat from a thread, also through a long gradient, so silence means a dead process
@@ -272,7 +274,7 @@ class _Runner:
             env_fn = functools.partial(recording_env, env_fn, self.record)
         self.driver = EnvDriver(env_fn, self.obs_board, self.action_board, replay=self.replay, stream=0,
                                 frequency=1.0 / self.tau_m, seed=self.seed, realtime=cfg.realtime,
-                                first_step=self.step_offset)
+                                first_step=self.step_offset, default_action=cfg.default_action)
         self.driver.start()
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while self.obs_board.published < 1:  # the run's clock starts at the env's first frame
