@@ -125,7 +125,7 @@ class ReplayHandle {
 
   void sample(const py::array& obs, const py::array& next_obs, const py::array& action, const py::array& reward,
               const py::array& done, const py::array& discount, const py::array& was_default, const py::array& delay,
-              const py::array& index) {
+              const py::array& index, bool acted) {
     const Ring& r = ring();
     if (action.ndim() != 1) throw InvalidArgument("out.action must be one-dimensional");
     const std::int64_t b = action.shape(0);
@@ -156,7 +156,7 @@ class ReplayHandle {
       ~Unbusy() { b.store(false, std::memory_order_release); }  // release: our RNG updates precede the next sampler
     } unbusy{busy_};
     py::gil_scoped_release nogil;
-    r.sample(static_cast<std::size_t>(b), out, rng_, scratch_);
+    r.sample(static_cast<std::size_t>(b), out, rng_, scratch_, acted);
   }
 
   void seed(std::uint64_t s) { rng_.reseed(s); }
@@ -253,7 +253,8 @@ void bind_replay(py::module_& m) {
       .def("add_batch", &ReplayHandle::add_batch, py::arg("obs"), py::arg("action"), py::arg("reward"),
            py::arg("terminated"), py::arg("truncated"), py::arg("next_obs"), py::arg("was_default"), py::arg("delay"))
       .def("sample", &ReplayHandle::sample, py::arg("obs"), py::arg("next_obs"), py::arg("action"), py::arg("reward"),
-           py::arg("done"), py::arg("discount"), py::arg("was_default"), py::arg("delay"), py::arg("index"))
+           py::arg("done"), py::arg("discount"), py::arg("was_default"), py::arg("delay"), py::arg("index"),
+           py::arg("acted") = false)
       .def("seed", &ReplayHandle::seed, py::arg("seed"))
       .def("size", &ReplayHandle::size)
       .def("head", &ReplayHandle::head, py::arg("stream"))

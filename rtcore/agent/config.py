@@ -26,6 +26,7 @@ from typing import Any, Literal, Optional, Union
 __all__ = ["RunConfig", "add_config_arguments", "config_from_args", "field_docs", "epsilon_at"]
 
 MODES = ("staggered", "sequential")
+LEARN_ON = ("applied", "acted")
 STAGGER_MODES = ("max", "mean")
 SEQUENTIAL_ORDERS = ("inflearn", "learninf")
 
@@ -36,15 +37,17 @@ class RunConfig:
 
     # --- what to play, with what
     env: str = "ALE/Pong-v5"
-    """Environment id for ``rtcore.make``: any ``ALE/...`` id, ``gb/Tetris``, ``gb/PokemonRed``, ``gb/PokemonBlue``."""
+    """Environment id for ``rtcore.make``: any ``ALE/...`` id, ``gb/Tetris``, ``gb/PokemonRed``, ``gb/PokemonBlue``, ``rtcore/Catch``, ``minatar/<Game>`` (Asterix, Breakout, Freeway, Seaquest, SpaceInvaders), any registered Gymnasium id, or ``package.module:factory`` (a callable returning a ``gymnasium.Env``)."""
     rom: Optional[str] = None
     """Game Boy ROM file (needed by the ``gb/...`` environments; ignored by Atari)."""
     frequency: Optional[float] = None
-    """Environment steps per second of wall clock (default: the game's native frame rate, 60 Hz for Atari)."""
+    """Environment steps per second of wall clock (default: the env's native rate ``1 / frame_time``: 60 Hz for Atari, 100 Hz for MinAtar, 400 Hz for Catch; required for an env without ``frame_time``)."""
+    default_action: Optional[int] = None
+    """The action the env applies at a step when no fresh action is ready (default: the env's own ``default_action``, e.g. Atari's NOOP; required for an env without one, e.g. a Gymnasium id)."""
     model: str = "impala:k=1"
-    """Q-network spec (``rtcore.models.parse_model_spec``): ``impala:k=1``, ``impala:k=7,deep=1``, ``nature``, ``...,dueling=1``."""
+    """Q-network spec (``rtcore.models.parse_model_spec``): ``impala:k=1``, ``impala:k=7,deep=1``, ``nature``, ``minatar``, ``mlp:hidden=256,layers=2``, ``...,dueling=1``."""
     frame_stack: int = 4
-    """Frames per observation (84x84 grayscale each), stacked by the boards and the replay buffer, not by copies."""
+    """Observations per model input (frames of any size, or vectors), stacked by the boards and the replay buffer, not by copies."""
     device: str = "cpu"
     """Device of the inference workers: ``cpu`` or ``cuda`` (several workers share one GPU)."""
     learner_device: Optional[str] = None
@@ -101,6 +104,8 @@ class RunConfig:
     """Discount factor."""
     n_step: int = 3
     """n-step return length of the DQN targets (computed by the replay buffer)."""
+    learn_on: str = "acted"
+    """Which observation a stored transition learns from: ``acted`` (the stack the worker computed the action from, ``delay`` steps before the step it was applied at; bootstraps from the stack ``delay`` steps before the n-th next one, as a delayed-observation env would give) or ``applied`` (the stack at the step the action was applied). Both read the frames already in the replay ring (no copy). PLACEHOLDER"""
     target_update: int = 2_000
     """Hard-update the target network every this many applied updates (all learners together)."""
     double_dqn: bool = True
@@ -151,6 +156,10 @@ class RunConfig:
             bad("env", "an environment id such as 'ALE/Pong-v5'")
         if self.frequency is not None and not (self.frequency > 0 and math.isfinite(self.frequency)):
             bad("frequency", "a positive number of steps per second, or None for the native rate")
+        if self.default_action is not None and (not isinstance(self.default_action, int) or self.default_action < 0):
+            bad("default_action", "an action index >= 0, or None for the env's own")
+        if self.learn_on not in LEARN_ON:
+            bad("learn_on", " or ".join(repr(m) for m in LEARN_ON))
         if not isinstance(self.frame_stack, int) or not 1 <= self.frame_stack <= 16:
             bad("frame_stack", "an integer in [1, 16]")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
@@ -328,7 +337,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type = RunConfig)
     defaults = cls()
     from rtcore.shared.sched import PUSHBACKS
 
-    choices = {"mode": MODES, "stagger": STAGGER_MODES, "pushback": PUSHBACKS, "sequential_order": SEQUENTIAL_ORDERS,
+    choices = {"mode": MODES, "learn_on": LEARN_ON, "stagger": STAGGER_MODES, "pushback": PUSHBACKS, "sequential_order": SEQUENTIAL_ORDERS,
                "backend": ("script", "export", "eager")}
     for f in fields(cls):
         tp, optional = _base_type(hints[f.name])

@@ -45,6 +45,7 @@ class LearnerConfig:
     double_dqn: bool = True
     target_update: int = 2000
     max_grad_norm: float = 10.0
+    learn_on: str = "applied"
     turn_timeout: float = 0.05
 
 
@@ -197,7 +198,7 @@ class DQNLearner:
 
     def sample(self) -> dict[str, Any]:
         """Samples a batch into the preallocated arrays; returns it as tensors on the learner's device."""
-        self.replay.sample(self.cfg.batch_size, out=self._np_batch)
+        self.replay.sample(self.cfg.batch_size, out=self._np_batch, learn_on=self.cfg.learn_on)
         if self.device.type == "cuda":
             return {k: t.to(self.device, non_blocking=True) for k, t in self._host.items()}
         return self._host

@@ -70,7 +70,10 @@ def make_run_dir(cfg: RunConfig) -> Path:
 
 
 def _env_kwargs(cfg: RunConfig) -> dict[str, Any]:
-    return {"rom": cfg.rom} if cfg.rom else {}
+    kw: dict[str, Any] = {"rom": cfg.rom} if cfg.rom else {}
+    if cfg.default_action is not None:
+        kw["default_action"] = cfg.default_action
+    return kw
 
 
 def _make_env(env_id: str, kwargs: dict[str, Any]):
@@ -130,15 +133,23 @@ class _Runner:
         cfg = self.cfg
         env = _make_env(cfg.env, _env_kwargs(cfg))
         try:
-            self.obs_shape = tuple(env.observation_space.shape)
+            # the observation spec comes from the env (rtcore.make normalizes it: rtcore.envs.adapter)
+            self.obs_shape = tuple(int(d) for d in env.observation_space.shape)
             self.obs_dtype = np.dtype(env.observation_space.dtype)
             self.n_actions = int(env.action_space.n)
-            self.frame_time = float(getattr(env, "frame_time", 1 / 60))
+            frame_time = getattr(env, "frame_time", None)
         finally:
             env.close()
-        self.tau_m = 1.0 / cfg.frequency if cfg.frequency else self.frame_time
+        if cfg.frequency:
+            self.tau_m = 1.0 / cfg.frequency
+        elif frame_time:
+            self.tau_m = float(frame_time)
+        else:
+            raise ValueError(f"env {cfg.env!r} has no frame_time (its native seconds per step): give the step "
+                             f"frequency with --frequency HZ")
+        self.frame_time = self.tau_m
         torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg.model, cfg.frame_stack, self.n_actions, frame_size=self.obs_shape[-2:])
+        self.model = build_model(cfg.model, cfg.frame_stack, self.n_actions, obs_shape=self.obs_shape)
         self.numel = sum(p.numel() for p in self.model.parameters())
         fmt = {"script": ("script", "model.pt"), "export": ("export", "model.pt2"), "eager": ("checkpoint", "model.ckpt")}
         kind, filename = fmt[cfg.backend]
@@ -215,7 +226,7 @@ class _Runner:
                             epsilon_decay_steps=cfg.epsilon_decay_steps, inference_delay=cfg.inference_delay,
                             seed=cfg.seed)
         lcfg = LearnerConfig(batch_size=cfg.batch_size, lr=cfg.lr, adam_eps=cfg.adam_eps, double_dqn=cfg.double_dqn,
-                             target_update=cfg.target_update, max_grad_norm=cfg.max_grad_norm)
+                             target_update=cfg.target_update, max_grad_norm=cfg.max_grad_norm, learn_on=cfg.learn_on)
 
         def learner_spec(j: int) -> LearnerSpec:
             return LearnerSpec(learner=j, model_spec=cfg.model, in_frames=cfg.frame_stack, n_actions=self.n_actions,
@@ -224,12 +235,12 @@ class _Runner:
                                learning_starts=cfg.learning_starts, updates_per_step=cfg.updates_per_step,
                                params=self.params, replay=self.replay, turnstile=self.turnstile, moments=self.moments,
                                target_params=self.target, telemetry=self.telemetry, obs_board=self.obs_board,
-                               seed=cfg.seed + 1000 + j)
+                               seed=cfg.seed + 1000 + j, obs_shape=self.obs_shape)
 
         if cfg.mode == "sequential":
             spec = SequentialSpec(order=cfg.sequential_order, actor=actor, learner=learner_spec(0),
                                   action_board=self.action_board, frame_stack=cfg.frame_stack, obs_shape=self.obs_shape,
-                                  realtime=cfg.realtime)
+                                  realtime=cfg.realtime, obs_dtype=self.obs_dtype.name)
             if self.n_learners == 0:
                 spec.learner.learning_starts = 1 << 62  # act only
             self.children.append(_Child("agent", 0, sequential_main, spec, ctx))
@@ -238,7 +249,8 @@ class _Runner:
             a = ActorConfig(**{**asdict(actor), "seed": cfg.seed + 1 + w})
             spec = WorkerSpec(worker=w, actor=a, obs_board=self.obs_board, action_board=self.action_board,
                               schedule=self.schedule, params=self.params, telemetry=self.telemetry,
-                              frame_stack=cfg.frame_stack, obs_shape=self.obs_shape, realtime=cfg.realtime)
+                              frame_stack=cfg.frame_stack, obs_shape=self.obs_shape, realtime=cfg.realtime,
+                              obs_dtype=self.obs_dtype.name)
             self.children.append(_Child("worker", w, worker_main, spec, ctx))
         for j in range(self.n_learners):
             self.children.append(_Child("learner", j, learner_main, learner_spec(j), ctx))

@@ -1,4 +1,5 @@
-"""Model spec strings: ``impala:k=7``, ``impala:k=7,deep=1``, ``impala-deep:k=7``, ``nature``, ``...,dueling=1``.
+"""Model spec strings: ``impala:k=7``, ``impala:k=7,deep=1``, ``impala-deep:k=7``, ``nature``, ``minatar``,
+``mlp:hidden=256,layers=2``, ``...,dueling=1``.
 
 A spec names an architecture and its options; :func:`parse_model_spec` turns it into a
 :class:`ModelSpec` (and raises a ``ValueError`` that says what was wrong and what was expected), and
@@ -18,9 +19,13 @@ ARCHITECTURES: dict[str, tuple[tuple[str, ...], str]] = {
     "impala": (("k", "deep", "dueling", "hidden"), "Impala ResNet CNN, 15 conv layers (deep=1: 30), width multiplier k"),
     "impala-deep": (("k", "dueling", "hidden"), "alias of impala:deep=1"),
     "nature": (("k", "dueling", "hidden"), "Nature DQN CNN (Mnih et al. 2015) at k=2; width multiplier k"),
+    "minatar": (("k", "dueling", "hidden"), "MinAtar paper's net: one 3x3 conv, int(16k) channels, hidden=128 units"),
+    "mlp": (("hidden", "layers", "dueling"), "fully connected: `layers` hidden layers of `hidden` units (256, 2)"),
 }
 
-_DEFAULT_K = {"impala": 1.0, "nature": 2.0}
+_DEFAULT_K = {"impala": 1.0, "nature": 2.0, "minatar": 1.0, "mlp": 1.0}
+_DEFAULT_HIDDEN = {"impala": 512, "nature": 512, "minatar": 128, "mlp": 256}
+_DEFAULT_LAYERS = 2
 
 
 @dataclass(frozen=True)
@@ -28,11 +33,12 @@ class ModelSpec:
     """A parsed model spec.
 
     Attributes:
-        arch: ``"impala"`` or ``"nature"``.
+        arch: ``"impala"``, ``"nature"``, ``"minatar"`` or ``"mlp"``.
         k: width multiplier: convolution channels are ``int(16k)``, ``int(32k)`` (as in the paper's code).
         deep: Impala only: six conv stacks instead of three (30 conv layers instead of 15).
         dueling: dueling head (separate value and advantage streams, Wang et al. 2016).
-        hidden: width of the fully connected layer(s) after the convolutions.
+        hidden: width of the fully connected layer(s) (default 512; minatar 128; mlp 256).
+        layers: mlp only: hidden layers (default 2).
     """
 
     arch: str = "impala"
@@ -40,16 +46,19 @@ class ModelSpec:
     deep: bool = False
     dueling: bool = False
     hidden: int = 512
+    layers: int = _DEFAULT_LAYERS
 
     def __str__(self) -> str:
-        parts = [f"k={_fmt_number(self.k)}"]
+        parts = [] if self.arch == "mlp" else [f"k={_fmt_number(self.k)}"]
         if self.deep:
             parts.append("deep=1")
         if self.dueling:
             parts.append("dueling=1")
-        if self.hidden != 512:
+        if self.hidden != _DEFAULT_HIDDEN.get(self.arch, 512):
             parts.append(f"hidden={self.hidden}")
-        return f"{self.arch}:{','.join(parts)}"
+        if self.arch == "mlp" and self.layers != _DEFAULT_LAYERS:
+            parts.append(f"layers={self.layers}")
+        return f"{self.arch}:{','.join(parts)}" if parts else self.arch
 
 
 def _fmt_number(x: float) -> str:
@@ -70,8 +79,9 @@ def parse_model_spec(spec: str | ModelSpec) -> ModelSpec:
 
     Architectures: ``impala`` (keys ``k``, ``deep``, ``dueling``, ``hidden``), ``impala-deep`` (= impala
     with ``deep=1``), ``nature`` (keys ``k``, ``dueling``, ``hidden``; ``k`` defaults to 2, the Nature
-    DQN's own widths). Raises ``ValueError`` for an unknown architecture, an unknown or repeated key, or
-    a bad value.
+    DQN's own widths), ``minatar`` (keys ``k``, ``dueling``, ``hidden``: 16k channels, 128 hidden units
+    by default), ``mlp`` (keys ``hidden``, ``layers``, ``dueling``: 2 layers of 256 by default). Raises
+    ``ValueError`` for an unknown architecture, an unknown or repeated key, or a bad value.
     """
     if isinstance(spec, ModelSpec):
         _validate(spec, str(spec))
@@ -85,7 +95,8 @@ def parse_model_spec(spec: str | ModelSpec) -> ModelSpec:
         raise ValueError(f"unknown model {name!r} in spec {spec!r}; expected one of {', '.join(ARCHITECTURES)}")
     accepted = ARCHITECTURES[name][0]
     arch = "impala" if name == "impala-deep" else name
-    fields: dict[str, object] = {"arch": arch, "k": _DEFAULT_K[arch], "deep": name == "impala-deep"}
+    fields: dict[str, object] = {"arch": arch, "k": _DEFAULT_K[arch], "deep": name == "impala-deep",
+                                 "hidden": _DEFAULT_HIDDEN[arch]}
     seen: set[str] = set()
     for item in filter(None, (p.strip() for p in rest.split(","))):
         key, eq, value = item.partition("=")
@@ -102,11 +113,11 @@ def parse_model_spec(spec: str | ModelSpec) -> ModelSpec:
                 fields["k"] = float(value)
             except ValueError:
                 raise ValueError(f"model spec {spec!r}: k={value!r} is not a number") from None
-        elif key == "hidden":
+        elif key in ("hidden", "layers"):
             try:
-                fields["hidden"] = int(value)
+                fields[key] = int(value)
             except ValueError:
-                raise ValueError(f"model spec {spec!r}: hidden={value!r} is not an integer") from None
+                raise ValueError(f"model spec {spec!r}: {key}={value!r} is not an integer") from None
         else:
             fields[key] = _parse_bool(key, value, spec)
     result = ModelSpec(**fields)  # type: ignore[arg-type]
@@ -116,10 +127,15 @@ def parse_model_spec(spec: str | ModelSpec) -> ModelSpec:
 
 def _validate(s: ModelSpec, spec: str) -> None:
     if s.arch not in _DEFAULT_K:
-        raise ValueError(f"model spec {spec!r}: unknown architecture {s.arch!r}; expected impala or nature")
+        raise ValueError(f"model spec {spec!r}: unknown architecture {s.arch!r}; expected one of "
+                         f"{', '.join(_DEFAULT_K)}")
     if not (math.isfinite(s.k) and int(16 * s.k) >= 1):
         raise ValueError(f"model spec {spec!r}: k={s.k} gives no channels; expected k >= 1/16")
     if s.hidden < 1:
         raise ValueError(f"model spec {spec!r}: hidden={s.hidden} must be a positive integer")
     if s.deep and s.arch != "impala":
         raise ValueError(f"model spec {spec!r}: deep=1 applies to impala only")
+    if not 0 <= s.layers <= 64:
+        raise ValueError(f"model spec {spec!r}: layers={s.layers}; expected an integer in [0, 64]")
+    if s.layers != _DEFAULT_LAYERS and s.arch != "mlp":
+        raise ValueError(f"model spec {spec!r}: layers applies to mlp only")

@@ -275,13 +275,21 @@ class ReplayBuffer(SharedObject):
             index=np.zeros(b, np.int64),
         )
 
-    def sample(self, batch_size: int, out: ReplayBatch | None = None) -> ReplayBatch:
+    def sample(self, batch_size: int, out: ReplayBatch | None = None, learn_on: str = "applied") -> ReplayBatch:
         """Draw ``batch_size`` transitions uniformly (with replacement) from all streams.
 
         Fills ``out`` in place when given (no allocation), else a fresh batch. The GIL is released
         while transitions are selected and copied. Raises ``ValueError`` if fewer than
         ``batch_size`` transitions are sampleable.
+
+        ``learn_on`` picks which observation a transition pairs with its action: ``"applied"`` (the
+        stack ending at the step the action was applied) or ``"acted"`` (the stack ending ``delay``
+        steps earlier, the one the action was computed from; ``next_obs`` ends ``delay`` steps before
+        the bootstrap step, as a delayed-observation env would show it). Stacks never reach back
+        before their episode's first frame. Both read frames already in the ring: no copy is kept.
         """
+        if learn_on not in ("applied", "acted"):
+            raise ValueError(f"learn_on must be 'applied' or 'acted', got {learn_on!r}")
         b = at_least("batch_size", batch_size, 1)
         if out is None:
             out = self.empty_batch(b)
@@ -290,7 +298,8 @@ class ReplayBuffer(SharedObject):
         elif out.action.shape != (b,):
             raise ValueError(f"out holds a batch of {out.action.shape}, expected ({b},) for batch_size={b}")
         self._h.sample(
-            out.obs, out.next_obs, out.action, out.reward, out.done, out.discount, out.was_default, out.delay, out.index
+            out.obs, out.next_obs, out.action, out.reward, out.done, out.discount, out.was_default, out.delay, out.index,
+            learn_on == "acted",
         )
         return out
 
