@@ -84,8 +84,8 @@ class RunConfig:
     """Exploration rate at env step 0 (epsilon-greedy)."""
     epsilon_end: float = 0.05
     """Exploration rate after ``epsilon_decay_steps`` env steps (linear decay, as in the paper)."""
-    epsilon_decay_steps: int = 100_000
-    """Env steps over which epsilon falls linearly from ``epsilon_start`` to ``epsilon_end``."""
+    epsilon_decay_steps: int = 10_000
+    """Env steps over which epsilon falls linearly from ``epsilon_start`` to ``epsilon_end``. 10k (was 100k, the Atari figure for millions of steps): a realtime run of minutes is 5k-30k steps (100 s at 100 Hz, 3 min at 60 Hz), and with 100k it ended still acting at random (epsilon > 0.9 for the whole default minute of Pong)."""
 
     # --- learning
     learners: int = 1
@@ -93,7 +93,7 @@ class RunConfig:
     replay_capacity: int = 100_000
     """Transitions kept in the shared replay buffer."""
     learning_starts: int = 1_000
-    """Transitions in the replay buffer before learners start updating."""
+    """Transitions in the replay buffer before learners start updating (1k: 10 s at 100 Hz, 2.5 s of Catch; enough to decorrelate the first batches, short against a run of minutes)."""
     batch_size: int = 32
     """Transitions per gradient step."""
     lr: float = 1e-4
@@ -106,14 +106,14 @@ class RunConfig:
     """n-step return length of the DQN targets (computed by the replay buffer)."""
     learn_on: str = "acted"
     """Which observation a stored transition learns from: ``acted`` (the stack the worker computed the action from, ``delay`` steps before the step it was applied at; bootstraps from the stack ``delay`` steps before the n-th next one, as a delayed-observation env would give) or ``applied`` (the stack at the step the action was applied). Both read the frames already in the replay ring (no copy). PLACEHOLDER"""
-    target_update: int = 2_000
-    """Hard-update the target network every this many applied updates (all learners together)."""
+    target_update: int = 500
+    """Hard-update the target network every this many applied updates (all learners together). 500 (was 2000): a CPU learner applies 10-100 updates/s, so 2000 left the first target in place for most of a run of minutes; Catch learns with 50, MinAtar with 500."""
     double_dqn: bool = True
     """Double DQN targets (online network picks the next action, target network values it)."""
     max_grad_norm: float = 10.0
     """Clip each gradient to this global L2 norm (0 = no clipping)."""
-    updates_per_step: float = 0.0
-    """Cap on learner updates per env step, all learners together (0 = as fast as the learners go)."""
+    updates_per_step: float = 1.0
+    """Cap on learner updates per env step, all learners together (0 = as fast as the learners go). 1.0 (was 0): the replay ratio of the MinAtar DQN; uncapped, fast learners on a small game ran many updates per new transition and fitted the first few hundred over and over. Slow learners (Pong's Impala on a CPU, ~1-10 updates/s at 60 Hz) never reach the cap."""
     learner_threads: int = 1
     """torch CPU threads per learner process."""
     learner_nice: int = 10
