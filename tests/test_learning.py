@@ -3,8 +3,10 @@
 ``test_catch_learns_in_real_time`` is the default suite's proof that rtcore's agent learns: Catch
 (``rtcore/Catch``: a 10 x 10 board, a 3-wide paddle, 5 balls per episode) stepped at 400 Hz for 30 s,
 two inference workers and one learner, seeded, one attempt. A random policy scores about -2 of 5; the
-test asks for 3 (0.6 of the maximum) as the mean of the last 100 episodes. Measured on a loaded 2-core
-machine (load average 15-60 from other jobs): 3.3-4.5 with 300-900 learner updates.
+test asks for 3 (0.6 of the maximum) as the mean of the last 100 episodes. The settings make each
+update count (batch 128, lr 3e-3, 5-step returns, a target refreshed every 50 updates), because a
+learner on a shared machine gets few: measured on this project's 2-core VM under a load average of
+15-60 from other jobs, MEASURED_CATCH.
 
 The other tests run envs of other shapes through the same path (a user's factory env with channel-last
 colour frames of 12 x 16, CartPole's float vectors) and check the options those envs need.
@@ -24,7 +26,7 @@ def catch_config(tmp_path, **kw) -> RunConfig:
     base = dict(
         env="rtcore/Catch", model="mlp:hidden=64", frame_stack=1, seconds=30.0, workers="2", learners=1, seed=0,
         # small-game learning settings: the ball falls in 9 steps, so a short horizon and a fast target
-        replay_capacity=20_000, learning_starts=500, batch_size=64, lr=2e-3, gamma=0.9, n_step=3,
+        replay_capacity=20_000, learning_starts=500, batch_size=128, lr=3e-3, gamma=0.9, n_step=5,
         target_update=50, epsilon_start=1.0, epsilon_end=0.02, epsilon_decay_steps=3_000, updates_per_step=0.25,
         learn_on="acted",
         # the env and the workers first (SCHED_FIFO where allowed); the learner at normal priority, so
@@ -54,7 +56,7 @@ def test_catch_learns_in_real_time(tmp_path):
     ("CartPole-v1", "mlp:hidden=32", {}),  # float32 vectors
 ])
 def test_other_observation_shapes_run_and_learn(tmp_path, env, model, extra):
-    s = rtcore.run(RunConfig(env=env, model=model, default_action=0, frequency=200.0, seconds=4.0, workers="2",
+    s = rtcore.run(RunConfig(env=env, model=model, default_action=0, frequency=200.0, seconds=4.0, workers="1",
                              frame_stack=2, replay_capacity=2_000, learning_starts=64, batch_size=16,
                              updates_per_step=0.0, quiet=True, plots=False, tensorboard=False, latency_iters=5,
                              checkpoint_interval=0.0, run_dir=str(tmp_path / "run"), **extra))
