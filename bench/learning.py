@@ -35,27 +35,47 @@ from pathlib import Path
 
 GAMES = ("Breakout", "Freeway", "SpaceInvaders")
 
+# Catch (rtcore/Catch, 400 Hz) learns within a minute, so its curves show learning where MinAtar's first
+# minutes do not; its settings are the default suite's (tests/test_learning.py).
+CATCH = dict(env="rtcore/Catch", model="mlp:hidden=64", frame_stack=1, frequency=400.0, batch_size=128, lr=3e-3,
+             n_step=5, gamma=0.9, target_update=50, epsilon_end=0.02, epsilon_decay_steps=3_000,
+             learning_starts=500, updates_per_step=0.25)
+
+
+def game_settings(game: str, args: argparse.Namespace) -> dict:
+    if game == "Catch":
+        return dict(CATCH)
+    return dict(env=f"minatar/{game}", model=args.model, frame_stack=args.frame_stack, frequency=args.frequency,
+                lr=args.lr, learning_starts=args.learning_starts)
+
+
+def freq(game: str, args: argparse.Namespace) -> float:
+    return CATCH["frequency"] if game == "Catch" else args.frequency
+
 
 def one_run(game: str, mode: str, seed: int, args: argparse.Namespace, inference_delay: float, learn_on: str,
-            root: Path) -> dict:
+            root: Path, kind: str) -> dict:
     import rtcore
     from rtcore.agent.metrics import read_metrics
 
     run_dir = root / f"{game}-{mode}-{learn_on}-{inference_delay:g}-s{seed}"
-    cfg = rtcore.RunConfig(env=f"minatar/{game}", model=args.model, frame_stack=args.frame_stack,
-                           frequency=args.frequency, seconds=args.seconds, seed=seed, mode=mode,
+    settings = game_settings(game, args)
+    cfg = rtcore.RunConfig(**settings, seconds=args.seconds, seed=seed, mode=mode,
                            inference_delay=inference_delay, learn_on=learn_on,
                            # N* + 1 (one spare for a slow pass), fixed: "auto" sizes N from a latency
                            # measured on a loaded machine and varies between runs
-                           workers=str(math.ceil(inference_delay * args.frequency - 1e-9) + 1) if mode == "staggered" else "1",
-                           learning_starts=args.learning_starts,
-                           realtime=True, quiet=True, plots=False, tensorboard=False, run_dir=str(run_dir),
-                           checkpoint_interval=0.0, latency_iters=20, lr=args.lr)
+                           workers=str(math.ceil(inference_delay * settings["frequency"] - 1e-9) + 1)
+                           if mode == "staggered" else "1",
+                           # the learner at normal priority: the sequential agent learns in its own
+                           # (realtime) process, so a niced learner would be the only one starved
+                           learner_nice=0, realtime=True, quiet=True, plots=False, tensorboard=False, run_dir=str(run_dir),
+                           checkpoint_interval=0.0, latency_iters=20)
     t0 = time.monotonic()
     s = rtcore.run(cfg)
     m = read_metrics(run_dir)
     keep = ("time_s", "env_steps", "mean_return", "episodes", "learner_updates", "inaction_fraction")
-    return {"game": game, "mode": mode, "learn_on": learn_on, "seed": seed, "inference_delay": inference_delay,
+    return {"game": game, "kind": kind, "mode": mode, "learn_on": learn_on, "seed": seed,
+            "inference_delay": inference_delay, "frequency": settings["frequency"],
             "final_return": s.mean_return, "episodes": s.episodes, "env_steps": s.env_steps,
             "updates": s.learner_updates, "inaction": s.inaction_fraction, "delay_mean": s.delay_mean,
             "workers": s.workers, "wall_s": time.monotonic() - t0,
@@ -100,17 +120,14 @@ def draw(results: list[dict], games: list[str], delay_games: list[str], args: ar
 
     cols = len(games) + len(delay_games)
     fig, axes = plt.subplots(2, cols, figsize=(4.2 * cols, 6.6), squeeze=False)
-    panels = [(g, "mode", ("staggered", "sequential"), args.inference_delay) for g in games]
-    panels += [(g, "learn_on", ("acted", "applied"), args.delay_steps / args.frequency) for g in delay_games]
+    panels = [(g, "mode", ("staggered", "sequential"), "main") for g in games]
+    panels += [(g, "learn_on", ("acted", "applied"), "delay") for g in delay_games]
     colors = {"staggered": "tab:blue", "sequential": "tab:red", "acted": "tab:green", "applied": "tab:purple"}
-    for c, (game, key, variants, delay) in enumerate(panels):
+    for c, (game, key, variants, kind) in enumerate(panels):
         for row, (x_key, label) in enumerate((("time_s", "wall-clock seconds"), ("env_steps", "env steps"))):
             ax = axes[row][c]
             for v in variants:
-                runs = [r for r in results if r["game"] == game and r[key] == v and r["inference_delay"] == delay
-                        and (key == "mode" or r["mode"] == "staggered")]
-                if key == "mode":
-                    runs = [r for r in runs if r["learn_on"] == args.learn_on]
+                runs = [r for r in results if r["game"] == game and r[key] == v and r["kind"] == kind]
                 if not runs:
                     continue
                 top = max(max(r["curve"].get(x_key, [0]) or [0]) for r in runs)
@@ -122,7 +139,8 @@ def draw(results: list[dict], games: list[str], delay_games: list[str], args: ar
             ax.set_xlabel(label)
             if c == 0:
                 ax.set_ylabel("mean return (last <= 100 episodes)")
-            title = (f"{game}: {args.frequency:g} Hz, tau_theta {1e3 * delay:.0f} ms" if key == "mode"
+            f = freq(game, args)
+            title = (f"{game}: {f:g} Hz, tau_theta {1e3 * args.inference_steps / f:.1f} ms" if key == "mode"
                      else f"{game}: delay {args.delay_steps} steps (staggered)")
             ax.set_title(title, fontsize=10)
             ax.grid(alpha=0.3)
@@ -141,8 +159,9 @@ def main() -> int:
     p.add_argument("--delay-games", default=None, help="games of the --learn-on comparison (default: all; --quick: Breakout)")
     p.add_argument("--seconds", type=float, default=None, help="wall-clock seconds per run (default 300; --quick 45)")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--frequency", type=float, default=100.0, help="env steps per second (fixed)")
-    p.add_argument("--inference-delay", type=float, default=0.03, help="emulated model latency, seconds (staggered vs sequential)")
+    p.add_argument("--frequency", type=float, default=100.0, help="MinAtar env steps per second (fixed; Catch: 400)")
+    p.add_argument("--inference-steps", type=float, default=3.0,
+                   help="emulated model latency in env steps (staggered vs sequential): 30 ms at 100 Hz")
     p.add_argument("--delay-steps", type=int, default=8, help="delay of the --learn-on comparison, in env steps")
     p.add_argument("--learn-on", default="acted", help="--learn-on of the staggered vs sequential runs")
     p.add_argument("--model", default="minatar")
@@ -151,6 +170,9 @@ def main() -> int:
     p.add_argument("--learning-starts", type=int, default=None, help="(default: RunConfig's)")
     p.add_argument("--out", default="docs/figures/learning.png", help="the figure (PNG)")
     p.add_argument("--json-out", default=None, help="also write every run's curve to this JSON file")
+    p.add_argument("--merge", action="append", default=[],
+                   help="add the runs of an earlier --json-out file to the table and the figure (repeatable; "
+                        "with --games '' --delay-games '' nothing new runs)")
     args = p.parse_args()
     if args.seconds is None:
         args.seconds = 60.0 if args.quick else 300.0
@@ -165,44 +187,50 @@ def main() -> int:
                    else (["Breakout"] if args.quick else games))
     delay_games = [g for g in delay_games if g]
     root = Path(tempfile.mkdtemp(prefix="rtcore-learning-"))
-    plan = [(g, m, s, args.inference_delay, args.learn_on) for g in games for s in range(args.seeds)
-            for m in ("staggered", "sequential")]
-    d8 = args.delay_steps / args.frequency
-    plan += [(g, "staggered", s, d8, lo) for g in delay_games for s in range(args.seeds) for lo in ("acted", "applied")]
-    print(f"bench/learning.py: {len(plan)} runs of {args.seconds:g} s at {args.frequency:g} Hz (run dirs under {root})",
-          file=sys.stderr)
+    plan = [(g, m, s, args.inference_steps / freq(g, args), args.learn_on, "main") for g in games
+            for s in range(args.seeds) for m in ("staggered", "sequential")]
+    plan += [(g, "staggered", s, args.delay_steps / freq(g, args), lo, "delay") for g in delay_games
+             for s in range(args.seeds) for lo in ("acted", "applied")]
+    print(f"bench/learning.py: {len(plan)} runs of {args.seconds:g} s (run dirs under {root})", file=sys.stderr)
     results = []
-    for i, (g, m, s, d, lo) in enumerate(plan):
-        r = one_run(g, m, s, args, d, lo, root)
+    for path in args.merge:
+        for r in json.loads(Path(path).read_text()):
+            if "kind" not in r:  # files of the first version: the delay runs are the learn-on ones at delay_steps
+                f = r.get("frequency", args.frequency)
+                r["kind"] = "delay" if abs(r["inference_delay"] - args.delay_steps / f) < 1e-9 else "main"
+            results.append(r)
+            for names in (games, delay_games):
+                if r["game"] not in names and ((r["kind"] == "main") == (names is games)):
+                    names.append(r["game"])
+    for i, (g, m, s, d, lo, kind) in enumerate(plan):
+        r = one_run(g, m, s, args, d, lo, root, kind)
         results.append(r)
         print(f"[{i + 1}/{len(plan)}] {g:14s} {m:10s} learn-on {lo:7s} delay {1e3 * d:5.0f} ms seed {s}: "
               f"final return {r['final_return']:7.2f}  episodes {r['episodes']:4d}  steps {r['env_steps']:6d}  "
               f"updates {r['updates']:6d}  inaction {r['inaction']:.3f}  delay {r['delay_mean']:.1f} steps  "
               f"N {r['workers']}", file=sys.stderr, flush=True)
     summary: dict = {"bench": "learning", "frequency": args.frequency, "seconds": args.seconds, "seeds": args.seeds,
-                     "inference_delay": args.inference_delay, "delay_steps": args.delay_steps, "model": args.model,
+                     "inference_steps": args.inference_steps, "delay_steps": args.delay_steps, "model": args.model,
                      "frame_stack": args.frame_stack, "lr": args.lr, "learning_starts": args.learning_starts, "quick": args.quick, "games": {}}
     print(f"\n{'game':14s} {'staggered':>10s} {'sequential':>10s} {'ratio':>7s} {'acted':>8s} {'applied':>8s} "
           f"{'inaction st/seq':>16s}  (median final return over {args.seeds} seeds)")
     for g in sorted(set(games) | set(delay_games)):
-        def med(key, value, delay, field="final_return"):
-            rs = [r for r in results if r["game"] == g and r[key] == value and r["inference_delay"] == delay
-                  and (key == "learn_on" or r["learn_on"] == args.learn_on)]
-            if key == "learn_on":
-                rs = [r for r in rs if r["mode"] == "staggered"]
-            return median([r[field] for r in rs])
+        def med(key, value, kind, field="final_return"):
+            return median([r[field] for r in results if r["game"] == g and r[key] == value and r["kind"] == kind])
 
-        st = med("mode", "staggered", args.inference_delay)
-        sq = med("mode", "sequential", args.inference_delay)
-        ac = med("learn_on", "acted", d8) if g in delay_games else math.nan
-        ap = med("learn_on", "applied", d8) if g in delay_games else math.nan
+        st = med("mode", "staggered", "main")
+        sq = med("mode", "sequential", "main")
+        ac = med("learn_on", "acted", "delay")
+        ap = med("learn_on", "applied", "delay")
         ratio = st / sq if sq and sq == sq and sq > 0 else math.nan
         summary["games"][g] = {"staggered": st, "sequential": sq, "staggered_over_sequential": ratio,
                                "acted_delay": ac, "applied_delay": ap,
-                               "inaction_staggered": med("mode", "staggered", args.inference_delay, "inaction"),
-                               "inaction_sequential": med("mode", "sequential", args.inference_delay, "inaction"),
-                               "delay_steps_measured": med("learn_on", "acted", d8, "delay_mean")
-                               if g in delay_games else math.nan}
+                               "acted_over_applied": ac / ap if ap and ap == ap and ap > 0 else math.nan,
+                               "inaction_staggered": med("mode", "staggered", "main", "inaction"),
+                               "inaction_sequential": med("mode", "sequential", "main", "inaction"),
+                               "updates_staggered": med("mode", "staggered", "main", "updates"),
+                               "updates_sequential": med("mode", "sequential", "main", "updates"),
+                               "delay_steps_measured": med("learn_on", "acted", "delay", "delay_mean")}
         print(f"{g:14s} {st:10.2f} {sq:10.2f} {ratio:7.2f} {ac:8.2f} {ap:8.2f} "
               f"{summary['games'][g]['inaction_staggered']:7.3f}/{summary['games'][g]['inaction_sequential']:.3f}")
     out = Path(args.out)
