@@ -145,7 +145,8 @@ def draw(results: list[dict], games: list[str], delay_games: list[str], args: ar
             ax.set_title(title, fontsize=10)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8, loc="upper left")
-    fig.suptitle("rtcore: realtime DQN on MinAtar (minatar net), return while learning in real time", fontsize=11)
+    fig.suptitle("rtcore: realtime DQN, return while learning in real time (median of seeds; band: min..max)",
+                 fontsize=11)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

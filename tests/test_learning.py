@@ -6,7 +6,8 @@ two inference workers and one learner, seeded, one attempt. A random policy scor
 test asks for 3 (0.6 of the maximum) as the mean of the last 100 episodes. The settings make each
 update count (batch 128, lr 3e-3, 5-step returns, a target refreshed every 50 updates), because a
 learner on a shared machine gets few: measured on this project's 2-core VM under a load average of
-15-60 from other jobs, MEASURED_CATCH.
+15-60 from other jobs, three runs of these settings scored 4.96, 4.04 and 4.28 with 220-420 learner
+updates (the test itself: 49 s for the run, 65 s in all).
 
 The other tests run envs of other shapes through the same path (a user's factory env with channel-last
 colour frames of 12 x 16, CartPole's float vectors) and check the options those envs need.
