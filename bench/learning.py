@@ -119,7 +119,7 @@ def draw(results: list[dict], games: list[str], delay_games: list[str], args: ar
     import numpy as np
 
     cols = len(games) + len(delay_games)
-    fig, axes = plt.subplots(2, cols, figsize=(4.2 * cols, 6.6), squeeze=False)
+    fig, axes = plt.subplots(2, cols, figsize=(3.8 * cols, 6.6), squeeze=False)
     panels = [(g, "mode", ("staggered", "sequential"), "main") for g in games]
     panels += [(g, "learn_on", ("acted", "applied"), "delay") for g in delay_games]
     colors = {"staggered": "tab:blue", "sequential": "tab:red", "acted": "tab:green", "applied": "tab:purple"}
