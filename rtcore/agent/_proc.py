@@ -8,9 +8,11 @@ import signal
 import sys
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
-__all__ = ["WORKER_RT_PRIORITY", "apply_realtime", "child_setup", "heartbeat_thread", "join_slot", "quiet_gc"]
+from rtcore.errors import SlotError
+
+__all__ = ["Child", "WORKER_RT_PRIORITY", "apply_realtime", "child_setup", "heartbeat_thread", "join_slot", "quiet_gc"]
 
 # SCHED_FIFO priority of workers with --realtime: below the env driver's (10), so a tick always wins
 WORKER_RT_PRIORITY = 5
@@ -60,7 +62,7 @@ def join_slot(join: Callable[[int], int], slot: int, timeout: float, should_stop
     while True:
         try:
             return join(slot)
-        except ValueError:
+        except SlotError:  # still held by the dead process until its heartbeat goes stale
             if time.monotonic() > deadline:
                 raise
             if should_stop():
@@ -71,14 +73,39 @@ def join_slot(join: Callable[[int], int], slot: int, timeout: float, should_stop
 def heartbeat_thread(beat: Callable[[], None], should_stop: Callable[[], bool], period: float, name: str) -> None:
     """Calls ``beat`` every ``period`` seconds from a daemon thread until ``should_stop``: the process
     stays alive to its watchers also through a long computation (a big model's gradient). ``beat``
-    raising ValueError (not joined yet, or dropped) is ignored: the main thread's next call says so."""
+    raising SlotError (not joined yet, or dropped) is ignored: the main thread's next call says so."""
 
     def loop() -> None:
         while not should_stop():
             try:
                 beat()
-            except ValueError:
+            except SlotError:  # not joined yet, or dropped: the main thread's next call says so
                 pass
             time.sleep(period)
 
     threading.Thread(target=loop, name=name, daemon=True).start()
+
+
+class Child:
+    """A spawned worker or learner and what it takes to respawn it."""
+
+    def __init__(self, kind: str, index: int, target: Any, spec: Any, ctx: Any) -> None:
+        self.kind, self.index, self.target, self.spec, self.ctx = kind, index, target, spec, ctx
+        self.proc: Any = None
+        self.restarts = 0
+        self.start()
+
+    def start(self) -> None:
+        self.proc = self.ctx.Process(target=self.target, args=(self.spec,), name=f"rtcore-{self.kind}-{self.index}",
+                                     daemon=True)
+        self.proc.start()
+
+    @property
+    def dead(self) -> bool:
+        return self.proc.exitcode is not None
+
+    def stop(self, deadline: float) -> None:
+        self.proc.join(max(0.0, deadline - time.monotonic()))
+        if self.proc.exitcode is None:
+            self.proc.kill()
+            self.proc.join(5.0)

@@ -33,6 +33,7 @@ import gymnasium as gym
 __all__ = [
     "make",
     "env_ids",
+    "check_env_id",
     "AtariEnv",
     "GameBoyEnv",
     "RamGame",
@@ -145,6 +146,42 @@ def make(env_id: str, *, delay: int | None = None, sequential: bool = False, def
         raise
 
 
+def check_env_id(env_id: str, rom: str | None = None) -> None:
+    """Raises the ValueError :func:`make` would for an unknown ``env_id``, without building the env;
+    with ``rom`` (or for a game that needs one), also checks that it is a Game Boy ROM file. A
+    ``package.module:factory`` id is checked by importing the module and finding the callable."""
+    if env_id in _GB_IDS and (rom or env_id != "gb/TestRom"):
+        from rtcore.envs.gameboy import check_rom
+
+        check_rom(rom, (), env_id)
+    elif env_id.startswith("ALE/"):
+        from rtcore.envs.atari import resolve_ale_id
+
+        resolve_ale_id(env_id)
+    elif env_id in _GB_IDS or env_id in _RTCORE_IDS:
+        return
+    elif env_id.startswith("minatar/"):
+        game = env_id.split("/", 1)[1]
+        if game not in _MINATAR_GAMES:
+            raise ValueError(f"unknown env id {env_id!r}: expected minatar/<Game> with Game one of "
+                             f"{', '.join(_MINATAR_GAMES)}")
+    elif _is_factory_id(env_id):
+        _find_factory(env_id)
+    elif env_id not in gym.registry:
+        known = list(_GB_IDS) + list(_RTCORE_IDS) + [f"minatar/{g}" for g in _MINATAR_GAMES] + list(gym.registry)
+        close = difflib.get_close_matches(env_id, known, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(
+            f"unknown env id {env_id!r}: expected ALE/<Game>-v5 (e.g. ALE/Pong-v5), one of "
+            f"{', '.join(sorted(_GB_IDS) + sorted(_RTCORE_IDS))}, minatar/<Game>, a registered Gymnasium id "
+            f"(e.g. CartPole-v1) or package.module:factory{hint}"
+        )
+
+
+def _is_factory_id(env_id: str) -> bool:
+    return ":" in env_id and "/" not in env_id.split(":", 1)[0]
+
+
 def _make(env_id: str, default_action: int | None, frame_time: float | None, **kwargs: Any) -> gym.Env:
     from rtcore.envs.adapter import RealtimeEnv, observation_spec
 
@@ -155,26 +192,15 @@ def _make(env_id: str, default_action: int | None, frame_time: float | None, **k
     elif env_id in _GB_IDS or env_id in _RTCORE_IDS:
         env = (_GB_IDS.get(env_id) or _RTCORE_IDS[env_id])(**kwargs)
     elif env_id.startswith("minatar/"):
-        game = env_id.split("/", 1)[1]
-        if game not in _MINATAR_GAMES:
-            raise ValueError(f"unknown env id {env_id!r}: expected minatar/<Game> with Game one of "
-                             f"{', '.join(_MINATAR_GAMES)}")
+        check_env_id(env_id)
         from rtcore.envs.minatar import MinAtarEnv
 
-        env = MinAtarEnv(game, **kwargs)
-    elif ":" in env_id and "/" not in env_id.split(":", 1)[0]:
+        env = MinAtarEnv(env_id.split("/", 1)[1], **kwargs)
+    elif _is_factory_id(env_id):
         env = _from_factory(env_id, **kwargs)
-    elif env_id in gym.registry:
-        env = gym.make(env_id, **kwargs)
     else:
-        known = list(_GB_IDS) + list(_RTCORE_IDS) + [f"minatar/{g}" for g in _MINATAR_GAMES] + list(gym.registry)
-        close = difflib.get_close_matches(env_id, known, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(
-            f"unknown env id {env_id!r}: expected ALE/<Game>-v5 (e.g. ALE/Pong-v5), one of "
-            f"{', '.join(sorted(_GB_IDS) + sorted(_RTCORE_IDS))}, minatar/<Game>, a registered Gymnasium id "
-            f"(e.g. CartPole-v1) or package.module:factory{hint}"
-        )
+        check_env_id(env_id)  # raises for an unknown id, naming the ids that exist
+        env = gym.make(env_id, **kwargs)
     try:
         if (default_action is None and frame_time is None and getattr(env, "default_action", None) is not None
                 and getattr(env, "frame_time", None) is not None and observation_spec(env).identity):
@@ -185,8 +211,8 @@ def _make(env_id: str, default_action: int | None, frame_time: float | None, **k
         raise
 
 
-def _from_factory(env_id: str, **kwargs: Any) -> gym.Env:
-    """``package.module:factory`` -> ``factory(**kwargs)``, checked to be a Gymnasium env."""
+def _find_factory(env_id: str) -> Callable[..., Any]:
+    """The callable named by ``package.module:factory`` (ValueError naming what is missing)."""
     module_name, _, attr = env_id.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -201,7 +227,13 @@ def _from_factory(env_id: str, **kwargs: Any) -> gym.Env:
     if not callable(factory):
         raise ValueError(f"env id {env_id!r}: {attr!r} is not callable; expected a function or class returning "
                          f"a gymnasium.Env")
-    env = factory(**kwargs)
+    return factory
+
+
+def _from_factory(env_id: str, **kwargs: Any) -> gym.Env:
+    """``package.module:factory`` -> ``factory(**kwargs)``, checked to be a Gymnasium env."""
+    attr = env_id.partition(":")[2]
+    env = _find_factory(env_id)(**kwargs)
     if not isinstance(env, gym.Env):
         raise ValueError(f"env id {env_id!r}: {attr}() returned {type(env).__name__}, expected a gymnasium.Env")
     return env

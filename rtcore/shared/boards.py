@@ -31,8 +31,21 @@ from typing import Any, Sequence
 import numpy as np
 
 from rtcore import _core
-from rtcore.shared._shm import SharedObject, default_name
-from rtcore._validate import as_dtype, as_shape, at_least, in_range, index, seconds
+from rtcore._validate import (
+    FOREVER_SECONDS,
+    INT64_MAX,
+    as_dtype,
+    as_shape,
+    at_least,
+    clean_type_error,
+    in_range,
+    index,
+    seconds,
+)
+from rtcore.shared._shm import SharedObject
+
+_MAX_SPIN = 60.0  # seconds a wait may spin before sleeping
+
 
 __all__ = ["ObsBoard", "ActionBoard"]
 
@@ -53,6 +66,7 @@ class ObsBoard(SharedObject):
     """
 
     _KIND = "obs"
+    _CORE = _core.ObsBoard
 
     def __init__(
         self,
@@ -60,30 +74,21 @@ class ObsBoard(SharedObject):
         dtype: Any = "uint8",
         frame_stack: int = 1,
         name: str | None = None,
-        *,
-        _handle: Any = None,
     ) -> None:
-        if _handle is None:
-            shape = as_shape("obs_shape", obs_shape, lo=1)
-            if not shape:
-                raise ValueError("obs_shape must be a non-empty tuple, got ()")
-            dt = as_dtype("dtype", dtype)
-            fs = at_least("frame_stack", frame_stack, 1)
-            name = default_name(self._KIND) if name is None else _core.check_segment_name(name)
-            _handle = _core.ObsBoard.create(name, list(shape), dt, fs)
-            owner = True
-        else:
-            owner = False
-        super().__init__(_handle, _handle.name, owner)
-        self._obs_shape = tuple(_handle.obs_shape)
-        self._dtype = np.dtype(_handle.dtype)
-        self._frame_stack = int(_handle.frame_stack)
+        shape = as_shape("obs_shape", obs_shape, lo=1)
+        if not shape:
+            raise ValueError("obs_shape must be a non-empty tuple, got ()")
+        dt = as_dtype("dtype", dtype)
+        fs = at_least("frame_stack", frame_stack, 1)
+        if fs > 1024:
+            raise ValueError(f"frame_stack must be in [1, 1024], got {fs}")
+        name = self._new_name(name)
+        self._adopt(self._CORE.create(name, list(shape), dt, fs), name, owner=True)
 
-    @classmethod
-    def attach(cls, name: str) -> ObsBoard:
-        """Attach to an existing board (``FileNotFoundError`` if missing, ``rtcore.LayoutError`` if the
-        segment holds something else)."""
-        return cls(None, _handle=_core.ObsBoard.attach(_core.check_segment_name(name)))  # type: ignore[arg-type]
+    def _from_handle(self, handle: Any) -> None:
+        self._obs_shape = tuple(handle.obs_shape)
+        self._dtype = np.dtype(handle.dtype)
+        self._frame_stack = int(handle.frame_stack)
 
     def publish(self, frame: np.ndarray, step: int, episode_start: bool = False) -> None:
         """Publish one frame (shape ``obs_shape``, dtype ``dtype``, C-contiguous) taken at env ``step``.
@@ -91,7 +96,13 @@ class ObsBoard(SharedObject):
         ``episode_start=True``: the stack restarts, padded with this frame. Never blocks (the GIL is
         released for the copy).
         """
-        self._h.publish(frame, index("step", step), bool(episode_start))
+        if not isinstance(frame, np.ndarray):
+            raise TypeError(f"frame must be a numpy array of shape {self._obs_shape} and dtype {self._dtype}, "
+                            f"got {type(frame).__name__}")
+        st = at_least("step", step, 0)
+        if st > INT64_MAX:
+            raise ValueError(f"step must be below 2**63, got {st}")
+        self._h.publish(frame, st, bool(episode_start))
 
     def read(self, out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
         """Copy the newest stack ``[frame_stack, *obs_shape]`` (oldest frame first) and return
@@ -101,6 +112,9 @@ class ObsBoard(SharedObject):
         otherwise a new array. Before the first publish: zeros and step ``-1``. The copy is whole: a
         frame being overwritten during the read is detected and re-read. The GIL is released.
         """
+        if out is not None and not isinstance(out, np.ndarray):
+            raise TypeError(f"out must be a numpy array of shape {self.stack_shape} and dtype {self._dtype} or None, "
+                            f"got {type(out).__name__}")
         return self._h.read(out)
 
     @property
@@ -120,9 +134,11 @@ class ObsBoard(SharedObject):
         ``spin``: seconds to spin before sleeping (lower wake-up latency, burns a core). The GIL is
         released and Ctrl-C works.
         """
-        a = index("after", after)
+        a = in_range("after", after, -(2**63), INT64_MAX)
         t = None if timeout is None else seconds("timeout", timeout, positive=False)
-        return self._h.wait_step(a, t, seconds("spin", spin, positive=False))
+        if t is not None and t > FOREVER_SECONDS:
+            t = None
+        return self._h.wait_step(a, t, seconds("spin", spin, positive=False, hi=_MAX_SPIN))
 
     @property
     def obs_shape(self) -> tuple[int, ...]:
@@ -161,35 +177,39 @@ class ActionBoard(SharedObject):
     ``posted == taken + superseded + (1 if pending else 0)``.
 
     Each worker id posts from one thread at a time (a concurrent post with the same id raises
-    ``ValueError``); a worker id whose process died mid-post is taken over by the next poster.
+    ``rtcore.BusyError`` from this process, ``rtcore.SlotError`` from another live one); a worker id
+    whose process died mid-post is taken over by the next poster.
     """
 
     _KIND = "act"
+    _CORE = _core.ActionBoard
 
-    def __init__(self, name: str | None = None, max_workers: int = 256, *, _handle: Any = None) -> None:
-        if _handle is None:
-            mw = in_range("max_workers", max_workers, 1, 32768)
-            name = default_name(self._KIND) if name is None else _core.check_segment_name(name)
-            _handle = _core.ActionBoard.create(name, mw)
-            owner = True
-        else:
-            owner = False
-        super().__init__(_handle, _handle.name, owner)
-        self._max_workers = int(_handle.max_workers)
+    def __init__(self, name: str | None = None, max_workers: int = 256) -> None:
+        mw = in_range("max_workers", max_workers, 1, 32768)
+        name = self._new_name(name)
+        self._adopt(self._CORE.create(name, mw), name, owner=True)
 
-    @classmethod
-    def attach(cls, name: str) -> ActionBoard:
-        """Attach to an existing board (``FileNotFoundError`` if missing, ``rtcore.LayoutError`` if the
-        segment holds something else)."""
-        return cls(_handle=_core.ActionBoard.attach(_core.check_segment_name(name)))
+    def _from_handle(self, handle: Any) -> None:
+        self._max_workers = int(handle.max_workers)
 
     def post(self, action: int, obs_step: int, worker: int) -> None:
         """Post ``action`` (an int), computed from the observation of env step ``obs_step``, by
         ``worker`` (``0 <= worker < max_workers``). Never blocks."""
         if type(action) is int and type(obs_step) is int and type(worker) is int:  # the hot path: no conversions
-            self._h.post(action, obs_step, worker)
-        else:
-            self._h.post(index("action", action), index("obs_step", obs_step), index("worker", worker))
+            try:
+                self._h.post(action, obs_step, worker)
+                return
+            except TypeError:  # an int beyond int64 / int32: the checks below name it
+                pass
+        a = in_range("action", action, -(2**63), INT64_MAX)
+        s = in_range("obs_step", obs_step, -(2**63), INT64_MAX)
+        w = index("worker", worker)
+        if not 0 <= w < self._max_workers:
+            raise ValueError(f"worker must be in [0, {self._max_workers}), got {w}")
+        try:
+            self._h.post(a, s, w)
+        except TypeError as e:
+            raise clean_type_error(e, "ActionBoard.post") from None
 
     def take(self) -> tuple[int, int, int] | None:
         """The newest posted action not taken yet, as ``(action, obs_step, worker)``; ``None`` if
