@@ -39,6 +39,7 @@ RULES: list[tuple[str, str]] = [
     (r"^pip install\b", "parse"),
     (r"^(\w+=\S+\s+)*pytest\b", "pytest"),
     (r"^(cmake|ctest)\b", "parse"),
+    (r"^python bench/\w+\.py\b", "parse"),
 ]
 
 
@@ -157,9 +158,9 @@ def check_pip_parses(argv: list[str]) -> None:
     targets = [a for a in argv[2:] if a not in ("-e", "--no-build-isolation")]
     assert all(not a.startswith("-") for a in targets), f"unexpected pip option in {argv}"
     for t in targets:
-        m = re.fullmatch(r"\.(?:\[([\w,-]+)\])?", t)
+        m = re.fullmatch(r"(\.|rtcore)(?:\[([\w,-]+)\])?", t)  # this tree, or rtcore by name, with extras
         if m:
-            missing = set(filter(None, (m.group(1) or "").split(","))) - extras_known
+            missing = set(filter(None, (m.group(2) or "").split(","))) - extras_known
             assert not missing, f"{t!r}: pyproject.toml has no extra(s) {sorted(missing)}"
         else:
             assert re.fullmatch(r"[A-Za-z0-9_.-]+(==[\w.+-]+)?", t), f"{t!r} is not a requirement pip takes"
@@ -186,6 +187,13 @@ def test_readme_command_parses(cmd, tmp_path, monkeypatch):
                 raise
     elif argv[0] == "pip":
         check_pip_parses(argv)
+    elif argv[0] == "python":  # a bench script: its --help parses, and names every option the command gives
+        p = subprocess.run([sys.executable, str(ROOT / argv[1]), "--help"], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert p.returncode == 0, f"{argv[1]} --help exited {p.returncode}: {p.stderr[-1000:]}"
+        for a in argv[2:]:
+            if a.startswith("--"):
+                assert a.split("=")[0] in p.stdout, f"{argv[1]} has no option {a}"
     else:
         assert shutil.which(argv[0]), f"{argv[0]} is not installed"
         assert (ROOT / "CMakeLists.txt").exists()
@@ -221,13 +229,14 @@ _nested = pytest.mark.skipif(os.environ.get("RTCORE_README_TEST") == "1",
 def test_readme_rtcore_blocks_run_as_written(shell_env, tmp_path):
     """Every block of `rtcore` commands ("Try it", keep/resume/play, ...) in order, each block in a
     scratch directory of its own (a later command reads the run an earlier one made)."""
-    blocks = [b for b in bash_blocks() if b and all(line.startswith("rtcore ") for line in b)]
+    blocks = [b for b in bash_blocks() if b and all(line.startswith(("rtcore ", "python bench/")) for line in b)]
     assert blocks
     for n, block in enumerate(blocks):
         cwd = tmp_path / f"block{n}"
         cwd.mkdir()
         for line in block:
-            p = subprocess.run(["bash", "-c", line], cwd=cwd, env=shell_env, capture_output=True, text=True,
+            cmd = line.replace("python bench/", f"{shlex.quote(sys.executable)} {shlex.quote(str(ROOT))}/bench/", 1)
+            p = subprocess.run(["bash", "-c", cmd], cwd=cwd, env=shell_env, capture_output=True, text=True,
                                timeout=1500)
             assert p.returncode == 0, f"{line!r} exited {p.returncode}:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
 
