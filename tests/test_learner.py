@@ -109,10 +109,11 @@ def make_learner(model, replay, *, turnstile=None, learner=0, shared=None, **cfg
         flat = bind_flat(model).numpy().copy()
         store = ParamStore(flat.size, buffers=8)
         store.publish(flat)
-        shared = {"params": store, "moments": np.zeros((2, flat.size), np.float32), "target": flat.copy(),
-                  "control": np.zeros(Control.COUNT, np.int64)}
-    lrn = DQNLearner(model, params=shared["params"], replay=replay, moments=shared["moments"],
-                     target_params=shared["target"], control=shared["control"], config=LearnerConfig(**cfg),
+        state = np.zeros((4, flat.size), np.float32)
+        state[0] = state[3] = flat
+        shared = {"params": store, "state": state, "control": np.zeros(Control.COUNT, np.int64)}
+    lrn = DQNLearner(model, params=shared["params"], replay=replay, state=shared["state"],
+                     control=shared["control"], config=LearnerConfig(**cfg),
                      turnstile=turnstile, learner=learner, seed=learner)
     return lrn, shared
 

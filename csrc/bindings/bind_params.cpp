@@ -84,6 +84,8 @@ class ParamsHandle {
 
   void close() {
     if (!seg_) return;
+    if (writing_ >= 0 && writing_pid_ == static_cast<int>(::getpid())) store_.abort_write();
+    writing_ = -1;
     if (owns_slot()) store_.release_slot(slot_);
     slot_ = -1;
     seg_.reset();
@@ -138,6 +140,32 @@ class ParamsHandle {
     return static_cast<std::int64_t>(store_.commit(b));
   }
 
+  // Claims the store and picks a free buffer (waiting up to timeout_s for one). Returns the buffer, or -1.
+  // The caller fills the buffer (in any memory that mirrors it, e.g. a device copy) and calls commit().
+  int begin_write(double timeout_s) {
+    check_open();
+    if (writing_ >= 0) throw InvalidArgument("ParamStore '" + name_ + "': begin_write() called twice without commit()");
+    const std::uint64_t token = params::self_token();
+    int b = -1;
+    if (!wait_until([&] { return (b = store_.begin_write(token)) >= 0; }, timeout_s)) return -1;
+    writing_ = b;
+    writing_pid_ = static_cast<int>(::getpid());
+    return b;
+  }
+
+  std::uint64_t commit() {
+    check_writing();
+    const int b = writing_;
+    writing_ = -1;
+    return store_.commit(b);
+  }
+
+  void abort_write() {
+    check_writing();
+    writing_ = -1;
+    store_.abort_write();
+  }
+
   // Pins the newest version (waiting up to timeout_s for a first one). Returns (version, buffer).
   std::pair<std::uint64_t, int> pin(double timeout_s) {
     check_open();
@@ -189,6 +217,12 @@ class ParamsHandle {
  private:
   ParamsHandle(std::shared_ptr<shm::Segment> seg, ParamStore store) : seg_(std::move(seg)), name_(seg_->name()), store_(store) {}
 
+  void check_writing() const {
+    check_open();
+    if (writing_ < 0 || writing_pid_ != static_cast<int>(::getpid()))
+      throw InvalidArgument("ParamStore '" + name_ + "': no write in progress (call begin_write() first)");
+  }
+
   bool owns_slot() const { return slot_ >= 0 && slot_pid_ == static_cast<int>(::getpid()); }
 
   void check_open() const {
@@ -204,11 +238,15 @@ class ParamsHandle {
   ParamStore store_;
   int slot_ = -1;
   int slot_pid_ = 0;  // the process that acquired slot_
+  int writing_ = -1;  // the buffer claimed by begin_write(), until commit() or abort_write()
+  int writing_pid_ = 0;
 };
 
 }  // namespace
 
 void bind_params(py::module_& m) {
+  m.attr("PARAMS_MAX_BUFFERS") = params::kMaxBuffers;
+  m.attr("PARAMS_MAX_READERS") = params::kMaxReaders;
   py::class_<ParamsHandle>(m, "Params", "Private handle on a shared-memory parameter store; use rtcore.ParamStore.")
       .def_static("create", &ParamsHandle::create, py::arg("name"), py::arg("numel"), py::arg("dtype_code"),
                   py::arg("buffers"), py::arg("max_readers"))
@@ -217,6 +255,9 @@ void bind_params(py::module_& m) {
       .def("buffer_view", &ParamsHandle::buffer_view, py::arg("buffer"))
       .def("buffer_address", &ParamsHandle::buffer_address, py::arg("buffer"))
       .def("publish", &ParamsHandle::publish, py::arg("parts"), py::arg("timeout"))
+      .def("begin_write", &ParamsHandle::begin_write, py::arg("timeout"))
+      .def("commit", &ParamsHandle::commit)
+      .def("abort_write", &ParamsHandle::abort_write)
       .def("pin", &ParamsHandle::pin, py::arg("timeout"))
       .def("unpin", &ParamsHandle::unpin)
       .def_property_readonly("pinned", &ParamsHandle::pinned)
