@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from rtcore.agent._proc import child_setup, heartbeat_thread
+from rtcore.agent._proc import child_setup, heartbeat_thread, process_context
 from rtcore.agent.dqn import DQNLearner, LearnerConfig
 from rtcore.agent.telemetry import Control, LearnerCol, Telemetry
 
@@ -180,7 +180,7 @@ def measure_updates_per_second(model_spec: str, learners: int, seconds: float = 
         objs.append(tel)
         turnstile = rtcore.Turnstile(learners)
         objs.append(turnstile)
-        ctx = mp.get_context("spawn")
+        ctx = process_context()
         for j in range(learners):
             spec = LearnerSpec(learner=j, model_spec=model_spec, in_frames=frame_stack, n_actions=n_actions,
                                config=LearnerConfig(batch_size=batch_size), device=device, threads=threads, nice=0,

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from rtcore.agent._proc import process_context
 from rtcore.agent.config import RunConfig, add_config_arguments, config_from_args, read_delay_schedule
 from rtcore.agent.accounting import RunAccounting, RunSummary, print_summary
 from rtcore.agent.metrics import LiveView, MetricsWriter
@@ -249,7 +250,7 @@ class _Runner:
         from rtcore.agent.sequential import SequentialSpec, sequential_main
 
         cfg = self.cfg
-        ctx = mp.get_context("spawn")
+        ctx = process_context()
         actor = ActorConfig(model_path=self.model_path, device=cfg.device, backend=cfg.backend, n_actions=self.n_actions,
                             epsilon_start=cfg.epsilon_start, epsilon_end=cfg.epsilon_end,
                             epsilon_decay_steps=cfg.epsilon_decay_steps, inference_delay=cfg.inference_delay,
