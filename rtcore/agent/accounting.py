@@ -208,7 +208,7 @@ class RunAccounting:
             tau_theta_measured_p99=float(r.latency["p99"]),
             inference_delay=cfg.inference_delay,
             n_star=r.n_star,
-            workers=r.n_workers,
+            workers=getattr(r, "n_workers_initial", r.n_workers),
             learners=r.n_learners,
             learner_updates=updates,
             updates_per_s=updates / wall if wall > 0 else math.nan,
@@ -227,7 +227,14 @@ class RunAccounting:
                    "act_time_mean_s": self._act_time(r),
                    "driver_cost_us": 1e6 * float(_field(st, "cost_mean")),
                    "reset_time_mean_s": float(_field(st, "reset_time_mean")),
-                   "params": r.numel},
+                   "params": r.numel,
+                   "param_buffers": r.params.buffers,
+                   "param_readers": r.params.max_readers,
+                   "param_publishes_skipped": int(r.params.stats()["skipped_no_buffer"]),
+                   "workers_final": r.n_workers,
+                   "workers_max": max(r.n_workers, getattr(r, "max_workers_seen", 0)),
+                   "workers_spawned": getattr(r, "workers_spawned", 0),
+                   "workers_retired": getattr(r, "workers_retired", 0)},
         )
 
     def _steady_inaction(self, r: Any, st: Any) -> float:

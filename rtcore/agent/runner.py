@@ -179,6 +179,7 @@ class _Runner:
                 n = max(n, 2)  # one slow pass of a lone worker always leaves a gap
             self.n_workers = max(1, min(cfg.max_workers, n))
         # slots of the schedule, rows of the telemetry, reader slots of the ParamStore: elastic N may grow to max_workers
+        self.n_workers_initial = self.n_workers
         self.elastic = cfg.elastic and cfg.mode == "staggered" and cfg.fixed_workers is None
         self.max_workers_run = max(self.n_workers, cfg.max_workers) if self.elastic else self.n_workers
         self.n_learners = cfg.learners if cfg.mode == "staggered" else (1 if cfg.learners > 0 else 0)
@@ -403,6 +404,7 @@ class _Runner:
                 self.telemetry.workers[w, WorkerCol.POSTS] = 0
                 intervals.reset_worker(w)
                 self.children.append(self._new_worker(w))
+            self.workers_spawned = getattr(self, "workers_spawned", 0) + want - n
             self.n_workers = want
             self.telemetry.control[Control.ACTIVE_WORKERS] = want
             self.max_workers_seen = max(getattr(self, "max_workers_seen", 0), want)
@@ -414,6 +416,7 @@ class _Runner:
             elif now - self._quiet_since >= cfg.elastic_quiet:
                 self._quiet_since = now
                 self.n_workers = n - 1
+                self.workers_retired = getattr(self, "workers_retired", 0) + 1
                 self.telemetry.control[Control.ACTIVE_WORKERS] = n - 1  # worker n - 1 leaves at its next turn
                 self.retiring.extend(c for c in self.children if c.kind == "worker" and c.index == n - 1)
                 self.children = [c for c in self.children if not (c.kind == "worker" and c.index == n - 1)]
