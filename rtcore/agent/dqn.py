@@ -213,6 +213,8 @@ class DQNLearner:
 
         self.cfg = config
         self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:  # compare equal to the replicas' devices
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.params = params
         self.replay = replay
         if seed is not None:

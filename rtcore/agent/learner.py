@@ -195,9 +195,20 @@ def measure_updates_per_second(model_spec: str, learners: int, seconds: float = 
             if time.monotonic() > deadline or any(p.exitcode is not None for p in procs):
                 raise RuntimeError("learners did not start")
             time.sleep(0.01)
-        u0, t0 = int(tel.control[Control.UPDATES]), time.monotonic()
+        def next_update() -> tuple[int, float]:
+            """Waits for the update counter to move; returns (count, time): windows that start and end at
+            an update, so a window of a few slow updates is not quantised to whole updates."""
+            u = int(tel.control[Control.UPDATES])
+            limit = time.monotonic() + 300
+            while int(tel.control[Control.UPDATES]) == u:
+                if time.monotonic() > limit or any(p.exitcode is not None for p in procs):
+                    raise RuntimeError("learners stopped updating")
+                time.sleep(0.0005)
+            return int(tel.control[Control.UPDATES]), time.monotonic()
+
+        u0, t0 = next_update()
         time.sleep(seconds)
-        u1, t1 = int(tel.control[Control.UPDATES]), time.monotonic()
+        u1, t1 = next_update()
         tel.control[Control.STOP] = 1
         L = tel.learners[:learners]
         n = L[:, LearnerCol.UPDATES].sum()
