@@ -55,7 +55,7 @@ def test_elastic_n_follows_an_inference_latency_that_doubles_mid_run(tmp_path):
     sched.write_text("0 0.02\n4 0.04\n12 0.02\n")
     run_dir = tmp_path / "run"
     p = rtcore_run(tmp_path, "--seconds", "20", "--inference-delay", "0.02", "--tau-theta", "0.03",
-                   "--inference-delay-schedule", str(sched), "--workers", "auto", "--max-workers", "6",
+                   "--inference-delay-schedule", str(sched), "--workers", "auto", "--elastic", "--max-workers", "6",
                    "--elastic-quiet", "2", "--tau-window", "60", "--learners", "0")
     children: list[psutil.Process] = []
     try:

@@ -65,8 +65,8 @@ class RunConfig:
     """``--workers auto`` starts ceil(headroom * tau_theta_max / tau_M) workers, and at least 2 when headroom > 1: spare capacity, so a pass slower than measured (a busy machine) opens no gaps. 1.0 = exactly N* = ceil(tau_theta_max / tau_M)."""
     max_workers: int = 64
     """Upper bound on N when ``--workers auto`` (N* of a big model on a slow machine can exceed what fits); with ``--elastic`` the runner grows N up to it."""
-    elastic: bool = True
-    """With ``--workers auto``: when the measured tau_theta_max grows past N * tau_M (a busy machine, a bigger batch), spawn workers (up to ``--max-workers``) and re-stagger; retire spare ones after ``--elastic-quiet`` seconds with fewer needed."""
+    elastic: bool = False
+    """Elastic N, with ``--workers auto``: when the measured tau_theta_max grows past N * tau_M (a busy machine, a bigger batch), spawn workers (up to ``--max-workers``) and re-stagger; retire spare ones after ``--elastic-quiet`` seconds with fewer needed."""
     elastic_quiet: float = 10.0
     """Seconds tau_theta_max must stay low enough for fewer workers (with headroom) before elastic N retires one."""
     stagger: str = "max"
