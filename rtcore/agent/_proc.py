@@ -8,10 +8,10 @@ import signal
 import sys
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
-__all__ = ["WORKER_RT_PRIORITY", "apply_realtime", "child_setup", "heartbeat_thread", "join_slot", "process_context",
-           "quiet_gc"]
+__all__ = ["Child", "WORKER_RT_PRIORITY", "apply_realtime", "child_setup", "heartbeat_thread", "join_slot",
+           "process_context", "quiet_gc"]
 
 # SCHED_FIFO priority of workers with --realtime: below the env driver's (10), so a tick always wins
 WORKER_RT_PRIORITY = 5
@@ -102,3 +102,28 @@ def heartbeat_thread(beat: Callable[[], None], should_stop: Callable[[], bool], 
             time.sleep(period)
 
     threading.Thread(target=loop, name=name, daemon=True).start()
+
+
+class Child:
+    """A spawned worker or learner and what it takes to respawn it."""
+
+    def __init__(self, kind: str, index: int, target: Any, spec: Any, ctx: Any) -> None:
+        self.kind, self.index, self.target, self.spec, self.ctx = kind, index, target, spec, ctx
+        self.proc: Any = None
+        self.restarts = 0
+        self.start()
+
+    def start(self) -> None:
+        self.proc = self.ctx.Process(target=self.target, args=(self.spec,), name=f"rtcore-{self.kind}-{self.index}",
+                                     daemon=True)
+        self.proc.start()
+
+    @property
+    def dead(self) -> bool:
+        return self.proc.exitcode is not None
+
+    def stop(self, deadline: float) -> None:
+        self.proc.join(max(0.0, deadline - time.monotonic()))
+        if self.proc.exitcode is None:
+            self.proc.kill()
+            self.proc.join(5.0)

@@ -124,8 +124,8 @@ class RunAccounting:
         lag = float(np.mean(np.maximum(0, version - last_versions))) if last_versions.size else math.nan
         n_l = max(1, r.n_learners)
         row = {
-            "time_s": t,
-            "env_steps": steps,
+            "time_s": r.time_offset + t,
+            "env_steps": r.step_offset + steps,
             "steps_per_s": d_steps / dt if dt > 0 else math.nan,
             "inaction_fraction": default_steps / steps if steps else math.nan,
             "inaction_window": ((default_steps - self.prev.get("default", 0)) / d_steps) if d_steps > 0 else math.nan,
@@ -234,7 +234,9 @@ class RunAccounting:
                    "workers_final": r.n_workers,
                    "workers_max": max(r.n_workers, getattr(r, "max_workers_seen", 0)),
                    "workers_spawned": getattr(r, "workers_spawned", 0),
-                   "workers_retired": getattr(r, "workers_retired", 0)},
+                   "workers_retired": getattr(r, "workers_retired", 0),
+                   "started_from": str(r.start_path) if r.start is not None else None,
+                   "env_steps_before": r.step_offset, "seconds_before": r.time_offset},
         )
 
     def _steady_inaction(self, r: Any, st: Any) -> float:

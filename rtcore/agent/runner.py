@@ -17,29 +17,33 @@ What a run does:
    summary and the plots, and unlinks every shared segment.
 
 ``--json`` prints one JSON object with the summary (see :class:`RunSummary`).
+
+Length: the run's whole life (set-up, spawn, supervise, stop) is one class read top to bottom; what it
+counts is in ``accounting``, its checkpoints in ``checkpoint``, child plumbing in ``_proc``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import math
 import multiprocessing as mp
 import os
-import re
 import signal
 import sys
 import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from rtcore.agent._proc import process_context
-from rtcore.agent.config import RunConfig, add_config_arguments, config_from_args, read_delay_schedule
+from rtcore.agent._proc import Child, process_context
+from rtcore.agent.config import RunConfig, add_config_arguments, config_from_args, make_run_dir, read_delay_schedule
+from rtcore.agent.checkpoint import Identity, LearnerState, find_state, load_state, write_checkpoint
 from rtcore.agent.accounting import RunAccounting, RunSummary, print_summary
 from rtcore.agent.metrics import LiveView, MetricsWriter
 from rtcore.agent.telemetry import Control, LearnerCol, PostIntervals, Telemetry, WorkerCol
@@ -52,25 +56,6 @@ DEFAULT_PARAM_BUFFERS = 8  # parameter versions kept when --param-buffers is aut
 
 
 # ---------------------------------------------------------------------- helpers
-def _env_slug(env_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", env_id.split("/")[-1]).strip("-") or "env"
-
-
-def make_run_dir(cfg: RunConfig) -> Path:
-    if cfg.run_dir:
-        path = Path(cfg.run_dir)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path(cfg.runs_root) / f"{_env_slug(cfg.env)}-{stamp}"
-    path, i = base, 1
-    while path.exists():
-        i += 1
-        path = base.with_name(f"{base.name}-{i}")
-    path.mkdir(parents=True)
-    return path
-
-
 def _env_kwargs(cfg: RunConfig) -> dict[str, Any]:
     return {"rom": cfg.rom} if cfg.rom else {}
 
@@ -94,45 +79,32 @@ def _make_env(env_id: str, kwargs: dict[str, Any]):
     return rtcore.make(env_id, **kwargs)
 
 
-class _Child:
-    """A spawned worker or learner and what it takes to respawn it."""
-
-    def __init__(self, kind: str, index: int, target: Any, spec: Any, ctx: Any) -> None:
-        self.kind, self.index, self.target, self.spec, self.ctx = kind, index, target, spec, ctx
-        self.proc: Any = None
-        self.restarts = 0
-        self.start()
-
-    def start(self) -> None:
-        self.proc = self.ctx.Process(target=self.target, args=(self.spec,), name=f"rtcore-{self.kind}-{self.index}",
-                                     daemon=True)
-        self.proc.start()
-
-    @property
-    def dead(self) -> bool:
-        return self.proc.exitcode is not None
-
-    def stop(self, deadline: float) -> None:
-        self.proc.join(max(0.0, deadline - time.monotonic()))
-        if self.proc.exitcode is None:
-            self.proc.kill()
-            self.proc.join(5.0)
-
-
 # ---------------------------------------------------------------------- the run
 class _Runner:
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
         self.run_dir = make_run_dir(cfg)
         self.closers: list[Any] = []
-        self.children: list[_Child] = []
+        self.children: list[Child] = []
         self.driver: Any = None
         self.stopped_by = "time"
         self.env_error: str | None = None
         self.accounting = RunAccounting()
-        self.retiring: list[_Child] = []  # workers elastic N told to leave, until they have exited
+        self.retiring: list[Child] = []  # workers elastic N told to leave, until they have exited
         self._quiet_since: float | None = None
         self._want_since: float | None = None
+        self.start: LearnerState | None = None  # the checkpoint a resumed run (or play) starts from
+        self.params_only = False                # play: take only the parameters from it
+        self.record: str | None = None          # play: write the frames to this GIF/MP4
+        self.step_offset = 0                    # env steps before this run (resumed)
+        self.time_offset = 0.0                  # seconds before this run (resumed)
+        self.seed = cfg.seed                    # of the children and the env (reseeded on resume)
+
+    def start_from(self, path: Path, state: LearnerState, params_only: bool = False) -> None:
+        """Starts from a checkpoint: the whole learner state (resume), or only its parameters (play)."""
+        self.start, self.start_path, self.params_only = state, path, params_only
+        if not params_only:
+            self.seed = self.cfg.seed + 7919 * (state.resumes + 1)  # new exploration, not a replay of the old
 
     def log(self, msg: str) -> None:
         if not self.cfg.quiet and not self.cfg.json:
@@ -158,6 +130,11 @@ class _Runner:
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, cfg.frame_stack, self.n_actions, frame_size=self.obs_shape[-2:])
         self.numel = sum(p.numel() for p in self.model.parameters())
+        self.identity = Identity(env=cfg.env, model=cfg.model, obs_shape=tuple(int(x) for x in self.obs_shape),
+                                 obs_dtype=self.obs_dtype.name, n_actions=self.n_actions, frame_stack=cfg.frame_stack,
+                                 numel=int(self.numel))
+        if self.start is not None:
+            self.identity.check(self.start.identity, str(self.start_path))
         fmt = {"script": ("script", "model.pt"), "export": ("export", "model.pt2"), "eager": ("checkpoint", "model.ckpt")}
         kind, filename = fmt[cfg.backend]
         self.model_path = str((self.run_dir / filename).resolve())
@@ -220,16 +197,22 @@ class _Runner:
         from rtcore.shared.params import bind_flat
 
         flat = bind_flat(self.model).detach().numpy().copy()
-        self.params.publish(flat)
+        st = self.start
+        params = st.params if st is not None else flat  # resume and play start from the checkpoint's parameters
+        resume = st is not None and not self.params_only
+        self.params.publish(params)
         # the learners' state (master parameters, Adam moments, target): host shared memory, or on each
         # learner GPU (one replica per GPU, CUDA IPC-shared by the learners on it, kept in step)
+        rows = np.stack([params, st.moments[0], st.moments[1], st.target] if resume else
+                        [params, np.zeros_like(flat), np.zeros_like(flat), flat]).astype(np.float32)
         self.learner_devices = learner_devices(cfg)
         self.mirrors: dict[str, Any] = {}
         if all(d == "cpu" for d in self.learner_devices):
             self.state = keep(SharedArray((4, self.numel), "float32"))
-            self.state.array[0] = flat
-            self.state.array[3] = flat
+            self.state.array[:] = rows
         else:
+            import torch
+
             from rtcore.agent.dqn import new_learner_state
             from rtcore.shared.params import device_mirror
 
@@ -238,11 +221,17 @@ class _Runner:
                 raise ValueError(f"learner_device = {cfg.learner_device!r}: learners on the CPU and on GPUs cannot "
                                  f"share one learner state; use all-CPU or all-GPU learners")
             self.state = {d: new_learner_state(flat, d) for d in devs}
+            for t in self.state.values():
+                t.copy_(torch.from_numpy(rows))
             self.mirrors = {d: device_mirror(self.params, d) for d in devs}
         self.telemetry = Telemetry(self.max_workers_run, max(1, self.n_learners))
         self.closers.append(self.telemetry)
         self.telemetry.control[Control.INFERENCE_DELAY_NS] = int(round(cfg.inference_delay * 1e9))
         self.telemetry.control[Control.ACTIVE_WORKERS] = self.n_workers
+        if resume:  # the whole learner state
+            c = self.telemetry.control
+            c[Control.UPDATES], c[Control.TARGET_VERSION], c[Control.OPT_STEP] = st.updates, st.target_version, st.opt_step
+            self.step_offset, self.time_offset = st.env_steps, st.seconds
 
     def spawn(self) -> None:
         from rtcore.agent.inference import ActorConfig, WorkerSpec, worker_main
@@ -255,7 +244,7 @@ class _Runner:
         actor = ActorConfig(model_path=self.model_path, device=cfg.device, backend=cfg.backend, n_actions=self.n_actions,
                             epsilon_start=cfg.epsilon_start, epsilon_end=cfg.epsilon_end,
                             epsilon_decay_steps=cfg.epsilon_decay_steps, inference_delay=cfg.inference_delay,
-                            seed=cfg.seed)
+                            seed=self.seed)
         lcfg = LearnerConfig(batch_size=cfg.batch_size, lr=cfg.lr, adam_eps=cfg.adam_eps, double_dqn=cfg.double_dqn,
                              target_update=cfg.target_update, max_grad_norm=cfg.max_grad_norm)
 
@@ -270,7 +259,7 @@ class _Runner:
                                threads=cfg.learner_threads, nice=cfg.learner_nice if cfg.mode == "staggered" else 0,
                                learning_starts=cfg.learning_starts, updates_per_step=cfg.updates_per_step,
                                params=self.params, replay=self.replay, turnstile=self.turnstile, state=state,
-                               telemetry=self.telemetry, obs_board=self.obs_board, seed=cfg.seed + 1000 + j,
+                               telemetry=self.telemetry, obs_board=self.obs_board, seed=self.seed + 1000 + j,
                                mirrors=[self.mirrors[d] for d in devs] if devs else None, host=host)
 
         self._worker_mirror = self.mirrors.get(worker_dev)
@@ -281,20 +270,20 @@ class _Runner:
                                   realtime=cfg.realtime)
             if self.n_learners == 0:
                 spec.learner.learning_starts = 1 << 62  # act only
-            self.children.append(_Child("agent", 0, sequential_main, spec, ctx))
+            self.children.append(Child("agent", 0, sequential_main, spec, ctx))
             return
         def worker_spec(w: int) -> WorkerSpec:
-            a = ActorConfig(**{**asdict(actor), "seed": cfg.seed + 1 + w})
+            a = ActorConfig(**{**asdict(actor), "seed": self.seed + 1 + w})
             return WorkerSpec(worker=w, actor=a, obs_board=self.obs_board, action_board=self.action_board,
                               schedule=self.schedule, params=self.params, telemetry=self.telemetry,
                               frame_stack=cfg.frame_stack, obs_shape=self.obs_shape, realtime=cfg.realtime,
                               mirror=self._worker_mirror)
 
-        self._new_worker = lambda w: _Child("worker", w, worker_main, worker_spec(w), ctx)
+        self._new_worker = lambda w: Child("worker", w, worker_main, worker_spec(w), ctx)
         for w in range(self.n_workers):
             self.children.append(self._new_worker(w))
         for j in range(self.n_learners):
-            self.children.append(_Child("learner", j, learner_main, learner_spec(j), ctx))
+            self.children.append(Child("learner", j, learner_main, learner_spec(j), ctx))
 
     def write_processes(self) -> None:
         """``processes.json``: the pid of every child, for whoever needs to find them (tests, a debugger)."""
@@ -328,8 +317,13 @@ class _Runner:
 
         cfg = self.cfg
         env_fn = functools.partial(_make_env, cfg.env, _env_kwargs(cfg))
+        if self.record:
+            from rtcore.agent.recording import recording_env
+
+            env_fn = functools.partial(recording_env, env_fn, self.record)
         self.driver = EnvDriver(env_fn, self.obs_board, self.action_board, replay=self.replay, stream=0,
-                                frequency=1.0 / self.tau_m, seed=cfg.seed, realtime=cfg.realtime)
+                                frequency=1.0 / self.tau_m, seed=self.seed, realtime=cfg.realtime,
+                                first_step=self.step_offset)
         self.driver.start()
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while self.obs_board.published < 1:  # the run's clock starts at the env's first frame
@@ -453,38 +447,32 @@ class _Runner:
             self.write_processes()
 
     def checkpoint(self, tag: str, final: bool = False) -> Path:
-        """Writes the newest parameters as a model checkpoint (loads with rtcore.models.export). ``final``
-        (every learner has stopped): the learners' master copy, which holds every applied update even when
-        the last publish was skipped."""
+        """Writes ``checkpoints/<tag>.pt`` (the model) and ``<tag>.state.pt`` (the whole learner state).
+        ``final`` (every learner has stopped): from the learners' master copy, which holds every applied
+        update even when the last publish was skipped."""
+        return write_checkpoint(self, tag, final=final)
+
+    def learner_arrays(self, final: bool = False) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        """``(version, params, target, moments)`` as host float32 arrays, for a checkpoint. During the run
+        the parameters are the newest published version (one whole version: pinned) and target and moments
+        a live snapshot; ``final``: the master copy, exact (every learner has stopped)."""
         import torch
 
-        from rtcore.models.export import save_model
-        from rtcore.shared.params import bind_flat
-
-        ckpt_dir = self.run_dir / "checkpoints"
-        ckpt_dir.mkdir(exist_ok=True)
-        flat = bind_flat(self.model)
+        state = self.state.array if not self.mirrors else next(iter(self.state.values())).cpu().numpy()
+        target, moments = state[3].copy(), state[1:3].copy()
         if final and self.n_learners > 0:
-            master = self.state.array[0] if not self.mirrors else next(iter(self.state.values()))[0]
-            flat.copy_(torch.as_tensor(master).cpu())
-            version = self.params.version
-        elif self.mirrors:
+            return self.params.version, state[0].copy(), target, moments
+        if self.mirrors:
             mirror = next(iter(self.mirrors.values()))
             version, b = self.params.pin_buffer()
             try:
-                flat.copy_(mirror[b].cpu())
+                params = mirror[b].cpu().numpy().copy()
+                torch.cuda.synchronize(mirror.device)
             finally:
                 self.params.unpin()
-        else:
-            with self.params.read() as (version, view):
-                flat.copy_(torch.from_numpy(view))
-        path = ckpt_dir / f"{tag}.pt"
-        tmp = path.with_suffix(".tmp")
-        save_model(self.model, tmp, format="checkpoint")
-        os.replace(tmp, path)
-        (ckpt_dir / f"{tag}.json").write_text(json.dumps({"param_version": int(version),
-                                                          "learner_updates": int(self.telemetry.control[Control.UPDATES])}))
-        return path
+            return version, params, target, moments
+        with self.params.read() as (version, view):
+            return version, view.copy(), target, moments
 
     def stop_all(self) -> None:
         # the env first: once it stops, nothing more is counted, so the agents' shutdown costs no steps
@@ -527,8 +515,22 @@ def run(config: RunConfig | None = None) -> RunSummary:
     shared-memory segment outlives the call.
     """
     cfg = (config or RunConfig()).validate()
+    if cfg.resume and not cfg.run_dir:
+        cfg = dataclasses.replace(cfg, run_dir=cfg.resume)
+
+    def prepare(r: _Runner) -> None:
+        if cfg.resume:
+            path = find_state(cfg.resume)
+            r.start_from(path, load_state(path))
+
+    return execute(cfg, prepare)
+
+
+def execute(cfg: RunConfig, prepare: Callable[[_Runner], None] | None = None) -> RunSummary:
+    """Runs a validated ``cfg``; ``prepare(runner)`` may set where it starts from (resume, play)."""
     r = _Runner(cfg)
-    (r.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    if prepare is not None:
+        prepare(r)
     old_term = None
     if threading.current_thread() is threading.main_thread():
         def on_term(signum: int, frame: Any) -> None:
@@ -540,11 +542,13 @@ def run(config: RunConfig | None = None) -> RunSummary:
     summary = None
     try:
         try:
-            r.measure()
+            r.measure()  # also refuses a checkpoint of another model or env, before config.json changes
+            (r.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
             r.create_shared()
             r.spawn()
             r.wait_ready()
-            writer = MetricsWriter(r.run_dir, tensorboard=cfg.tensorboard)
+            writer = MetricsWriter(r.run_dir, tensorboard=cfg.tensorboard,
+                                   append=r.start is not None and not r.params_only)
             if writer.tensorboard_error:
                 r.log(f"rtcore: {writer.tensorboard_error}")
             r.start_env()
