@@ -9,6 +9,8 @@ the option's help, and its default the option's default. In Python:
 
 ``RunConfig.validate()`` checks every field and raises a ``ValueError`` naming the field, the value and
 what was expected; ``rtcore.run`` calls it first.
+
+Length: one docstring per field is the CLI's help, so every option of a run lives here, with its check.
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ DQN here: Huber loss, n-step targets from the replay buffer (``reward`` is the d
 ``discount`` is gamma^k and 0 after a termination), optional double DQN, a target network hard-updated
 every ``target_update`` applied updates (counted over all learners), Adam, global-norm gradient
 clipping.
+
+Length: the update is one piece (snapshot, sample, gradient, turn, apply to every replica, publish), and
+the shared state it applies to (SharedAdam, the learner-state rows and replicas) is only used here.
 """
 
 from __future__ import annotations

@@ -29,6 +29,9 @@ Guarantees (see csrc/params/param_store.h for the protocol):
   takes the pin back.
 
 One handle holds at most one pin at a time; threads that read concurrently each attach their own handle.
+
+Length: the store, the module <-> flat-buffer binding and the reader (CPU views, CUDA copies, device
+mirrors) are one protocol seen from its two sides; splitting them would split the pin rules.
 """
 
 from __future__ import annotations
