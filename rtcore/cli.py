@@ -3,6 +3,11 @@
 Each subcommand lives in its own module, which defines ``add_arguments(parser)`` and
 ``main(args) -> int``; this file only dispatches. ``rtcore`` with no subcommand runs the default job
 (``rtcore run`` with its defaults: a short realtime game on CPU).
+
+Exit codes: 0 done; 2 a bad option (argparse's convention: one line ``rtcore CMD: error: ...`` on
+stderr; each command checks its options before it starts work, see ``rtcore._validate.bad_option``);
+130 Ctrl-C. A failure of the work itself is not a bad option: it raises (a traceback, exit 1), and
+``rtcore run`` exits 1 when the environment died.
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+import rtcore
 from rtcore import ParamStore
+from rtcore.errors import StateError
 from rtcore.models import build_model, example_input
 from rtcore.models.export import load_for_inference
 from rtcore.shared.params import ParamReader, bind_flat, module_numel
@@ -52,9 +54,9 @@ def test_bad_arguments_raise_clearly():
             store.pin(timeout=0.01)
         store.publish(np.zeros(10, np.float32))
         with store.read():
-            with pytest.raises(ValueError, match="already holds a pin"):
+            with pytest.raises(rtcore.BusyError, match="already holds a pin"):
                 store.pin()
-    with pytest.raises(ValueError, match="is closed"):
+    with pytest.raises(rtcore.ClosedError, match="is closed"):
         store.version
     with pytest.raises(FileNotFoundError):
         ParamStore.attach("rtcore-no-such-store")
@@ -128,6 +130,9 @@ def test_bound_module_runs_on_shared_memory_with_no_copy(backend):
             for p in learner.parameters():
                 p.add_(0.01 * torch.randn_like(p))
             assert store.publish(learner.parameters()) == step + 2
+        with reader.pinned():
+            with pytest.raises(rtcore.StateError, match="acquire\\(\\) called twice"):
+                reader.acquire()
         reader.close()
 
 
@@ -341,11 +346,11 @@ def test_begin_write_and_a_mirror_carry_versions_readers_run_on_without_a_copy()
             flat.add_(0.01 * torch.randn_like(flat))
             b = store.begin_write()
             assert b >= 0
-            with pytest.raises(ValueError, match="begin_write\\(\\) called twice"):
+            with pytest.raises(StateError, match="begin_write\\(\\) called twice"):
                 store.begin_write()
             mirror[b].copy_(flat)
             assert store.commit() == step + 2
-        with pytest.raises(ValueError, match="no write in progress"):
+        with pytest.raises(StateError, match="no write in progress"):
             store.commit()
         b = store.begin_write()
         store.abort_write()

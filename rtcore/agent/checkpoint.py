@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CheckpointMismatch", "Identity", "LearnerState", "find_state", "load_state", "save_state",
+__all__ = ["CheckpointMismatch", "Identity", "LearnerState", "check_resumable", "find_state", "load_state", "save_state",
            "write_checkpoint"]
 
 STATE_FORMAT = "rtcore-learner-state-1"
@@ -73,6 +73,18 @@ class LearnerState:
     seconds: float           # wall-clock seconds run so far, over all resumes
     resumes: int
     rng: dict[str, Any]      # the runner's torch and numpy generator states
+
+
+def check_resumable(cfg: Any) -> None:
+    """Refuses ``cfg.resume`` before anything starts when its newest checkpoint is of another env, model or
+    frame stack than ``cfg`` (the parameter count and observation shape are checked once the model is
+    built)."""
+    path = find_state(cfg.resume)
+    ident = load_state(path).identity
+    diffs = [f"{k}: checkpoint has {getattr(ident, k)!r}, this run {getattr(cfg, k)!r}"
+             for k in ("env", "model", "frame_stack") if getattr(ident, k) != getattr(cfg, k)]
+    if diffs:
+        raise CheckpointMismatch(f"{path} belongs to another model or env ({'; '.join(diffs)})")
 
 
 def save_state(path: str | os.PathLike[str], state: LearnerState) -> Path:

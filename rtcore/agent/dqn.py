@@ -351,6 +351,11 @@ class DQNLearner:
         return version
 
     def _publish(self) -> int:
+        import torch
+
+        if not bool(torch.isfinite(self.local.master.sum())):  # one reduction; a diverged learner must not
+            raise ValueError(f"learner {self.learner}: the parameters have a non-finite value after this update; "
+                             f"nothing was published")  # hand NaNs to every worker (as ParamStore.publish)
         b = self.params.begin_write(0.0)
         if b < 0:
             return self.params.version

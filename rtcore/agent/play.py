@@ -18,11 +18,11 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from rtcore._validate import OPTION_ERRORS, bad_option
 from rtcore.agent.checkpoint import find_state, load_state
 from rtcore.agent.recording import check_record_path, encode
 
@@ -36,8 +36,14 @@ def play(where: str | os.PathLike[str], seconds: float = 30.0, *, record: str | 
     ``overrides`` are RunConfig fields (e.g. ``workers=4``, ``device="cuda"``). A checkpoint of another
     model or env than the saved config describes is refused (``CheckpointMismatch``).
     """
+    return _play(*plan_play(where, seconds, record=record, run_dir=run_dir, **overrides))
+
+
+def plan_play(where: str | os.PathLike[str], seconds: float = 30.0, *, record: str | None = None,
+              run_dir: str | None = None, **overrides: Any):
+    """Everything :func:`play` checks before it starts (a bad path, checkpoint or option raises here)."""
     from rtcore.agent.config import RunConfig
-    from rtcore.agent.runner import execute
+    from rtcore.agent.runner import check_options
 
     path = find_state(where)
     state = load_state(path)
@@ -54,6 +60,13 @@ def play(where: str | os.PathLike[str], seconds: float = 30.0, *, record: str | 
                   run_dir=run_dir or str(train_dir / "play" / time.strftime("%Y%m%d-%H%M%S")))
     values.update(overrides)
     cfg = RunConfig(**values).validate()
+    check_options(cfg)
+    return cfg, path, state, record
+
+
+def _play(cfg: Any, path: Path, state: Any, record: str | None):
+    from rtcore.agent.runner import execute
+
     raw = None if record is None else Path(cfg.run_dir) / "frames.raw"
 
     def prepare(r: Any) -> None:
@@ -91,13 +104,12 @@ def main(args: argparse.Namespace) -> int:
     if args.device is not None:
         overrides["device"] = args.device
     if not (math.isfinite(args.seconds) and args.seconds > 0):
-        print(f"rtcore play: error: --seconds must be a positive number, got {args.seconds}", file=sys.stderr)
-        return 2
+        return bad_option("rtcore play", ValueError(f"--seconds must be a positive number, got {args.seconds}"))
     try:
-        summary = play(args.source, args.seconds, record=args.record, run_dir=args.run_dir, **overrides)
-    except (ValueError, FileNotFoundError) as exc:  # a bad path, checkpoint or option: say which
-        print(f"rtcore play: error: {exc}", file=sys.stderr)
-        return 2
+        plan = plan_play(args.source, args.seconds, record=args.record, run_dir=args.run_dir, **overrides)
+    except OPTION_ERRORS as exc:  # a bad path, checkpoint or option: say which, no traceback
+        return bad_option("rtcore play", exc)
+    summary = _play(*plan)
     if args.json:
         print(json.dumps(summary.to_dict()))
     elif not args.quiet:

@@ -41,9 +41,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from rtcore._validate import OPTION_ERRORS, bad_option
 from rtcore.agent._proc import Child, process_context
 from rtcore.agent.config import RunConfig, add_config_arguments, config_from_args, make_run_dir, read_delay_schedule
-from rtcore.agent.checkpoint import Identity, LearnerState, find_state, load_state, write_checkpoint
+from rtcore.agent.checkpoint import Identity, LearnerState, check_resumable, find_state, load_state, write_checkpoint
 from rtcore.agent.accounting import RunAccounting, RunSummary, print_summary
 from rtcore.agent.metrics import LiveView, MetricsWriter
 from rtcore.agent.telemetry import Control, LearnerCol, PostIntervals, Telemetry, WorkerCol
@@ -598,13 +599,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
 
 
+def check_options(cfg: RunConfig) -> None:
+    """What :func:`run` would find wrong with ``cfg``'s names before it starts anything, found without
+    building anything: the env id, the ROM file, the model spec, a CUDA device on a machine without one
+    (``ValueError`` / ``FileNotFoundError`` naming the option)."""
+    from rtcore.envs import check_env_id
+    from rtcore.models import parse_model_spec
+
+    check_env_id(cfg.env, cfg.rom)
+    parse_model_spec(cfg.model)
+    if cfg.resume:
+        check_resumable(cfg)
+    if any(d and d.startswith("cuda") for d in (cfg.device, cfg.learner_device)):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"device = {cfg.device!r}, learner_device = {cfg.learner_device!r}: "
+                             "CUDA requested but torch.cuda.is_available() is False")
+
+
 def main(args: argparse.Namespace) -> int:
+    """``rtcore run``: a bad option exits 2 with one line; a failure of the run itself raises."""
     try:
         cfg = config_from_args(args)
-        summary = run(cfg)
-    except (ValueError, FileNotFoundError) as exc:  # a bad option, env id, ROM or device: say which, no traceback
-        print(f"rtcore run: error: {exc}", file=sys.stderr)
-        return 2
+        check_options(cfg)
+    except OPTION_ERRORS as exc:
+        return bad_option("rtcore run", exc)
+    summary = run(cfg)
     if cfg.json:
         print(json.dumps(summary.to_dict()))
     elif not cfg.quiet:

@@ -30,8 +30,9 @@ Guarantees (see csrc/params/param_store.h for the protocol):
 
 One handle holds at most one pin at a time; threads that read concurrently each attach their own handle.
 
-Length: the store, the module <-> flat-buffer binding and the reader (CPU views, CUDA copies, device
-mirrors) are one protocol seen from its two sides; splitting them would split the pin rules.
+Length: the store, the one function that binds a module to a flat buffer, and the reader that keeps a
+worker's module on the newest version (CPU views, CUDA double buffer, device mirrors) are one protocol,
+kept together.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from rtcore import _core
+from rtcore._validate import FOREVER_SECONDS, index, seconds
+from rtcore.errors import StateError
 from rtcore.shared._shm import SharedObject
 
 __all__ = ["ParamStore", "ParamReader", "bind_flat", "buffers_for", "device_mirror", "module_numel", "MAX_BUFFERS", "MAX_READERS"]
@@ -53,6 +56,7 @@ DEFAULT_MAX_READERS = 256
 
 _DTYPE_CODES = {"float32": 0, "float16": 1, "float64": 2}
 _CODE_DTYPES = {v: np.dtype(k) for k, v in _DTYPE_CODES.items()}
+_MAX_NUMEL = 2**40  # the core refuses stores above 1 TiB per buffer (element size included)
 
 ArrayLike = Any  # a numpy array or a torch tensor
 
@@ -103,9 +107,11 @@ class ParamStore(SharedObject):
                  max_readers: int = DEFAULT_MAX_READERS) -> None:
         if not isinstance(numel, (int, np.integer)) or isinstance(numel, bool) or numel < 1:
             raise ValueError(f"numel must be a positive integer, got {numel!r}")
-        if not isinstance(buffers, (int, np.integer)) or not 2 <= buffers <= MAX_BUFFERS:
+        if numel > _MAX_NUMEL:
+            raise ValueError(f"numel must be at most 2**40 / the dtype's size, got {numel!r}")
+        if not isinstance(buffers, (int, np.integer)) or isinstance(buffers, bool) or not 2 <= buffers <= MAX_BUFFERS:
             raise ValueError(f"buffers must be an integer in [2, {MAX_BUFFERS}], got {buffers!r}")
-        if not isinstance(max_readers, (int, np.integer)) or not 1 <= max_readers <= MAX_READERS:
+        if not isinstance(max_readers, (int, np.integer)) or isinstance(max_readers, bool) or not 1 <= max_readers <= MAX_READERS:
             raise ValueError(f"max_readers must be an integer in [1, {MAX_READERS}], got {max_readers!r}")
         code = _DTYPE_CODES[_dtype_name(dtype)]
         name = self._new_name(name)
@@ -166,7 +172,7 @@ class ParamStore(SharedObject):
 
     # ---- writer ----------------------------------------------------------------------------------------
 
-    def publish(self, params: ArrayLike | Iterable[ArrayLike], timeout: float = 0.0) -> int:
+    def publish(self, params: ArrayLike | Iterable[ArrayLike], timeout: float = 0.0, *, check_finite: bool = True) -> int:
         """Publishes a complete new version and returns its number, or -1 if it was skipped.
 
         ``params`` is one 1-D array/tensor of ``numel`` values, or a sequence of arrays/tensors (e.g.
@@ -174,9 +180,27 @@ class ParamStore(SharedObject):
         arrays of the store's dtype are copied straight into shared memory; others are converted first.
         Skipped (-1) when no buffer is free (all non-newest buffers pinned by live readers) or another
         live process is publishing, after waiting up to ``timeout`` seconds (default: no wait).
+
+        ``check_finite`` (default): a NaN or infinite value is refused with ``ValueError`` and nothing is
+        published (a diverged learner must not hand NaNs to every worker). The check is one float64 sum
+        over the values (no allocation); an element-wise pass runs only when that sum is not finite.
         """
-        parts = [self._as_part(p) for p in ([params] if _is_array(params) else params)]
-        return int(self._h.publish(parts, float(timeout)))
+        t = _timeout("timeout", timeout)
+        if _is_array(params):
+            items = [params]
+        else:
+            try:
+                items = list(params)
+            except TypeError:
+                raise TypeError(f"params must be an array, a tensor or an iterable of them, got {type(params).__name__}") from None
+        parts = [self._as_part(p, i) for i, p in enumerate(items)]
+        if check_finite:
+            for i, p in enumerate(parts):
+                with np.errstate(all="ignore"):
+                    if not np.isfinite(p.sum(dtype=np.float64)) and not np.isfinite(p).all():
+                        bad = p[~np.isfinite(p)][0]
+                        raise ValueError(f"parameters part {i} has a non-finite value ({bad!r}); nothing was published")
+        return int(self._h.publish(parts, t))
 
     def begin_write(self, timeout: float = 0.0) -> int:
         """Claims the store for one publish and returns a free buffer's index (-1: none within ``timeout``).
@@ -184,7 +208,7 @@ class ParamStore(SharedObject):
         For writers that fill the buffer themselves (``buffer_view(b)``, or a device mirror indexed like
         the buffers: see :func:`device_mirror`); :meth:`commit` then makes it the newest version, or
         :meth:`abort_write` gives the claim back. Until then no reader can pin it."""
-        return int(self._h.begin_write(float(timeout)))
+        return int(self._h.begin_write(_timeout("timeout", timeout)))
 
     def commit(self) -> int:
         """Makes the buffer claimed by :meth:`begin_write` the newest version; returns its number."""
@@ -194,11 +218,14 @@ class ParamStore(SharedObject):
         """Gives back the claim of :meth:`begin_write` without publishing."""
         self._h.abort_write()
 
-    def _as_part(self, x: ArrayLike) -> np.ndarray:
+    def _as_part(self, x: ArrayLike, i: int = 0) -> np.ndarray:
         if not isinstance(x, np.ndarray):
-            import torch
-
+            torch = _torch_or_none()
+            if torch is None or not isinstance(x, torch.Tensor):
+                raise TypeError(f"parameters part {i} must be a numpy array or a torch tensor, got {type(x).__name__}")
             x = x.detach().to(device="cpu", dtype=getattr(torch, self._dtype.name)).contiguous().numpy()
+        if x.dtype.kind not in "biuf":
+            raise TypeError(f"parameters part {i} has dtype {x.dtype}, expected a numeric dtype ({self._dtype})")
         return np.ascontiguousarray(x, dtype=self._dtype).reshape(-1)
 
     # ---- readers ---------------------------------------------------------------------------------------
@@ -206,13 +233,14 @@ class ParamStore(SharedObject):
     def pin(self, timeout: float = 5.0) -> tuple[int, np.ndarray]:
         """Pins the newest version and returns ``(version, view)``: a zero-copy view of shared memory that
         nothing writes until :meth:`unpin`. Waits up to ``timeout`` s for a first version (TimeoutError).
+        One pin per handle: ``rtcore.BusyError`` if this handle already holds one.
         Do not write to the view, and do not use it after ``unpin``."""
-        version, buffer = self._h.pin(float(timeout))
+        version, buffer = self._h.pin(_timeout("timeout", timeout))
         return int(version), self._views[buffer]
 
     def pin_buffer(self, timeout: float = 5.0) -> tuple[int, int]:
         """Like :meth:`pin`, returning the buffer index instead of its view."""
-        version, buffer = self._h.pin(float(timeout))
+        version, buffer = self._h.pin(_timeout("timeout", timeout))
         return int(version), int(buffer)
 
     def unpin(self) -> None:
@@ -230,13 +258,17 @@ class ParamStore(SharedObject):
 
     def buffer_view(self, buffer: int) -> np.ndarray:
         """Zero-copy view of one buffer (whatever version it holds; pin before relying on its contents)."""
-        if not 0 <= buffer < len(self._views):
-            raise IndexError(f"buffer {buffer} out of range [0, {len(self._views)})")
-        return self._views[buffer]
+        b = index("buffer", buffer)
+        if not 0 <= b < len(self._views):
+            raise IndexError(f"buffer {b} out of range [0, {len(self._views)})")
+        return self._views[b]
 
     def buffer_address(self, buffer: int) -> int:
         """Address of buffer ``buffer`` in this process (for a CUDA host registration)."""
-        return int(self._h.buffer_address(buffer))
+        b = index("buffer", buffer)
+        if not 0 <= b < self.buffers:
+            raise IndexError(f"buffer {b} out of range [0, {self.buffers})")
+        return int(self._h.buffer_address(b))
 
     @property
     def buffer_stride(self) -> int:
@@ -247,6 +279,12 @@ class ParamStore(SharedObject):
         """Drop the buffer views and detach (the creator also unlinks the segment)."""
         self._views = []
         super().close()
+
+
+def _timeout(what: str, timeout: Any) -> float:
+    """A wait in seconds for the core: finite and >= 0 (NaN, inf and negative refused), capped at the
+    core's "forever"."""
+    return min(seconds(what, timeout, positive=False), FOREVER_SECONDS)
 
 
 def _is_array(x: Any) -> bool:
@@ -406,7 +444,7 @@ class ParamReader:
         if self._device.type == "cuda" and self._mirror is None:
             return self._acquire_cuda(timeout)
         if self._holding:
-            raise RuntimeError("ParamReader.acquire() called twice without release()")
+            raise StateError("ParamReader.acquire() called twice without release()")
         version, b = self._store.pin_buffer(timeout)
         self._holding = True
         if b != self._bound:
