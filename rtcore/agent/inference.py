@@ -74,6 +74,10 @@ class Actor:
         self.reader = ParamReader(params, self.module, mirror)
         # the emulated latency can change at run time: the runner writes it into the control array
         self._delay_ns = control[Control.INFERENCE_DELAY_NS:Control.INFERENCE_DELAY_NS + 1] if control is not None else None
+        from rtcore.models.noisy import noise_resetter
+
+        self._reset_noise = noise_resetter(self.module)  # noisy nets: new noise for every new parameter version
+        self._noise_version = -1
         host = torch.zeros((1, frame_stack, *obs_shape), dtype=getattr(torch, np.dtype(obs_dtype).name))
         if self.device.type == "cuda":
             host = host.pin_memory()
@@ -105,6 +109,9 @@ class Actor:
         with self.reader.pinned():
             t1 = monotonic()
             _, step = self.obs_board.read(out=self.stack)
+            if self._reset_noise is not None and self.reader.version != self._noise_version:
+                self._reset_noise()
+                self._noise_version = self.reader.version
             t2 = monotonic()
             action = self._forward(torch)
             delay = self.inference_delay
