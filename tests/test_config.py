@@ -115,3 +115,29 @@ def test_help_groups_every_option_under_a_section():
     text = parser().format_help()
     for title in ("what to play, with what:", "acting:", "learning:", "the run:"):
         assert title in text
+
+
+def test_a_run_with_more_parameter_readers_than_the_store_allows_names_the_limit():
+    from rtcore.shared.params import MAX_READERS
+
+    RunConfig(workers="72", learners=33).validate()  # the paper's 100M run: 113 readers
+    RunConfig(workers="auto", max_workers=256, learners=33).validate()
+    with pytest.raises(ValueError, match=f"limit of {MAX_READERS} reader slots"):
+        RunConfig(workers=str(MAX_READERS), learners=1).validate()
+    with pytest.raises(ValueError, match="max_workers"):
+        RunConfig(workers="auto", max_workers=MAX_READERS, learners=1).validate()
+    with pytest.raises(ValueError, match="param_buffers"):
+        RunConfig(param_buffers=1).validate()
+
+
+def test_inference_delay_schedule_is_read_and_checked(tmp_path):
+    from rtcore.agent.config import read_delay_schedule
+
+    good = tmp_path / "delays.txt"
+    good.write_text("# t  delay\n4 0.05\n0 0.025\n")
+    assert read_delay_schedule(str(good)) == [(0.0, 0.025), (4.0, 0.05)]
+    RunConfig(inference_delay_schedule=str(good)).validate()
+    bad = tmp_path / "bad.txt"
+    bad.write_text("0 0.025\n3 fast\n")
+    with pytest.raises(ValueError, match=r"bad.txt:2: '3 fast': expected 'SECONDS DELAY'"):
+        RunConfig(inference_delay_schedule=str(bad)).validate()

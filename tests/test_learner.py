@@ -109,10 +109,11 @@ def make_learner(model, replay, *, turnstile=None, learner=0, shared=None, **cfg
         flat = bind_flat(model).numpy().copy()
         store = ParamStore(flat.size, buffers=8)
         store.publish(flat)
-        shared = {"params": store, "moments": np.zeros((2, flat.size), np.float32), "target": flat.copy(),
-                  "control": np.zeros(Control.COUNT, np.int64)}
-    lrn = DQNLearner(model, params=shared["params"], replay=replay, moments=shared["moments"],
-                     target_params=shared["target"], control=shared["control"], config=LearnerConfig(**cfg),
+        state = np.zeros((4, flat.size), np.float32)
+        state[0] = state[3] = flat
+        shared = {"params": store, "state": state, "control": np.zeros(Control.COUNT, np.int64)}
+    lrn = DQNLearner(model, params=shared["params"], replay=replay, state=shared["state"],
+                     control=shared["control"], config=LearnerConfig(**cfg),
                      turnstile=turnstile, learner=learner, seed=learner)
     return lrn, shared
 
@@ -249,3 +250,112 @@ def test_two_learners_apply_round_robin_with_one_adam(one_torch_thread, rng):
     assert max(v - 1 - snap for _, v, snap in log) == 1  # and the asynchrony is real
     assert shared["control"][Control.OPT_STEP] == 50 and shared["control"][Control.UPDATES] == 50
     assert shared["control"][Control.TARGET_VERSION] == 50 // 7
+
+
+def _small_replay(rng):
+    from rtcore import ReplayBuffer
+
+    replay = ReplayBuffer(2000, (4,), obs_dtype="float32", n_step=3)
+    for i in range(500):
+        end = i % 50 == 49
+        obs = rng.normal(size=4).astype(np.float32)
+        replay.add(0, obs, int(rng.integers(2)), float(rng.normal()), end, False, next_obs=obs if end else None)
+    return replay
+
+
+def test_a_skipped_publish_loses_no_update(rng, one_torch_thread):
+    """Every spare buffer pinned by a reader: the learner's publish is skipped, the update stays in the
+    shared master copy, and the next publish carries both."""
+    from rtcore import ParamStore
+    from rtcore.agent.dqn import DQNLearner, LearnerConfig
+
+    torch.manual_seed(0)
+    with _small_replay(rng) as replay:
+        model = MLP(4, 2)
+        flat = bind_flat(model).detach().numpy().copy()
+        state = np.zeros((4, flat.size), np.float32)
+        state[0] = state[3] = flat
+        control = np.zeros(Control.COUNT, np.int64)
+        with ParamStore(flat.size, buffers=2) as store, ParamStore.attach(store.name) as other:
+            store.publish(flat)
+            lrn = DQNLearner(model, params=store, replay=replay, state=state, control=control,
+                             config=LearnerConfig(batch_size=16), seed=0)
+            other.pin()  # a reader holds version 1 for a long pass
+            assert lrn.update().version == 2
+            info = lrn.update()  # version 3 would need a third buffer
+            assert info.version == 2 and store.version == 2 and store.stats()["skipped_no_buffer"] == 1
+            other.unpin()
+            assert control[Control.UPDATES] == 2  # the update was applied to the master all the same
+            before = state[0].copy()
+            info = lrn.update()
+            assert info.version == 3
+            with store.read() as (_, view):
+                np.testing.assert_array_equal(view, state[0])  # the published version is the master
+            assert not np.array_equal(before, state[0])
+
+
+def test_replicas_of_the_learner_state_stay_in_step(rng, one_torch_thread):
+    """Learners on several devices keep one replica of the state each, all updated in every turn (here
+    two replicas on the CPU: the same code path as two GPUs)."""
+    from rtcore import ParamStore
+    from rtcore.agent.dqn import DQNLearner, LearnerConfig
+
+    torch.manual_seed(0)
+    with _small_replay(rng) as replay:
+        model = MLP(4, 2)
+        flat = bind_flat(model).detach().numpy().copy()
+        replicas = [np.zeros((4, flat.size), np.float32) for _ in range(2)]
+        for s in replicas:
+            s[0] = s[3] = flat
+        control = np.zeros(Control.COUNT, np.int64)
+        with ParamStore(flat.size, buffers=3) as store:
+            store.publish(flat)
+            lrn = DQNLearner(model, params=store, replay=replay, state=replicas, control=control,
+                             config=LearnerConfig(batch_size=16, target_update=3), seed=0)
+            for _ in range(7):
+                lrn.update()
+            np.testing.assert_array_equal(replicas[0], replicas[1])  # master, moments and target alike
+            assert not np.array_equal(replicas[0][0], flat) and not np.array_equal(replicas[0][3], flat)
+            assert control[Control.OPT_STEP] == 7  # one Adam step per update, not one per replica
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@cuda
+@pytest.mark.timeout(300)
+def test_gpu_learners_share_state_on_the_gpu_and_take_turns():
+    """Two learner processes on one GPU: master, moments and target live on the GPU (CUDA IPC), versions
+    in a device mirror; round-robin turns keep the staleness at M - 1."""
+    from rtcore.agent.learner import measure_updates_per_second
+
+    r = measure_updates_per_second("impala:k=1", 2, seconds=3.0, device="cuda")
+    assert r["updates"] > 10, r
+    assert r["staleness"] <= 1.0 + 1e-9, r
+
+
+@cuda
+def test_gpu_learner_matches_the_cpu_learner(rng):
+    """The same updates on the GPU-resident state as on the CPU (to float tolerance)."""
+    from rtcore import ParamStore
+    from rtcore.agent.dqn import DQNLearner, LearnerConfig, new_learner_state
+    from rtcore.shared.params import device_mirror
+
+    out = {}
+    for device in ("cpu", "cuda"):
+        torch.manual_seed(0)
+        with _small_replay(np.random.default_rng(0)) as replay:
+            model = MLP(4, 2)
+            flat = bind_flat(model).detach().numpy().copy()
+            control = np.zeros(Control.COUNT, np.int64)
+            with ParamStore(flat.size, buffers=3) as store:
+                store.publish(flat)
+                state = new_learner_state(flat, device)
+                mirror = device_mirror(store, device) if device == "cuda" else None
+                lrn = DQNLearner(model, params=store, replay=replay, state=state, control=control,
+                                 config=LearnerConfig(batch_size=16, target_update=3), seed=0, device=device,
+                                 mirrors=mirror)
+                for _ in range(5):
+                    lrn.update()
+                out[device] = state.cpu().numpy().copy()
+    np.testing.assert_allclose(out["cuda"], out["cpu"], rtol=1e-3, atol=1e-5)

@@ -15,6 +15,7 @@ import torch
 
 import rtcore
 from rtcore import ParamStore
+from rtcore.errors import StateError
 from rtcore.models import build_model, example_input
 from rtcore.models.export import load_for_inference
 from rtcore.shared.params import ParamReader, bind_flat, module_numel
@@ -252,4 +253,133 @@ def test_cuda_reader_copies_each_new_version_to_the_device():
                 assert reader.prefetch()  # starts the copy now; the next acquire finishes it
                 assert not reader.prefetch()  # one copy in flight at a time
         assert store.stats()["published"] == 5
+        reader.close()
+
+
+# ---- sized by use: more readers than buffers ---------------------------------------------------------------
+
+
+def test_buffers_for_counts_the_versions_a_pass_can_pin():
+    from rtcore.shared.params import MAX_BUFFERS, buffers_for
+
+    # a 1 s pass, a version every 0.25 s: up to 5 versions pinned at once, + the newest + the one written
+    assert buffers_for(1.0, 0.25, readers=100) == 7
+    assert buffers_for(1.0, 0.25, readers=2) == 4  # never more pinned versions than readers
+    assert buffers_for(10.0, 1e-3, readers=10_000) == MAX_BUFFERS
+    with pytest.raises(ValueError, match="publish_interval > 0"):
+        buffers_for(1.0, 0.0, readers=1)
+
+
+def test_hundreds_of_readers_share_three_buffers():
+    """300 handles (reader slots) pin through 3 buffers: readers of the newest version share it, a publish
+    is skipped only while both spare buffers hold older pinned versions, and no pin ever sees a mix."""
+    with ParamStore(256, buffers=3, max_readers=300) as store:
+        assert store.max_readers == 300
+        handles = [ParamStore.attach(store.name) for _ in range(300)]
+        try:
+            store.publish(np.full(256, 1, np.float32))
+            held = [h.pin() for h in handles[:100]]  # 100 readers on version 1: one buffer
+            assert {v for v, _ in held} == {1}
+            assert store.publish(np.full(256, 2, np.float32)) == 2
+            held += [h.pin() for h in handles[100:200]]  # 100 more on version 2: a second buffer
+            assert store.publish(np.full(256, 3, np.float32)) == 3  # the third buffer
+            assert store.publish(np.full(256, 4, np.float32)) == -1  # 1 and 2 pinned, 3 is the newest
+            held += [h.pin() for h in handles[200:]]
+            for (version, view) in held:
+                assert (view == version).all()
+            for h in handles[:100]:
+                h.unpin()  # version 1's readers finish their pass: its buffer frees
+            assert store.publish(np.full(256, 4, np.float32)) == 4
+            assert store.stats()["skipped_no_buffer"] == 1
+        finally:
+            for h in handles:
+                h.close()
+
+
+@pytest.mark.timeout(180)
+def test_more_reader_processes_than_buffers_never_see_a_mix_of_versions(kill_alive):
+    ctx = mp.get_context("spawn")
+    versions = 600
+    store = ParamStore(4096, buffers=3)  # 6 reader processes, 3 buffers
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_reader, args=(store.name, versions, results)) for _ in range(6)]
+    try:
+        for p in procs:
+            p.start()
+        v = 0
+        while v < versions:
+            r = store.publish(np.full(4096, v + 1, np.float32))
+            if r > 0:
+                v = r
+        got = [results.get(timeout=120) for _ in procs]
+        for p in procs:
+            p.join(30)
+            assert p.exitcode == 0
+    finally:
+        kill_alive(procs)
+        results.close()
+        store.close()
+    for pins, bad, last in got:
+        assert bad == 0
+        assert last == versions and pins >= 1
+
+
+def test_begin_write_and_a_mirror_carry_versions_readers_run_on_without_a_copy():
+    """The device-mirror path (learners and workers on one GPU) with device='cpu': the writer fills mirror
+    row b of the buffer it claimed, the reader's module runs on the pinned row itself."""
+    from rtcore.shared.params import device_mirror
+
+    torch.manual_seed(0)
+    learner = build_model("impala:k=0.5", 2, 5)
+    worker = build_model("impala:k=0.5", 2, 5)
+    x = example_input(learner, 3)
+    with ParamStore.for_module(learner, buffers=3) as store, torch.no_grad():
+        mirror = device_mirror(store, "cpu")
+        reader = ParamReader(store, worker, mirror)
+        flat = bind_flat(learner)
+        for step in range(4):
+            with reader.pinned() as version:
+                assert version == step + 1
+                torch.testing.assert_close(worker(x), learner(x))
+                lo, hi = mirror.data_ptr(), mirror.data_ptr() + mirror.numel() * 4
+                assert all(lo <= p.data_ptr() < hi for p in worker.parameters())  # views of the mirror
+            flat.add_(0.01 * torch.randn_like(flat))
+            b = store.begin_write()
+            assert b >= 0
+            with pytest.raises(StateError, match="begin_write\\(\\) called twice"):
+                store.begin_write()
+            mirror[b].copy_(flat)
+            assert store.commit() == step + 2
+        with pytest.raises(StateError, match="no write in progress"):
+            store.commit()
+        b = store.begin_write()
+        store.abort_write()
+        assert store.version == 5
+        with pytest.raises(ValueError, match="expected \\(3, "):
+            ParamReader(store, worker, mirror[:2])
+        reader.close()
+
+
+@cuda
+def test_cuda_mirror_versions_reach_a_worker_on_the_gpu_without_a_host_copy():
+    from rtcore.shared.params import device_mirror
+
+    torch.manual_seed(0)
+    learner = build_model("impala:k=1", 1, 6).cuda()
+    worker = load_for_inference(build_model("impala:k=1", 1, 6), "cuda", backend="script")
+    x = example_input(learner, 2).cuda()
+    with ParamStore.for_module(learner, buffers=3) as store, torch.no_grad():
+        mirror = device_mirror(store, "cuda")
+        reader = ParamReader(store, worker, mirror)
+        flat = bind_flat(learner)
+        for step in range(3):
+            with reader.pinned() as version:
+                assert version == step + 1
+                torch.testing.assert_close(worker(x), learner(x), rtol=1e-4, atol=1e-4)
+                assert all(p.is_cuda for p in worker.parameters())
+            flat.add_(0.01 * torch.randn_like(flat))
+            b = store.begin_write()
+            mirror[b].copy_(flat)
+            torch.cuda.synchronize()
+            assert store.commit() == step + 2
         reader.close()

@@ -95,19 +95,17 @@ def test_learner_update_with_prioritized_replay_sets_priorities():
     numel = sum(p.numel() for p in model.parameters())
     rng = np.random.default_rng(0)
     with rtcore.ReplayBuffer(500, (36, 36), frame_stack=2, n_step=3, prioritized=True, alpha=0.2, beta=0.6) as rb, \
-            rtcore.ParamStore(numel, buffers=3) as params, SharedArray((2, numel), "float32") as mom, \
-            SharedArray((numel,), "float32") as tgt:
+            rtcore.ParamStore(numel, buffers=3) as params, SharedArray((4, numel), "float32") as state:
         for t in range(120):
             end = t % 40 == 39
             rb.add(0, rng.integers(0, 256, (36, 36), dtype=np.uint8), int(t % 3), float(t % 5), end, False,
                    next_obs=np.zeros((36, 36), np.uint8) if end else None)
         flat = bind_flat(model).numpy().copy()
         params.publish(flat)
-        tgt.array[:] = flat
+        state.array[0] = state.array[3] = flat
         control = np.zeros(Control.COUNT, np.int64)
         cfg = LearnerConfig(batch_size=16, lr=1e-3, prioritized=True, priority_beta=0.6, priority_eps=1e-6)
-        learner = DQNLearner(model, params=params, replay=rb, moments=mom.array, target_params=tgt.array,
-                             control=control, config=cfg, seed=1)
+        learner = DQNLearner(model, params=params, replay=rb, state=state.array, control=control, config=cfg, seed=1)
         assert learner.distributional and learner.noisy
         learner.join()
         learner.warmup()  # on the zeroed batch: sets no priority
@@ -124,9 +122,9 @@ def test_learner_update_with_prioritized_replay_sets_priorities():
         assert not torch.equal(eps_before, learner.online.head.advantage.weight_epsilon)  # new noise
     with pytest.raises(ValueError, match="prioritized ReplayBuffer"):
         with rtcore.ReplayBuffer(100, (36, 36), frame_stack=2) as plain, rtcore.ParamStore(numel, buffers=3) as p2, \
-                SharedArray((2, numel), "float32") as m2, SharedArray((numel,), "float32") as t2:
-            DQNLearner(model, params=p2, replay=plain, moments=m2.array, target_params=t2.array,
-                       control=np.zeros(Control.COUNT, np.int64), config=cfg)
+                SharedArray((4, numel), "float32") as s2:
+            DQNLearner(model, params=p2, replay=plain, state=s2.array, control=np.zeros(Control.COUNT, np.int64),
+                       config=cfg)
 
 
 @pytest.mark.timeout(300)

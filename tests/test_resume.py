@@ -108,11 +108,11 @@ def test_resume_continues_the_run_and_play_records_it(tmp_path):
     played = _cli(tmp_path, "play", str(run_dir), "--seconds", "2", "--record", str(gif), "--json", "--quiet")
     assert played.returncode == 0, played.stderr[-3000:]
     p = json.loads(played.stdout.strip().splitlines()[-1])
-    assert p["learners"] == 0 and p["env_steps"] > 0 and p["extra"]["recorded_frames"] > 0
+    assert p["learners"] == 0 and p["env_steps"] > 0 and p["extra"]["recorded_frames"] > 1
     from PIL import Image
 
     with Image.open(gif) as im:
-        assert im.n_frames > 1 and im.size[0] >= 160
+        assert im.size[0] >= 160  # (Pillow merges identical frames: a policy that never changes the screen gives one)
     assert not list(Path(p["run_dir"]).glob("frames.raw*"))  # the raw frames are gone once encoded
 
 

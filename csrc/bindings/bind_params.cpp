@@ -95,6 +95,8 @@ class ParamsHandle : public SegmentHandle {
 
   void close() {
     if (!seg_) return;
+    if (writing_ >= 0 && writing_pid_ == static_cast<int>(::getpid())) store_.abort_write();
+    writing_ = -1;
     if (owns_slot()) store_.release_slot(slot_);
     slot_ = -1;
     seg_.reset();
@@ -147,6 +149,32 @@ class ParamsHandle : public SegmentHandle {
       }
     }
     return static_cast<std::int64_t>(store_.commit(b));
+  }
+
+  // Claims the store and picks a free buffer (waiting up to timeout_s for one). Returns the buffer, or -1.
+  // The caller fills the buffer (in any memory that mirrors it, e.g. a device copy) and calls commit().
+  int begin_write(double timeout_s) {
+    check_open();
+    if (writing_ >= 0) throw StateError("ParamStore '" + name_ + "': begin_write() called twice without commit()");
+    const std::uint64_t token = params::self_token();
+    int b = -1;
+    if (!wait_until([&] { return (b = store_.begin_write(token)) >= 0; }, timeout_s)) return -1;
+    writing_ = b;
+    writing_pid_ = static_cast<int>(::getpid());
+    return b;
+  }
+
+  std::uint64_t commit() {
+    check_writing();
+    const int b = writing_;
+    writing_ = -1;
+    return store_.commit(b);
+  }
+
+  void abort_write() {
+    check_writing();
+    writing_ = -1;
+    store_.abort_write();
   }
 
   // Pins the newest version (waiting up to timeout_s for a first one). Returns (version, buffer).
@@ -202,6 +230,12 @@ class ParamsHandle : public SegmentHandle {
  private:
   ParamsHandle(SegmentPtr seg, ParamStore store) : SegmentHandle(std::move(seg), "ParamStore"), store_(store) {}
 
+  void check_writing() const {
+    check_open();
+    if (writing_ < 0 || writing_pid_ != static_cast<int>(::getpid()))
+      throw StateError("ParamStore '" + name_ + "': no write in progress (call begin_write() first)");
+  }
+
   bool owns_slot() const { return slot_ >= 0 && slot_pid_ == static_cast<int>(::getpid()); }
 
   void check_buffer(int b) const {
@@ -212,11 +246,15 @@ class ParamsHandle : public SegmentHandle {
   ParamStore store_;
   int slot_ = -1;
   int slot_pid_ = 0;  // the process that acquired slot_
+  int writing_ = -1;  // the buffer claimed by begin_write(), until commit() or abort_write()
+  int writing_pid_ = 0;
 };
 
 }  // namespace
 
 void bind_params(py::module_& m) {
+  m.attr("PARAMS_MAX_BUFFERS") = params::kMaxBuffers;
+  m.attr("PARAMS_MAX_READERS") = params::kMaxReaders;
   py::class_<ParamsHandle>(m, "Params", "Private handle on a shared-memory parameter store; use rtcore.ParamStore.")
       .def_static("create", &ParamsHandle::create, py::arg("name"), py::arg("numel"), py::arg("dtype_code"),
                   py::arg("buffers"), py::arg("max_readers"))
@@ -225,6 +263,9 @@ void bind_params(py::module_& m) {
       .def("buffer_view", &ParamsHandle::buffer_view, py::arg("buffer"))
       .def("buffer_address", &ParamsHandle::buffer_address, py::arg("buffer"))
       .def("publish", &ParamsHandle::publish, py::arg("parts"), py::arg("timeout"))
+      .def("begin_write", &ParamsHandle::begin_write, py::arg("timeout"))
+      .def("commit", &ParamsHandle::commit)
+      .def("abort_write", &ParamsHandle::abort_write)
       .def("pin", &ParamsHandle::pin, py::arg("timeout"))
       .def("unpin", &ParamsHandle::unpin)
       .def_property_readonly("pinned", &ParamsHandle::pinned)

@@ -25,9 +25,16 @@
 // Guarantees: pin() is lock-free (it retries only when a publish completed meanwhile) and makes no system
 // call; unpin() is wait-free. publish is wait-free apart from the copy, but *non-blocking by design*: it
 // fails (returns no buffer) when another live writer holds the claim or when every non-newest buffer is
-// pinned by a live reader. With R readers that can each pin one superseded version, B >= R + 2 buffers
-// make the second case impossible. A skipped publish loses nothing: the learner's next publish carries
-// newer parameters.
+// pinned by a live reader. A skipped publish loses nothing: the learners apply to their own master copy,
+// and the next publish carries it.
+//
+// Sizing by use. Readers that pin the newest version share its buffer, so what needs buffers is the
+// number of *distinct superseded* versions pinned at once, not the number of readers: a pin lasts one
+// forward pass, so a reader pinning version v holds it at most tau_pass, and the versions pinned at once
+// are at most the publishes that fit in tau_pass, plus one. B = that + 2 (the newest and the one being
+// written) never skips; a smaller B skips a publish only while every spare buffer is pinned, which ends
+// within one pass (a skipped publish leaves `newest` unchanged, so new pins share it and the old ones
+// drain). Memory is O(B x numel) for any number of readers (up to kMaxReaders slots of 64 bytes).
 //
 // Layout (a view over a caller's (base, size) span; the same code runs on heap memory in the C++ tests):
 //   [Control, one page] [ReaderSlot x max_readers, padded to a page] [buffer 0] [buffer 1] ...

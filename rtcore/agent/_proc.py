@@ -12,10 +12,30 @@ from typing import Any, Callable
 
 from rtcore.errors import SlotError
 
-__all__ = ["Child", "WORKER_RT_PRIORITY", "apply_realtime", "child_setup", "heartbeat_thread", "join_slot", "quiet_gc"]
+__all__ = ["Child", "WORKER_RT_PRIORITY", "apply_realtime", "child_setup", "heartbeat_thread", "join_slot",
+           "process_context", "quiet_gc"]
 
 # SCHED_FIFO priority of workers with --realtime: below the env driver's (10), so a tick always wins
 WORKER_RT_PRIORITY = 5
+
+
+def process_context(kind: str | None = None):
+    """The multiprocessing context for a run's workers and learners.
+
+    ``forkserver`` (default on Linux): a server process imports torch and rtcore once
+    (``rtcore.agent._preload``) and forks every child from it, so the children share those pages instead
+    of each holding a private copy (~140 MiB per process for ``import torch``), and a child starts in
+    a fraction of a second (respawns, elastic N). ``spawn`` where there is no fork server, or when
+    ``RTCORE_START_METHOD=spawn``. Specs pickle the same way with both (CUDA tensors as IPC handles)."""
+    import multiprocessing as mp
+
+    kind = kind or os.environ.get("RTCORE_START_METHOD", "forkserver")
+    if kind not in mp.get_all_start_methods():
+        kind = "spawn"
+    ctx = mp.get_context(kind)
+    if kind == "forkserver":
+        ctx.set_forkserver_preload(["rtcore.agent._preload"])
+    return ctx
 
 
 def child_setup(threads: int = 1) -> None:

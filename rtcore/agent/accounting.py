@@ -119,8 +119,9 @@ class RunAccounting:
                 delay_window = float((dh * np.arange(dh.size)).sum() / dh.sum())
         live = r.schedule.live_workers if r.schedule is not None else 1
         target = (r.schedule.action_interval if r.schedule is not None else r.tau_m)
-        last_versions = w[:, WorkerCol.VERSION]
-        lag = float(np.mean(np.maximum(0, version - last_versions))) if w.shape[0] else math.nan
+        acting = w[w[:, WorkerCol.TURNS] > 0]  # rows of workers that have acted (elastic N keeps spare rows)
+        last_versions = acting[:, WorkerCol.VERSION]
+        lag = float(np.mean(np.maximum(0, version - last_versions))) if last_versions.size else math.nan
         n_l = max(1, r.n_learners)
         row = {
             "time_s": r.time_offset + t,
@@ -141,10 +142,11 @@ class RunAccounting:
             "infer_ms": 1e3 * (infer - self.prev.get("infer", 0)) / max(1, turns - self.prev.get("turns", 0)),
             "read_us": 1e6 * (read - self.prev.get("read", 0)) / max(1, turns - self.prev.get("turns", 0)),
             "post_us": 1e6 * (post - self.prev.get("post", 0)) / max(1, turns - self.prev.get("turns", 0)),
-            "inference_delay": cfg.inference_delay,
+            "inference_delay": float(tel.control[Control.INFERENCE_DELAY_NS]) * 1e-9,
+            "param_publishes_skipped": int(r.params.stats()["skipped_no_buffer"]),
             "actions_posted": int(_field(r.action_board, "posted", 0)),
             "actions_superseded": int(_field(r.action_board, "superseded", 0)),
-            "epsilon": float(w[:, WorkerCol.EPSILON].min()) if turns else cfg.epsilon_start,
+            "epsilon": float(acting[:, WorkerCol.EPSILON].min()) if acting.size else cfg.epsilon_start,
             "learner_updates": updates,
             "updates_per_s": (updates - self.prev.get("updates", 0)) / dt if dt > 0 else math.nan,
             "param_version": version,
@@ -206,7 +208,7 @@ class RunAccounting:
             tau_theta_measured_p99=float(r.latency["p99"]),
             inference_delay=cfg.inference_delay,
             n_star=r.n_star,
-            workers=r.n_workers,
+            workers=getattr(r, "n_workers_initial", r.n_workers),
             learners=r.n_learners,
             learner_updates=updates,
             updates_per_s=updates / wall if wall > 0 else math.nan,
@@ -226,6 +228,13 @@ class RunAccounting:
                    "driver_cost_us": 1e6 * float(_field(st, "cost_mean")),
                    "reset_time_mean_s": float(_field(st, "reset_time_mean")),
                    "params": r.numel,
+                   "param_buffers": r.params.buffers,
+                   "param_readers": r.params.max_readers,
+                   "param_publishes_skipped": int(r.params.stats()["skipped_no_buffer"]),
+                   "workers_final": r.n_workers,
+                   "workers_max": max(r.n_workers, getattr(r, "max_workers_seen", 0)),
+                   "workers_spawned": getattr(r, "workers_spawned", 0),
+                   "workers_retired": getattr(r, "workers_retired", 0),
                    "started_from": str(r.start_path) if r.start is not None else None,
                    "env_steps_before": r.step_offset, "seconds_before": r.time_offset},
         )

@@ -173,9 +173,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
         np.random.set_state(state["numpy"])
 
 
-def write_checkpoint(r: Any, tag: str) -> Path:
+def write_checkpoint(r: Any, tag: str, final: bool = False) -> Path:
     """A run's checkpoint ``tag`` from its runner ``r``: the newest parameters as a model checkpoint
-    (``<tag>.pt``, loads with rtcore.models.export), ``<tag>.json``, and the learner state."""
+    (``<tag>.pt``, loads with rtcore.models.export), ``<tag>.json``, and the learner state (from
+    ``r.learner_arrays(final)``: ``final`` once every learner has stopped)."""
     import torch
 
     from rtcore.agent.telemetry import Control
@@ -185,8 +186,8 @@ def write_checkpoint(r: Any, tag: str) -> Path:
     ckpt_dir = r.run_dir / "checkpoints"
     ckpt_dir.mkdir(exist_ok=True)
     flat = bind_flat(r.model)
-    with r.params.read() as (version, view):
-        flat.copy_(torch.from_numpy(view))
+    version, params, target, moments = r.learner_arrays(final)
+    flat.copy_(torch.from_numpy(params))
     path = ckpt_dir / f"{tag}.pt"
     tmp = path.with_suffix(".tmp")
     save_model(r.model, tmp, format="checkpoint")
@@ -199,8 +200,8 @@ def write_checkpoint(r: Any, tag: str) -> Path:
     elapsed = (getattr(r, "t_stop", None) or time.monotonic()) - getattr(r, "t_env0", time.monotonic())
     resumes = 0 if r.start is None or r.params_only else r.start.resumes + 1
     save_state(ckpt_dir / f"{tag}{STATE_SUFFIX}", LearnerState(
-        identity=r.identity, params=flat.detach().numpy(), target=r.target.array.copy(),
-        moments=r.moments.array.copy(), opt_step=int(c[Control.OPT_STEP]), updates=int(c[Control.UPDATES]),
+        identity=r.identity, params=flat.detach().numpy(), target=target,
+        moments=moments, opt_step=int(c[Control.OPT_STEP]), updates=int(c[Control.UPDATES]),
         target_version=int(c[Control.TARGET_VERSION]), param_version=int(version),
         env_steps=max(r.step_offset, int(r.obs_board.step) + 1), seconds=r.time_offset + max(0.0, elapsed),
         resumes=resumes, rng=rng_state()))

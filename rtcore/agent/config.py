@@ -29,9 +29,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-__all__ = ["RunConfig", "add_config_arguments", "config_from_args", "field_docs", "epsilon_at", "make_run_dir"]
+__all__ = ["read_delay_schedule", "RunConfig", "add_config_arguments", "config_from_args", "field_docs", "epsilon_at",
+           "make_run_dir"]
 
 MODES = ("staggered", "sequential")
+PARAM_SPARE_READERS = 8
 AGENTS = ("dqn", "rainbow")
 LEARN_ON = ("applied", "acted")
 STAGGER_MODES = ("max", "mean")
@@ -71,7 +73,11 @@ class RunConfig:
     worker_headroom: float = 1.5
     """``--workers auto`` starts ceil(headroom * tau_theta_max / tau_M) workers, and at least 2 when headroom > 1: spare capacity, so a pass slower than measured (a busy machine) opens no gaps. 1.0 = exactly N* = ceil(tau_theta_max / tau_M)."""
     max_workers: int = 64
-    """Upper bound on N when ``--workers auto`` (N* of a big model on a slow machine can exceed what fits)."""
+    """Upper bound on N when ``--workers auto`` (N* of a big model on a slow machine can exceed what fits); with ``--elastic`` the runner grows N up to it."""
+    elastic: bool = False
+    """Elastic N, with ``--workers auto``: when the measured tau_theta_max grows past N * tau_M (a busy machine, a bigger batch), spawn workers (up to ``--max-workers``) and re-stagger; retire spare ones after ``--elastic-quiet`` seconds with fewer needed."""
+    elastic_quiet: float = 10.0
+    """Seconds tau_theta_max must stay low enough for fewer workers (with headroom) before elastic N retires one."""
     stagger: str = "max"
     """Staggering rule: ``max`` (the paper's Algorithm 1, spacing by the running maximum inference time) or ``mean`` (Algorithm 2)."""
     pushback: str = "lattice"
@@ -84,6 +90,8 @@ class RunConfig:
     """SCHED_FIFO and 1 ns timer slack for the env driver (priority 10) and the inference workers (priority 5) when the OS allows it (CAP_SYS_NICE); refusals are reported, not fatal. Learners stay ordinary."""
     inference_delay: float = 0.0
     """Seconds added to every forward pass, to EMULATE a larger model's latency on small hardware (reported in the metrics; 0 = none)."""
+    inference_delay_schedule: Optional[str] = None
+    """File of ``SECONDS DELAY`` lines: at each run time (seconds since the env's first frame) the emulated delay becomes DELAY, in every worker at its next pass (e.g. a latency that doubles mid-run)."""
     tau_theta: Optional[float] = None
     """Inference time tau_theta_max in seconds used to size N and seed the schedule (default: measured p99 + inference_delay)."""
     latency_iters: int = 50
@@ -96,6 +104,8 @@ class RunConfig:
     """Env steps over which epsilon falls linearly from ``epsilon_start`` to ``epsilon_end``. 10k (was 100k, the Atari figure for millions of steps): a realtime run of minutes is 5k-30k steps (100 s at 100 Hz, 3 min at 60 Hz), and with 100k it ended still acting at random (epsilon > 0.9 for the whole default minute of Pong)."""
 
     # --- learning
+    param_buffers: int = 0
+    """Parameter versions the shared ParamStore keeps (memory: this many copies of the model). Readers of the same version share one; a publish finding every spare one pinned is skipped and the next carries its update. 0 = auto (8, or readers + 2 if fewer)."""
     learners: int = 1
     """Learner processes M (round-robin asynchronous updates; 0 = act only, no learning)."""
     replay_capacity: int = 100_000
@@ -196,8 +206,9 @@ class RunConfig:
             bad("frame_stack", "an integer in [1, 16]")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             bad("device", "'cpu' or 'cuda[:index]'")
-        if self.learner_device is not None and not (self.learner_device == "cpu" or self.learner_device.startswith("cuda")):
-            bad("learner_device", "'cpu', 'cuda[:index]' or None")
+        if self.learner_device is not None and not all(d.strip() == "cpu" or d.strip().startswith("cuda")
+                                                       for d in self.learner_device.split(",")):
+            bad("learner_device", "'cpu', 'cuda[:index]', a comma-separated list of GPUs ('cuda:0,cuda:1') or None")
         if self.backend not in ("script", "export", "eager"):
             bad("backend", "'script', 'export' or 'eager'")
         if self.mode not in MODES:
@@ -231,6 +242,8 @@ class RunConfig:
             bad("max_workers", "a positive integer")
         if not (self.inference_delay >= 0 and math.isfinite(self.inference_delay)):
             bad("inference_delay", "seconds >= 0")
+        if self.inference_delay_schedule is not None:
+            read_delay_schedule(self.inference_delay_schedule)  # raises ValueError naming a bad line
         if self.tau_theta is not None and not (self.tau_theta > 0 and math.isfinite(self.tau_theta)):
             bad("tau_theta", "positive seconds, or None to measure it")
         if self.latency_iters < 1:
@@ -242,6 +255,18 @@ class RunConfig:
             bad("epsilon_decay_steps", "a number of steps >= 0")
         if not isinstance(self.learners, int) or self.learners < 0:
             bad("learners", "an integer >= 0")
+        from rtcore.shared.params import MAX_BUFFERS, MAX_READERS
+
+        if not isinstance(self.param_buffers, int) or not (self.param_buffers == 0 or 2 <= self.param_buffers <= MAX_BUFFERS):
+            bad("param_buffers", f"0 (auto) or an integer in [2, {MAX_BUFFERS}]")
+        n_max = self.fixed_workers if w != "auto" else self.max_workers
+        readers = self.param_readers(n_max, self.learners)
+        if readers > MAX_READERS:
+            raise ValueError(f"workers ({n_max}{' = max_workers' if w == 'auto' else ''}) + learners ({self.learners}) "
+                             f"+ {PARAM_SPARE_READERS} spare = {readers} parameter readers: more than the ParamStore's "
+                             f"limit of {MAX_READERS} reader slots; use fewer workers or learners")
+        if not self.elastic_quiet > 0:
+            bad("elastic_quiet", "positive seconds")
         if self.replay_capacity < max(2, self.batch_size):
             bad("replay_capacity", f"at least batch_size ({self.batch_size}) and 2")
         if self.learning_starts < self.batch_size:
@@ -302,6 +327,12 @@ class RunConfig:
         return self
 
     # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def param_readers(workers: int, learners: int) -> int:
+        """Reader slots of the run's ParamStore: every worker, every learner, and spares (the runner's
+        checkpoint, respawned processes whose dead predecessor's slot is not reclaimed yet)."""
+        return int(workers) + int(learners) + PARAM_SPARE_READERS
+
     @property
     def fixed_workers(self) -> int | None:
         """N when given as a number, None for ``auto``."""
@@ -361,6 +392,26 @@ class RunConfig:
         if unknown:
             raise ValueError(f"unknown RunConfig field(s) {unknown}; expected a subset of {sorted(names)}")
         return cls(**d)
+
+
+def read_delay_schedule(path: str | None) -> list[tuple[float, float]]:
+    """``--inference-delay-schedule``: lines ``SECONDS DELAY`` (run time since the env's first frame, emulated
+    latency in seconds; ``#`` comments), sorted by time. ValueError names a bad line."""
+    if not path:
+        return []
+    steps = []
+    for i, line in enumerate(Path(path).read_text().splitlines(), 1):
+        text = line.split("#")[0].strip()
+        if not text:
+            continue
+        try:
+            t, d = (float(x) for x in text.replace(",", " ").split())
+        except ValueError:
+            raise ValueError(f"inference_delay_schedule {path}:{i}: {line!r}: expected 'SECONDS DELAY'") from None
+        if not (t >= 0 and d >= 0 and math.isfinite(t) and math.isfinite(d)):
+            raise ValueError(f"inference_delay_schedule {path}:{i}: {line!r}: expected seconds >= 0 and a delay >= 0")
+        steps.append((t, d))
+    return sorted(steps)
 
 
 def epsilon_at(step: int, start: float, end: float, decay_steps: int) -> float:
@@ -462,7 +513,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type = RunConfig)
         if f.name in ("seconds", "inference_delay", "tau_theta", "metrics_interval", "checkpoint_interval",
                       "heartbeat_timeout"):
             metavar = "S"
-        elif f.name in ("run_dir", "runs_root", "rom", "resume"):
+        elif f.name in ("run_dir", "runs_root", "rom", "resume", "inference_delay_schedule"):
             metavar = "PATH"
         elif f.name == "workers":
             metavar = "N|auto"

@@ -76,17 +76,16 @@ def simulate_delay(config: RunConfig, delay: int, steps: int, *, sequential: boo
         closers.append(params)
         flat = bind_flat(model).numpy().copy()
         params.publish(flat)
-        moments = SharedArray((2, numel), "float32")
-        target = SharedArray((numel,), "float32")
-        closers += [moments, target]
-        target.array[:] = flat
+        state = SharedArray((4, numel), "float32")  # the learner state: master, Adam's moments, target
+        closers.append(state)
+        state.array[0] = state.array[3] = flat
         control = np.zeros(Control.COUNT, np.int64)
         lcfg = LearnerConfig(batch_size=cfg.batch_size, lr=cfg.lr, adam_eps=cfg.adam_eps, double_dqn=cfg.double_dqn,
                              target_update=cfg.target_update, max_grad_norm=cfg.max_grad_norm,
                              prioritized=cfg.prioritized, priority_beta=cfg.priority_beta,
                              priority_beta_steps=cfg.priority_beta_steps, priority_eps=cfg.priority_eps)
-        learner = DQNLearner(model, params=params, replay=replay, moments=moments.array, target_params=target.array,
-                             control=control, config=lcfg, seed=cfg.seed)
+        learner = DQNLearner(model, params=params, replay=replay, state=state.array, control=control, config=lcfg,
+                             seed=cfg.seed)
         learner.join()
         k = cfg.frame_stack
         stack = np.repeat(obs[None], k, axis=0)  # padded with the episode's first frame, as the buffer does

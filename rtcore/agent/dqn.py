@@ -28,6 +28,9 @@ Beta anneals linearly from ``priority_beta`` to 1 over ``priority_beta_steps`` a
 constant, as the authors' realtime learner). One departure from the authors' Rainbow: they add a
 1-step loss to the n-step loss (from a second buffer); here the loss is the n-step one alone, as in
 Hessel et al.'s Rainbow, since the replay buffer computes one n.
+
+Length: the update is one piece (snapshot, sample, gradient, turn, apply to every replica, publish), and
+the shared state it applies to (SharedAdam, the learner-state rows and replicas) is only used here.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from rtcore.agent.telemetry import Control, LearnerCol
 from rtcore.shared.params import bind_flat
 
 __all__ = ["LearnerConfig", "SharedAdam", "DQNLearner", "UpdateInfo", "dqn_loss", "td_losses", "c51_losses",
-           "beta_at"]
+           "beta_at", "new_learner_state"]
 
 
 @dataclass
@@ -145,20 +148,24 @@ def c51_losses(online: Any, target: Any, obs: Any, action: Any, reward: Any, dis
 class SharedAdam:
     """Adam (Kingma & Ba) whose moments and step count live in shared memory.
 
-    ``moments`` is a float32 array of shape ``(2, numel)`` (first and second moment), ``control`` the
-    run's int64 control array (slot ``Control.OPT_STEP`` is the step count). Every learner applies
-    with the same state, one at a time (the caller holds the turn). Numerically identical to
-    ``torch.optim.Adam`` without weight decay or amsgrad.
+    ``moments`` is a float32 array or tensor of shape ``(2, numel)`` (first and second moment; a numpy
+    array in host shared memory, or a tensor on a GPU shared between processes), ``control`` the run's
+    int64 control array (slot ``Control.OPT_STEP`` is the step count). Every learner applies with the
+    same state, one at a time (the caller holds the turn). Numerically identical to ``torch.optim.Adam``
+    without weight decay or amsgrad.
     """
 
-    def __init__(self, moments: np.ndarray, control: np.ndarray, lr: float, betas: tuple[float, float] = (0.9, 0.999),
+    def __init__(self, moments: Any, control: np.ndarray, lr: float, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8) -> None:
         import torch
 
-        if moments.ndim != 2 or moments.shape[0] != 2 or moments.dtype != np.float32:
-            raise ValueError(f"moments has shape {moments.shape} and dtype {moments.dtype}, expected (2, numel) float32")
-        self.m = torch.from_numpy(moments[0])
-        self.v = torch.from_numpy(moments[1])
+        shape, dtype = tuple(moments.shape), str(moments.dtype).replace("torch.", "")
+        if len(shape) != 2 or shape[0] != 2 or dtype != "float32":
+            raise ValueError(f"moments has shape {shape} and dtype {dtype}, expected (2, numel) float32")
+        if isinstance(moments, np.ndarray):
+            moments = torch.from_numpy(moments)
+        self.m = moments[0]
+        self.v = moments[1]
         self.control = control
         self.lr, self.betas, self.eps = float(lr), (float(betas[0]), float(betas[1])), float(eps)
         self._denom = torch.empty_like(self.v)
@@ -167,12 +174,16 @@ class SharedAdam:
     def step_count(self) -> int:
         return int(self.control[Control.OPT_STEP])
 
-    def step(self, param: Any, grad: Any) -> None:
-        """``param -= lr * m_hat / (sqrt(v_hat) + eps)`` in place, with ``grad``; both flat float32 CPU tensors."""
+    def step(self, param: Any, grad: Any, t: int | None = None) -> None:
+        """``param -= lr * m_hat / (sqrt(v_hat) + eps)`` in place, with ``grad`` (flat float32 tensors on the
+        moments' device). ``t`` (default: the shared step count + 1) is the step number; the caller that
+        passes it advances the shared count itself (several replicas take one step)."""
         import torch
 
         b1, b2 = self.betas
-        t = int(self.control[Control.OPT_STEP]) + 1
+        advance = t is None
+        if t is None:
+            t = int(self.control[Control.OPT_STEP]) + 1
         self.m.mul_(b1).add_(grad, alpha=1.0 - b1)
         self.v.mul_(b2).addcmul_(grad, grad, value=1.0 - b2)
         bc1 = 1.0 - b1 ** t
@@ -180,14 +191,64 @@ class SharedAdam:
         torch.sqrt(self.v, out=self._denom)
         self._denom.div_(math.sqrt(bc2)).add_(self.eps)
         param.addcdiv_(self.m, self._denom, value=-self.lr / bc1)
-        self.control[Control.OPT_STEP] = t
+        if advance:
+            self.control[Control.OPT_STEP] = t
+
+
+# Rows of a learner state: the master parameters the learners apply to, Adam's two moments, the target network.
+MASTER, MOMENT1, MOMENT2, TARGET = 0, 1, 2, 3
+STATE_ROWS = 4
+
+
+def new_learner_state(flat: Any, device: Any = "cpu") -> Any:
+    """A learner state for the flat parameters ``flat``: a ``(4, numel)`` float32 tensor on ``device`` with
+    rows master = target = ``flat`` and zero moments. On CUDA it pickles (to a spawned process, with the
+    ``multiprocessing`` of a process that imported torch) as a CUDA IPC handle: every learner on that GPU
+    applies to the same memory. On the CPU a run keeps it in a :class:`rtcore.shared.shared_array.SharedArray`
+    instead (see the runner)."""
+    import torch
+
+    flat = torch.as_tensor(flat, dtype=torch.float32).reshape(-1)
+    state = torch.zeros((STATE_ROWS, flat.numel()), dtype=torch.float32, device=device)
+    state[MASTER].copy_(flat)
+    state[TARGET].copy_(flat)
+    return state
+
+
+class _Replica:
+    """One copy of the learner state (master, moments, target) on one device, and its parameter mirror."""
+
+    def __init__(self, state: Any, mirror: Any, control: np.ndarray, config: LearnerConfig, numel: int) -> None:
+        import torch
+
+        if isinstance(state, np.ndarray):
+            state = torch.from_numpy(state)
+        if tuple(state.shape) != (STATE_ROWS, numel) or state.dtype != torch.float32:
+            raise ValueError(f"learner state has shape {tuple(state.shape)} and dtype {state.dtype}, "
+                             f"expected ({STATE_ROWS}, {numel}) float32")
+        self.device = state.device
+        self.state = state
+        self.master = state[MASTER]
+        self.target = state[TARGET]
+        self.adam = SharedAdam(state[MOMENT1:MOMENT2 + 1], control, config.lr, config.betas, config.adam_eps)
+        self.mirror = mirror
+        if mirror is not None and mirror.device != state.device:
+            raise ValueError(f"parameter mirror is on {mirror.device}, its learner state on {state.device}")
+        self.grad = None  # the gradient on this device, when the learner computes it elsewhere
+
+    def sync(self) -> None:
+        """Waits for this process's kernels on the replica's device (before another process reads it)."""
+        if self.device.type == "cuda":
+            import torch
+
+            torch.cuda.current_stream(self.device).synchronize()
 
 
 @dataclass
 class UpdateInfo:
     """What one update did."""
 
-    version: int          # parameter version it published
+    version: int          # parameter version it published (the newest one if its publish was skipped)
     snapshot_version: int  # version its gradient was computed at
     loss: float
     q_mean: float
@@ -202,19 +263,28 @@ class DQNLearner:
     """One learner: samples, computes gradients at its snapshot, applies them in its turn.
 
     ``online`` is an eager model (built from the run's spec) on ``device``; the target network is a
-    deep copy refreshed from the shared target array. ``turnstile`` may be None for a lone learner (the
-    sequential agent): it then applies without waiting.
+    deep copy refreshed from the shared target row. ``state`` is the shared learner state (master
+    parameters, Adam moments, target: ``(4, numel)`` float32, see :func:`new_learner_state`), or a list
+    of replicas of it on several devices, all updated in each turn so they stay in step. ``mirrors``
+    (optional, one per replica) are ``(params.buffers, numel)`` tensors on the replicas' devices that
+    hold the published versions by buffer index (:func:`rtcore.shared.params.device_mirror`): readers on
+    that device use them without a host copy. ``host`` (default: when there is no mirror) also writes each
+    version into the store's host buffers, for CPU readers. ``turnstile`` may be None for a lone learner
+    (the sequential agent): it then applies without waiting.
     """
 
-    def __init__(self, online: Any, *, params: Any, replay: Any, moments: np.ndarray, target_params: np.ndarray,
-                 control: np.ndarray, config: LearnerConfig, device: str = "cpu", turnstile: Any = None,
-                 learner: int = 0, stats: np.ndarray | None = None, seed: int | None = None) -> None:
+    def __init__(self, online: Any, *, params: Any, replay: Any, state: Any, control: np.ndarray,
+                 config: LearnerConfig, device: str = "cpu", turnstile: Any = None, learner: int = 0,
+                 stats: np.ndarray | None = None, seed: int | None = None, mirrors: Any = None,
+                 host: bool | None = None) -> None:
         import copy
 
         import torch
 
         self.cfg = config
         self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:  # compare equal to the replicas' devices
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.params = params
         self.replay = replay
         if seed is not None:
@@ -238,16 +308,26 @@ class DQNLearner:
         self.numel = self.flat.numel()
         if params.numel != self.numel:
             raise ValueError(f"ParamStore holds {params.numel} parameters, the learner's model has {self.numel}")
-        if target_params.shape != (self.numel,) or target_params.dtype != np.float32:
-            raise ValueError(f"target_params has shape {target_params.shape} and dtype {target_params.dtype}, "
-                             f"expected ({self.numel},) float32")
-        self.shared_target = torch.from_numpy(target_params)
-        self.adam = SharedAdam(moments, control, config.lr, config.betas, config.adam_eps)
+        states = list(state) if isinstance(state, (list, tuple)) else [state]
+        mirrors = list(mirrors) if isinstance(mirrors, (list, tuple)) else [mirrors] * len(states)
+        if len(mirrors) != len(states):
+            raise ValueError(f"{len(mirrors)} parameter mirrors for {len(states)} learner-state replicas")
+        self.replicas = [_Replica(s, m, control, config, self.numel) for s, m in zip(states, mirrors)]
+        local = [r for r in self.replicas if r.device == self.device]
+        if not local:
+            raise ValueError(f"no learner-state replica on the learner's device {self.device} "
+                             f"(replicas on {[str(r.device) for r in self.replicas]})")
+        self.local = local[0]
+        self.host = all(r.mirror is None for r in self.replicas) if host is None else bool(host)
+        for r in self.replicas:
+            if r.device != self.device:
+                r.grad = torch.empty(self.numel, dtype=torch.float32, device=r.device)
         self._params = list(self.online.parameters())
-        self._grad = torch.empty(self.numel, dtype=torch.float32)  # host: the apply happens on shared host memory
-        self._work = torch.empty(self.numel, dtype=torch.float32)
+        self._grad = torch.empty(self.numel, dtype=torch.float32, device=self.device)
+        self._host_views = [torch.from_numpy(params.buffer_view(b)) for b in range(params.buffers)]
         self._target_version = -1
         self.snapshot_version = -1
+        self._holding = False  # CUDA: the snapshot's pin is held until the device has copied it
         # the batch: sampled straight into these arrays (pinned when the learner is on CUDA)
         empty = replay.empty_batch(config.batch_size)
         self._np_batch = empty
@@ -258,13 +338,31 @@ class DQNLearner:
         else:
             self._host = {k: torch.from_numpy(np.asarray(v)) for k, v in _batch_items(empty)}
 
+    def _release_snapshot(self) -> None:
+        if self._holding:
+            self.params.unpin()
+            self._holding = False
+
+    # kept for callers of the single-replica layout
+    @property
+    def adam(self) -> SharedAdam:
+        return self.local.adam
+
     # --- the steps of one update
     def snapshot(self) -> int:
         """Loads the newest published parameters into the local online network; returns their version."""
-        import torch
-
-        with self.params.read() as (version, view):
-            self.flat.copy_(torch.from_numpy(view), non_blocking=False)
+        self._release_snapshot()
+        version, b = self.params.pin_buffer()
+        mirror = self.local.mirror
+        try:
+            self.flat.copy_(mirror[b] if mirror is not None else self._host_views[b])
+        except BaseException:
+            self.params.unpin()
+            raise
+        if self.device.type == "cuda":
+            self._holding = True  # unpinned after the next sync of the device (in apply): the copy is done
+        else:
+            self.params.unpin()
         self.snapshot_version = int(version)
         return self.snapshot_version
 
@@ -279,8 +377,9 @@ class DQNLearner:
             return {k: t.to(self.device, non_blocking=True) for k, t in self._host.items()}
         return self._host
 
-    def gradient(self, batch: dict[str, Any], update_priorities: bool = True) -> tuple[float, float, float]:
-        """Fills the flat gradient of the DQN loss at the snapshot; returns (loss, mean Q, grad norm).
+    def gradient(self, batch: dict[str, Any], update_priorities: bool = True) -> tuple[Any, Any, Any]:
+        """Fills the flat gradient of the DQN loss at the snapshot, clipped to ``max_grad_norm``; returns
+        (loss, mean Q, grad norm) as 0-d tensors on the learner's device (no device sync here).
 
         With prioritized replay it also sets the batch's priorities (unless ``update_priorities`` is False)."""
         import torch
@@ -305,44 +404,70 @@ class DQNLearner:
                                           prio.to("cpu", torch.float64).numpy() + self.cfg.priority_eps)
         grads = [p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel(), device=p.device)
                  for p in self._params]
-        if self.device.type == "cpu":
-            torch.cat(grads, out=self._grad)
-        else:
-            self._grad.copy_(torch.cat(grads))  # one device-to-host copy
-        norm = float(torch.linalg.vector_norm(self._grad))
-        if self.cfg.max_grad_norm > 0 and norm > self.cfg.max_grad_norm:
-            self._grad.mul_(self.cfg.max_grad_norm / (norm + 1e-6))
-        return float(loss.detach()), float(q.mean()), norm
+        torch.cat(grads, out=self._grad)
+        norm = torch.linalg.vector_norm(self._grad)
+        if self.cfg.max_grad_norm > 0:  # scale = min(1, max / norm), computed on the device: no sync
+            self._grad.mul_(torch.clamp(self.cfg.max_grad_norm / (norm + 1e-6), max=1.0))
+        return loss.detach(), q.mean(), norm
 
     def apply(self) -> int:
-        """Applies the gradient to the newest parameters in this learner's turn; returns the new version.
+        """Applies the gradient to the shared master parameters in this learner's turn (every replica), and
+        publishes them; returns the newest version.
 
-        Also refreshes the shared target network every ``target_update`` updates and picks up a new
-        target, all while holding the turn (so no one writes the shared state at the same time).
+        A publish that finds no free buffer (every spare one pinned by a reader) is skipped: the master
+        keeps the update and the next publish carries it. Also refreshes the shared target network every
+        ``target_update`` updates and picks up a new target, all while holding the turn (so no one writes
+        the shared state at the same time).
         """
-        import torch
-
-        with self.params.read() as (_, view):
-            self._work.copy_(torch.from_numpy(view))
-        self.adam.step(self._work, self._grad)
-        # Only the turn holder publishes, and the runner sizes the store at readers + 2 buffers, so a
-        # publish is never skipped; the timeout turns a broken invariant into an error, not a lost update.
-        version = int(self.params.publish(self._work.numpy(), timeout=5.0))
-        if version < 0:
-            raise RuntimeError(f"learner {self.learner}: could not publish parameters within 5 s "
-                               f"(store stats: {self.params.stats()})")
+        t = int(self.control[Control.OPT_STEP]) + 1
+        for r in self.replicas:
+            if r.grad is not None:
+                r.grad.copy_(self._grad, non_blocking=True)
+                r.adam.step(r.master, r.grad, t)
+            else:
+                r.adam.step(r.master, self._grad, t)
+        self.control[Control.OPT_STEP] = t
         updates = int(self.control[Control.UPDATES]) + 1
+        refresh = updates % self.cfg.target_update == 0
+        if refresh:
+            for r in self.replicas:
+                r.target.copy_(r.master)
+        version = self._publish()
+        for r in self.replicas:
+            r.sync()  # the next turn holder (another process) reads what this one wrote
+        self._release_snapshot()
         self.control[Control.UPDATES] = updates
-        if updates % self.cfg.target_update == 0:
-            self.shared_target.copy_(self._work)
+        if refresh:
             self.control[Control.TARGET_VERSION] += 1
         self._sync_target()
         return version
 
+    def _publish(self) -> int:
+        import torch
+
+        if not bool(torch.isfinite(self.local.master.sum())):  # one reduction; a diverged learner must not
+            raise ValueError(f"learner {self.learner}: the parameters have a non-finite value after this update; "
+                             f"nothing was published")  # hand NaNs to every worker (as ParamStore.publish)
+        b = self.params.begin_write(0.0)
+        if b < 0:
+            return self.params.version
+        try:
+            for r in self.replicas:
+                if r.mirror is not None:
+                    r.mirror[b].copy_(r.master)
+            if self.host:
+                self._host_views[b].copy_(self.local.master)
+            for r in self.replicas:
+                r.sync()  # the version is complete on every device before readers can pin it
+        except BaseException:
+            self.params.abort_write()
+            raise
+        return self.params.commit()
+
     def _sync_target(self) -> None:
         tv = int(self.control[Control.TARGET_VERSION])
         if tv != self._target_version:
-            self.target_flat.copy_(self.shared_target)
+            self.target_flat.copy_(self.local.target)
             self._target_version = tv
 
     def _wait_turn(self, should_stop: Callable[[], bool]) -> bool:
@@ -373,6 +498,7 @@ class DQNLearner:
         return True
 
     def leave(self) -> None:
+        self._release_snapshot()
         if self.turnstile is not None:
             try:
                 self.turnstile.leave(self._slot)
@@ -384,6 +510,7 @@ class DQNLearner:
         its working memory here, before the env starts, instead of in the middle of a realtime run."""
         self.gradient(self._host if self.device.type == "cpu" else
                       {k: t.to(self.device) for k, t in self._host.items()}, update_priorities=False)
+        self.local.sync()
 
     def update(self, should_stop: Callable[[], bool] = lambda: False) -> UpdateInfo | None:
         """One full update; None when told to stop while waiting for the turn."""
@@ -391,9 +518,10 @@ class DQNLearner:
         self.snapshot()
         batch = self.sample()
         t1 = time.monotonic()
-        loss, q_mean, norm = self.gradient(batch)
+        loss, q_mean, norm = self.gradient(batch)  # on CUDA: queued, not waited for (apply syncs)
         t2 = time.monotonic()
         if not self._wait_turn(should_stop):
+            self._release_snapshot()
             return None
         t3 = time.monotonic()
         try:
@@ -402,7 +530,8 @@ class DQNLearner:
             if self.turnstile is not None:
                 self.turnstile.pass_turn(self._slot)
         t4 = time.monotonic()
-        info = UpdateInfo(version, self.snapshot_version, loss, q_mean, norm, t1 - t0, t2 - t1, t3 - t2, t4 - t3)
+        info = UpdateInfo(version, self.snapshot_version, float(loss), float(q_mean), float(norm),
+                          t1 - t0, t2 - t1, t3 - t2, t4 - t3)
         if self.stats is not None:
             s = self.stats
             s[LearnerCol.UPDATES] += 1
@@ -410,9 +539,9 @@ class DQNLearner:
             s[LearnerCol.GRAD_S] += info.grad_s
             s[LearnerCol.WAIT_S] += info.wait_s
             s[LearnerCol.APPLY_S] += info.apply_s
-            s[LearnerCol.LOSS] = loss
-            s[LearnerCol.Q_MEAN] = q_mean
-            s[LearnerCol.GRAD_NORM] = norm
+            s[LearnerCol.LOSS] = info.loss
+            s[LearnerCol.Q_MEAN] = info.q_mean
+            s[LearnerCol.GRAD_NORM] = info.grad_norm
             s[LearnerCol.VERSION] = version
             s[LearnerCol.STALENESS] += max(0, version - 1 - self.snapshot_version)
             s[LearnerCol.HEARTBEAT] = t4

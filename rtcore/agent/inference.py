@@ -31,7 +31,7 @@ import numpy as np
 
 from rtcore.agent._proc import WORKER_RT_PRIORITY, apply_realtime, child_setup, join_slot, quiet_gc
 from rtcore.agent.config import epsilon_at
-from rtcore.agent.telemetry import Telemetry, WorkerCol
+from rtcore.agent.telemetry import Control, Telemetry, WorkerCol
 from rtcore.shared.timer import monotonic, sleep_until
 
 __all__ = ["Actor", "ActorConfig", "WorkerSpec", "worker_main"]
@@ -60,7 +60,7 @@ class Actor:
     """
 
     def __init__(self, cfg: ActorConfig, obs_board: Any, params: Any, frame_stack: int, obs_shape: tuple[int, ...],
-                 obs_dtype: Any = np.uint8) -> None:
+                 obs_dtype: Any = np.uint8, mirror: Any = None, control: np.ndarray | None = None) -> None:
         import torch
 
         from rtcore.models.export import load_for_inference
@@ -71,7 +71,9 @@ class Actor:
         self.device = torch.device(cfg.device)
         self.rng = np.random.default_rng(cfg.seed)
         self.module = load_for_inference(cfg.model_path, self.device, backend=cfg.backend)
-        self.reader = ParamReader(params, self.module)
+        self.reader = ParamReader(params, self.module, mirror)
+        # the emulated latency can change at run time: the runner writes it into the control array
+        self._delay_ns = control[Control.INFERENCE_DELAY_NS:Control.INFERENCE_DELAY_NS + 1] if control is not None else None
         from rtcore.models.noisy import noise_resetter
 
         self._reset_noise = noise_resetter(self.module)  # noisy nets: new noise for every new parameter version
@@ -85,6 +87,11 @@ class Actor:
         self._host = host
         self.stack = host.numpy()[0]  # the ObsBoard copies the frame stack straight into the input tensor
         self.last_infer_s = 0.0
+
+    @property
+    def inference_delay(self) -> float:
+        """Emulated extra latency per pass, seconds (the run's control cell when there is one)."""
+        return self.cfg.inference_delay if self._delay_ns is None else float(self._delay_ns[0]) * 1e-9
 
     @property
     def version(self) -> int:
@@ -107,8 +114,9 @@ class Actor:
                 self._noise_version = self.reader.version
             t2 = monotonic()
             action = self._forward(torch)
-            if self.cfg.inference_delay > 0:  # emulated extra latency, on top of the real forward pass
-                sleep_until(monotonic() + self.cfg.inference_delay)
+            delay = self.inference_delay
+            if delay > 0:  # emulated extra latency, on top of the real forward pass
+                sleep_until(monotonic() + delay)
             t3 = monotonic()
         self.reader.prefetch()  # CUDA: copy a newer version while waiting for the next turn
         eps = epsilon_at(int(step), self.cfg.epsilon_start, self.cfg.epsilon_end, self.cfg.epsilon_decay_steps)
@@ -179,6 +187,7 @@ class WorkerSpec:
     turn_timeout: float = 0.05
     realtime: bool = False
     obs_dtype: str = "uint8"
+    mirror: Any = None  # the parameter versions on the worker's GPU (learners there write them), or None
 
 
 def worker_main(spec: WorkerSpec) -> None:
@@ -190,7 +199,8 @@ def worker_main(spec: WorkerSpec) -> None:
     row = tel.workers[spec.worker]
     row[WorkerCol.PID] = os.getpid()
     row[WorkerCol.HEARTBEAT] = time.monotonic()
-    actor = Actor(spec.actor, spec.obs_board, spec.params, spec.frame_stack, spec.obs_shape, spec.obs_dtype)
+    actor = Actor(spec.actor, spec.obs_board, spec.params, spec.frame_stack, spec.obs_shape, spec.obs_dtype,
+                  mirror=spec.mirror, control=tel.control)
     actor.warmup()  # so the first timed turn is not TorchScript's profiling run
     quiet_gc()
     row[WorkerCol.STARTS] += 1  # ready: the runner starts the env when every worker is
@@ -203,6 +213,9 @@ def worker_main(spec: WorkerSpec) -> None:
         return
     try:
         while not tel.stopping:
+            active = int(tel.control[Control.ACTIVE_WORKERS])
+            if 0 < active <= spec.worker:
+                break  # retired by elastic N: leave the schedule (the others re-stagger) and exit
             now = time.monotonic()
             row[WorkerCol.HEARTBEAT] = now
             try:

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from rtcore.agent._proc import child_setup, heartbeat_thread
+from rtcore.agent._proc import child_setup, heartbeat_thread, process_context
 from rtcore.agent.dqn import DQNLearner, LearnerConfig
 from rtcore.agent.telemetry import Control, LearnerCol, Telemetry
 
-__all__ = ["LearnerSpec", "learner_main", "measure_updates_per_second"]
+__all__ = ["LearnerSpec", "learner_main", "measure_updates_per_second", "state_arrays"]
 
 
 @dataclass
@@ -39,12 +39,21 @@ class LearnerSpec:
     params: Any
     replay: Any
     turnstile: Any
-    moments: Any        # SharedArray (2, numel) float32
-    target_params: Any  # SharedArray (numel,) float32
+    state: Any          # the learner state (master, moments, target): SharedArray (4, numel) float32 on
+                        # the CPU, a CUDA tensor (IPC-shared), or a list of replicas, one per GPU
     telemetry: Telemetry
     obs_board: Any
     seed: int
     obs_shape: tuple[int, ...] = (84, 84)  # one observation frame, as the env gives it
+    mirrors: Any = None  # device_mirror tensors, one per replica (readers on a GPU use them)
+    host: bool | None = None  # also write versions to the store's host buffers (default: no mirror)
+
+
+def state_arrays(state: Any) -> Any:
+    """The arrays/tensors of a learner state as a spec carries it (SharedArray -> its numpy view)."""
+    if isinstance(state, (list, tuple)):
+        return [state_arrays(s) for s in state]
+    return state.array if hasattr(state, "array") else state
 
 
 def _wait_for_data(replay: Any, needed: int, tel: Telemetry, beat: np.ndarray) -> bool:
@@ -91,9 +100,9 @@ def learner_main(spec: LearnerSpec) -> None:
     row[LearnerCol.READY] = 0
     row[LearnerCol.HEARTBEAT] = time.monotonic()
     model = build_model(spec.model_spec, spec.in_frames, spec.n_actions, obs_shape=spec.obs_shape)
-    learner = DQNLearner(model, params=spec.params, replay=spec.replay, moments=spec.moments.array,
-                         target_params=spec.target_params.array, control=tel.control, config=spec.config,
-                         device=spec.device, turnstile=spec.turnstile, learner=spec.learner, stats=row, seed=spec.seed)
+    learner = DQNLearner(model, params=spec.params, replay=spec.replay, state=state_arrays(spec.state),
+                         control=tel.control, config=spec.config, device=spec.device, turnstile=spec.turnstile,
+                         learner=spec.learner, stats=row, seed=spec.seed, mirrors=spec.mirrors, host=spec.host)
     learner.warmup()
     row[LearnerCol.READY] = 1
     stop = lambda: tel.stopping  # noqa: E731
@@ -127,7 +136,6 @@ def measure_updates_per_second(model_spec: str, learners: int, seconds: float = 
     update, so process start-up is not counted), and ``staleness`` (mean versions between a
     gradient's snapshot and its application: M - 1 when the turns are fair).
     """
-    import multiprocessing as mp
 
     import rtcore
     from rtcore.models import build_model
@@ -152,26 +160,33 @@ def measure_updates_per_second(model_spec: str, learners: int, seconds: float = 
 
         torch.manual_seed(seed)
         model = build_model(model_spec, frame_stack, n_actions)
-        flat = bind_flat(model).numpy().copy()
-        params = rtcore.ParamStore(flat.size)
+        flat = bind_flat(model).detach().numpy().copy()
+        params = rtcore.ParamStore(flat.size, buffers=learners + 2)
         objs.append(params)
         params.publish(flat)
-        moments = SharedArray((2, flat.size), "float32")
-        objs.append(moments)
-        target = SharedArray((flat.size,), "float32")
-        objs.append(target)
-        target.array[:] = flat
+        mirrors = None
+        if torch.device(device).type == "cuda":  # GPU-resident: state and versions live on the GPU, IPC-shared
+            from rtcore.agent.dqn import new_learner_state
+            from rtcore.shared.params import device_mirror
+
+            state: Any = new_learner_state(flat, device)
+            mirrors = device_mirror(params, device)
+        else:
+            state = SharedArray((4, flat.size), "float32")
+            objs.append(state)
+            state.array[0] = flat
+            state.array[3] = flat
         tel = Telemetry(1, learners)
         objs.append(tel)
         turnstile = rtcore.Turnstile(learners)
         objs.append(turnstile)
-        ctx = mp.get_context("spawn")
+        ctx = process_context()
         for j in range(learners):
             spec = LearnerSpec(learner=j, model_spec=model_spec, in_frames=frame_stack, n_actions=n_actions,
                                config=LearnerConfig(batch_size=batch_size), device=device, threads=threads, nice=0,
                                learning_starts=batch_size, updates_per_step=0.0, params=params, replay=replay,
-                               turnstile=turnstile, moments=moments, target_params=target, telemetry=tel,
-                               obs_board=None, seed=seed + j)
+                               turnstile=turnstile, state=state, telemetry=tel, obs_board=None, seed=seed + j,
+                               mirrors=mirrors)
             p = ctx.Process(target=learner_main, args=(spec,), daemon=True)
             p.start()
             procs.append(p)
@@ -180,9 +195,20 @@ def measure_updates_per_second(model_spec: str, learners: int, seconds: float = 
             if time.monotonic() > deadline or any(p.exitcode is not None for p in procs):
                 raise RuntimeError("learners did not start")
             time.sleep(0.01)
-        u0, t0 = int(tel.control[Control.UPDATES]), time.monotonic()
+        def next_update() -> tuple[int, float]:
+            """Waits for the update counter to move; returns (count, time): windows that start and end at
+            an update, so a window of a few slow updates is not quantised to whole updates."""
+            u = int(tel.control[Control.UPDATES])
+            limit = time.monotonic() + 300
+            while int(tel.control[Control.UPDATES]) == u:
+                if time.monotonic() > limit or any(p.exitcode is not None for p in procs):
+                    raise RuntimeError("learners stopped updating")
+                time.sleep(0.0005)
+            return int(tel.control[Control.UPDATES]), time.monotonic()
+
+        u0, t0 = next_update()
         time.sleep(seconds)
-        u1, t1 = int(tel.control[Control.UPDATES]), time.monotonic()
+        u1, t1 = next_update()
         tel.control[Control.STOP] = 1
         L = tel.learners[:learners]
         n = L[:, LearnerCol.UPDATES].sum()

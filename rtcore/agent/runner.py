@@ -29,7 +29,6 @@ import dataclasses
 import functools
 import json
 import math
-import multiprocessing as mp
 import os
 import signal
 import sys
@@ -42,8 +41,8 @@ from typing import Any, Callable
 import numpy as np
 
 from rtcore._validate import OPTION_ERRORS, bad_option
-from rtcore.agent.config import RunConfig, add_config_arguments, config_from_args, make_run_dir
-from rtcore.agent._proc import Child
+from rtcore.agent._proc import Child, process_context
+from rtcore.agent.config import RunConfig, add_config_arguments, config_from_args, make_run_dir, read_delay_schedule
 from rtcore.agent.checkpoint import Identity, LearnerState, check_resumable, find_state, load_state, write_checkpoint
 from rtcore.agent.accounting import RunAccounting, RunSummary, print_summary
 from rtcore.agent.metrics import LiveView, MetricsWriter
@@ -54,6 +53,7 @@ __all__ = ["RunSummary", "run", "add_arguments", "main"]
 
 STARTUP_TIMEOUT = 120.0  # seconds for the children to load their models before the env starts
 STOP_TIMEOUT = 5.0       # seconds a child gets to leave its loop before it is killed
+DEFAULT_PARAM_BUFFERS = 8  # parameter versions kept when --param-buffers is auto (see create_shared)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -62,6 +62,19 @@ def _env_kwargs(cfg: RunConfig) -> dict[str, Any]:
     if cfg.default_action.isdigit():  # an action index: the env's no-op (or the one for an env without any)
         kw["default_action"] = int(cfg.default_action)
     return kw
+
+
+def _canonical_device(device: str) -> str:
+    """'cuda' -> 'cuda:0' (the mirrors are keyed by explicit devices); 'cpu' stays."""
+    d = device.strip()
+    return "cuda:0" if d == "cuda" else d
+
+
+def learner_devices(cfg: RunConfig) -> list[str]:
+    """The learners' devices: ``--learner-device`` (a comma-separated list spreads the learners over several
+    GPUs, learner j on entry j mod len), else ``--device``."""
+    spec = cfg.learner_device or cfg.device
+    return [_canonical_device(d) for d in spec.split(",")]
 
 
 def _make_env(env_id: str, kwargs: dict[str, Any]):
@@ -82,6 +95,9 @@ class _Runner:
         self.stopped_by = "time"
         self.env_error: str | None = None
         self.accounting = RunAccounting()
+        self.retiring: list[Child] = []  # workers elastic N told to leave, until they have exited
+        self._quiet_since: float | None = None
+        self._want_since: float | None = None
         self.start: LearnerState | None = None  # the checkpoint a resumed run (or play) starts from
         self.params_only = False                # play: take only the parameters from it
         self.record: str | None = None          # play: write the frames to this GIF/MP4
@@ -152,6 +168,10 @@ class _Runner:
             if cfg.worker_headroom > 1.0:
                 n = max(n, 2)  # one slow pass of a lone worker always leaves a gap
             self.n_workers = max(1, min(cfg.max_workers, n))
+        # slots of the schedule, rows of the telemetry, reader slots of the ParamStore: elastic N may grow to max_workers
+        self.n_workers_initial = self.n_workers
+        self.elastic = cfg.elastic and cfg.mode == "staggered" and cfg.fixed_workers is None
+        self.max_workers_run = max(self.n_workers, cfg.max_workers) if self.elastic else self.n_workers
         self.n_learners = cfg.learners if cfg.mode == "staggered" else (1 if cfg.learners > 0 else 0)
         self.log(f"rtcore: tau_theta p50 {self.latency['p50'] * 1e3:.2f} ms, p99 {self.latency['p99'] * 1e3:.2f} ms"
                  f" + emulated {cfg.inference_delay * 1e3:.1f} ms -> tau_theta_max {self.tau_theta_max * 1e3:.2f} ms;"
@@ -176,7 +196,7 @@ class _Runner:
                                                beta=cfg.priority_beta))
         self.schedule = None
         if cfg.mode == "staggered":
-            self.schedule = keep(rtcore.StaggerSchedule(self.n_workers, self.tau_theta_max, mode=cfg.stagger,
+            self.schedule = keep(rtcore.StaggerSchedule(self.max_workers_run, self.tau_theta_max, mode=cfg.stagger,
                                                         heartbeat_timeout=cfg.heartbeat_timeout,
                                                         pushback=cfg.pushback, tau_window=cfg.tau_window,
                                                         min_interval=MEAN_SLOT_FLOOR * self.tau_m))
@@ -184,22 +204,47 @@ class _Runner:
         if cfg.mode == "staggered" and self.n_learners > 0:
             # learners beat from a thread, also through a long gradient, so silence means a dead process
             self.turnstile = keep(rtcore.Turnstile(self.n_learners, heartbeat_timeout=max(2.0, cfg.heartbeat_timeout)))
-        # every worker, learner and the runner's checkpoint may each pin one superseded version: with
-        # readers + 2 buffers a publish always finds a free one
-        self.params = keep(rtcore.ParamStore(self.numel, buffers=self.n_workers + max(1, self.n_learners) + 3))
+        # Sized by use (rtcore/shared/params.py): a reader slot per process that can pin (every worker the
+        # run may start, every learner, the runner's checkpoint, spares for respawns whose dead slot is not
+        # reclaimed yet), but buffers only for the versions pinned at once.
+        self.param_readers = cfg.param_readers(self.max_workers_run, self.n_learners)
+        self.param_buffers = cfg.param_buffers or min(self.param_readers + 2, DEFAULT_PARAM_BUFFERS)
+        self.params = keep(rtcore.ParamStore(self.numel, buffers=self.param_buffers, max_readers=self.param_readers))
         from rtcore.shared.params import bind_flat
 
-        flat = bind_flat(self.model).numpy().copy()
+        flat = bind_flat(self.model).detach().numpy().copy()
         st = self.start
-        self.params.publish(st.params if st is not None else flat)
-        self.moments = keep(SharedArray((2, self.numel), "float32"))
-        self.target = keep(SharedArray((self.numel,), "float32"))
-        self.target.array[:] = flat
-        self.telemetry = Telemetry(self.n_workers, max(1, self.n_learners))
+        params = st.params if st is not None else flat  # resume and play start from the checkpoint's parameters
+        resume = st is not None and not self.params_only
+        self.params.publish(params)
+        # the learners' state (master parameters, Adam moments, target): host shared memory, or on each
+        # learner GPU (one replica per GPU, CUDA IPC-shared by the learners on it, kept in step)
+        rows = np.stack([params, st.moments[0], st.moments[1], st.target] if resume else
+                        [params, np.zeros_like(flat), np.zeros_like(flat), flat]).astype(np.float32)
+        self.learner_devices = learner_devices(cfg)
+        self.mirrors: dict[str, Any] = {}
+        if all(d == "cpu" for d in self.learner_devices):
+            self.state = keep(SharedArray((4, self.numel), "float32"))
+            self.state.array[:] = rows
+        else:
+            import torch
+
+            from rtcore.agent.dqn import new_learner_state
+            from rtcore.shared.params import device_mirror
+
+            devs = sorted(set(self.learner_devices))
+            if "cpu" in devs:
+                raise ValueError(f"learner_device = {cfg.learner_device!r}: learners on the CPU and on GPUs cannot "
+                                 f"share one learner state; use all-CPU or all-GPU learners")
+            self.state = {d: new_learner_state(flat, d) for d in devs}
+            for t in self.state.values():
+                t.copy_(torch.from_numpy(rows))
+            self.mirrors = {d: device_mirror(self.params, d) for d in devs}
+        self.telemetry = Telemetry(self.max_workers_run, max(1, self.n_learners))
         self.closers.append(self.telemetry)
-        if st is not None and not self.params_only:  # resume: the whole learner state
-            self.target.array[:] = st.target
-            self.moments.array[:] = st.moments
+        self.telemetry.control[Control.INFERENCE_DELAY_NS] = int(round(cfg.inference_delay * 1e9))
+        self.telemetry.control[Control.ACTIVE_WORKERS] = self.n_workers
+        if resume:  # the whole learner state
             c = self.telemetry.control
             c[Control.UPDATES], c[Control.TARGET_VERSION], c[Control.OPT_STEP] = st.updates, st.target_version, st.opt_step
             self.step_offset, self.time_offset = st.env_steps, st.seconds
@@ -211,7 +256,7 @@ class _Runner:
         from rtcore.agent.sequential import SequentialSpec, sequential_main
 
         cfg = self.cfg
-        ctx = mp.get_context("spawn")
+        ctx = process_context()
         actor = ActorConfig(model_path=self.model_path, device=cfg.device, backend=cfg.backend, n_actions=self.n_actions,
                             epsilon_start=cfg.epsilon_start, epsilon_end=cfg.epsilon_end,
                             epsilon_decay_steps=cfg.epsilon_decay_steps, inference_delay=cfg.inference_delay,
@@ -222,14 +267,22 @@ class _Runner:
                              priority_beta_steps=cfg.priority_beta_steps, priority_eps=cfg.priority_eps,
                              learn_on=cfg.learn_on)
 
+        devs = sorted(self.mirrors)
+        worker_dev = _canonical_device(cfg.device)
+        host = not self.mirrors or worker_dev not in self.mirrors  # some reader needs the host buffers
+
         def learner_spec(j: int) -> LearnerSpec:
+            state = self.state if not self.mirrors else [self.state[d] for d in devs]
             return LearnerSpec(learner=j, model_spec=self.model_spec, in_frames=cfg.frame_stack, n_actions=self.n_actions,
-                               config=lcfg, device=cfg.learner_device or cfg.device, threads=cfg.learner_threads,
-                               nice=cfg.learner_nice if cfg.mode == "staggered" else 0,
+                               config=lcfg, device=self.learner_devices[j % len(self.learner_devices)],
+                               threads=cfg.learner_threads, nice=cfg.learner_nice if cfg.mode == "staggered" else 0,
                                learning_starts=cfg.learning_starts, updates_per_step=cfg.updates_per_step,
-                               params=self.params, replay=self.replay, turnstile=self.turnstile, moments=self.moments,
-                               target_params=self.target, telemetry=self.telemetry, obs_board=self.obs_board,
-                               seed=self.seed + 1000 + j, obs_shape=self.obs_shape)
+                               params=self.params, replay=self.replay, turnstile=self.turnstile, state=state,
+                               telemetry=self.telemetry, obs_board=self.obs_board, seed=self.seed + 1000 + j,
+                               mirrors=[self.mirrors[d] for d in devs] if devs else None, host=host,
+                               obs_shape=self.obs_shape)
+
+        self._worker_mirror = self.mirrors.get(worker_dev)
 
         if cfg.mode == "sequential":
             spec = SequentialSpec(order=cfg.sequential_order, actor=actor, learner=learner_spec(0),
@@ -239,13 +292,16 @@ class _Runner:
                 spec.learner.learning_starts = 1 << 62  # act only
             self.children.append(Child("agent", 0, sequential_main, spec, ctx))
             return
-        for w in range(self.n_workers):
+        def worker_spec(w: int) -> WorkerSpec:
             a = ActorConfig(**{**asdict(actor), "seed": self.seed + 1 + w})
-            spec = WorkerSpec(worker=w, actor=a, obs_board=self.obs_board, action_board=self.action_board,
+            return WorkerSpec(worker=w, actor=a, obs_board=self.obs_board, action_board=self.action_board,
                               schedule=self.schedule, params=self.params, telemetry=self.telemetry,
                               frame_stack=cfg.frame_stack, obs_shape=self.obs_shape, realtime=cfg.realtime,
-                              obs_dtype=self.obs_dtype.name)
-            self.children.append(Child("worker", w, worker_main, spec, ctx))
+                              obs_dtype=self.obs_dtype.name, mirror=self._worker_mirror)
+
+        self._new_worker = lambda w: Child("worker", w, worker_main, worker_spec(w), ctx)
+        for w in range(self.n_workers):
+            self.children.append(self._new_worker(w))
         for j in range(self.n_learners):
             self.children.append(Child("learner", j, learner_main, learner_spec(j), ctx))
 
@@ -315,6 +371,9 @@ class _Runner:
                 self.stopped_by = "env"
                 break
             self.check_children(intervals)
+            self.apply_delay_schedule(now)
+            if self.elastic:
+                self.resize_workers(now, intervals)
             if now >= next_row or now >= t_end:
                 row = self.accounting.row(self, intervals)
                 writer.write(row)
@@ -326,6 +385,71 @@ class _Runner:
             if now >= t_end:
                 break
             time.sleep(min(0.05, max(0.0, min(next_row, t_end) - time.monotonic())))
+
+    def apply_delay_schedule(self, now: float) -> None:
+        """``--inference-delay-schedule``: writes each step's emulated latency into the workers' control cell."""
+        sched = getattr(self, "_delay_steps", None)
+        if sched is None:
+            sched = self._delay_steps = read_delay_schedule(self.cfg.inference_delay_schedule)
+        while sched and now - self.t_env0 >= sched[0][0]:
+            t, delay = sched.pop(0)
+            self.telemetry.control[Control.INFERENCE_DELAY_NS] = int(round(delay * 1e9))
+            self.log(f"rtcore: t = {t:.1f} s: emulated inference delay -> {delay * 1e3:.1f} ms")
+
+    def resize_workers(self, now: float, intervals: PostIntervals) -> None:
+        """Elastic N: spawn workers as soon as tau_theta_max outgrows N * tau_M; retire one after a quiet spell.
+
+        Needed: N_need = ceil(tau_max / tau_M) (the schedule's measured tau_max: one slow pass raises it
+        at once), wanted: ceil(headroom * tau_max / tau_M), both capped by --max-workers. Fewer workers
+        than needed means inaction now, so the runner spawns up to the wanted count at once; more than
+        wanted for --elastic-quiet seconds (tau_max falls as the schedule's tau window forgets the slow
+        passes) retires the highest-numbered worker, one per quiet spell. Joining and leaving re-stagger
+        the schedule (its lattice follows the live workers)."""
+        cfg = self.cfg
+        tau = float(self.schedule.tau_max)
+        need = min(self.max_workers_run, max(1, math.ceil(tau / self.tau_m - 1e-9)))
+        want = min(self.max_workers_run, max(need, math.ceil(cfg.worker_headroom * tau / self.tau_m - 1e-9)))
+        if cfg.worker_headroom > 1.0:
+            want = min(self.max_workers_run, max(want, 2))
+        n = self.n_workers
+        if need > n or (want > n and self._grow_pending(now)):
+            self._quiet_since = None
+            self.log(f"rtcore: tau_max {tau * 1e3:.1f} ms > {n} x tau_M: {n} -> {want} workers")
+            for w in range(n, want):
+                self.telemetry.workers[w, WorkerCol.POSTS] = 0
+                intervals.reset_worker(w)
+                self.children.append(self._new_worker(w))
+            self.workers_spawned = getattr(self, "workers_spawned", 0) + want - n
+            self.n_workers = want
+            self.telemetry.control[Control.ACTIVE_WORKERS] = want
+            self.max_workers_seen = max(getattr(self, "max_workers_seen", 0), want)
+            self.write_processes()
+            return
+        if want < n:
+            if self._quiet_since is None:
+                self._quiet_since = now
+            elif now - self._quiet_since >= cfg.elastic_quiet:
+                self._quiet_since = now
+                self.n_workers = n - 1
+                self.workers_retired = getattr(self, "workers_retired", 0) + 1
+                self.telemetry.control[Control.ACTIVE_WORKERS] = n - 1  # worker n - 1 leaves at its next turn
+                self.retiring.extend(c for c in self.children if c.kind == "worker" and c.index == n - 1)
+                self.children = [c for c in self.children if not (c.kind == "worker" and c.index == n - 1)]
+                self.log(f"rtcore: tau_max {tau * 1e3:.1f} ms: {n} -> {n - 1} workers")
+        else:
+            self._quiet_since = None
+        for c in [c for c in self.retiring if c.dead]:
+            self.retiring.remove(c)
+
+    def _grow_pending(self, now: float) -> bool:
+        """Headroom (want > n but not yet needed) grows N only after it has been wanted for a second, so a
+        single slow pass does not spawn spare workers."""
+        if self._want_since is None:
+            self._want_since = now
+        if now - self._want_since >= 1.0:
+            self._want_since = None
+            return True
+        return False
 
     def check_children(self, intervals: PostIntervals) -> None:
         for c in self.children:
@@ -343,9 +467,33 @@ class _Runner:
             c.start()
             self.write_processes()
 
-    def checkpoint(self, tag: str) -> Path:
-        """Writes ``checkpoints/<tag>.pt`` (the model) and ``<tag>.state.pt`` (the whole learner state)."""
-        return write_checkpoint(self, tag)
+    def checkpoint(self, tag: str, final: bool = False) -> Path:
+        """Writes ``checkpoints/<tag>.pt`` (the model) and ``<tag>.state.pt`` (the whole learner state).
+        ``final`` (every learner has stopped): from the learners' master copy, which holds every applied
+        update even when the last publish was skipped."""
+        return write_checkpoint(self, tag, final=final)
+
+    def learner_arrays(self, final: bool = False) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        """``(version, params, target, moments)`` as host float32 arrays, for a checkpoint. During the run
+        the parameters are the newest published version (one whole version: pinned) and target and moments
+        a live snapshot; ``final``: the master copy, exact (every learner has stopped)."""
+        import torch
+
+        state = self.state.array if not self.mirrors else next(iter(self.state.values())).cpu().numpy()
+        target, moments = state[3].copy(), state[1:3].copy()
+        if final and self.n_learners > 0:
+            return self.params.version, state[0].copy(), target, moments
+        if self.mirrors:
+            mirror = next(iter(self.mirrors.values()))
+            version, b = self.params.pin_buffer()
+            try:
+                params = mirror[b].cpu().numpy().copy()
+                torch.cuda.synchronize(mirror.device)
+            finally:
+                self.params.unpin()
+            return version, params, target, moments
+        with self.params.read() as (version, view):
+            return version, view.copy(), target, moments
 
     def stop_all(self) -> None:
         # the env first: once it stops, nothing more is counted, so the agents' shutdown costs no steps
@@ -363,7 +511,7 @@ class _Runner:
             if obj is not None:
                 obj.stop()  # wakes every wait at once
         deadline = time.monotonic() + STOP_TIMEOUT
-        for c in self.children:
+        for c in self.children + self.retiring:
             c.stop(deadline)
 
     def close_shared(self) -> None:
@@ -443,7 +591,7 @@ def execute(cfg: RunConfig, prepare: Callable[[_Runner], None] | None = None) ->
             r.stop_all()
         if r.driver is not None:
             wall = getattr(r, "t_stop", time.monotonic()) - t_start
-            r.checkpoint("final")
+            r.checkpoint("final", final=True)
             summary = r.accounting.summary(r, wall)
             if writer is not None:
                 writer.close()

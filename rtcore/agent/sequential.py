@@ -12,7 +12,7 @@ from typing import Any
 from rtcore.agent._proc import WORKER_RT_PRIORITY, apply_realtime, child_setup, quiet_gc
 from rtcore.agent.dqn import DQNLearner
 from rtcore.agent.inference import Actor
-from rtcore.agent.learner import LearnerSpec
+from rtcore.agent.learner import LearnerSpec, state_arrays
 from rtcore.agent.telemetry import LearnerCol, WorkerCol
 
 __all__ = ["SequentialSpec", "sequential_main"]
@@ -49,11 +49,17 @@ def sequential_main(spec: SequentialSpec) -> None:
     for r, col_pid, col_beat in ((wrow, WorkerCol.PID, WorkerCol.HEARTBEAT), (lrow, LearnerCol.PID, LearnerCol.HEARTBEAT)):
         r[col_pid] = os.getpid()
         r[col_beat] = time.monotonic()
-    actor = Actor(spec.actor, ls.obs_board, ls.params, spec.frame_stack, spec.obs_shape, spec.obs_dtype)
+    mirror = None
+    if ls.mirrors:
+        dev = torch.device(spec.actor.device if spec.actor.device != "cuda" else "cuda:0")
+        mirror = next((m for m in ls.mirrors if m.device == dev), None)
+    actor = Actor(spec.actor, ls.obs_board, ls.params, spec.frame_stack, spec.obs_shape, spec.obs_dtype, mirror=mirror,
+                  control=tel.control)
     actor.warmup()
-    learner = DQNLearner(build_model(ls.model_spec, ls.in_frames, ls.n_actions, obs_shape=ls.obs_shape), params=ls.params, replay=ls.replay,
-                         moments=ls.moments.array, target_params=ls.target_params.array, control=tel.control,
-                         config=ls.config, device=ls.device, turnstile=None, learner=0, stats=lrow, seed=ls.seed)
+    learner = DQNLearner(build_model(ls.model_spec, ls.in_frames, ls.n_actions, obs_shape=ls.obs_shape),
+                         params=ls.params, replay=ls.replay, state=state_arrays(ls.state), control=tel.control,
+                         config=ls.config, device=ls.device, turnstile=None, learner=0, stats=lrow, seed=ls.seed,
+                         mirrors=ls.mirrors, host=ls.host)
     learner.join()
     learner.warmup()
     quiet_gc()

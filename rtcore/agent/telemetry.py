@@ -62,6 +62,8 @@ class Control:
     UPDATES = 1         # updates applied by all learners (written by the turn holder only)
     TARGET_VERSION = 2  # bumped each time the shared target network is refreshed
     OPT_STEP = 3        # Adam's step count (written by the turn holder only)
+    ACTIVE_WORKERS = 4  # elastic N: workers with an index >= this retire (0: no limit; written by the runner)
+    INFERENCE_DELAY_NS = 5  # emulated extra latency per pass, ns (written by the runner; read by workers each pass)
     COUNT = 8
 
 

@@ -17,10 +17,13 @@ Guarantees (see csrc/params/param_store.h for the protocol):
   device once per new version; :meth:`ParamReader.prefetch` starts that copy on a side stream right
   after a turn, so it overlaps the wait for the next one.
 - ``publish`` never blocks a learner by default: if another live process is publishing, or every buffer
-  other than the newest is pinned by a live reader, it returns -1 and publishes nothing (the learner's
-  next publish carries newer parameters anyway). With R readers that can each hold one superseded
-  version, ``buffers >= R + 2`` means a publish is never skipped for want of a buffer. ``timeout=``
-  makes it wait instead.
+  other than the newest is pinned by a live reader, it returns -1 and publishes nothing (the learners
+  keep their own master copy, so the next publish carries the update). ``timeout=`` makes it wait instead.
+- Sized by use, not by readers: readers pinning the newest version share its buffer, so buffers are
+  needed only for the *distinct* superseded versions pinned at once, at most the publishes that fit in
+  one forward pass, plus one (:func:`buffers_for`). Memory is ``buffers x numel`` for up to
+  ``MAX_READERS`` readers; a smaller store than that bound skips a publish only while its spare buffers
+  are all pinned, which ends within one pass.
 - A reader or writer process that dies (even by SIGKILL) while holding a pin or the write claim blocks
   nothing for long: the next publish that needs its buffer checks the owner's pid and start time and
   takes the pin back.
@@ -28,12 +31,14 @@ Guarantees (see csrc/params/param_store.h for the protocol):
 One handle holds at most one pin at a time; threads that read concurrently each attach their own handle.
 
 Length: the store, the one function that binds a module to a flat buffer, and the reader that keeps a
-worker's module on the newest version (CPU views, CUDA double buffer) are one protocol, kept together.
+worker's module on the newest version (CPU views, CUDA double buffer, device mirrors) are one protocol,
+kept together.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any, Iterable, Iterator
 
 import numpy as np
@@ -43,13 +48,30 @@ from rtcore._validate import FOREVER_SECONDS, index, seconds
 from rtcore.errors import StateError
 from rtcore.shared._shm import SharedObject
 
-__all__ = ["ParamStore", "ParamReader", "bind_flat", "module_numel"]
+__all__ = ["ParamStore", "ParamReader", "bind_flat", "buffers_for", "device_mirror", "module_numel", "MAX_BUFFERS", "MAX_READERS"]
+
+MAX_BUFFERS = int(_core.PARAMS_MAX_BUFFERS)  # complete copies a store can keep
+MAX_READERS = int(_core.PARAMS_MAX_READERS)  # reader slots a store can have (64 bytes each)
+DEFAULT_MAX_READERS = 256
 
 _DTYPE_CODES = {"float32": 0, "float16": 1, "float64": 2}
 _CODE_DTYPES = {v: np.dtype(k) for k, v in _DTYPE_CODES.items()}
 _MAX_NUMEL = 2**40  # the core refuses stores above 1 TiB per buffer (element size included)
 
 ArrayLike = Any  # a numpy array or a torch tensor
+
+
+def buffers_for(pass_seconds: float, publish_interval: float, readers: int) -> int:
+    """Buffers that make a skipped publish impossible: the newest, the one being written, and one per
+    distinct superseded version that readers can pin at once. A pin lasts one pass (``pass_seconds``)
+    and versions come at most every ``publish_interval`` seconds, so at most
+    ``ceil(pass_seconds / publish_interval) + 1`` of them are pinned at once -- and never more than
+    ``readers``. Clamped to [2, MAX_BUFFERS]."""
+    if not pass_seconds >= 0 or not publish_interval > 0 or readers < 0:
+        raise ValueError(f"need pass_seconds >= 0, publish_interval > 0 and readers >= 0, got "
+                         f"{pass_seconds!r}, {publish_interval!r}, {readers!r}")
+    pinned = min(readers, math.ceil(pass_seconds / publish_interval) + 1)
+    return max(2, min(MAX_BUFFERS, pinned + 2))
 
 
 def _dtype_name(dtype: Any) -> str:
@@ -70,27 +92,27 @@ class ParamStore(SharedObject):
     Args:
         numel: number of parameters (elements).
         dtype: ``"float32"`` (default), ``"float16"`` or ``"float64"`` (numpy or torch dtypes also accepted).
-        buffers: copies kept, >= 2. Readers pin one each; a publish needs one that is neither the newest nor
-            pinned. ``readers + 2`` guarantees a publish is never skipped for want of a buffer.
+        buffers: copies kept, in [2, MAX_BUFFERS]. Readers of the same version share one; a publish needs one
+            that is neither the newest nor pinned. :func:`buffers_for` gives the count that never skips.
         name: shared-memory segment name (default: a fresh one). Other processes ``attach(name)``, or
             receive the store pickled.
-        max_readers: reader slots (one per handle that ever calls ``read``/``pin``; dead owners' slots are
-            reclaimed).
+        max_readers: reader slots, in [1, MAX_READERS] (one per handle that ever calls ``read``/``pin``; dead
+            owners' slots are reclaimed). 64 bytes each.
     """
 
     _KIND = "params"
     _CORE = _core.Params
 
     def __init__(self, numel: int, dtype: Any = "float32", buffers: int = 3, name: str | None = None, *,
-                 max_readers: int = 64) -> None:
+                 max_readers: int = DEFAULT_MAX_READERS) -> None:
         if not isinstance(numel, (int, np.integer)) or isinstance(numel, bool) or numel < 1:
             raise ValueError(f"numel must be a positive integer, got {numel!r}")
         if numel > _MAX_NUMEL:
             raise ValueError(f"numel must be at most 2**40 / the dtype's size, got {numel!r}")
-        if not isinstance(buffers, (int, np.integer)) or isinstance(buffers, bool) or not 2 <= buffers <= 64:
-            raise ValueError(f"buffers must be an integer in [2, 64], got {buffers!r}")
-        if not isinstance(max_readers, (int, np.integer)) or isinstance(max_readers, bool) or not 1 <= max_readers <= 4096:
-            raise ValueError(f"max_readers must be an integer in [1, 4096], got {max_readers!r}")
+        if not isinstance(buffers, (int, np.integer)) or isinstance(buffers, bool) or not 2 <= buffers <= MAX_BUFFERS:
+            raise ValueError(f"buffers must be an integer in [2, {MAX_BUFFERS}], got {buffers!r}")
+        if not isinstance(max_readers, (int, np.integer)) or isinstance(max_readers, bool) or not 1 <= max_readers <= MAX_READERS:
+            raise ValueError(f"max_readers must be an integer in [1, {MAX_READERS}], got {max_readers!r}")
         code = _DTYPE_CODES[_dtype_name(dtype)]
         name = self._new_name(name)
         self._adopt(self._CORE.create(name, int(numel), code, int(buffers), int(max_readers)),
@@ -98,7 +120,7 @@ class ParamStore(SharedObject):
 
     @classmethod
     def for_module(cls, module: Any, *, dtype: Any = None, buffers: int = 3, name: str | None = None,
-                   max_readers: int = 64, publish: bool = True) -> "ParamStore":
+                   max_readers: int = DEFAULT_MAX_READERS, publish: bool = True) -> "ParamStore":
         """A store sized for ``module``'s parameters (in ``module.parameters()`` order), dtype defaulting to
         theirs; with ``publish`` (default) their current values become version 1."""
         params = list(module.parameters())
@@ -179,6 +201,22 @@ class ParamStore(SharedObject):
                         bad = p[~np.isfinite(p)][0]
                         raise ValueError(f"parameters part {i} has a non-finite value ({bad!r}); nothing was published")
         return int(self._h.publish(parts, t))
+
+    def begin_write(self, timeout: float = 0.0) -> int:
+        """Claims the store for one publish and returns a free buffer's index (-1: none within ``timeout``).
+
+        For writers that fill the buffer themselves (``buffer_view(b)``, or a device mirror indexed like
+        the buffers: see :func:`device_mirror`); :meth:`commit` then makes it the newest version, or
+        :meth:`abort_write` gives the claim back. Until then no reader can pin it."""
+        return int(self._h.begin_write(_timeout("timeout", timeout)))
+
+    def commit(self) -> int:
+        """Makes the buffer claimed by :meth:`begin_write` the newest version; returns its number."""
+        return int(self._h.commit())
+
+    def abort_write(self) -> None:
+        """Gives back the claim of :meth:`begin_write` without publishing."""
+        self._h.abort_write()
 
     def _as_part(self, x: ArrayLike, i: int = 0) -> np.ndarray:
         if not isinstance(x, np.ndarray):
@@ -324,20 +362,43 @@ def _check_flat(params: list[Any], flat: Any) -> None:
         raise ValueError(f"flat buffer has dtype {flat.dtype}, expected {params[0].dtype} (the module's)")
 
 
+def device_mirror(store: ParamStore, device: Any) -> Any:
+    """A ``(store.buffers, store.numel)`` tensor on ``device`` that holds the store's versions by buffer
+    index, for learners and readers on that device: a learner publishes with ``b = store.begin_write()``,
+    fills ``mirror[b]`` (device to device), synchronises, ``store.commit()``; a :class:`ParamReader` given
+    the mirror pins ``b`` and runs on ``mirror[b]``. The pin/hazard protocol of the store is unchanged,
+    so a reader never sees a mix of versions. The newest version is copied in now. On CUDA it pickles
+    to a spawned process as a CUDA IPC handle (the creating process must outlive its users)."""
+    import torch
+
+    mirror = torch.zeros((store.buffers, store.numel), dtype=getattr(torch, store.dtype.name), device=device)
+    if store.version > 0:
+        with store.read() as (_, view):
+            b = next(i for i in range(store.buffers) if store.buffer_address(i) == view.ctypes.data)
+            mirror[b].copy_(torch.from_numpy(view))
+            if mirror.device.type == "cuda":
+                torch.cuda.current_stream(mirror.device).synchronize()
+    return mirror
+
+
 class ParamReader:
     """Keeps an inference module's parameters at the newest published version, one turn at a time.
 
     CPU: the module's parameters are views of the pinned shared-memory buffer (zero copy); the pin is held
     from :meth:`acquire` to :meth:`release`, so the module must run only in between.
 
-    CUDA: the module's parameters live in one of two flat device buffers; a new version is copied
+    With a ``mirror`` (:func:`device_mirror`: the store's versions kept on the module's device, written by
+    learners on that device) the module's parameters are views of the pinned mirror row, as on the CPU:
+    a new version costs no copy at all.
+
+    CUDA without a mirror: the module's parameters live in one of two flat device buffers; a new version is copied
     host-to-device (the store's buffers are registered as page-locked memory when possible, so the copy
     is a DMA on a side stream). :meth:`prefetch` (call it right after a turn) starts the copy of a newer
     version, overlapping the wait for the next turn; :meth:`acquire` finishes it and switches the module
     to it. The host pin is held only while a copy runs; the module always runs a complete version.
     """
 
-    def __init__(self, store: ParamStore, module: Any) -> None:
+    def __init__(self, store: ParamStore, module: Any, mirror: Any = None) -> None:
         import torch
 
         self._torch = torch
@@ -345,6 +406,13 @@ class ParamReader:
         self._module = module
         self._params = _params(module)
         self._device = self._params[0].device
+        self._mirror = mirror
+        if mirror is not None:
+            if tuple(mirror.shape) != (store.buffers, store.numel):
+                raise ValueError(f"mirror has shape {tuple(mirror.shape)}, expected ({store.buffers}, {store.numel}) "
+                                 f"(one row per buffer of the store)")
+            if mirror.device != self._device:
+                raise ValueError(f"mirror is on {mirror.device}, the module on {self._device}")
         if module_numel(module) != store.numel:
             raise ValueError(f"module has {module_numel(module)} parameters, the store {store.numel}")
         if _dtype_name(self._params[0].dtype) != store.dtype.name:
@@ -353,7 +421,7 @@ class ParamReader:
         self._host_slices: dict[int, list[Any]] = {}
         self._bound = -1
         self._holding = False
-        if self._device.type == "cuda":
+        if self._device.type == "cuda" and mirror is None:
             self._setup_cuda()
 
     @property
@@ -373,7 +441,7 @@ class ParamReader:
     def acquire(self, timeout: float = 5.0) -> int:
         """Points the module at the newest complete version (waiting up to ``timeout`` s for a first one)
         and returns it. CPU: holds a pin until :meth:`release`."""
-        if self._device.type == "cuda":
+        if self._device.type == "cuda" and self._mirror is None:
             return self._acquire_cuda(timeout)
         if self._holding:
             raise StateError("ParamReader.acquire() called twice without release()")
@@ -382,7 +450,7 @@ class ParamReader:
         if b != self._bound:
             slices = self._host_slices.get(b)
             if slices is None:
-                flat = self._torch.from_numpy(self._store.buffer_view(b))
+                flat = self._mirror[b] if self._mirror is not None else self._torch.from_numpy(self._store.buffer_view(b))
                 slices = self._host_slices[b] = _slices(self._params, flat)
             with self._torch.no_grad():
                 for p, t in zip(self._params, slices):
@@ -394,6 +462,8 @@ class ParamReader:
     def release(self) -> None:
         """Ends the turn: on the CPU, unpins (the module must not run again before the next acquire)."""
         if self._holding:
+            if self._device.type == "cuda":  # the module's kernels have read the pinned buffer
+                self._torch.cuda.current_stream(self._device).synchronize()
             self._store.unpin()
             self._holding = False
 
@@ -409,7 +479,8 @@ class ParamReader:
     def prefetch(self) -> bool:
         """CUDA: starts copying a newer version to the device, if there is one and no copy is in flight.
         Returns True if a copy started. A no-op (False) on the CPU, where nothing needs copying."""
-        if self._device.type != "cuda" or self._pending is not None or self._store.version <= self._version:
+        if (self._device.type != "cuda" or self._mirror is not None or self._pending is not None
+                or self._store.version <= self._version):
             return False
         self._start_copy(timeout=0.0)
         return True
@@ -417,7 +488,7 @@ class ParamReader:
     def close(self) -> None:
         """Releases any pin and unregisters page-locked host memory."""
         self.release()
-        if self._device.type == "cuda":
+        if self._device.type == "cuda" and self._mirror is None:
             if self._pending is not None:
                 self._pending[0].synchronize()
                 self._store.unpin()
