@@ -49,7 +49,7 @@ def bash_blocks() -> list[list[str]]:
     blocks = []
     for body in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
         lines = []
-        for raw in body.splitlines():
+        for raw in body.replace("\\\n", " ").splitlines():  # continuation lines joined, as bash reads them
             tokens = shlex.split(raw, comments=True)
             if tokens:
                 lines.append(raw)
