@@ -10,6 +10,8 @@ import threading
 import time
 from typing import Callable
 
+from rtcore.shared._liveness import die_with_parent
+
 __all__ = ["WORKER_RT_PRIORITY", "apply_realtime", "child_setup", "heartbeat_thread", "join_slot", "quiet_gc"]
 
 # SCHED_FIFO priority of workers with --realtime: below the env driver's (10), so a tick always wins
@@ -17,8 +19,11 @@ WORKER_RT_PRIORITY = 5
 
 
 def child_setup(threads: int = 1) -> None:
-    """Common start of every child: the runner handles Ctrl-C and tells children to stop; torch gets
+    """Common start of every child: it dies with the runner (``PR_SET_PDEATHSIG``: a SIGKILLed runner
+    leaves no child behind; its loops also check :func:`rtcore.shared._liveness.parent_gone` through
+    ``Telemetry.stopping``); the runner handles Ctrl-C and tells children to stop; torch gets
     ``threads`` intra-op threads and one inter-op thread."""
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     import torch

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rtcore.shared._liveness import parent_gone
+
 __all__ = ["Control", "LearnerCol", "PostIntervals", "Telemetry", "WorkerCol"]
 
 
@@ -62,6 +64,12 @@ class Control:
     UPDATES = 1         # updates applied by all learners (written by the turn holder only)
     TARGET_VERSION = 2  # bumped each time the shared target network is refreshed
     OPT_STEP = 3        # Adam's step count (written by the turn holder only)
+    # the journal of the update being applied (rtcore.agent.dqn.DQNLearner.apply): a learner killed in
+    # its turn leaves it, and the next turn holder completes that update or rolls it back
+    APPLY_STEP = 4      # its Adam step (0: no update in flight)
+    APPLY_VERSION = 5   # the parameter version it publishes
+    APPLY_UPDATES = 6   # UPDATES once it is applied
+    APPLY_TARGET = 7    # TARGET_VERSION once it is applied
     COUNT = 8
 
 
@@ -101,7 +109,8 @@ class Telemetry:
     # --- written by children
     @property
     def stopping(self) -> bool:
-        return bool(self.control[Control.STOP])
+        """The runner asked every child to stop, or (in a child) the runner is gone."""
+        return bool(self.control[Control.STOP]) or parent_gone()
 
     def record_post(self, worker: int, t: float) -> None:
         """Worker ``worker`` posted an action at monotonic time ``t`` (one writer per row)."""
