@@ -55,7 +55,7 @@ def test_shared_adam_is_torch_adam(rng):
     reference.load_state_dict(model.state_dict())
     opt = torch.optim.Adam(reference.parameters(), lr=1e-2, eps=1.5e-4)
     flat = bind_flat(model)
-    moments = np.zeros((2, flat.numel()), np.float32)
+    moments = np.zeros((4, flat.numel()), np.float32)
     control = np.zeros(Control.COUNT, np.int64)
     adam = SharedAdam(moments, control, lr=1e-2, eps=1.5e-4)
     for _ in range(20):
@@ -86,7 +86,7 @@ def test_bind_flat_makes_parameters_views_of_one_tensor():
 
 
 def test_shared_adam_rejects_a_wrong_moments_array():
-    with pytest.raises(ValueError, match=r"expected \(2, numel\) float32"):
+    with pytest.raises(ValueError, match=r"expected \(4, numel\) float32"):
         SharedAdam(np.zeros((3, 4), np.float32), np.zeros(8, np.int64), lr=1e-3)
 
 
@@ -109,7 +109,7 @@ def make_learner(model, replay, *, turnstile=None, learner=0, shared=None, **cfg
         flat = bind_flat(model).numpy().copy()
         store = ParamStore(flat.size, buffers=8)
         store.publish(flat)
-        shared = {"params": store, "moments": np.zeros((2, flat.size), np.float32), "target": flat.copy(),
+        shared = {"params": store, "moments": np.zeros((4, flat.size), np.float32), "target": flat.copy(),
                   "control": np.zeros(Control.COUNT, np.int64)}
     lrn = DQNLearner(model, params=shared["params"], replay=replay, moments=shared["moments"],
                      target_params=shared["target"], control=shared["control"], config=LearnerConfig(**cfg),

@@ -78,41 +78,65 @@ def dqn_loss(online: Any, target: Any, obs: Any, action: Any, reward: Any, disco
 class SharedAdam:
     """Adam (Kingma & Ba) whose moments and step count live in shared memory.
 
-    ``moments`` is a float32 array of shape ``(2, numel)`` (first and second moment), ``control`` the
-    run's int64 control array (slot ``Control.OPT_STEP`` is the step count). Every learner applies
-    with the same state, one at a time (the caller holds the turn). Numerically identical to
-    ``torch.optim.Adam`` without weight decay or amsgrad.
+    ``moments`` is a float32 array of shape ``(4, numel)``: two banks of (first moment, second moment).
+    ``control`` is the run's int64 control array (slot ``Control.OPT_STEP`` is the step count ``t``).
+    The moments after step ``t`` live in bank ``t % 2``: a step reads bank ``(t - 1) % 2`` and writes
+    the other one, and only storing the new step count commits it. A process killed in the middle of
+    a step (SIGKILL, OOM) so leaves the committed moments untouched: the step is rolled back, never
+    half-applied. Every learner applies with the same state, one at a time (the caller holds the
+    turn). Numerically identical to ``torch.optim.Adam`` without weight decay or amsgrad.
     """
 
     def __init__(self, moments: np.ndarray, control: np.ndarray, lr: float, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8) -> None:
         import torch
 
-        if moments.ndim != 2 or moments.shape[0] != 2 or moments.dtype != np.float32:
-            raise ValueError(f"moments has shape {moments.shape} and dtype {moments.dtype}, expected (2, numel) float32")
-        self.m = torch.from_numpy(moments[0])
-        self.v = torch.from_numpy(moments[1])
+        if moments.ndim != 2 or moments.shape[0] != 4 or moments.dtype != np.float32:
+            raise ValueError(f"moments has shape {moments.shape} and dtype {moments.dtype}, expected (4, numel) float32 "
+                             f"(two banks of first and second moments)")
+        self._banks = [(torch.from_numpy(moments[0]), torch.from_numpy(moments[1])),
+                       (torch.from_numpy(moments[2]), torch.from_numpy(moments[3]))]
         self.control = control
         self.lr, self.betas, self.eps = float(lr), (float(betas[0]), float(betas[1])), float(eps)
-        self._denom = torch.empty_like(self.v)
+        self._denom = torch.empty_like(self._banks[0][1])
 
     @property
     def step_count(self) -> int:
         return int(self.control[Control.OPT_STEP])
 
-    def step(self, param: Any, grad: Any) -> None:
-        """``param -= lr * m_hat / (sqrt(v_hat) + eps)`` in place, with ``grad``; both flat float32 CPU tensors."""
+    @property
+    def m(self) -> Any:
+        """The committed first moment (a view of the shared array)."""
+        return self._banks[self.step_count % 2][0]
+
+    @property
+    def v(self) -> Any:
+        """The committed second moment (a view of the shared array)."""
+        return self._banks[self.step_count % 2][1]
+
+    def step(self, param: Any, grad: Any, commit: bool = True) -> int:
+        """``param -= lr * m_hat / (sqrt(v_hat) + eps)`` in place, with ``grad``; both flat float32 CPU
+        tensors. Returns the new step count ``t``. ``commit=False`` writes the new moments into their
+        bank but leaves the step count: :meth:`commit` (or a caller's journal) makes them current."""
         import torch
 
         b1, b2 = self.betas
         t = int(self.control[Control.OPT_STEP]) + 1
-        self.m.mul_(b1).add_(grad, alpha=1.0 - b1)
-        self.v.mul_(b2).addcmul_(grad, grad, value=1.0 - b2)
+        m0, v0 = self._banks[(t - 1) % 2]
+        m, v = self._banks[t % 2]
+        torch.mul(m0, b1, out=m).add_(grad, alpha=1.0 - b1)
+        torch.mul(v0, b2, out=v).addcmul_(grad, grad, value=1.0 - b2)
         bc1 = 1.0 - b1 ** t
         bc2 = 1.0 - b2 ** t
-        torch.sqrt(self.v, out=self._denom)
+        torch.sqrt(v, out=self._denom)
         self._denom.div_(math.sqrt(bc2)).add_(self.eps)
-        param.addcdiv_(self.m, self._denom, value=-self.lr / bc1)
+        param.addcdiv_(m, self._denom, value=-self.lr / bc1)
+        if commit:
+            self.commit(t)
+        return t
+
+    def commit(self, t: int) -> None:
+        """Makes the moments of step ``t`` (written by ``step(commit=False)``) the current ones."""
         self.control[Control.OPT_STEP] = t
 
 
@@ -175,6 +199,7 @@ class DQNLearner:
         self._work = torch.empty(self.numel, dtype=torch.float32)
         self._target_version = -1
         self.snapshot_version = -1
+        self.recoveries = 0  # interrupted updates of dead learners this one completed or rolled back
         # the batch: sampled straight into these arrays (pinned when the learner is on CUDA)
         empty = replay.empty_batch(config.batch_size)
         self._np_batch = empty
@@ -227,25 +252,66 @@ class DQNLearner:
 
         Also refreshes the shared target network every ``target_update`` updates and picks up a new
         target, all while holding the turn (so no one writes the shared state at the same time).
+
+        All or nothing, also when the process is killed half-way: the new parameters are computed in a
+        private copy and the new Adam moments in the spare bank (:class:`SharedAdam`), then a journal in
+        the control array (``Control.APPLY_*``) names the version the update publishes and the counters
+        it leaves; the publish is the commit point. The next turn holder finds a journal left by a dead
+        learner in :meth:`recover`: published, it completes the bookkeeping; not published, it drops it
+        (the committed moments were never touched).
         """
         import torch
 
-        with self.params.read() as (_, view):
+        self.recover()
+        c = self.control
+        with self.params.read() as (base, view):
             self._work.copy_(torch.from_numpy(view))
-        self.adam.step(self._work, self._grad)
+        t = self.adam.step(self._work, self._grad, commit=False)
+        updates = int(c[Control.UPDATES]) + 1
+        c[Control.APPLY_VERSION] = int(base) + 1
+        c[Control.APPLY_UPDATES] = updates
+        c[Control.APPLY_TARGET] = int(c[Control.TARGET_VERSION]) + (updates % self.cfg.target_update == 0)
+        c[Control.APPLY_STEP] = t  # last: arms the journal (x86 keeps these plain stores in order)
         # Only the turn holder publishes, and the runner sizes the store at readers + 2 buffers, so a
         # publish is never skipped; the timeout turns a broken invariant into an error, not a lost update.
         version = int(self.params.publish(self._work.numpy(), timeout=5.0))
         if version < 0:
+            c[Control.APPLY_STEP] = 0  # nothing was published: roll back
             raise RuntimeError(f"learner {self.learner}: could not publish parameters within 5 s "
                                f"(store stats: {self.params.stats()})")
-        updates = int(self.control[Control.UPDATES]) + 1
-        self.control[Control.UPDATES] = updates
-        if updates % self.cfg.target_update == 0:
-            self.shared_target.copy_(self._work)
-            self.control[Control.TARGET_VERSION] += 1
+        self._commit(self._work)
         self._sync_target()
         return version
+
+    def _commit(self, published: Any) -> None:
+        """The bookkeeping after the journal's publish; idempotent (absolute values), so a recovery may
+        redo what a killed learner had done of it."""
+        c = self.control
+        if int(c[Control.APPLY_TARGET]) != int(c[Control.TARGET_VERSION]):
+            self.shared_target.copy_(published)
+            c[Control.TARGET_VERSION] = c[Control.APPLY_TARGET]
+        c[Control.UPDATES] = c[Control.APPLY_UPDATES]
+        self.adam.commit(int(c[Control.APPLY_STEP]))
+        c[Control.APPLY_STEP] = 0
+
+    def recover(self) -> str | None:
+        """Finishes or rolls back an update a learner was killed in the middle of (call in the turn).
+        Returns ``"completed"``, ``"rolled back"`` or None (nothing in flight)."""
+        import torch
+
+        c = self.control
+        step = int(c[Control.APPLY_STEP])
+        if step == 0:
+            return None
+        if step == int(c[Control.OPT_STEP]) + 1 and self.params.version >= int(c[Control.APPLY_VERSION]):
+            with self.params.read() as (_, view):  # the journal's version: nobody published since
+                self._commit(torch.from_numpy(view))
+            outcome = "completed"
+        else:  # killed before its publish (or after its last store): the committed state stands
+            c[Control.APPLY_STEP] = 0
+            outcome = "rolled back"
+        self.recoveries += 1
+        return outcome
 
     def _sync_target(self) -> None:
         tv = int(self.control[Control.TARGET_VERSION])
@@ -274,6 +340,7 @@ class DQNLearner:
         if not self._wait_turn(should_stop):
             return False
         try:
+            self.recover()  # a learner killed in its turn (the one this process replaces, perhaps)
             self._sync_target()
         finally:
             if self.turnstile is not None:

@@ -39,7 +39,7 @@ class LearnerSpec:
     params: Any
     replay: Any
     turnstile: Any
-    moments: Any        # SharedArray (2, numel) float32
+    moments: Any        # SharedArray (4, numel) float32: SharedAdam's two banks
     target_params: Any  # SharedArray (numel,) float32
     telemetry: Telemetry
     obs_board: Any
@@ -155,7 +155,7 @@ def measure_updates_per_second(model_spec: str, learners: int, seconds: float = 
         params = rtcore.ParamStore(flat.size)
         objs.append(params)
         params.publish(flat)
-        moments = SharedArray((2, flat.size), "float32")
+        moments = SharedArray((4, flat.size), "float32")
         objs.append(moments)
         target = SharedArray((flat.size,), "float32")
         objs.append(target)
