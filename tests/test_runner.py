@@ -323,6 +323,11 @@ def test_no_respawn_worker_death_goes_on_and_sigterm_exits_143_with_a_summary(tm
     """--no-respawn: a SIGKILLed worker is written off, the others go on re-staggered, and the summary
     says so (before: RuntimeError out of the runner, no summary, exit 1). SIGTERM then stops the run
     cleanly: summary, final checkpoint, exit code 143."""
+    # what a SIGKILLed earlier run left (a creator that is dead): reclaimed when this run starts
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = f"/dev/shm/{os.environ['RTCORE_SHM_PREFIX']}-replay-{dead.pid}.1-0badf00d"
+    Path(stale).write_bytes(b"\0" * 4096)
     p = rtcore_run(tmp_path, "--seconds", "120", "--inference-delay", str(DELAY), "--tau-theta", str(TAU_THETA),
                    "--workers", "3", "--learners", "0", "--no-respawn", "--no-plots", "--metrics-interval", "0.5")
     run_dir = tmp_path / "run"
@@ -346,6 +351,7 @@ def test_no_respawn_worker_death_goes_on_and_sigterm_exits_143_with_a_summary(tm
     assert psutil.pid_exists(victim) is False or psutil.Process(victim).status() == psutil.STATUS_ZOMBIE
     assert (run_dir / "summary.json").exists() and (run_dir / "checkpoints" / "final.pt").exists()
     assert json.loads((run_dir / "summary.json").read_text())["faults"] == s["faults"]
+    assert s["reclaimed_segments"] >= 1 and not os.path.exists(stale)
     assert_all_gone(children)
 
 
