@@ -8,11 +8,11 @@ import signal
 import sys
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from rtcore.shared._liveness import die_with_parent
 
-__all__ = ["WORKER_RT_PRIORITY", "apply_realtime", "child_setup", "heartbeat_thread", "join_slot", "quiet_gc"]
+__all__ = ["Child", "WORKER_RT_PRIORITY", "apply_realtime", "child_setup", "heartbeat_thread", "join_slot", "quiet_gc"]
 
 # SCHED_FIFO priority of workers with --realtime: below the env driver's (10), so a tick always wins
 WORKER_RT_PRIORITY = 5
@@ -87,3 +87,29 @@ def heartbeat_thread(beat: Callable[[], None], should_stop: Callable[[], bool], 
             time.sleep(period)
 
     threading.Thread(target=loop, name=name, daemon=True).start()
+
+
+class Child:
+    """A spawned worker or learner and what it takes to respawn it."""
+
+    def __init__(self, kind: str, index: int, target: Any, spec: Any, ctx: Any) -> None:
+        self.kind, self.index, self.target, self.spec, self.ctx = kind, index, target, spec, ctx
+        self.proc: Any = None
+        self.restarts = 0
+        self.lost = False  # died and was not respawned (--no-respawn)
+        self.start()
+
+    def start(self) -> None:
+        self.proc = self.ctx.Process(target=self.target, args=(self.spec,), name=f"rtcore-{self.kind}-{self.index}",
+                                     daemon=True)
+        self.proc.start()
+
+    @property
+    def dead(self) -> bool:
+        return self.proc.exitcode is not None
+
+    def stop(self, deadline: float) -> None:
+        self.proc.join(max(0.0, deadline - time.monotonic()))
+        if self.proc.exitcode is None:
+            self.proc.kill()
+            self.proc.join(5.0)

@@ -18,12 +18,15 @@ import ast
 import dataclasses
 import inspect
 import math
+import re
+import time
 import textwrap
 import typing
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-__all__ = ["RunConfig", "add_config_arguments", "config_from_args", "field_docs", "epsilon_at"]
+__all__ = ["RunConfig", "add_config_arguments", "config_from_args", "field_docs", "epsilon_at", "make_run_dir"]
 
 MODES = ("staggered", "sequential")
 STAGGER_MODES = ("max", "mean")
@@ -367,3 +370,23 @@ def config_from_args(args: argparse.Namespace, cls: type = RunConfig) -> RunConf
     """The ``RunConfig`` an ``argparse`` namespace from :func:`add_config_arguments` describes (validated)."""
     cfg = cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
     return cfg.validate()
+
+
+def _env_slug(env_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", env_id.split("/")[-1]).strip("-") or "env"
+
+
+def make_run_dir(cfg: RunConfig) -> Path:
+    """``cfg.run_dir``, or a new ``<runs_root>/<env>-<timestamp>`` folder."""
+    if cfg.run_dir:
+        path = Path(cfg.run_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(cfg.runs_root) / f"{_env_slug(cfg.env)}-{stamp}"
+    path, i = base, 1
+    while path.exists():
+        i += 1
+        path = base.with_name(f"{base.name}-{i}")
+    path.mkdir(parents=True)
+    return path

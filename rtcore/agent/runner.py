@@ -24,6 +24,8 @@ and a parent check in each loop), and the segments it could not unlink are recla
 run's start or by ``rtcore cleanup``.
 
 ``--json`` prints one JSON object with the summary (see :class:`RunSummary`).
+
+Length: a run's whole life, set-up to shutdown, with what it does on every fault, reads best in one place.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ import json
 import math
 import multiprocessing as mp
 import os
-import re
 import signal
 import sys
 import threading
@@ -45,7 +46,8 @@ from typing import Any
 
 import numpy as np
 
-from rtcore.agent.config import RunConfig, add_config_arguments, config_from_args
+from rtcore.agent.config import RunConfig, add_config_arguments, config_from_args, make_run_dir
+from rtcore.agent._proc import Child
 from rtcore.agent.accounting import RunAccounting, RunSummary, print_summary
 from rtcore.agent.metrics import LiveView, MetricsWriter
 from rtcore.agent.telemetry import Control, LearnerCol, PostIntervals, Telemetry, WorkerCol
@@ -57,25 +59,6 @@ STOP_TIMEOUT = 5.0       # seconds a child gets to leave its loop before it is k
 
 
 # ---------------------------------------------------------------------- helpers
-def _env_slug(env_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", env_id.split("/")[-1]).strip("-") or "env"
-
-
-def make_run_dir(cfg: RunConfig) -> Path:
-    if cfg.run_dir:
-        path = Path(cfg.run_dir)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path(cfg.runs_root) / f"{_env_slug(cfg.env)}-{stamp}"
-    path, i = base, 1
-    while path.exists():
-        i += 1
-        path = base.with_name(f"{base.name}-{i}")
-    path.mkdir(parents=True)
-    return path
-
-
 def _env_kwargs(cfg: RunConfig) -> dict[str, Any]:
     return {"rom": cfg.rom} if cfg.rom else {}
 
@@ -86,39 +69,13 @@ def _make_env(env_id: str, kwargs: dict[str, Any]):
     return rtcore.make(env_id, **kwargs)
 
 
-class _Child:
-    """A spawned worker or learner and what it takes to respawn it."""
-
-    def __init__(self, kind: str, index: int, target: Any, spec: Any, ctx: Any) -> None:
-        self.kind, self.index, self.target, self.spec, self.ctx = kind, index, target, spec, ctx
-        self.proc: Any = None
-        self.restarts = 0
-        self.lost = False  # died and was not respawned (--no-respawn)
-        self.start()
-
-    def start(self) -> None:
-        self.proc = self.ctx.Process(target=self.target, args=(self.spec,), name=f"rtcore-{self.kind}-{self.index}",
-                                     daemon=True)
-        self.proc.start()
-
-    @property
-    def dead(self) -> bool:
-        return self.proc.exitcode is not None
-
-    def stop(self, deadline: float) -> None:
-        self.proc.join(max(0.0, deadline - time.monotonic()))
-        if self.proc.exitcode is None:
-            self.proc.kill()
-            self.proc.join(5.0)
-
-
 # ---------------------------------------------------------------------- the run
 class _Runner:
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
         self.run_dir = make_run_dir(cfg)
         self.closers: list[Any] = []
-        self.children: list[_Child] = []
+        self.children: list[Child] = []
         self.driver: Any = None
         self.stopped_by = "time"
         self.env_error: str | None = None
@@ -242,16 +199,16 @@ class _Runner:
                                   realtime=cfg.realtime)
             if self.n_learners == 0:
                 spec.learner.learning_starts = 1 << 62  # act only
-            self.children.append(_Child("agent", 0, sequential_main, spec, ctx))
+            self.children.append(Child("agent", 0, sequential_main, spec, ctx))
             return
         for w in range(self.n_workers):
             a = ActorConfig(**{**asdict(actor), "seed": cfg.seed + 1 + w})
             spec = WorkerSpec(worker=w, actor=a, obs_board=self.obs_board, action_board=self.action_board,
                               schedule=self.schedule, params=self.params, telemetry=self.telemetry,
                               frame_stack=cfg.frame_stack, obs_shape=self.obs_shape, realtime=cfg.realtime)
-            self.children.append(_Child("worker", w, worker_main, spec, ctx))
+            self.children.append(Child("worker", w, worker_main, spec, ctx))
         for j in range(self.n_learners):
-            self.children.append(_Child("learner", j, learner_main, learner_spec(j), ctx))
+            self.children.append(Child("learner", j, learner_main, learner_spec(j), ctx))
 
     def write_processes(self) -> None:
         """``processes.json``: the pid of every child, for whoever needs to find them (tests, a debugger)."""

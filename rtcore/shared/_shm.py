@@ -127,21 +127,48 @@ def _unlink_all_at_exit() -> None:
 class SharedObject:
     """Base class of rtcore's shared-memory objects.
 
-    Subclasses set ``_KIND`` (used in default names) and pass the ``_core`` handle to ``__init__``.
-    They reach the handle through ``self._h``, which raises a clear error once the object is closed.
+    A subclass sets ``_KIND`` (used in default names) and ``_CORE`` (its ``rtcore._core`` class, with
+    ``create(name, ...)`` and ``attach(name)``). Its constructor validates the arguments and calls
+    ``self._adopt(self._CORE.create(name, ...), name, owner=True)`` with ``name = self._new_name(name)``;
+    :meth:`attach` is the one way to open an existing segment. Both end in :meth:`_from_handle`, where
+    the subclass reads its layout from the handle. The handle is reached through ``self._h``, which raises once closed.
     """
 
     _KIND: ClassVar[str] = "object"
+    _CORE: ClassVar[Any] = None
 
-    def __init__(self, handle: Any, name: str, owner: bool) -> None:
+    @classmethod
+    def attach(cls, name: str):
+        """Attaches to an existing segment by name, from any process; never unlinks it.
+
+        ``FileNotFoundError`` if there is no such segment, ``rtcore.LayoutError`` if it holds another
+        structure or another layout version.
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
+        self = cls.__new__(cls)
+        name = _core.check_segment_name(name)
+        self._adopt(cls._CORE.attach(name), name, owner=False)
+        return self
+
+    @classmethod
+    def _new_name(cls, name: str | None) -> str:
+        """The segment name for a new object: ``name`` checked, or a fresh default."""
+        return default_name(cls._KIND) if name is None else _core.check_segment_name(name)
+
+    def _adopt(self, handle: Any, name: str, owner: bool) -> None:
         self.__handle = handle
         self._name = name
         self._owner = owner
         if owner:
-            _owned[name] = os.getpid()
-            self._finalizer = weakref.finalize(self, _unlink_owned, name, os.getpid())
+            _owned[self._name] = os.getpid()
+            self._finalizer = weakref.finalize(self, _unlink_owned, self._name, os.getpid())
         else:
             self._finalizer = None
+        self._from_handle(handle)
+
+    def _from_handle(self, handle: Any) -> None:
+        """Reads the object's layout from a new handle (override where there is any)."""
 
     @property
     def _h(self) -> Any:

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from rtcore import _core
-from rtcore.shared._shm import SharedObject, default_name
+from rtcore.shared._shm import SharedObject
 from rtcore._validate import as_dtype, as_shape, at_least, in_range, index, seconds
 
 __all__ = ["ObsBoard", "ActionBoard"]
@@ -53,6 +53,7 @@ class ObsBoard(SharedObject):
     """
 
     _KIND = "obs"
+    _CORE = _core.ObsBoard
 
     def __init__(
         self,
@@ -60,30 +61,19 @@ class ObsBoard(SharedObject):
         dtype: Any = "uint8",
         frame_stack: int = 1,
         name: str | None = None,
-        *,
-        _handle: Any = None,
     ) -> None:
-        if _handle is None:
-            shape = as_shape("obs_shape", obs_shape, lo=1)
-            if not shape:
-                raise ValueError("obs_shape must be a non-empty tuple, got ()")
-            dt = as_dtype("dtype", dtype)
-            fs = at_least("frame_stack", frame_stack, 1)
-            name = default_name(self._KIND) if name is None else _core.check_segment_name(name)
-            _handle = _core.ObsBoard.create(name, list(shape), dt, fs)
-            owner = True
-        else:
-            owner = False
-        super().__init__(_handle, _handle.name, owner)
-        self._obs_shape = tuple(_handle.obs_shape)
-        self._dtype = np.dtype(_handle.dtype)
-        self._frame_stack = int(_handle.frame_stack)
+        shape = as_shape("obs_shape", obs_shape, lo=1)
+        if not shape:
+            raise ValueError("obs_shape must be a non-empty tuple, got ()")
+        dt = as_dtype("dtype", dtype)
+        fs = at_least("frame_stack", frame_stack, 1)
+        name = self._new_name(name)
+        self._adopt(self._CORE.create(name, list(shape), dt, fs), name, owner=True)
 
-    @classmethod
-    def attach(cls, name: str) -> ObsBoard:
-        """Attach to an existing board (``FileNotFoundError`` if missing, ``rtcore.LayoutError`` if the
-        segment holds something else)."""
-        return cls(None, _handle=_core.ObsBoard.attach(_core.check_segment_name(name)))  # type: ignore[arg-type]
+    def _from_handle(self, handle: Any) -> None:
+        self._obs_shape = tuple(handle.obs_shape)
+        self._dtype = np.dtype(handle.dtype)
+        self._frame_stack = int(handle.frame_stack)
 
     def publish(self, frame: np.ndarray, step: int, episode_start: bool = False) -> None:
         """Publish one frame (shape ``obs_shape``, dtype ``dtype``, C-contiguous) taken at env ``step``.
@@ -165,23 +155,15 @@ class ActionBoard(SharedObject):
     """
 
     _KIND = "act"
+    _CORE = _core.ActionBoard
 
-    def __init__(self, name: str | None = None, max_workers: int = 256, *, _handle: Any = None) -> None:
-        if _handle is None:
-            mw = in_range("max_workers", max_workers, 1, 32768)
-            name = default_name(self._KIND) if name is None else _core.check_segment_name(name)
-            _handle = _core.ActionBoard.create(name, mw)
-            owner = True
-        else:
-            owner = False
-        super().__init__(_handle, _handle.name, owner)
-        self._max_workers = int(_handle.max_workers)
+    def __init__(self, name: str | None = None, max_workers: int = 256) -> None:
+        mw = in_range("max_workers", max_workers, 1, 32768)
+        name = self._new_name(name)
+        self._adopt(self._CORE.create(name, mw), name, owner=True)
 
-    @classmethod
-    def attach(cls, name: str) -> ActionBoard:
-        """Attach to an existing board (``FileNotFoundError`` if missing, ``rtcore.LayoutError`` if the
-        segment holds something else)."""
-        return cls(_handle=_core.ActionBoard.attach(_core.check_segment_name(name)))
+    def _from_handle(self, handle: Any) -> None:
+        self._max_workers = int(handle.max_workers)
 
     def post(self, action: int, obs_step: int, worker: int) -> None:
         """Post ``action`` (an int), computed from the observation of env step ``obs_step``, by

@@ -36,7 +36,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from rtcore import _core
-from rtcore.shared._shm import SharedObject, default_name
+from rtcore.shared._shm import SharedObject
 
 __all__ = ["ParamStore", "ParamReader", "bind_flat", "module_numel"]
 
@@ -73,6 +73,7 @@ class ParamStore(SharedObject):
     """
 
     _KIND = "params"
+    _CORE = _core.Params
 
     def __init__(self, numel: int, dtype: Any = "float32", buffers: int = 3, name: str | None = None, *,
                  max_readers: int = 64) -> None:
@@ -83,19 +84,9 @@ class ParamStore(SharedObject):
         if not isinstance(max_readers, (int, np.integer)) or not 1 <= max_readers <= 4096:
             raise ValueError(f"max_readers must be an integer in [1, 4096], got {max_readers!r}")
         code = _DTYPE_CODES[_dtype_name(dtype)]
-        name = _core.check_segment_name(name) if name is not None else default_name(self._KIND)
-        handle = _core.Params.create(name, int(numel), code, int(buffers), int(max_readers))
-        super().__init__(handle, name, owner=True)
-        self._init_views()
-
-    @classmethod
-    def attach(cls, name: str) -> "ParamStore":
-        """Attaches to an existing store by segment name (never unlinks it)."""
-        self = cls.__new__(cls)
-        handle = _core.Params.attach(_core.check_segment_name(name))
-        SharedObject.__init__(self, handle, name, owner=False)
-        self._init_views()
-        return self
+        name = self._new_name(name)
+        self._adopt(self._CORE.create(name, int(numel), code, int(buffers), int(max_readers)),
+                    name, owner=True)
 
     @classmethod
     def for_module(cls, module: Any, *, dtype: Any = None, buffers: int = 3, name: str | None = None,
@@ -111,9 +102,9 @@ class ParamStore(SharedObject):
             store.publish(params)
         return store
 
-    def _init_views(self) -> None:
-        self._views = [self._h.buffer_view(b) for b in range(self._h.buffers)]
-        self._dtype = _CODE_DTYPES[self._h.dtype_code]
+    def _from_handle(self, handle: Any) -> None:
+        self._views = [handle.buffer_view(b) for b in range(handle.buffers)]
+        self._dtype = _CODE_DTYPES[handle.dtype_code]
 
     # ---- properties ------------------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rtcore import _core
-from rtcore.shared._shm import SharedObject, default_name
+from rtcore.shared._shm import SharedObject
 from rtcore._validate import as_dtype, as_shape, at_least, index
 
 __all__ = ["ReplayBuffer", "ReplayBatch"]
@@ -103,6 +103,7 @@ class ReplayBuffer(SharedObject):
     """
 
     _KIND = "replay"
+    _CORE = _core.Replay
 
     def __init__(
         self,
@@ -128,22 +129,12 @@ class ReplayBuffer(SharedObject):
             raise ValueError(f"gamma must be in [0, 1], got {gamma}")
         if streams > 2**31 or frame_stack > 2**31 or n_step > 2**31:
             raise ValueError("streams, frame_stack and n_step must be below 2**31")
-        if name is None:
-            name = default_name(self._KIND)
-        handle = _core.Replay.create(name, capacity, list(shape), dtype, frame_stack, streams, n_step, gamma)
-        self._setup(handle, owner=True)
+        name = self._new_name(name)
+        handle = self._CORE.create(name, capacity, list(shape), dtype, frame_stack, streams, n_step,
+                                   gamma)
+        self._adopt(handle, name, owner=True)
 
-    @classmethod
-    def attach(cls, name: str) -> ReplayBuffer:
-        """Attach to an existing buffer by name (from any process). Never unlinks it."""
-        if not isinstance(name, str):
-            raise TypeError(f"name must be a str, got {name!r}")
-        self = cls.__new__(cls)
-        self._setup(_core.Replay.attach(name), owner=False)
-        return self
-
-    def _setup(self, handle: Any, owner: bool) -> None:
-        super().__init__(handle, handle.name, owner)
+    def _from_handle(self, handle: Any) -> None:
         self._obs_shape = tuple(handle.obs_shape)
         self._dtype = np.dtype(handle.dtype)
         self._capacity = int(handle.capacity)

@@ -34,7 +34,7 @@ from typing import Any
 
 from rtcore import _core
 from rtcore._validate import in_range, index, ns, seconds, timeout_ns
-from rtcore.shared._shm import SharedObject, default_name
+from rtcore.shared._shm import SharedObject
 
 __all__ = ["StaggerSchedule", "Turnstile", "n_star", "MODES", "PUSHBACKS", "TAU_WINDOW_MAX"]
 
@@ -101,6 +101,7 @@ class StaggerSchedule(SharedObject):
     """
 
     _KIND = "sched"
+    _CORE = _core.StaggerSchedule
 
     def __init__(
         self,
@@ -114,33 +115,33 @@ class StaggerSchedule(SharedObject):
         spin: float = DEFAULT_SPIN,
         pushback: str = "lattice",
         tau_window: int = 0,
-        _handle: Any = None,
     ) -> None:
-        if _handle is None:
-            if pushback not in PUSHBACKS:
-                raise ValueError(f"pushback must be one of {PUSHBACKS}, got {pushback!r}")
-            n = in_range("n_workers", n_workers, 1, 4096)
-            tau = seconds("tau_max", tau_max, positive=True)
-            if mode not in MODES:
-                raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-            win = in_range("window", window, 1, 65536)
-            tw = in_range("tau_window", tau_window, 0, TAU_WINDOW_MAX)
-            hb = seconds("heartbeat_timeout", heartbeat_timeout, positive=True)
-            name = default_name(self._KIND) if name is None else _core.check_segment_name(name)
-            _handle = _core.StaggerSchedule.create(
-                name, n, max(1, ns(tau)), MODES.index(mode), win, max(1, ns(hb)), PUSHBACKS.index(pushback), tw
-            )
-            owner = True
-        else:
-            owner = False
-        super().__init__(_handle, _handle.name, owner)
-        self._spin_ns = ns(seconds("spin", spin, positive=False))
+        if pushback not in PUSHBACKS:
+            raise ValueError(f"pushback must be one of {PUSHBACKS}, got {pushback!r}")
+        n = in_range("n_workers", n_workers, 1, 4096)
+        tau = seconds("tau_max", tau_max, positive=True)
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        win = in_range("window", window, 1, 65536)
+        tw = in_range("tau_window", tau_window, 0, TAU_WINDOW_MAX)
+        hb = seconds("heartbeat_timeout", heartbeat_timeout, positive=True)
+        spin_ns = ns(seconds("spin", spin, positive=False))
+        name = self._new_name(name)
+        self._adopt(self._CORE.create(name, n, max(1, ns(tau)), MODES.index(mode), win,
+                                      max(1, ns(hb)), PUSHBACKS.index(pushback), tw), name, owner=True)
+        self._spin_ns = spin_ns
 
     @classmethod
     def attach(cls, name: str, *, spin: float = DEFAULT_SPIN) -> StaggerSchedule:
-        """Attach to an existing schedule (``FileNotFoundError`` if missing, ``rtcore.LayoutError`` if the
-        segment holds something else)."""
-        return cls(0, 0.0, spin=spin, _handle=_core.StaggerSchedule.attach(_core.check_segment_name(name)))
+        """Attaches to an existing schedule by name (see :meth:`SharedObject.attach`); ``spin`` is this
+        process's sleep-then-spin margin for its waits."""
+        spin_ns = ns(seconds("spin", spin, positive=False))
+        self = super().attach(name)
+        self._spin_ns = spin_ns
+        return self
+
+    def _from_handle(self, handle: Any) -> None:
+        self._spin_ns = ns(DEFAULT_SPIN)
 
     # ---- a worker's calls ---------------------------------------------------------------------
 
@@ -320,24 +321,13 @@ class Turnstile(SharedObject):
     """
 
     _KIND = "turn"
+    _CORE = _core.Turnstile
 
-    def __init__(
-        self, n_learners: int, heartbeat_timeout: float = 5.0, name: str | None = None, *, _handle: Any = None
-    ) -> None:
-        if _handle is None:
-            n = in_range("n_learners", n_learners, 1, 4096)
-            hb = seconds("heartbeat_timeout", heartbeat_timeout, positive=True)
-            name = default_name(self._KIND) if name is None else _core.check_segment_name(name)
-            _handle = _core.Turnstile.create(name, n, max(1, ns(hb)))
-            owner = True
-        else:
-            owner = False
-        super().__init__(_handle, _handle.name, owner)
-
-    @classmethod
-    def attach(cls, name: str) -> Turnstile:
-        """Attach to an existing turnstile by name."""
-        return cls(0, _handle=_core.Turnstile.attach(_core.check_segment_name(name)))
+    def __init__(self, n_learners: int, heartbeat_timeout: float = 5.0, name: str | None = None) -> None:
+        n = in_range("n_learners", n_learners, 1, 4096)
+        hb = seconds("heartbeat_timeout", heartbeat_timeout, positive=True)
+        name = self._new_name(name)
+        self._adopt(self._CORE.create(name, n, max(1, ns(hb))), name, owner=True)
 
     def join(self, learner: int | None = None) -> int:
         """Claim a learner slot (the lowest free one, or ``learner``); return its id."""

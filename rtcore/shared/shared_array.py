@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from rtcore import _core
-from rtcore.shared._shm import SharedObject, default_name
+from rtcore.shared._shm import SharedObject
 from rtcore._validate import as_dtype, as_shape
 
 __all__ = ["SharedArray"]
@@ -32,26 +32,16 @@ class SharedArray(SharedObject):
     """
 
     _KIND = "array"
+    _CORE = _core.SharedArray
 
-    def __init__(
-        self, shape: Sequence[int] | int, dtype: Any = "float64", name: str | None = None, *, _handle: Any = None
-    ) -> None:
-        if _handle is None:
-            shp = as_shape("shape", shape, lo=0)
-            dt = as_dtype("dtype", dtype)
-            name = default_name(self._KIND) if name is None else _core.check_segment_name(name)
-            _handle = _core.SharedArray.create(name, list(shp), dt)
-            owner = True
-        else:
-            owner = False
-        super().__init__(_handle, _handle.name, owner)
-        self._array = _handle.array()
+    def __init__(self, shape: Sequence[int] | int, dtype: Any = "float64", name: str | None = None) -> None:
+        shp = as_shape("shape", shape, lo=0)
+        dt = as_dtype("dtype", dtype)
+        name = self._new_name(name)
+        self._adopt(self._CORE.create(name, list(shp), dt), name, owner=True)
 
-    @classmethod
-    def attach(cls, name: str) -> SharedArray:
-        """Attach to an existing array (``FileNotFoundError`` if missing, ``rtcore.LayoutError`` if the
-        segment holds something else)."""
-        return cls((), _handle=_core.SharedArray.attach(_core.check_segment_name(name)))
+    def _from_handle(self, handle: Any) -> None:
+        self._array = handle.array()
 
     @property
     def array(self) -> np.ndarray:
