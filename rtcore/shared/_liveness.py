@@ -23,39 +23,49 @@ _self: tuple[int, int] | None = None  # (pid, start) of this process, cached per
 _parent: int | None = None            # the parent die_with_parent was armed for
 
 
-def start_time(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot; None if there is no such process or it is a
-    zombie (it has exited and waits to be reaped)."""
+def _stat(pid: int) -> tuple[str, int | None]:
+    """("running", start) | ("zombie", None) | ("gone", None) | ("hidden", None): /proc/<pid>/stat unreadable."""
     try:
         with open(f"/proc/{int(pid)}/stat", "rb") as fh:
             stat = fh.read()
-    except (FileNotFoundError, ProcessLookupError, PermissionError, ValueError):
-        return None
+    except (FileNotFoundError, ProcessLookupError):
+        return "gone", None
+    except PermissionError:
+        return "hidden", None
     rest = stat[stat.rfind(b")") + 2:].split()  # the command name may hold spaces and parentheses
-    if len(rest) < 20 or rest[0] in (b"Z", b"X"):
-        return None
-    return int(rest[19])  # field 22; rest[0] is field 3
+    if len(rest) < 20:
+        return "hidden", None
+    if rest[0] in (b"Z", b"X"):
+        return "zombie", None
+    return "running", int(rest[19])  # field 22; rest[0] is field 3
+
+
+def start_time(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot; None if there is no such process, it is a zombie
+    (it has exited and waits to be reaped), or /proc does not tell."""
+    return _stat(pid)[1]
 
 
 def alive(pid: int, start: int | None = None) -> bool:
     """True while the process ``pid`` runs and, when ``start`` is given, is the one that started then
-    (not a later process that reused the pid)."""
+    (not a later process that reused the pid). When the system does not let this process see another's
+    start time (``hidepid``, another OS), a process that exists counts as alive: never mistaken for dead."""
     if pid <= 0:
         return False
     if pid == os.getpid():
         return start is None or start == self_start_time()
-    st = start_time(pid)
-    if st is None:
-        if os.path.exists(f"/proc/{pid}"):  # a zombie: exited
-            return False
-        try:  # no /proc (another OS or a restricted mount): the pid is all there is
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return start is None
-        return start is None
-    return start is None or st == start
+    state, st = _stat(pid)
+    if state == "running":
+        return start is None or st == start
+    if state == "zombie":
+        return False
+    try:  # gone from /proc, or hidden: ask the kernel whether the pid exists at all
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def self_start_time() -> int:

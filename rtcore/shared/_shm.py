@@ -97,6 +97,8 @@ def reclaim_dead_segments(prefix: str | None = None, *, dry_run: bool = False,
                 os.unlink(os.path.join(shm_dir, seg.name))
             except FileNotFoundError:  # another cleaner was first
                 continue
+            except PermissionError:  # another user's segment (/dev/shm is sticky): theirs to remove
+                continue
         gone.append(seg)
     return gone
 
