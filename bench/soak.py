@@ -11,7 +11,8 @@ proportional set size (PSS: each shared page divided among the processes that ma
 the memory the run really holds, shared-memory segments included), open file descriptors, the number of processes, and the bytes and number of the
 run's segments in /dev/shm (the run gets its own segment prefix).
 
-"Flat" is judged after a warm-up (the first 25 % of the samples, and at least until the replay buffer
+"Flat" is judged on the samples where every process is up (not in the gap between a SIGKILL and the
+respawn) after a warm-up (the first 25 % of the samples, and at least until the replay buffer
 is full and 20 s more: a filling buffer is growth by design): the least-squares slope, extrapolated over the whole run, must stay under 5 % of the mean (RSS),
 under 1 descriptor (fds) and exactly 0 (/dev/shm bytes). There is no peer to compare a soak with; the
 ratio printed for each resource is its mean over the last quarter of the samples to its mean over the
@@ -45,13 +46,17 @@ def tree(pid: int) -> list[psutil.Process]:
         return []
 
 
-def sample(pid: int, prefix: str) -> dict[str, float]:
+def sample(pid: int, prefix: str, kinds: dict[int, str]) -> dict[str, float]:
     rss = fds = n = 0
+    by_kind: dict[str, float] = {}
     for p in tree(pid):
         try:
             if p.status() == psutil.STATUS_ZOMBIE:
                 continue
-            rss += p.memory_full_info().pss
+            pss = p.memory_full_info().pss
+            rss += pss
+            k = "pss_" + kinds.get(p.pid, "runner")
+            by_kind[k] = by_kind.get(k, 0) + pss
             fds += p.num_fds()
             n += 1
         except psutil.NoSuchProcess:
@@ -64,7 +69,8 @@ def sample(pid: int, prefix: str) -> dict[str, float]:
                 shm_n += 1
             except FileNotFoundError:
                 pass
-    return {"t": time.monotonic(), "pss": rss, "fds": fds, "procs": n, "shm_bytes": shm_bytes, "shm_n": shm_n}
+    return {"t": time.monotonic(), "pss": rss, "fds": fds, "procs": n, "shm_bytes": shm_bytes, "shm_n": shm_n,
+            **{k: by_kind.get(k, 0) for k in ("pss_runner", "pss_env", "pss_worker", "pss_learner")}}
 
 
 def children_of_run(run_dir: Path) -> list[dict]:
@@ -154,7 +160,7 @@ def main() -> int:
                 inject(rng, run_dir, stop_until, faults)
                 next_fault = now + rng.expovariate(1.0 / fault_mean)
             if now >= next_sample:
-                s = sample(p.pid, prefix)
+                s = sample(p.pid, prefix, {c["pid"]: c["kind"] for c in children_of_run(run_dir)})
                 s["t"] -= t0
                 samples.append(s)
                 everyone.update(q.pid for q in tree(p.pid))
@@ -184,13 +190,17 @@ def main() -> int:
 
     warm_s = max(0.25 * seconds, capacity / 60.0 + 20.0)
     warm = next((i for i, s in enumerate(samples) if s["t"] >= warm_s), len(samples) - 3)
-    S = samples[warm:]
+    # judged on the samples where every process is up: a sample in the second between a SIGKILL and its
+    # respawn is missing one process's memory and fds, which is no leak and no saving
+    full = max(s["procs"] for s in samples[warm:])
+    S = [s for s in samples[warm:] if s["procs"] == full]
     xs = np.array([s["t"] for s in S])
     q = max(1, len(S) // 4)
     res = {}
     ok_all = True
     for key, unit, scale, limit in (("pss", "MiB", 2**20, "5% of mean"), ("fds", "", 1, "1"), ("shm_bytes", "MiB", 2**20, "0"),
-                                    ("procs", "", 1, "-")):
+                                    ("procs", "", 1, "-"), ("pss_runner", "MiB", 2**20, "-"), ("pss_env", "MiB", 2**20, "-"),
+                                    ("pss_worker", "MiB", 2**20, "-"), ("pss_learner", "MiB", 2**20, "-")):
         ys = np.array([s[key] for s in S], dtype=float) / scale
         per_h, growth = slope_check(xs, ys, seconds)
         ratio = float(ys[-q:].mean() / ys[:q].mean()) if ys[:q].mean() else float("nan")
@@ -217,6 +227,7 @@ def main() -> int:
           f"segments left {len(left_segments)}; run faults recorded: {len(summary.get('faults', []))}", file=sys.stderr)
     result = {
         "bench": "soak", "quick": bool(args.quick), "minutes": minutes, "samples": len(samples), "warmup_samples": warm,
+        "judged_samples": len(S),
         "faults_injected": counts, "resources": res, "flat": ok_all, "run_exit": p.returncode,
         "clean_exit": clean_exit, "left_processes": len(left_procs), "left_segments": len(left_segments),
         "run": {k: summary.get(k) for k in ("stopped_by", "env_steps", "inaction_fraction", "worker_restarts",
