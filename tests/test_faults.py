@@ -359,30 +359,31 @@ def test_simulated_stall_is_forgotten_within_seconds():
 def test_wallclock_sigstopped_worker_is_a_stall_and_inaction_recovers():
     """4 spawned workers (N* = 3 plus a spare, so a loaded machine's jitter does not idle the env), a
     256-report window; worker 1 is SIGSTOPped for 3 s (a worker is inside its pass nearly all the time,
-    so the stop lands in one). From 1 s after SIGCONT the inaction is under 5 % (or, on a machine too
-    loaded for that, no worse than the same rig's before the stop + 5 points); before, tau_max became
-    3 s and inaction stayed ~100 % for minutes."""
+    so the stop lands in one). In the seconds 1-5 after SIGCONT the median second's inaction is under
+    5 % (or, on a machine too loaded for that, no worse than the median second before the stop + 5
+    points: one load spike in one second is not what this test is about). Before, tau_max became 3 s
+    and every second after the stop was ~100 % idle, for minutes."""
     from test_stagger_wallclock import TAU_M, Rig
 
     rig = Rig(4, tau_window=256, heartbeat_timeout=1.0)
-    n = int(3.0 / TAU_M)
+    sec = int(1.0 / TAU_M)
     try:
         rig.start()
         rig.ticks(60)
-        baseline = rig.ticks(n) / n
+        baseline = float(np.median([rig.ticks(sec) / sec for _ in range(4)]))
         victim = rig.procs[1]
         os.kill(victim.pid, signal.SIGSTOP)
         try:
-            rig.ticks(n)
+            rig.ticks(3 * sec)
         finally:
             os.kill(victim.pid, signal.SIGCONT)
-        rig.ticks(int(1.0 / TAU_M))  # the re-stagger taken up, the slot back in
-        inaction = rig.ticks(n) / n
+        rig.ticks(sec)  # the re-stagger taken up, the slot back in
+        seconds = [rig.ticks(sec) / sec for _ in range(4)]
         tau_max, stalls, live = rig.sched.tau_max, rig.sched.stalls, rig.sched.live_workers
         posts = rig.stats.array.copy()
     finally:
         rig.close()
     assert live == 4 and posts[1] > 0
     assert tau_max < 0.5, f"the stop was taken as an inference time: tau_max {tau_max:.3f} s"
-    assert inaction < max(0.05, baseline + 0.05), \
-        f"inaction {inaction:.3f} 1-4 s after SIGCONT, {baseline:.3f} before the stop (stalls seen: {stalls})"
+    assert float(np.median(seconds)) < max(0.05, baseline + 0.05), \
+        f"inaction per second 1-5 s after SIGCONT {seconds}, {baseline:.3f} before the stop (stalls seen: {stalls})"

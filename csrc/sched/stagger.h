@@ -52,7 +52,7 @@
 //
 // Membership. Workers claim slots (join) and release them (leave). A worker silent for longer than
 // max(heartbeat_timeout, 2 * tau_max) is dropped by whoever notices first (any call, any process); so is
-// one silent for longer than kDeadCheckNs whose process has exited (its slot records the claimer's pid
+// one silent for longer than max(kDeadCheckNs, tau_max + kPollNs) whose process has exited (its slot records the claimer's pid
 // and start time, common/liveness.h): a SIGKILLed worker's slot frees within ~0.1 s, not a timeout. Each
 // change bumps `epoch` and sets `base` to the time of the change; at its next turn every live worker
 // re-staggers: it moves to the first point of the lattice base + tau * (k + rank / N_live) that is not
@@ -251,13 +251,16 @@ class StaggerSchedule {
   // Drops every live worker whose heartbeat is older than the grace (see the header). Returns how many.
   int reap(std::int64_t now) {
     const std::int64_t grace = std::max<std::int64_t>(p_.heartbeat_timeout_ns, 2 * tau_max_ns());
+    // a live worker is silent for a whole pass (~tau_max): look its process up only past that, so the
+    // /proc reads (every waiter, every poll) are for the dead and the stopped, not for every pass
+    const std::int64_t dead_check = std::max(kDeadCheckNs, tau_max_ns() + kPollNs);
     int dropped = 0;
     for (std::uint32_t i = 0; i < p_.n_workers; ++i) {
       Slot& s = slots_[i];
       std::uint64_t st = s.state.load(std::memory_order_acquire);  // acquire: the heartbeat read below is the claimer's or newer
       if (!(st & 1)) continue;
       const std::int64_t silent = now - s.heartbeat_ns.load(std::memory_order_relaxed);  // relaxed: staleness check only
-      if (silent <= kDeadCheckNs) continue;
+      if (silent <= dead_check) continue;
       // relaxed: the owner of this claim or a newer one (ordered by the state acquire); a claim in
       // progress has a fresh heartbeat, so its predecessor's token is never read for it
       if (silent <= grace && proc::process_alive(owner_[i].load(std::memory_order_relaxed))) continue;
