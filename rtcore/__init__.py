@@ -18,7 +18,10 @@ __version__ = "0.1.0"
 # (torch, ale-py and pyboy load only when something needs them).
 _EXPORTS = {
     "LayoutError": "rtcore.errors",
-    "WorkerDied": "rtcore.errors",
+    "StateError": "rtcore.errors",
+    "ClosedError": "rtcore.errors",
+    "SlotError": "rtcore.errors",
+    "BusyError": "rtcore.errors",
     "ReplayBuffer": "rtcore.shared.replay",
     "ReplayBatch": "rtcore.shared.replay",
     "Timer": "rtcore.shared.timer",

@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from typing import Any
 
-__all__ = ["add_arguments", "main", "bench_models"]
+from rtcore._validate import OPTION_ERRORS, bad_option
+
+__all__ = ["add_arguments", "main", "bench_models", "check_models_options"]
 
 GAME_BOY_HZ = 59.7275
 DEFAULT_MODELS = ("impala:k=1", "impala:k=7", "nature")
@@ -54,6 +55,22 @@ def main(args: argparse.Namespace) -> int:
     return int(args._bench(args))
 
 
+def check_models_options(models: list[str], devices: list[str], backends: list[str]) -> None:
+    """``ValueError`` naming the first unknown backend, bad model spec or unavailable device."""
+    from rtcore.models import parse_model_spec
+
+    for b in backends:
+        if b not in BACKEND_LABELS:
+            raise ValueError(f"unknown backend {b!r}; expected some of {', '.join(BACKEND_LABELS)}")
+    for spec in models:
+        parse_model_spec(spec)
+    if "cuda" in devices:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda requested but torch.cuda.is_available() is False")
+
+
 def bench_models(models: list[str], devices: list[str], backends: list[str], iters: int, warmup: int,
                  in_frames: int = 1, n_actions: int = 6, threads: int = 1,
                  env_hz: float = GAME_BOY_HZ) -> list[dict[str, Any]]:
@@ -62,18 +79,13 @@ def bench_models(models: list[str], devices: list[str], backends: list[str], ite
     (ceil(p99 * env_hz))."""
     import torch
 
-    from rtcore.models import build_model, parse_model_spec
+    from rtcore.models import build_model
     from rtcore.models.export import measure_latency
 
-    for b in backends:
-        if b not in BACKEND_LABELS:
-            raise ValueError(f"unknown backend {b!r}; expected some of {', '.join(BACKEND_LABELS)}")
-    if "cuda" in devices and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but torch.cuda.is_available() is False")
+    check_models_options(models, devices, backends)  # fail before timing anything
     rows: list[dict[str, Any]] = []
     for device in devices:
         for spec in models:
-            parse_model_spec(spec)  # fail before timing anything
             torch.manual_seed(0)
             model = build_model(spec, in_frames, n_actions)
             base_p50 = None
@@ -95,11 +107,11 @@ def _main_models(args: argparse.Namespace) -> int:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     iters, warmup = (20, 3) if args.quick else (args.iters, args.warmup)
     try:
-        rows = bench_models(models, args.device, backends, iters, warmup, args.in_frames, args.n_actions,
-                            args.threads, args.env_hz)
-    except ValueError as exc:
-        print(f"rtcore bench models: {exc}", file=sys.stderr)
-        return 2
+        check_models_options(models, args.device, backends)
+    except OPTION_ERRORS as exc:
+        return bad_option("rtcore bench models", exc)
+    rows = bench_models(models, args.device, backends, iters, warmup, args.in_frames, args.n_actions,
+                        args.threads, args.env_hz)
     header = f"{'model':<28} {'params':>14} {'device':<6} {'backend':<8} {'p50 ms':>9} {'p99 ms':>9} " \
              f"{'mean ms':>9} {'x ' + backends[0]:>9} {'N*':>5}"
     print(f"batch-1 latency, {iters} iterations, {args.threads} thread(s); N* at {args.env_hz:g} Hz")

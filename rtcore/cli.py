@@ -3,6 +3,11 @@
 Each subcommand lives in its own module, which defines ``add_arguments(parser)`` and
 ``main(args) -> int``; this file only dispatches. ``rtcore`` with no subcommand runs the default job
 (``rtcore run`` with its defaults: a short realtime game on CPU).
+
+Exit codes: 0 done; 2 a bad option (argparse's convention: one line ``rtcore CMD: error: ...`` on
+stderr; each command checks its options before it starts work, see ``rtcore._validate.bad_option``);
+130 Ctrl-C. A failure of the work itself is not a bad option: it raises (a traceback, exit 1), and
+``rtcore run`` exits 1 when the environment died.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Sequence
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("rtcore.agent.runner", "play a game in real time with a model, learning while it plays"),
+    "play": ("rtcore.agent.play", "play a trained policy in real time (greedy), optionally recording it"),
     "simulate": ("rtcore.simulation", "simulate staggered inference on a virtual clock (deterministic)"),
     "bench": ("rtcore.benchmarks", "measure model latency and other figures the runner sizes itself by"),
     "report": ("rtcore.agent.report", "redraw the plots and summary of a run directory"),

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from rtcore import _core
-from rtcore._validate import at_least, in_range, ns, seconds
+from rtcore._validate import OPTION_ERRORS, at_least, bad_option, in_range, ns, seconds
 from rtcore.shared.sched import PUSHBACKS, TAU_WINDOW_MAX, n_star
 
 __all__ = ["simulate", "SimulationResult", "add_arguments", "main", "SIM_MODES"]
@@ -287,8 +287,8 @@ def main(args: argparse.Namespace) -> int:
             tau_theta_dist=args.tau_theta_dist, tau_l=args.tau_l, window=args.window, pushback=args.pushback,
             tau_window=args.tau_window, outlier=outlier,
         )
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        raise SystemExit(f"rtcore simulate: error: {e}") from None
+    except OPTION_ERRORS as e:  # simulate() checks every argument before it runs anything
+        return bad_option("rtcore simulate", e)
     if args.json:
         print(json.dumps(r.to_dict()))
         return 0

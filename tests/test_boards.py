@@ -111,7 +111,7 @@ def test_obs_board_attach_pickle_and_errors() -> None:
         assert c.name == b.name and c.step == 7
         a.close()
         c.close()
-        with pytest.raises(ValueError, match="is closed"):
+        with pytest.raises(rtcore.ClosedError, match="is closed"):
             a.read()
         with pytest.raises(rtcore.LayoutError):
             rtcore.ActionBoard.attach(b.name)
@@ -121,7 +121,7 @@ def test_obs_board_attach_pickle_and_errors() -> None:
         b.close()
     with pytest.raises(FileNotFoundError):
         rtcore.ObsBoard.attach(b.name)
-    with pytest.raises(ValueError, match="is closed"):
+    with pytest.raises(rtcore.ClosedError, match="is closed"):
         b.publish(np.zeros(3, np.int16), 8)
 
 
@@ -341,7 +341,7 @@ def test_shared_array_shares_memory_and_keeps_views_alive() -> None:
     b.close()
     a.close()
     assert view[1, 2] == 42  # the view holds the mapping
-    with pytest.raises(ValueError, match="is closed"):
+    with pytest.raises(rtcore.ClosedError, match="is closed"):
         a.array  # noqa: B018
 
 

@@ -52,3 +52,32 @@ def test_cli_options_without_a_command_go_to_the_default_job(monkeypatch):
     with pytest.raises(SystemExit) as exc:
         main(["--version"])
     assert exc.value.code == 0
+
+
+def test_cli_maps_only_bad_options_to_exit_2(monkeypatch, capsys):
+    """A bad option exits 2 with one line; a failure of the work itself, even a ValueError from inside
+    the run, is not a bad option and propagates."""
+    import rtcore.agent.runner
+    from rtcore.cli import main
+
+    assert main(["run", "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rtcore run: error: workers = '0'") and err.count("\n") == 1
+
+    def failing_run(cfg):
+        raise ValueError("a shape mismatch inside the run")
+
+    monkeypatch.setattr(rtcore.agent.runner, "check_options", lambda cfg: None)  # no env or model to resolve
+    monkeypatch.setattr(rtcore.agent.runner, "run", failing_run)
+    with pytest.raises(ValueError, match="inside the run"):
+        main(["run", "--seconds", "1"])
+
+
+def test_runtime_state_errors_are_not_value_errors():
+    """A bad argument is a ValueError; a call the object's state forbids is a StateError."""
+    assert issubclass(rtcore.LayoutError, ValueError)
+    assert issubclass(rtcore.StateError, RuntimeError) and not issubclass(rtcore.StateError, ValueError)
+    for cls in (rtcore.ClosedError, rtcore.SlotError, rtcore.BusyError):
+        assert issubclass(cls, rtcore.StateError) and not issubclass(cls, ValueError), cls
+        assert cls.__module__ == "rtcore._core" and cls.__doc__, cls  # raised by the core, documented
+    assert "WorkerDied" not in rtcore.__all__

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+import rtcore
 from rtcore import ParamStore
 from rtcore.models import build_model, example_input
 from rtcore.models.export import load_for_inference
@@ -52,9 +53,9 @@ def test_bad_arguments_raise_clearly():
             store.pin(timeout=0.01)
         store.publish(np.zeros(10, np.float32))
         with store.read():
-            with pytest.raises(ValueError, match="already holds a pin"):
+            with pytest.raises(rtcore.BusyError, match="already holds a pin"):
                 store.pin()
-    with pytest.raises(ValueError, match="is closed"):
+    with pytest.raises(rtcore.ClosedError, match="is closed"):
         store.version
     with pytest.raises(FileNotFoundError):
         ParamStore.attach("rtcore-no-such-store")
@@ -128,6 +129,9 @@ def test_bound_module_runs_on_shared_memory_with_no_copy(backend):
             for p in learner.parameters():
                 p.add_(0.01 * torch.randn_like(p))
             assert store.publish(learner.parameters()) == step + 2
+        with reader.pinned():
+            with pytest.raises(rtcore.StateError, match="acquire\\(\\) called twice"):
+                reader.acquire()
         reader.close()
 
 

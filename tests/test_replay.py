@@ -36,8 +36,19 @@ class Model:
         self.K, self.n, self.gamma = frame_stack, n_step, gamma
         self.slots: list[list[_Slot]] = [[] for _ in range(streams)]
 
-    def add(self, s, obs, action, reward, terminated, truncated, next_obs=None, was_default=False, delay=0):
+    def close(self, s):
+        """A restart: the open episode ends truncated one step early, its last frame as the final obs."""
         slots = self.slots[s]
+        if slots and not slots[-1].terminal_obs:
+            if not slots[-1].episode_start:
+                slots[-2].truncated = True
+            slots[-1].terminal_obs = True
+
+    def add(self, s, obs, action, reward, terminated, truncated, next_obs=None, was_default=False, delay=0,
+            episode_start=False):
+        slots = self.slots[s]
+        if episode_start:
+            self.close(s)
         start = not slots or slots[-1].terminal_obs
         slots.append(_Slot(obs.copy(), action, float(np.float32(reward)), terminated, truncated, was_default, delay,
                            episode_start=start))
@@ -205,6 +216,57 @@ def test_n_step_return_discount_and_done():
         assert seen == set(want)
 
 
+@pytest.mark.parametrize("K,n", [(4, 3), (1, 1), (3, 5)])
+def test_episode_start_begins_a_new_chain_and_closes_the_open_episode_as_truncated(rng, K, n):
+    cap, streams = 3 * 40, 3
+    with ReplayBuffer(cap, (3, 2), "uint8", frame_stack=K, streams=streams, n_step=n, gamma=0.8) as buf:
+        model = Model(cap, streams, K, n, 0.8)
+        buf.seed(2)
+        for _ in range(4):
+            random_run(rng, buf, model, steps=23, p_end=0.05)
+            for s in range(streams):  # restart some streams mid-episode (and one right after another)
+                for _ in range(1 + s % 2):
+                    obs = rng.integers(0, 250, size=(3, 2)).astype(np.uint8)
+                    buf.add(s, obs, 5, 1.0, False, False, episode_start=True)
+                    model.add(s, obs, 5, 1.0, False, False, episode_start=True)
+            assert len(buf) == len(model.sampleable())
+            check_batch(model, buf, buf.sample(min(len(buf), 64)))
+
+
+def test_a_writer_in_another_process_never_continues_the_open_episode():
+    f = lambda v: np.array([v], np.int32)  # noqa: E731
+    with ReplayBuffer(64, (1,), "int32", frame_stack=3, n_step=2, gamma=0.5) as buf:
+        pid = os.fork()
+        if pid == 0:  # a writer that stops mid-episode (as one that is killed would)
+            try:
+                child = ReplayBuffer.attach(buf.name)
+                for t in range(5):
+                    child.add(0, f(t), t, 1.0, False, False)
+            finally:
+                os._exit(0)
+        assert os.waitpid(pid, 0)[1] == 0
+        for t in (10, 11, 12):  # this process restarted the env: a new episode, not steps 5, 6, 7
+            buf.add(0, f(t), t, 1.0, False, False)
+        model = Model(64, 1, 3, 2, 0.5)
+        for t in range(5):
+            model.add(0, f(t), t, 1.0, False, False)
+        for t in (10, 11, 12):
+            model.add(0, f(t), t, 1.0, False, False, episode_start=t == 10)
+        assert len(buf) == len(model.sampleable()) == 5  # steps 0..3 and 10; step 4 had no next obs
+        buf.seed(0)
+        seen = set()
+        for _ in range(30):
+            b = buf.sample(5)
+            check_batch(model, buf, b)
+            seen |= {int(a) for a in b.action}
+            for a, o, no in zip(b.action, b.obs, b.next_obs):
+                if a == 3:  # truncated: bootstraps from frame 4, never from the new episode
+                    assert o.ravel().tolist() == [1, 2, 3] and no.ravel().tolist() == [2, 3, 4]
+                if a == 10:  # stacks never cross the boundary
+                    assert o.ravel().tolist() == [10, 10, 10] and no.ravel().tolist() == [10, 11, 12]
+        assert seen == {0, 1, 2, 3, 10}
+
+
 def test_add_batch_equals_add_per_stream(rng):
     kw = dict(capacity=4 * 30, obs_shape=(4, 3), frame_stack=2, streams=4, n_step=2)
     with ReplayBuffer(**kw) as a, ReplayBuffer(**kw) as b:
@@ -278,11 +340,11 @@ def test_closed_buffer_raises_clearly():
     buf = ReplayBuffer(100, (2,))
     buf.close()
     buf.close()  # harmless
-    with pytest.raises(ValueError, match="closed"):
+    with pytest.raises(rtcore.ClosedError, match="closed"):
         buf.add(0, np.zeros(2, np.uint8), 0, 0.0, False, False)
-    with pytest.raises(ValueError, match="closed"):
+    with pytest.raises(rtcore.ClosedError, match="closed"):
         len(buf)
-    with pytest.raises(ValueError, match="closed"):
+    with pytest.raises(rtcore.ClosedError, match="closed"):
         buf.sample(1)
 
 

@@ -60,9 +60,14 @@ def test_report_command_redraws(tmp_path, capsys):
     assert out["env"] == "ALE/Pong-v5" and len(out["plots"]) == len(PLOTS)
 
 
-def test_report_on_a_directory_that_is_not_a_run(tmp_path):
+def test_report_on_a_directory_that_is_not_a_run(tmp_path, capsys):
+    from rtcore.cli import main
+
     with pytest.raises(FileNotFoundError, match="no metrics.csv"):
         draw(tmp_path)
+    assert main(["report", str(tmp_path)]) == 2  # a bad option: exit 2 with one line
+    err = capsys.readouterr().err
+    assert err.startswith("rtcore report: error: ") and "no metrics.csv" in err and err.count("\n") == 1
 
 
 def test_regret_shares_sum_to_one_and_split_by_delay():

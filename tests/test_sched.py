@@ -28,7 +28,7 @@ def test_properties_and_targets(sched):
     assert sched.live_workers == 4 and sched.workers == ws
     assert sched.action_interval == pytest.approx(0.05 / 4)
     assert sched.join(6) == 6
-    with pytest.raises(ValueError, match="taken by a live worker"):
+    with pytest.raises(rtcore.SlotError, match="taken by a live worker"):
         sched.join(6)
     sched.leave(6)
     sched.leave(6)  # harmless twice
@@ -108,7 +108,7 @@ def test_worker_must_join_through_this_handle(sched):
     other = StaggerSchedule.attach(sched.name)
     try:
         w = other.join()
-        with pytest.raises(ValueError, match="has not joined"):
+        with pytest.raises(rtcore.SlotError, match="has not joined"):
             sched.wait_turn(w, timeout=0.1)
         with pytest.raises(IndexError, match="out of range"):
             other.heartbeat(8)
@@ -163,7 +163,7 @@ def test_pickles_as_its_name_and_closes(sched):
     finally:
         t.close()
     sched.close()
-    with pytest.raises(ValueError, match="is closed"):
+    with pytest.raises(rtcore.ClosedError, match="is closed"):
         sched.join()
 
 
@@ -228,7 +228,7 @@ def test_turnstile_round_robin_in_one_process():
             assert holders == [k % 3]
             assert ts.turn == k and ts.holder == k % 3
             ts.pass_turn(k % 3)
-        with pytest.raises(ValueError, match="does not hold"):
+        with pytest.raises(rtcore.SlotError, match="does not hold"):
             ts.pass_turn(2)
         assert ts.wait_turn(0, timeout=1.0) == 6
         ts.leave(0)  # passes the turn on
@@ -255,8 +255,11 @@ def test_turnstile_bad_arguments():
     with Turnstile(2) as ts:
         with pytest.raises(IndexError):
             ts.wait_turn(5, timeout=0.1)
-        with pytest.raises(ValueError, match="has not joined"):
+        with pytest.raises(rtcore.SlotError, match="has not joined"):
             ts.pass_turn(1)
+        assert ts.join() == 0 and ts.join() == 1
+        with pytest.raises(rtcore.SlotError, match="all 2 learner slots are taken"):
+            ts.join()
 
 
 def test_tau_window_forgets_a_stall_and_restaggers():

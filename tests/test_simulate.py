@@ -182,7 +182,8 @@ def test_cli_human_output_and_errors(tmp_path):
         [sys.executable, "-m", "rtcore", "simulate", "--tau-theta", "0.1", "--tau-theta-dist", "gamma:2"],
         cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )
-    assert bad.returncode != 0 and "is not one of" in bad.stderr
+    assert bad.returncode == 2 and "is not one of" in bad.stderr  # a bad option: exit 2, one line
+    assert bad.stderr.startswith("rtcore simulate: error: ") and "Traceback" not in bad.stderr
 
 
 def test_lattice_pushback_keeps_the_spacing_where_the_papers_rule_does_not():
@@ -245,4 +246,4 @@ def test_cli_tau_window_and_outlier(tmp_path):
     assert runs["0"]["late_inaction_fraction"] > 0.8 and runs["64"]["late_inaction_fraction"] == 0.0
     for bad, msg in (("--tau-window=-3", "tau_window must be in"), ("--outlier=x", "--outlier expects K:SECONDS")):
         r = subprocess.run(base[:-1] + [bad], cwd=tmp_path, capture_output=True, text=True, timeout=60)
-        assert r.returncode != 0 and msg in r.stderr
+        assert r.returncode == 2 and msg in r.stderr

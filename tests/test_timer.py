@@ -106,7 +106,7 @@ def test_concurrent_waiters_are_refused() -> None:
         time.sleep(0.001)
     time.sleep(0.12)  # across at least two of its 50 ms slices: the claim holds for the whole wait
     try:
-        with pytest.raises(ValueError, match="already running"):
+        with pytest.raises(rtcore.BusyError, match="already running"):
             t.wait()
     finally:
         t.stop()

@@ -12,13 +12,16 @@
 #include <optional>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "bindings/bindings.h"
 #include "bindings/numpy_util.h"
+#include "bindings/segment_handle.h"
 #include "bindings/wait_util.h"
 #include "board/action_board.h"
 #include "board/obs_board.h"
+#include "common/checked.h"
 #include "common/errors.h"
 #include "sched/clock.h"
 #include "shm/segment.h"
@@ -29,7 +32,6 @@ namespace {
 
 using shm::Kind;
 using shm::Segment;
-using SegmentPtr = std::shared_ptr<Segment>;
 
 constexpr int kMaxDims = 8;
 
@@ -41,31 +43,64 @@ struct ArraySpec {
   char dtype[16];  // numpy dtype.str, e.g. "|u1", "<f4"
 };
 
-ArraySpec make_spec(const std::vector<std::int64_t>& shape, const py::dtype& dt, bool allow_empty) {
+bool supported_dtype(const py::dtype& dt) {
+  return !(dt.has_fields() || dt.kind() == 'O' || dt.kind() == 'V' || dt.kind() == 'U' || dt.kind() == 'S' ||
+           dt.itemsize() < 1);
+}
+
+// Bytes of an array of this shape and itemsize; checked: an overflowing shape is refused, naming `what`.
+std::uint64_t array_bytes(const std::int64_t* shape, std::uint32_t ndim, std::uint64_t itemsize, const char* what) {
+  std::uint64_t n = itemsize;
+  for (std::uint32_t i = 0; i < ndim; ++i) n = checked_mul(n, static_cast<std::uint64_t>(shape[i]), what);
+  return n;
+}
+
+ArraySpec make_spec(const std::vector<std::int64_t>& shape, const py::dtype& dt, bool allow_empty, const char* what) {
   ArraySpec s{};
   if (shape.size() > static_cast<std::size_t>(kMaxDims))
-    throw InvalidArgument("shape has " + std::to_string(shape.size()) + " dimensions, at most " +
+    throw InvalidArgument(std::string(what) + " has " + std::to_string(shape.size()) + " dimensions, at most " +
                           std::to_string(kMaxDims) + " are supported");
   for (auto d : shape)
     if (d < 0 || (d == 0 && !allow_empty))
-      throw InvalidArgument("shape " + shape_str(shape) + " has a " + (d < 0 ? "negative" : "zero") +
+      throw InvalidArgument(std::string(what) + " " + shape_str(shape) + " has a " + (d < 0 ? "negative" : "zero") +
                             " dimension; expected positive sizes");
-  if (dt.has_fields() || dt.kind() == 'O' || dt.kind() == 'V' || dt.kind() == 'U' || dt.kind() == 'S')
+  if (!supported_dtype(dt))
     throw InvalidArgument("dtype " + dtype_str(dt) + " is not supported; expected a numeric or bool dtype");
   s.ndim = static_cast<std::uint32_t>(shape.size());
   for (std::size_t i = 0; i < shape.size(); ++i) s.shape[i] = shape[i];
   const std::string str = py::str(dt.attr("str")).cast<std::string>();
   if (str.size() >= sizeof s.dtype) throw InvalidArgument("dtype " + str + " is not supported");
   std::memcpy(s.dtype, str.c_str(), str.size());
+  array_bytes(s.shape, s.ndim, static_cast<std::uint64_t>(dt.itemsize()), what);  // refuses an overflowing shape
   return s;
 }
 
 std::vector<std::int64_t> spec_shape(const ArraySpec& s) { return {s.shape, s.shape + s.ndim}; }
 py::dtype spec_dtype(const ArraySpec& s) { return py::dtype(std::string(s.dtype)); }
-std::size_t spec_bytes(const ArraySpec& s) {
-  std::size_t n = static_cast<std::size_t>(spec_dtype(s).itemsize());
-  for (std::uint32_t i = 0; i < s.ndim; ++i) n *= static_cast<std::size_t>(s.shape[i]);
-  return n;
+std::uint64_t spec_bytes(const ArraySpec& s) {
+  return array_bytes(s.shape, s.ndim, static_cast<std::uint64_t>(spec_dtype(s).itemsize()), "shape");
+}
+
+// Re-validates an ArraySpec read from a segment header (a corrupted or foreign header is a
+// LayoutMismatch, never a crash): ndim, sizes, a terminated dtype string numpy knows, checked bytes.
+void check_spec(const ArraySpec& s, bool allow_empty, const std::string& what) {
+  auto bad = [&](const std::string& why) { return LayoutMismatch(what + " has a corrupt layout: " + why); };
+  if (s.ndim > static_cast<std::uint32_t>(kMaxDims)) throw bad("ndim " + std::to_string(s.ndim));
+  for (std::uint32_t i = 0; i < s.ndim; ++i)
+    if (s.shape[i] < 0 || (s.shape[i] == 0 && !allow_empty)) throw bad("dimension " + std::to_string(s.shape[i]));
+  if (std::memchr(s.dtype, 0, sizeof s.dtype) == nullptr) throw bad("its dtype string is not terminated");
+  py::dtype dt;
+  try {
+    dt = spec_dtype(s);
+  } catch (const py::error_already_set&) {
+    throw bad("dtype '" + std::string(s.dtype) + "' is not a numpy dtype");
+  }
+  if (!supported_dtype(dt)) throw bad("dtype " + dtype_str(dt) + " is not supported");
+  try {
+    spec_bytes(s);
+  } catch (const InvalidArgument&) {
+    throw bad("its shape overflows");
+  }
 }
 
 // ---- ObsBoard ------------------------------------------------------------------------------------
@@ -77,25 +112,38 @@ struct ObsParams {
   std::uint32_t reserved;
 };
 
-class ObsBoardHandle {
+class ObsBoardHandle : public SegmentHandle {
  public:
   static std::unique_ptr<ObsBoardHandle> create(const std::string& name, const std::vector<std::int64_t>& shape,
                                                 const py::dtype& dtype, std::int64_t frame_stack) {
-    if (frame_stack < 1 || frame_stack > 1024)
-      throw InvalidArgument("frame_stack must be in [1, 1024], got " + std::to_string(frame_stack));
+    if (frame_stack < 1 || frame_stack > board::ObsBoardView::kMaxFrameStack)
+      throw InvalidArgument("frame_stack must be in [1, " + std::to_string(board::ObsBoardView::kMaxFrameStack) + "], got " +
+                            std::to_string(frame_stack));
     ObsParams p{};
-    p.frame = make_spec(shape, dtype, false);
+    p.frame = make_spec(shape, dtype, false, "obs_shape");
     p.frame_bytes = spec_bytes(p.frame);
     p.frame_stack = static_cast<std::uint32_t>(frame_stack);
-    const std::size_t bytes = board::ObsBoardView::bytes_needed(p.frame_bytes, p.frame_stack);
+    const std::size_t bytes = board::ObsBoardView::bytes_needed(p.frame_bytes, p.frame_stack);  // checked
     auto seg = std::make_shared<Segment>(
         Segment::create(name, Kind::kObsBoard, board::ObsBoardView::kLayoutVersion, &p, sizeof p, bytes));
+    shm::UnlinkOnThrow guard(seg->name());
     auto h = std::unique_ptr<ObsBoardHandle>(new ObsBoardHandle(std::move(seg)));
     h->seg_->mark_ready();  // zeroed memory is an empty board
+    guard.release();
     return h;
   }
   static std::unique_ptr<ObsBoardHandle> attach(const std::string& name) {
     auto seg = std::make_shared<Segment>(Segment::attach(name, Kind::kObsBoard, board::ObsBoardView::kLayoutVersion));
+    const ObsParams p = seg->params<ObsParams>();
+    const std::string what = "ObsBoard '" + seg->name() + "'";
+    check_spec(p.frame, false, what);
+    if (p.frame.ndim < 1) throw LayoutMismatch(what + " has a corrupt layout: a frame with no dimensions");
+    if (p.frame_stack < 1 || p.frame_stack > board::ObsBoardView::kMaxFrameStack)
+      throw LayoutMismatch(what + " has a corrupt layout: frame_stack " + std::to_string(p.frame_stack));
+    if (spec_bytes(p.frame) != p.frame_bytes)
+      throw LayoutMismatch(what + " has a corrupt layout: frame_bytes does not match the frame's shape");
+    if (board::ObsBoardView::bytes_needed(p.frame_bytes, p.frame_stack) > seg->payload_size())
+      throw LayoutMismatch(what + " has a corrupt layout: it needs more bytes than the segment has");
     return std::unique_ptr<ObsBoardHandle>(new ObsBoardHandle(std::move(seg)));
   }
 
@@ -127,36 +175,26 @@ class ObsBoardHandle {
 
   std::int64_t wait_step(std::int64_t after, const py::object& timeout, double spin) {
     auto seg = live();
-    const std::int64_t limit = deadline_after(timeout);
-    const std::int64_t spin_ns = clock::to_ns(spin < 0 ? 0 : spin);
-    bool first = true;
-    for (;;) {
-      std::int64_t s;
-      {
-        py::gil_scoped_release nogil;
-        s = view_.wait_step(after, slice_end(limit), first ? spin_ns : 0);
-      }
-      first = false;
-      if (s > after) return s;
-      if (clock::now_ns() >= limit)
-        throw Timeout("no frame with step > " + std::to_string(after) + " was published within the timeout (newest step " +
-                      std::to_string(view_.step()) + ")");
-      check_signals();
-    }
+    std::int64_t spin_ns = clock::to_ns(spin < 0 ? 0 : spin);  // the first slice only
+    return wait_in_slices(
+        deadline_after(timeout),
+        [&](std::int64_t end) { return view_.wait_step(after, end, std::exchange(spin_ns, 0)); },
+        [&](std::int64_t s) { return s > after; },
+        [&] {
+          return "no frame with step > " + std::to_string(after) + " was published within the timeout (newest step " +
+                 std::to_string(view_.step()) + ")";
+        });
   }
 
   std::int64_t step() { return (live(), view_.step()); }
   std::uint64_t published() { return (live(), view_.published()); }
-  std::string name() const { return name_; }
   std::vector<std::int64_t> obs_shape() const { return shape_; }
   py::dtype dtype() const { return dtype_; }
   std::uint32_t frame_stack() const { return view_.frame_stack(); }
-  void close() { seg_.reset(); }
 
  private:
   explicit ObsBoardHandle(SegmentPtr seg)
-      : seg_(std::move(seg)),
-        name_(seg_->name()),
+      : SegmentHandle(std::move(seg), "ObsBoard"),
         params_(seg_->params<ObsParams>()),
         view_(seg_->payload(), seg_->payload_size(), params_.frame_bytes, params_.frame_stack) {
     shape_ = spec_shape(params_.frame);
@@ -166,13 +204,6 @@ class ObsBoardHandle {
     stack_shape_ = shape_;
     stack_shape_.insert(stack_shape_.begin(), params_.frame_stack);
   }
-  SegmentPtr live() const {
-    if (!seg_) throw InvalidArgument("ObsBoard '" + name_ + "' is closed");
-    return seg_;
-  }
-
-  SegmentPtr seg_;
-  std::string name_;
   ObsParams params_;
   board::ObsBoardView view_;
   std::vector<std::int64_t> shape_, stack_shape_;
@@ -186,7 +217,7 @@ struct ActionParams {
   std::uint32_t reserved;
 };
 
-class ActionBoardHandle {
+class ActionBoardHandle : public SegmentHandle {
  public:
   static std::unique_ptr<ActionBoardHandle> create(const std::string& name, std::int64_t max_workers) {
     if (max_workers < 1 || max_workers > board::ActionBoardView::kMaxWorkers)
@@ -196,13 +227,21 @@ class ActionBoardHandle {
     auto seg = std::make_shared<Segment>(Segment::create(name, Kind::kActionBoard, board::ActionBoardView::kLayoutVersion,
                                                          &p, sizeof p,
                                                          board::ActionBoardView::bytes_needed(p.max_workers)));
+    shm::UnlinkOnThrow guard(seg->name());
     auto h = std::unique_ptr<ActionBoardHandle>(new ActionBoardHandle(std::move(seg)));
     h->seg_->mark_ready();
+    guard.release();
     return h;
   }
   static std::unique_ptr<ActionBoardHandle> attach(const std::string& name) {
     auto seg =
         std::make_shared<Segment>(Segment::attach(name, Kind::kActionBoard, board::ActionBoardView::kLayoutVersion));
+    const ActionParams p = seg->params<ActionParams>();
+    if (p.max_workers < 1 || p.max_workers > board::ActionBoardView::kMaxWorkers ||
+        board::ActionBoardView::bytes_needed(p.max_workers) > seg->payload_size())
+      throw LayoutMismatch("ActionBoard '" + seg->name() + "' has a corrupt layout: max_workers " +
+                           std::to_string(p.max_workers) + " in a payload of " + std::to_string(seg->payload_size()) +
+                           " bytes");
     return std::unique_ptr<ActionBoardHandle>(new ActionBoardHandle(std::move(seg)));
   }
 
@@ -217,32 +256,16 @@ class ActionBoardHandle {
     if (!view_.take(&t)) return py::none();
     return py::make_tuple(t.action, t.obs_step, t.worker);
   }
-  py::object take_seq() {
-    auto seg = live();
-    board::Taken t{};
-    if (!view_.take(&t)) return py::none();
-    return py::make_tuple(t.action, t.obs_step, t.worker, t.seq);
-  }
   std::uint64_t posted() { return (live(), view_.posted()); }
   std::uint64_t taken() { return (live(), view_.taken()); }
   std::uint64_t superseded() { return (live(), view_.superseded()); }
   bool pending() { return (live(), view_.pending()); }
   std::uint32_t max_workers() const { return view_.max_workers(); }
-  std::string name() const { return name_; }
-  void close() { seg_.reset(); }
 
  private:
   explicit ActionBoardHandle(SegmentPtr seg)
-      : seg_(std::move(seg)),
-        name_(seg_->name()),
+      : SegmentHandle(std::move(seg), "ActionBoard"),
         view_(seg_->payload(), seg_->payload_size(), seg_->params<ActionParams>().max_workers) {}
-  SegmentPtr live() const {
-    if (!seg_) throw InvalidArgument("ActionBoard '" + name_ + "' is closed");
-    return seg_;
-  }
-
-  SegmentPtr seg_;
-  std::string name_;
   board::ActionBoardView view_;
 };
 
@@ -250,37 +273,37 @@ class ActionBoardHandle {
 
 constexpr std::uint32_t kArrayLayoutVersion = 1;
 
-class SharedArrayHandle {
+class SharedArrayHandle : public SegmentHandle {
  public:
   static std::unique_ptr<SharedArrayHandle> create(const std::string& name, const std::vector<std::int64_t>& shape,
                                                    const py::dtype& dtype) {
-    ArraySpec s = make_spec(shape, dtype, true);
-    const std::size_t bytes = spec_bytes(s);
+    ArraySpec s = make_spec(shape, dtype, true, "shape");
+    const std::uint64_t bytes = spec_bytes(s);
     auto seg = std::make_shared<Segment>(
         Segment::create(name, Kind::kArray, kArrayLayoutVersion, &s, sizeof s, bytes < 64 ? 64 : bytes));
+    shm::UnlinkOnThrow guard(seg->name());
     seg->mark_ready();
-    return std::unique_ptr<SharedArrayHandle>(new SharedArrayHandle(std::move(seg)));
+    auto h = std::unique_ptr<SharedArrayHandle>(new SharedArrayHandle(std::move(seg)));
+    guard.release();
+    return h;
   }
   static std::unique_ptr<SharedArrayHandle> attach(const std::string& name) {
     auto seg = std::make_shared<Segment>(Segment::attach(name, Kind::kArray, kArrayLayoutVersion));
+    check_spec(seg->params<ArraySpec>(), true, "SharedArray '" + seg->name() + "'");
     return std::unique_ptr<SharedArrayHandle>(new SharedArrayHandle(std::move(seg)));
   }
   py::array array() {
-    if (!seg_) throw InvalidArgument("SharedArray '" + name_ + "' is closed");
+    check_open();
     return segment_view(seg_, seg_->payload(), spec_shape(spec_), spec_dtype(spec_));
   }
   std::vector<std::int64_t> shape() const { return spec_shape(spec_); }
   py::dtype dtype() const { return spec_dtype(spec_); }
-  std::string name() const { return name_; }
-  void close() { seg_.reset(); }
 
  private:
-  explicit SharedArrayHandle(SegmentPtr seg) : seg_(std::move(seg)), name_(seg_->name()), spec_(seg_->params<ArraySpec>()) {
+  explicit SharedArrayHandle(SegmentPtr seg) : SegmentHandle(std::move(seg), "SharedArray"), spec_(seg_->params<ArraySpec>()) {
     if (spec_.ndim > static_cast<std::uint32_t>(kMaxDims) || spec_bytes(spec_) > seg_->payload_size())
       throw LayoutMismatch("SharedArray '" + name_ + "' has inconsistent layout parameters");
   }
-  SegmentPtr seg_;
-  std::string name_;
   ArraySpec spec_;
 };
 
@@ -307,7 +330,6 @@ void bind_board(py::module_& m) {
       .def_static("attach", &ActionBoardHandle::attach, py::arg("name"))
       .def("post", &ActionBoardHandle::post, py::arg("action"), py::arg("obs_step"), py::arg("worker"))
       .def("take", &ActionBoardHandle::take)
-      .def("take_seq", &ActionBoardHandle::take_seq)
       .def_property_readonly("posted", &ActionBoardHandle::posted)
       .def_property_readonly("taken", &ActionBoardHandle::taken)
       .def_property_readonly("superseded", &ActionBoardHandle::superseded)

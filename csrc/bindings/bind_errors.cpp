@@ -8,6 +8,10 @@ namespace rtcore::bindings {
 
 void bind_errors(py::module_& m) {
   static py::exception<LayoutMismatch> layout_error(m, "LayoutError", PyExc_ValueError);
+  static py::exception<StateError> state_error(m, "StateError", PyExc_RuntimeError);
+  static py::exception<ClosedError> closed_error(m, "ClosedError", state_error.ptr());
+  static py::exception<SlotError> slot_error(m, "SlotError", state_error.ptr());
+  static py::exception<BusyError> busy_error(m, "BusyError", state_error.ptr());
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
@@ -21,6 +25,14 @@ void bind_errors(py::module_& m) {
       PyErr_SetString(PyExc_FileExistsError, e.what());
     } catch (const LayoutMismatch& e) {
       py::set_error(layout_error, e.what());
+    } catch (const ClosedError& e) {  // the subclasses before their base
+      py::set_error(closed_error, e.what());
+    } catch (const SlotError& e) {
+      py::set_error(slot_error, e.what());
+    } catch (const BusyError& e) {
+      py::set_error(busy_error, e.what());
+    } catch (const StateError& e) {
+      py::set_error(state_error, e.what());
     } catch (const Timeout& e) {
       PyErr_SetString(PyExc_TimeoutError, e.what());
     } catch (const SystemError& e) {

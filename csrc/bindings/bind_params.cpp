@@ -14,6 +14,7 @@
 
 #include "bindings/bindings.h"
 #include "bindings/numpy_util.h"
+#include "bindings/segment_handle.h"
 #include "bindings/wait_util.h"
 #include "params/param_store.h"
 #include "sched/clock.h"
@@ -40,6 +41,8 @@ py::dtype dtype_of_code(std::uint32_t code) {
 // Python's signal handlers between slices (so Ctrl-C interrupts a wait). Returns ready().
 template <class Ready>
 bool wait_until(Ready ready, double timeout_s) {
+  if (!(timeout_s >= 0) || timeout_s > 1e9)  // NaN included; the Python layer names the argument first
+    throw InvalidArgument("timeout must be a finite number of seconds in [0, 1e9], got " + std::to_string(timeout_s));
   if (ready()) return true;
   if (timeout_s <= 0) return false;
   const std::int64_t deadline = clock::now_ns() + static_cast<std::int64_t>(timeout_s * 1e9);
@@ -56,7 +59,7 @@ bool wait_until(Ready ready, double timeout_s) {
   }
 }
 
-class ParamsHandle {
+class ParamsHandle : public SegmentHandle {
  public:
   static std::unique_ptr<ParamsHandle> create(const std::string& name, std::uint64_t numel, std::uint32_t dtype_code,
                                               std::uint32_t buffers, std::uint32_t max_readers) {
@@ -64,17 +67,25 @@ class ParamsHandle {
     const Layout l = ParamStore::make_layout(numel, elem, dtype_code, buffers, max_readers);
     auto seg = std::make_shared<shm::Segment>(
         shm::Segment::create(name, shm::Kind::kParams, params::kLayoutVersion, &l, sizeof l, l.total_size));
+    shm::UnlinkOnThrow guard(seg->name());
     ParamStore store = ParamStore::init(seg->payload(), seg->payload_size(), l);
     seg->mark_ready();
-    return std::unique_ptr<ParamsHandle>(new ParamsHandle(std::move(seg), store));
+    auto h = std::unique_ptr<ParamsHandle>(new ParamsHandle(std::move(seg), store));
+    guard.release();
+    return h;
   }
 
   static std::unique_ptr<ParamsHandle> attach(const std::string& name) {
     auto seg = std::make_shared<shm::Segment>(shm::Segment::attach(name, shm::Kind::kParams, params::kLayoutVersion));
     const Layout l = seg->params<Layout>();
     dtype_of_code(l.dtype);
-    const Layout expect = ParamStore::make_layout(l.numel, l.elem_size, l.dtype, l.buffers, l.max_readers);
-    if (std::memcmp(&expect, &l, sizeof l) != 0)
+    Layout expect;
+    try {
+      expect = ParamStore::make_layout(l.numel, l.elem_size, l.dtype, l.buffers, l.max_readers);
+    } catch (const InvalidArgument& e) {
+      throw LayoutMismatch("segment '" + seg->name() + "' has a corrupt parameter-store layout: " + e.what());
+    }
+    if (std::memcmp(&expect, &l, sizeof l) != 0 || static_cast<std::uint32_t>(dtype_of_code(l.dtype).itemsize()) != l.elem_size)
       throw LayoutMismatch("segment '" + seg->name() + "' has a parameter-store layout this build does not produce");
     ParamStore store = ParamStore::view(seg->payload(), seg->payload_size(), l);
     return std::unique_ptr<ParamsHandle>(new ParamsHandle(std::move(seg), store));
@@ -106,7 +117,7 @@ class ParamsHandle {
   // Publishes the concatenation of `parts` (1-D C-contiguous arrays of the store's dtype whose sizes sum to
   // numel). Returns the new version, or -1 if no buffer became free within timeout_s.
   std::int64_t publish(const std::vector<py::array>& parts, double timeout_s) {
-    check_open();
+    const auto seg = live();  // held for the whole call: a concurrent close() never unmaps under the copy
     const py::dtype dt = dtype_of_code(store_.layout().dtype);
     std::vector<std::pair<const void*, std::size_t>> chunks;
     chunks.reserve(parts.size());
@@ -140,7 +151,7 @@ class ParamsHandle {
 
   // Pins the newest version (waiting up to timeout_s for a first one). Returns (version, buffer).
   std::pair<std::uint64_t, int> pin(double timeout_s) {
-    check_open();
+    const auto seg = live();  // held for the whole call, waits included
     const int pid = static_cast<int>(::getpid());
     if (slot_ >= 0 && slot_pid_ != pid) slot_ = -1;  // a forked child: the slot is its parent's
     if (slot_ < 0) {
@@ -148,13 +159,16 @@ class ParamsHandle {
       slot_pid_ = pid;
     }
     if (store_.pinned(slot_) >= 0)
-      throw InvalidArgument("this ParamStore handle already holds a pin; unpin it first (one handle per thread)");
-    params::Pin p = store_.pin(slot_);
+      throw BusyError("this ParamStore handle already holds a pin; unpin it first (one handle per thread)");
+    const int slot = slot_;
+    params::Pin p = store_.pin(slot);
     if (p.version == 0) {
-      store_.unpin(slot_);
+      store_.unpin(slot);
       if (!wait_until([&] { return store_.version() != 0; }, timeout_s))
         throw Timeout("no parameters were published to '" + name_ + "' within " + std::to_string(timeout_s) + " s");
-      p = store_.pin(slot_);
+      // close() ran in another thread during the wait and released the slot: pin nothing.
+      if (!seg_ || slot_ != slot) throw InvalidArgument("ParamStore '" + name_ + "' was closed while pin() waited");
+      p = store_.pin(slot);
     }
     return {p.version, p.buffer};
   }
@@ -176,31 +190,25 @@ class ParamsHandle {
   py::dict stats() const {
     check_open();
     const params::Stats s = store_.stats();
-    py::dict d;
-    d["version"] = s.version;
-    d["published"] = s.published;
-    d["skipped_no_buffer"] = s.skipped_no_buffer;
-    d["skipped_writer_busy"] = s.skipped_writer_busy;
-    d["reclaimed_readers"] = s.reclaimed_readers;
-    d["reclaimed_writers"] = s.reclaimed_writers;
-    return d;
+    return py::dict(
+        "version"_a = s.version,
+        "published"_a = s.published,
+        "skipped_no_buffer"_a = s.skipped_no_buffer,
+        "skipped_writer_busy"_a = s.skipped_writer_busy,
+        "reclaimed_readers"_a = s.reclaimed_readers,
+        "reclaimed_writers"_a = s.reclaimed_writers);
   }
 
  private:
-  ParamsHandle(std::shared_ptr<shm::Segment> seg, ParamStore store) : seg_(std::move(seg)), name_(seg_->name()), store_(store) {}
+  ParamsHandle(SegmentPtr seg, ParamStore store) : SegmentHandle(std::move(seg), "ParamStore"), store_(store) {}
 
   bool owns_slot() const { return slot_ >= 0 && slot_pid_ == static_cast<int>(::getpid()); }
 
-  void check_open() const {
-    if (!seg_) throw InvalidArgument("ParamStore '" + name_ + "' is closed");
-  }
   void check_buffer(int b) const {
     if (b < 0 || b >= static_cast<int>(store_.layout().buffers))
       throw OutOfRange("buffer " + std::to_string(b) + " out of range [0, " + std::to_string(store_.layout().buffers) + ")");
   }
 
-  std::shared_ptr<shm::Segment> seg_;
-  std::string name_;
   ParamStore store_;
   int slot_ = -1;
   int slot_pid_ = 0;  // the process that acquired slot_

@@ -5,9 +5,15 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include <pthread.h>
+
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -16,6 +22,8 @@
 
 #include "bindings/bindings.h"
 #include "bindings/numpy_util.h"
+#include "bindings/segment_handle.h"
+#include "params/param_store.h"
 #include "replay/ring.h"
 #include "shm/segment.h"
 
@@ -26,11 +34,36 @@ namespace {
 using replay::Params;
 using replay::Ring;
 
-// add() releases the GIL only for frames of 64 KiB and more. For the 7 KB Atari frame the copy takes
-// about half a microsecond, and a release + re-acquire bought nothing measurable (single process,
-// 50,000 adds, best of 5: 453k adds/s holding the GIL, 456k-467k releasing it, within noise), while
-// holding it keeps the call free of two extra atomic handoffs when other Python threads are waiting.
+// add() releases the GIL only for frames of 64 KiB and more: a smaller copy is shorter than the release
+// and re-acquire it would save (docs/design/replay.md, "The GIL in add").
 constexpr std::size_t kAddReleaseGilBytes = 64 * 1024;
+
+// The mapped segment and the ring view over it, shared by the handle and by every call in flight:
+// close() drops the handle's reference, and the memory is unmapped when the last call using it
+// (a GIL-free sample in another thread) returns.
+struct ReplayState {
+  shm::Segment seg;
+  Ring ring;
+  ReplayState(shm::Segment s, const Params& p) : seg(std::move(s)), ring(seg.payload(), seg.payload_size(), p) {}
+};
+using StatePtr = std::shared_ptr<ReplayState>;
+
+// This process's writer token (params::self_token(): pid and start time), recomputed after fork()
+// without a system call per add (the fork generation is bumped in the child by pthread_atfork).
+std::atomic<std::uint32_t> g_fork_generation{0};
+std::uint64_t writer_token(std::uint64_t& cached, std::uint32_t& generation) {
+  static const int registered = [] {
+    pthread_atfork(nullptr, nullptr, [] { g_fork_generation.fetch_add(1, std::memory_order_relaxed); });  // relaxed: one process's counter
+    return 0;
+  }();
+  (void)registered;
+  const std::uint32_t g = g_fork_generation.load(std::memory_order_relaxed);  // relaxed: as above
+  if (cached == 0 || generation != g) {
+    cached = params::self_token();
+    generation = g;
+  }
+  return cached;
+}
 
 class ReplayHandle {
  public:
@@ -41,54 +74,64 @@ class ReplayHandle {
     const std::string dstr = py::str(dtype.attr("str")).cast<std::string>();
     const Params p = replay::make_params(capacity, streams, frame_stack, n_step, gamma, shape,
                                          static_cast<std::uint64_t>(dtype.itemsize()), dstr);
-    auto seg = std::make_shared<shm::Segment>(
-        shm::Segment::create(name, shm::Kind::kReplay, replay::kLayoutVersion, &p, sizeof p, p.total_bytes));
-    seg->mark_ready();  // the zeroed payload is an empty ring
-    return std::unique_ptr<ReplayHandle>(new ReplayHandle(std::move(seg), p));
+    shm::Segment seg = shm::Segment::create(name, shm::Kind::kReplay, replay::kLayoutVersion, &p, sizeof p, p.total_bytes);
+    shm::UnlinkOnThrow guard(seg.name());
+    seg.mark_ready();  // the zeroed payload is an empty ring
+    auto h = std::unique_ptr<ReplayHandle>(new ReplayHandle(std::move(seg), p));
+    guard.release();
+    return h;
   }
 
   static std::unique_ptr<ReplayHandle> attach(const std::string& name) {
-    auto seg = std::make_shared<shm::Segment>(shm::Segment::attach(name, shm::Kind::kReplay, replay::kLayoutVersion));
-    const Params p = seg->params<Params>();
-    if (p.total_bytes > seg->payload_size())
-      throw LayoutMismatch("segment '" + seg->name() + "' is too small for the replay layout its header describes");
+    shm::Segment seg = shm::Segment::attach(name, shm::Kind::kReplay, replay::kLayoutVersion);
+    const Params p = seg.params<Params>();
+    if (std::memchr(p.dtype, 0, sizeof p.dtype) == nullptr)
+      throw LayoutMismatch("segment '" + seg.name() + "' has a corrupt replay layout: its dtype string is not terminated");
+    std::uint64_t itemsize;
+    try {
+      itemsize = static_cast<std::uint64_t>(py::dtype(std::string(p.dtype)).itemsize());
+    } catch (const py::error_already_set&) {
+      throw LayoutMismatch("segment '" + seg.name() + "' has a corrupt replay layout: dtype '" + std::string(p.dtype) +
+                           "' is not a numpy dtype");
+    }
+    try {
+      replay::check_params(p, seg.payload_size(), itemsize);
+    } catch (const LayoutMismatch& e) {
+      throw LayoutMismatch("segment '" + seg.name() + "': " + e.what());
+    }
     return std::unique_ptr<ReplayHandle>(new ReplayHandle(std::move(seg), p));
   }
 
-  const Ring& ring() const {
-    if (!ring_) throw InvalidArgument("ReplayBuffer '" + name_ + "' is closed");
-    return *ring_;
-  }
-  Ring& ring() {
-    if (!ring_) throw InvalidArgument("ReplayBuffer '" + name_ + "' is closed");
-    return *ring_;
-  }
-
-  void add(std::int64_t stream, const py::array& obs, std::int64_t action, float reward, bool terminated, bool truncated,
-           const py::object& next_obs, bool was_default, std::int32_t delay) {
-    Ring& r = ring();
+  void add(std::int64_t stream, const py::array& obs, std::int64_t action, double reward, bool terminated, bool truncated,
+           const py::object& next_obs, bool was_default, std::int32_t delay, bool episode_start) {
+    const StatePtr st = live();
     check_stream(stream);
     check_frame("obs", obs);
+    const float r = check_reward(reward);
+    Ring::check_step(action, r, delay);
     const void* next_ptr = nullptr;
     py::array next_arr;
     if (!next_obs.is_none()) {
-      next_arr = py::array::ensure(next_obs);
-      if (!next_arr) throw InvalidArgument("next_obs must be an array or None");
+      if (!py::isinstance<py::array>(next_obs)) throw InvalidArgument("next_obs must be a numpy array or None");
+      next_arr = py::reinterpret_borrow<py::array>(next_obs);
       check_frame("next_obs", next_arr);
       next_ptr = next_arr.data();
     }
+    const std::uint64_t token = writer_token(token_, token_generation_);
     if (p_.frame_bytes >= kAddReleaseGilBytes) {
       py::gil_scoped_release nogil;
-      r.add(static_cast<std::uint32_t>(stream), obs.data(), action, reward, terminated, truncated, next_ptr, was_default, delay);
+      st->ring.add(static_cast<std::uint32_t>(stream), obs.data(), action, r, terminated, truncated, next_ptr, was_default,
+                   delay, token, episode_start);
     } else {
-      r.add(static_cast<std::uint32_t>(stream), obs.data(), action, reward, terminated, truncated, next_ptr, was_default, delay);
+      st->ring.add(static_cast<std::uint32_t>(stream), obs.data(), action, r, terminated, truncated, next_ptr, was_default,
+                   delay, token, episode_start);
     }
   }
 
   void add_batch(const py::array& obs, const py::array& action, const py::array& reward, const py::array& terminated,
                  const py::array& truncated, const py::object& next_obs, const py::array& was_default,
-                 const py::array& delay) {
-    Ring& r = ring();
+                 const py::array& delay, const py::array& episode_start) {
+    const StatePtr st = live();
     const std::int64_t n = p_.streams;
     check_batch_frames("obs", obs, n);
     check_vec("action", action, n, py::dtype::of<std::int64_t>());
@@ -97,36 +140,46 @@ class ReplayHandle {
     check_vec("truncated", truncated, n, py::dtype::of<bool>());
     check_vec("was_default", was_default, n, py::dtype::of<bool>());
     check_vec("delay", delay, n, py::dtype::of<std::int32_t>());
+    check_vec("episode_start", episode_start, n, py::dtype::of<bool>());
     const auto* term = static_cast<const bool*>(terminated.data());
     const auto* trunc = static_cast<const bool*>(truncated.data());
     const std::uint8_t* next_base = nullptr;
     py::array next_arr;
     if (!next_obs.is_none()) {
-      next_arr = py::array::ensure(next_obs);
-      if (!next_arr) throw InvalidArgument("next_obs must be an array or None");
+      if (!py::isinstance<py::array>(next_obs)) throw InvalidArgument("next_obs must be a numpy array or None");
+      next_arr = py::reinterpret_borrow<py::array>(next_obs);
       check_batch_frames("next_obs", next_arr, n);
       next_base = static_cast<const std::uint8_t*>(next_arr.data());
     }
-    for (std::int64_t i = 0; i < n; ++i)
-      if ((term[i] || trunc[i]) && next_base == nullptr)
-        throw InvalidArgument("next_obs is required when any stream is terminated or truncated (stream " +
-                              std::to_string(i) + " is)");
-    const auto* o = static_cast<const std::uint8_t*>(obs.data());
     const auto* a = static_cast<const std::int64_t*>(action.data());
     const auto* rw = static_cast<const float*>(reward.data());
     const auto* wd = static_cast<const bool*>(was_default.data());
     const auto* dl = static_cast<const std::int32_t*>(delay.data());
+    const auto* es = static_cast<const bool*>(episode_start.data());
+    // Every row is checked before any is written: a bad row leaves the buffer as it was.
+    for (std::int64_t i = 0; i < n; ++i) {
+      if ((term[i] || trunc[i]) && next_base == nullptr)
+        throw InvalidArgument("next_obs is required when any stream is terminated or truncated (stream " +
+                              std::to_string(i) + " is)");
+      try {
+        Ring::check_step(a[i], rw[i], dl[i]);
+      } catch (const InvalidArgument& e) {
+        throw InvalidArgument(std::string(e.what()) + " (stream " + std::to_string(i) + ")");
+      }
+    }
+    const auto* o = static_cast<const std::uint8_t*>(obs.data());
     const std::size_t fb = p_.frame_bytes;
+    const std::uint64_t token = writer_token(token_, token_generation_);
     py::gil_scoped_release nogil;
     for (std::int64_t i = 0; i < n; ++i)
-      r.add(static_cast<std::uint32_t>(i), o + i * fb, a[i], rw[i], term[i], trunc[i],
-            next_base ? next_base + i * fb : nullptr, wd[i], dl[i]);
+      st->ring.add(static_cast<std::uint32_t>(i), o + i * fb, a[i], rw[i], term[i], trunc[i],
+                   next_base ? next_base + i * fb : nullptr, wd[i], dl[i], token, es[i]);
   }
 
   void sample(const py::array& obs, const py::array& next_obs, const py::array& action, const py::array& reward,
               const py::array& done, const py::array& discount, const py::array& was_default, const py::array& delay,
               const py::array& index) {
-    const Ring& r = ring();
+    const StatePtr st = live();  // held until the GIL-free copy below is done: close() cannot unmap under it
     if (action.ndim() != 1) throw InvalidArgument("out.action must be one-dimensional");
     const std::int64_t b = action.shape(0);
     check_batch_stacks("out.obs", obs, b);
@@ -149,44 +202,58 @@ class ReplayHandle {
                           static_cast<std::int32_t*>(const_cast<void*>(delay.data())),
                           static_cast<std::int64_t*>(const_cast<void*>(index.data()))};
     if (busy_.exchange(true, std::memory_order_acquire))  // acquire: pairs with the release below
-      throw InvalidArgument("ReplayBuffer '" + name_ +
-                            "': sample() called from two threads at once on one handle; attach one handle per thread");
+      throw BusyError("ReplayBuffer '" + name_ +
+                      "': sample() called from two threads at once on one handle; attach one handle per thread");
     struct Unbusy {
       std::atomic<bool>& b;
       ~Unbusy() { b.store(false, std::memory_order_release); }  // release: our RNG updates precede the next sampler
     } unbusy{busy_};
     py::gil_scoped_release nogil;
-    r.sample(static_cast<std::size_t>(b), out, rng_, scratch_);
+    st->ring.sample(static_cast<std::size_t>(b), out, rng_, scratch_);
   }
 
   void seed(std::uint64_t s) { rng_.reseed(s); }
-  std::uint64_t size() const { return ring().size(); }
+  std::uint64_t size() const { return live()->ring.size(); }
   std::uint64_t head(std::int64_t stream) const {
+    const StatePtr st = live();
     check_stream(stream);
-    return ring().head(static_cast<std::uint32_t>(stream));
+    return st->ring.head(static_cast<std::uint32_t>(stream));
   }
   std::uint64_t collisions() const { return scratch_.collisions; }
-  void close() {
-    ring_.reset();
-    seg_.reset();
-  }
-  bool closed() const { return !ring_; }
+  // Drops this handle's reference; a call in flight in another thread keeps the mapping until it returns.
+  void close() { state_.reset(); }
+  bool closed() const { return !state_; }
+  const std::string& name() const { return name_; }
 
   const Params& params() const { return p_; }
-  const std::string& name() const { return name_; }
   std::vector<std::int64_t> obs_shape() const { return frame_shape_; }
-  std::uint64_t segment_bytes() const { return seg_ ? seg_->header().total_size : 0; }
+  std::uint64_t segment_bytes() const { return state_ ? state_->seg.header().total_size : 0; }
 
  private:
-  ReplayHandle(std::shared_ptr<shm::Segment> seg, const Params& p)
-      : seg_(std::move(seg)), p_(p), name_(seg_->name()), dtype_(py::dtype::from_args(py::str(std::string(p.dtype)))) {
-    ring_.emplace(seg_->payload(), seg_->payload_size(), p_);
+  ReplayHandle(shm::Segment seg, const Params& p)
+      : p_(p), name_(seg.name()), dtype_(py::dtype::from_args(py::str(std::string(p.dtype)))) {
+    state_ = std::make_shared<ReplayState>(std::move(seg), p_);
     frame_shape_.assign(p_.shape, p_.shape + p_.ndim);
     stack_tail_ = frame_shape_;
     stack_tail_.insert(stack_tail_.begin(), p_.frame_stack);
     scratch_.resize(p_.streams);
     rng_.reseed(static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
                 (static_cast<std::uint64_t>(getpid()) << 32) ^ reinterpret_cast<std::uintptr_t>(this));
+  }
+
+  StatePtr live() const {
+    if (!state_) throw ClosedError("ReplayBuffer '" + name_ + "' is closed");
+    return state_;
+  }
+
+  // A reward as float32: finite and within float32's range (a larger double would become inf).
+  static float check_reward(double reward) {
+    if (std::isfinite(reward) && std::fabs(reward) <= static_cast<double>(std::numeric_limits<float>::max()))
+      return static_cast<float>(reward);
+    char text[32];
+    std::snprintf(text, sizeof text, "%g", reward);
+    if (!std::isfinite(reward)) throw InvalidArgument(std::string("reward must be finite, got ") + text);
+    throw InvalidArgument(std::string("reward must fit a float32 (|reward| <= 3.4e38), got ") + text);
   }
 
   void check_stream(std::int64_t stream) const {
@@ -230,11 +297,12 @@ class ReplayHandle {
     check_array(what, a, std::array<std::int64_t, 1>{n}, dt, writeable);
   }
 
-  std::shared_ptr<shm::Segment> seg_;
+  StatePtr state_;
   Params p_;
   std::string name_;
   py::dtype dtype_;
-  std::optional<Ring> ring_;
+  std::uint64_t token_ = 0;            // writer_token() cache
+  std::uint32_t token_generation_ = 0;
   std::vector<std::int64_t> frame_shape_, stack_tail_;
   replay::Rng rng_;
   replay::SampleScratch scratch_;
@@ -249,9 +317,11 @@ void bind_replay(py::module_& m) {
                   py::arg("dtype"), py::arg("frame_stack"), py::arg("streams"), py::arg("n_step"), py::arg("gamma"))
       .def_static("attach", &ReplayHandle::attach, py::arg("name"))
       .def("add", &ReplayHandle::add, py::arg("stream"), py::arg("obs"), py::arg("action"), py::arg("reward"),
-           py::arg("terminated"), py::arg("truncated"), py::arg("next_obs"), py::arg("was_default"), py::arg("delay"))
+           py::arg("terminated"), py::arg("truncated"), py::arg("next_obs"), py::arg("was_default"), py::arg("delay"),
+           py::arg("episode_start") = false)
       .def("add_batch", &ReplayHandle::add_batch, py::arg("obs"), py::arg("action"), py::arg("reward"),
-           py::arg("terminated"), py::arg("truncated"), py::arg("next_obs"), py::arg("was_default"), py::arg("delay"))
+           py::arg("terminated"), py::arg("truncated"), py::arg("next_obs"), py::arg("was_default"), py::arg("delay"),
+           py::arg("episode_start"))
       .def("sample", &ReplayHandle::sample, py::arg("obs"), py::arg("next_obs"), py::arg("action"), py::arg("reward"),
            py::arg("done"), py::arg("discount"), py::arg("was_default"), py::arg("delay"), py::arg("index"))
       .def("seed", &ReplayHandle::seed, py::arg("seed"))
@@ -262,7 +332,6 @@ void bind_replay(py::module_& m) {
       .def_property_readonly("closed", &ReplayHandle::closed)
       .def_property_readonly("name", &ReplayHandle::name)
       .def_property_readonly("capacity", [](const ReplayHandle& h) { return h.params().capacity; })
-      .def_property_readonly("slots_per_stream", [](const ReplayHandle& h) { return h.params().slots_per_stream; })
       .def_property_readonly("obs_shape", &ReplayHandle::obs_shape)
       .def_property_readonly("dtype", [](const ReplayHandle& h) { return std::string(h.params().dtype); })
       .def_property_readonly("frame_stack", [](const ReplayHandle& h) { return h.params().frame_stack; })
@@ -270,7 +339,6 @@ void bind_replay(py::module_& m) {
       .def_property_readonly("n_step", [](const ReplayHandle& h) { return h.params().n_step; })
       .def_property_readonly("gamma", [](const ReplayHandle& h) { return h.params().gamma; })
       .def_property_readonly("frame_bytes", [](const ReplayHandle& h) { return h.params().frame_bytes; })
-      .def_property_readonly("frame_stride", [](const ReplayHandle& h) { return h.params().frame_stride; })
       .def_property_readonly("segment_bytes", &ReplayHandle::segment_bytes)
       .def_property_readonly_static("layout_version", [](py::object) { return replay::kLayoutVersion; });
 }

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "bindings/bindings.h"
+#include "bindings/segment_handle.h"
 #include "bindings/wait_util.h"
 #include "common/errors.h"
 #include "sched/clock.h"
@@ -25,11 +26,13 @@ namespace {
 
 using shm::Kind;
 using shm::Segment;
-using SegmentPtr = std::shared_ptr<Segment>;
 
 // ---- StaggerSchedule -----------------------------------------------------------------------------
 
-class ScheduleHandle {
+// A schedule wait is over when the moment came or the schedule was stopped.
+bool came(sched::WaitResult r) { return r != sched::WaitResult::kTimeout; }
+
+class ScheduleHandle : public SegmentHandle {
  public:
   static std::unique_ptr<ScheduleHandle> create(const std::string& name, std::int64_t n_workers, std::int64_t tau_seed_ns,
                                                 std::uint32_t mode, std::int64_t window, std::int64_t heartbeat_timeout_ns,
@@ -48,12 +51,22 @@ class ScheduleHandle {
     sched::StaggerSchedule::validate(p);
     auto seg = std::make_shared<Segment>(Segment::create(name, Kind::kSchedule, sched::StaggerSchedule::kLayoutVersion, &p,
                                                          sizeof p, sched::StaggerSchedule::bytes_needed(p)));
+    shm::UnlinkOnThrow guard(seg->name());
     auto h = std::unique_ptr<ScheduleHandle>(new ScheduleHandle(std::move(seg), true));
     h->seg_->mark_ready();
+    guard.release();
     return h;
   }
   static std::unique_ptr<ScheduleHandle> attach(const std::string& name) {
     auto seg = std::make_shared<Segment>(Segment::attach(name, Kind::kSchedule, sched::StaggerSchedule::kLayoutVersion));
+    const auto p = seg->params<sched::StaggerParams>();
+    try {
+      sched::StaggerSchedule::validate(p);
+    } catch (const InvalidArgument& e) {
+      throw LayoutMismatch("StaggerSchedule '" + seg->name() + "' has a corrupt layout: " + e.what());
+    }
+    if (sched::StaggerSchedule::bytes_needed(p) > seg->payload_size())
+      throw LayoutMismatch("StaggerSchedule '" + seg->name() + "' has a corrupt layout: it needs more bytes than the segment has");
     return std::unique_ptr<ScheduleHandle>(new ScheduleHandle(std::move(seg), false));
   }
 
@@ -76,21 +89,14 @@ class ScheduleHandle {
   // True when the turn came, False when the schedule was stopped; TimeoutError past the timeout.
   bool wait_turn(int w, std::int64_t timeout_ns, std::int64_t spin_ns) {
     auto seg = live();
-    const std::int64_t deadline = deadline_after_ns(timeout_ns);
-    for (;;) {
-      sched::WaitResult r;
-      {
-        py::gil_scoped_release nogil;
-        r = s_->wait_turn(w, slice_end(deadline), spin_ns);
-      }
-      if (r == sched::WaitResult::kReady) return true;
-      if (r == sched::WaitResult::kStopped) return false;
-      if (clock::now_ns() >= deadline)
-        throw Timeout("worker " + std::to_string(w) + "'s turn did not come within the timeout (it starts in " +
-                      std::to_string(clock::to_sec(s_->poll_turn(w, clock::now_ns()) - clock::now_ns())) +
-                      " s; pass a timeout longer than tau_max = " + std::to_string(clock::to_sec(s_->tau_max_ns())) + " s)");
-      check_signals();
-    }
+    const auto s = s_;  // the view stays alive for the whole wait, whatever close() does
+    const auto r = wait_in_slices(
+        deadline_after_ns(timeout_ns), [&](std::int64_t end) { return s->wait_turn(w, end, spin_ns); }, came, [&] {
+          return "worker " + std::to_string(w) + "'s turn did not come within the timeout (it starts in " +
+                 std::to_string(clock::to_sec(s->poll_turn(w, clock::now_ns()) - clock::now_ns())) +
+                 " s; pass a timeout longer than tau_max = " + std::to_string(clock::to_sec(s->tau_max_ns())) + " s)";
+        });
+    return r == sched::WaitResult::kReady;
   }
   std::int64_t report(int w, std::int64_t duration_ns) {
     auto seg = live();
@@ -100,20 +106,13 @@ class ScheduleHandle {
   }
   bool wait_publish(int w, std::int64_t timeout_ns, std::int64_t spin_ns) {
     auto seg = live();
-    const std::int64_t deadline = deadline_after_ns(timeout_ns);
-    for (;;) {
-      sched::WaitResult r;
-      {
-        py::gil_scoped_release nogil;
-        r = s_->wait_publish(w, slice_end(deadline), spin_ns);
-      }
-      if (r == sched::WaitResult::kReady) return true;
-      if (r == sched::WaitResult::kStopped) return false;
-      if (clock::now_ns() >= deadline)
-        throw Timeout("worker " + std::to_string(w) + " may publish only in " +
-                      std::to_string(clock::to_sec(s_->publish_at(w) - clock::now_ns())) + " s, past the timeout");
-      check_signals();
-    }
+    const auto s = s_;  // the view stays alive for the whole wait, whatever close() does
+    const auto r = wait_in_slices(
+        deadline_after_ns(timeout_ns), [&](std::int64_t end) { return s->wait_publish(w, end, spin_ns); }, came, [&] {
+          return "worker " + std::to_string(w) + " may publish only in " +
+                 std::to_string(clock::to_sec(s->publish_at(w) - clock::now_ns())) + " s, past the timeout";
+        });
+    return r == sched::WaitResult::kReady;
   }
   std::int64_t poll_turn(int w) {
     auto seg = live();
@@ -142,30 +141,23 @@ class ScheduleHandle {
   std::uint32_t pushback() const { return p_.pushback; }
   std::uint32_t tau_window() const { return p_.tau_window; }
   std::int64_t heartbeat_timeout_ns() const { return p_.heartbeat_timeout_ns; }
-  std::int64_t tau_seed_ns() const { return p_.tau_seed_ns; }
-  std::string name() const { return name_; }
   void close() {
     s_.reset();
-    seg_.reset();
+    SegmentHandle::close();
   }
 
  private:
-  ScheduleHandle(SegmentPtr seg, bool init) : seg_(std::move(seg)), name_(seg_->name()), p_(seg_->params<sched::StaggerParams>()) {
-    s_ = std::make_unique<sched::StaggerSchedule>(seg_->payload(), seg_->payload_size(), p_, init);
+  ScheduleHandle(SegmentPtr seg, bool init)
+      : SegmentHandle(std::move(seg), "StaggerSchedule"), p_(seg_->params<sched::StaggerParams>()) {
+    s_ = std::make_shared<sched::StaggerSchedule>(seg_->payload(), seg_->payload_size(), p_, init);
   }
-  SegmentPtr live() const {
-    if (!seg_) throw InvalidArgument("StaggerSchedule '" + name_ + "' is closed");
-    return seg_;
-  }
-  SegmentPtr seg_;
-  std::string name_;
   sched::StaggerParams p_;
-  std::unique_ptr<sched::StaggerSchedule> s_;
+  std::shared_ptr<sched::StaggerSchedule> s_;  // views seg_'s memory: a call copies both before releasing the GIL
 };
 
 // ---- Turnstile -----------------------------------------------------------------------------------
 
-class TurnstileHandle {
+class TurnstileHandle : public SegmentHandle {
  public:
   static std::unique_ptr<TurnstileHandle> create(const std::string& name, std::int64_t n_learners, std::int64_t heartbeat_timeout_ns) {
     if (n_learners < 1 || n_learners > sched::Turnstile::kMaxLearners)
@@ -175,12 +167,22 @@ class TurnstileHandle {
     sched::Turnstile::validate(p);
     auto seg = std::make_shared<Segment>(Segment::create(name, Kind::kTurnstile, sched::Turnstile::kLayoutVersion, &p,
                                                          sizeof p, sched::Turnstile::bytes_needed(p)));
+    shm::UnlinkOnThrow guard(seg->name());
     auto h = std::unique_ptr<TurnstileHandle>(new TurnstileHandle(std::move(seg), true));
     h->seg_->mark_ready();
+    guard.release();
     return h;
   }
   static std::unique_ptr<TurnstileHandle> attach(const std::string& name) {
     auto seg = std::make_shared<Segment>(Segment::attach(name, Kind::kTurnstile, sched::Turnstile::kLayoutVersion));
+    const auto p = seg->params<sched::TurnstileParams>();
+    try {
+      sched::Turnstile::validate(p);
+    } catch (const InvalidArgument& e) {
+      throw LayoutMismatch("Turnstile '" + seg->name() + "' has a corrupt layout: " + e.what());
+    }
+    if (sched::Turnstile::bytes_needed(p) > seg->payload_size())
+      throw LayoutMismatch("Turnstile '" + seg->name() + "' has a corrupt layout: it needs more bytes than the segment has");
     return std::unique_ptr<TurnstileHandle>(new TurnstileHandle(std::move(seg), false));
   }
 
@@ -192,25 +194,19 @@ class TurnstileHandle {
   // The turn number; -1 when the turnstile was stopped; TimeoutError past the timeout.
   std::int64_t wait_turn(int j, std::int64_t timeout_ns) {
     auto seg = live();
-    const std::int64_t deadline = deadline_after_ns(timeout_ns);
-    for (;;) {
-      std::int64_t u;
-      {
-        py::gil_scoped_release nogil;
-        u = t_->wait_turn(j, slice_end(deadline));
-      }
-      if (u >= 0) return u;
-      if (u == -2) return -1;
-      if (clock::now_ns() >= deadline) {
-        const int h = t_->holder();
-        std::string who = h < 0 ? std::string("nobody") : "learner " + std::to_string(h);
-        if (h >= 0)
-          who += " (last heartbeat " + std::to_string(clock::to_sec(clock::now_ns() - t_->last_heartbeat_ns(h))) + " s ago)";
-        throw Timeout("learner " + std::to_string(j) + " timed out waiting for its turn: turn " + std::to_string(t_->turn()) +
-                      " is held by " + who + "; a holder is skipped once silent for heartbeat_timeout");
-      }
-      check_signals();
-    }
+    const auto t = t_;  // the view stays alive for the whole wait, whatever close() does
+    const std::int64_t u = wait_in_slices(
+        deadline_after_ns(timeout_ns), [&](std::int64_t end) { return t->wait_turn(j, end); },
+        [](std::int64_t v) { return v >= 0 || v == -2; },  // -2: stopped
+        [&] {
+          const int h = t->holder();
+          std::string who = h < 0 ? std::string("nobody") : "learner " + std::to_string(h);
+          if (h >= 0)
+            who += " (last heartbeat " + std::to_string(clock::to_sec(clock::now_ns() - t->last_heartbeat_ns(h))) + " s ago)";
+          return "learner " + std::to_string(j) + " timed out waiting for its turn: turn " + std::to_string(t->turn()) +
+                 " is held by " + who + "; a holder is skipped once silent for heartbeat_timeout";
+        });
+    return u == -2 ? -1 : u;
   }
   std::int64_t turn() { return (live(), t_->turn()); }
   int holder() { return (live(), t_->holder()); }
@@ -222,33 +218,26 @@ class TurnstileHandle {
   bool stopped() { return (live(), t_->stopped()); }
   int n_learners() const { return static_cast<int>(p_.n_learners); }
   std::int64_t heartbeat_timeout_ns() const { return p_.heartbeat_timeout_ns; }
-  std::string name() const { return name_; }
   void close() {
     t_.reset();
-    seg_.reset();
+    SegmentHandle::close();
   }
 
  private:
-  TurnstileHandle(SegmentPtr seg, bool init) : seg_(std::move(seg)), name_(seg_->name()), p_(seg_->params<sched::TurnstileParams>()) {
-    t_ = std::make_unique<sched::Turnstile>(seg_->payload(), seg_->payload_size(), p_, init);
+  TurnstileHandle(SegmentPtr seg, bool init)
+      : SegmentHandle(std::move(seg), "Turnstile"), p_(seg_->params<sched::TurnstileParams>()) {
+    t_ = std::make_shared<sched::Turnstile>(seg_->payload(), seg_->payload_size(), p_, init);
   }
-  SegmentPtr live() const {
-    if (!seg_) throw InvalidArgument("Turnstile '" + name_ + "' is closed");
-    return seg_;
-  }
-  SegmentPtr seg_;
-  std::string name_;
   sched::TurnstileParams p_;
-  std::unique_ptr<sched::Turnstile> t_;
+  std::shared_ptr<sched::Turnstile> t_;  // views seg_'s memory: a wait copies both before releasing the GIL
 };
 
 py::dict stats_dict(const sched::SimStats& s) {
-  py::dict d;
-  d["mean"] = s.mean;
-  d["std"] = s.std;
-  d["p99"] = s.p99;
-  d["max"] = s.max;
-  return d;
+  return py::dict(
+      "mean"_a = s.mean,
+      "std"_a = s.std,
+      "p99"_a = s.p99,
+      "max"_a = s.max);
 }
 
 py::dict simulate(std::int64_t tau_m_ns, std::int64_t tau_theta_ns, int workers, int mode, std::int64_t steps, std::uint64_t seed,
@@ -279,25 +268,24 @@ py::dict simulate(std::int64_t tau_m_ns, std::int64_t tau_theta_ns, int workers,
     py::gil_scoped_release nogil;
     r = sched::simulate(c);
   }
-  py::dict d;
-  d["steps"] = r.steps;
-  d["inaction_steps"] = r.inaction_steps;
-  d["inaction_fraction"] = r.inaction_fraction;
-  d["late_inaction_fraction"] = r.late_inaction_fraction;
-  d["posted"] = r.posted;
-  d["applied"] = r.applied;
-  d["wasted"] = r.wasted;
-  d["action_interval"] = stats_dict(r.action_interval);
-  d["delay"] = stats_dict(r.delay);
-  d["applied_gap"] = stats_dict(r.applied_gap);
-  d["tau_max_final"] = r.tau_max_final;
-  d["mean_tau_final"] = r.mean_tau_final;
-  d["target_interval"] = r.target_interval;
-  d["pushbacks"] = r.pushbacks;
-  d["restaggers"] = r.restaggers;
-  d["stalls"] = r.stalls;
-  d["sim_seconds"] = r.sim_seconds;
-  return d;
+  return py::dict(
+      "steps"_a = r.steps,
+      "inaction_steps"_a = r.inaction_steps,
+      "inaction_fraction"_a = r.inaction_fraction,
+      "late_inaction_fraction"_a = r.late_inaction_fraction,
+      "posted"_a = r.posted,
+      "applied"_a = r.applied,
+      "wasted"_a = r.wasted,
+      "action_interval"_a = stats_dict(r.action_interval),
+      "delay"_a = stats_dict(r.delay),
+      "applied_gap"_a = stats_dict(r.applied_gap),
+      "tau_max_final"_a = r.tau_max_final,
+      "mean_tau_final"_a = r.mean_tau_final,
+      "target_interval"_a = r.target_interval,
+      "pushbacks"_a = r.pushbacks,
+      "restaggers"_a = r.restaggers,
+      "stalls"_a = r.stalls,
+      "sim_seconds"_a = r.sim_seconds);
 }
 
 }  // namespace
@@ -339,7 +327,6 @@ void bind_sched(py::module_& m) {
       .def_property_readonly("tau_window", &ScheduleHandle::tau_window)
       .def_property_readonly_static("MAX_TAU_WINDOW", [](py::object) { return sched::StaggerSchedule::kMaxTauWindow; })
       .def_property_readonly("heartbeat_timeout_ns", &ScheduleHandle::heartbeat_timeout_ns)
-      .def_property_readonly("tau_seed_ns", &ScheduleHandle::tau_seed_ns)
       .def_property_readonly("name", &ScheduleHandle::name)
       .def("close", &ScheduleHandle::close);
 

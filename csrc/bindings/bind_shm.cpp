@@ -8,7 +8,6 @@ void bind_shm(py::module_& m) {
   m.def("unlink_segment", &shm::Segment::unlink_name, py::arg("name"),
         "Remove a segment's name (no error if already gone). Mappings stay valid until closed.");
   m.def("check_segment_name", &shm::check_name, py::arg("name"), "Validate and normalise a segment name.");
-  m.def("segment_header_size", []() { return shm::kHeaderSize; });
 }
 
 }  // namespace rtcore::bindings

@@ -65,7 +65,6 @@ void bind_timer(py::module_& m) {
            py::arg("period_ns"), py::arg("spin_ns"), py::arg("start_ns"), py::arg("handoff_ns") = 0)
       .def("complete", &PeriodicTimer::complete, py::arg("k"), py::arg("now_ns"),
            "Record tick k as reached at now_ns (only for a timer with a hand-off).")
-      .def_property_readonly("handoff_ns", &PeriodicTimer::handoff_ns)
       .def_property_readonly("waiting", &PeriodicTimer::waiting)
       .def(
           "wait",
@@ -76,16 +75,10 @@ void bind_timer(py::module_& m) {
               PeriodicTimer& t;
               ~Unclaim() { t.unclaim(); }
             } unclaim{t};
-            for (;;) {
-              std::int64_t r;
-              {
-                py::gil_scoped_release nogil;
-                r = t.wait_claimed(slice_end(limit));
-              }
-              if (r != PeriodicTimer::kNotYet) return r;
-              if (clock::now_ns() >= limit) throw Timeout("Timer.wait() timed out before the next tick");
-              check_signals();
-            }
+            return wait_in_slices(
+                limit, [&](std::int64_t end) { return t.wait_claimed(end); },
+                [](std::int64_t r) { return r != PeriodicTimer::kNotYet; },
+                [] { return std::string("Timer.wait() timed out before the next tick"); });
           },
           py::arg("timeout") = py::none())
       .def("stop", &PeriodicTimer::stop)
@@ -94,15 +87,14 @@ void bind_timer(py::module_& m) {
       .def("stats",
            [](const PeriodicTimer& t) {
              const auto s = t.stats();
-             py::dict d;
-             d["ticks"] = s.ticks;
-             d["overruns"] = s.overruns;
-             d["late"] = s.late;
-             d["lateness_p50"] = clock::to_sec(s.lateness_p50_ns);
-             d["lateness_p99"] = clock::to_sec(s.lateness_p99_ns);
-             d["lateness_max"] = clock::to_sec(s.lateness_max_ns);
-             d["lateness_mean"] = s.lateness_mean_ns * 1e-9;
-             return d;
+             return py::dict(
+                 "ticks"_a = s.ticks,
+                 "overruns"_a = s.overruns,
+                 "late"_a = s.late,
+                 "lateness_p50"_a = clock::to_sec(s.lateness_p50_ns),
+                 "lateness_p99"_a = clock::to_sec(s.lateness_p99_ns),
+                 "lateness_max"_a = clock::to_sec(s.lateness_max_ns),
+                 "lateness_mean"_a = s.lateness_mean_ns * 1e-9);
            })
       .def("reset_stats", &PeriodicTimer::reset_stats)
       .def_property_readonly("period_ns", &PeriodicTimer::period_ns)

@@ -6,6 +6,7 @@
 namespace rtcore::bindings {
 
 namespace py = pybind11;
+using namespace pybind11::literals;  // "name"_a = value: the stats dicts are built as py::dict("a"_a = x, ...)
 
 void bind_errors(py::module_& m);
 void bind_shm(py::module_& m);

@@ -1,13 +1,6 @@
 // Blocking calls from Python: every wait takes a deadline, releases the GIL in slices of at most
 // kSignalSliceNs, and between slices re-acquires it to run Python's signal handlers, so Ctrl-C raises
-// KeyboardInterrupt in the waiting thread within ~50 ms.
-//
-//   const std::int64_t deadline = deadline_after(timeout);
-//   for (;;) {
-//     { py::gil_scoped_release nogil; if (wait_for_it(slice_end(deadline))) return ...; }
-//     if (clock::now_ns() >= deadline) throw Timeout("... what did not happen within the timeout");
-//     check_signals();
-//   }
+// KeyboardInterrupt in the waiting thread within ~50 ms. wait_in_slices is that loop.
 #pragma once
 
 #include <pybind11/pybind11.h>
@@ -51,6 +44,23 @@ inline std::int64_t slice_end(std::int64_t deadline) {
 // Runs Python's signal handlers (call with the GIL held); an exception they raise propagates.
 inline void check_signals() {
   if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+}
+
+// Calls `step(slice_end)` with the GIL released, slice after slice, until `done(result)` (then returns
+// the result) or `deadline` passes (then throws Timeout(timeout_message()), built with the GIL held).
+// Runs Python's signal handlers between slices.
+template <class Step, class Done, class Message>
+auto wait_in_slices(std::int64_t deadline, Step step, Done done, Message timeout_message) {
+  for (;;) {
+    decltype(step(deadline)) r;
+    {
+      py::gil_scoped_release nogil;
+      r = step(slice_end(deadline));
+    }
+    if (done(r)) return r;
+    if (clock::now_ns() >= deadline) throw Timeout(timeout_message());
+    check_signals();
+  }
 }
 
 }  // namespace rtcore::bindings

@@ -139,9 +139,12 @@ class ActionBoardView {
       r = (c >> 1) & 1;
       if (c & 1) {
         const pid_t owner = static_cast<pid_t>(c >> 32);
-        if (owner == my_pid || owner <= 0 || kill(owner, 0) == 0 || errno != ESRCH)
-          throw InvalidArgument("worker " + std::to_string(worker) + " is already posting (pid " + std::to_string(owner) +
-                                "); each worker id must post from one thread at a time");
+        if (owner == my_pid)  // another thread of this process
+          throw BusyError("worker " + std::to_string(worker) + " is already posting from another thread of this process; "
+                          "each worker id must post from one thread at a time");
+        if (owner <= 0 || kill(owner, 0) == 0 || errno != ESRCH)
+          throw SlotError("worker " + std::to_string(worker) + " is already posting (pid " + std::to_string(owner) +
+                          "); each worker id must post from one thread at a time");
         // The claimer's process is gone and its post will never finish: take the line over, writing the
         // other record, so a record the dead poster may have published stays intact.
         r ^= 1;

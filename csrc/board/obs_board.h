@@ -32,6 +32,7 @@
 #include <type_traits>
 
 #include "board/futex.h"
+#include "common/checked.h"
 #include "common/errors.h"
 #include "common/seqlock.h"
 #include "sched/clock.h"
@@ -41,6 +42,7 @@ namespace rtcore::board {
 class ObsBoardView {
  public:
   static constexpr std::uint32_t kLayoutVersion = 1;
+  static constexpr std::uint32_t kMaxFrameStack = 1024;
 
   struct alignas(kCacheLine) Control {
     alignas(kCacheLine) std::atomic<std::uint64_t> head;     // publish number of the newest complete frame
@@ -60,11 +62,13 @@ class ObsBoardView {
                 "shared atomics must be lock-free");
 
   static std::uint32_t slot_count(std::uint32_t frame_stack) noexcept { return frame_stack < 1 ? 2 : 2 * frame_stack; }
-  static std::size_t frame_stride(std::uint64_t frame_bytes) noexcept {
-    return static_cast<std::size_t>((frame_bytes + kCacheLine - 1) / kCacheLine * kCacheLine);
+  // Frame rows are padded to whole cache lines. Checked: a frame size near 2^64 is refused, not wrapped.
+  static std::size_t frame_stride(std::uint64_t frame_bytes) {
+    return static_cast<std::size_t>(checked_round_up(frame_bytes, kCacheLine, "obs_shape"));
   }
-  static std::size_t bytes_needed(std::uint64_t frame_bytes, std::uint32_t frame_stack) noexcept {
-    return sizeof(Control) + slot_count(frame_stack) * (sizeof(SlotMeta) + frame_stride(frame_bytes));
+  static std::size_t bytes_needed(std::uint64_t frame_bytes, std::uint32_t frame_stack) {
+    const std::uint64_t slot = checked_add(sizeof(SlotMeta), frame_stride(frame_bytes), "obs_shape");
+    return static_cast<std::size_t>(checked_add(sizeof(Control), checked_mul(slot_count(frame_stack), slot, "obs_shape"), "obs_shape"));
   }
 
   // `base` must be 64-byte aligned and zeroed on first use (zeroed memory is an empty board).
@@ -74,7 +78,8 @@ class ObsBoardView {
         stack_(frame_stack),
         slots_(slot_count(frame_stack)),
         stride_(sizeof(SlotMeta) + frame_stride(frame_bytes)) {
-    if (frame_stack < 1) throw InvalidArgument("frame_stack must be >= 1, got " + std::to_string(frame_stack));
+    if (frame_stack < 1 || frame_stack > kMaxFrameStack)
+      throw InvalidArgument("frame_stack must be in [1, " + std::to_string(kMaxFrameStack) + "], got " + std::to_string(frame_stack));
     if (frame_bytes < 1) throw InvalidArgument("a frame must have at least one byte");
     if (reinterpret_cast<std::uintptr_t>(base) % kCacheLine)
       throw InvalidArgument("ObsBoard memory must be 64-byte aligned");

@@ -37,6 +37,28 @@ struct Timeout : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The object's runtime state forbids this call; the arguments may be fine (maps to rtcore.StateError,
+// a RuntimeError). The subclasses say which state.
+struct StateError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// The handle was closed (maps to rtcore.ClosedError).
+struct ClosedError : StateError {
+  using StateError::StateError;
+};
+
+// A slot is taken by a live holder, or the caller no longer holds its slot: dropped from the schedule or
+// turnstile, lost its turn, never joined through this handle (maps to rtcore.SlotError).
+struct SlotError : StateError {
+  using StateError::StateError;
+};
+
+// The handle is in use by another thread or call (maps to rtcore.BusyError).
+struct BusyError : StateError {
+  using StateError::StateError;
+};
+
 // A system call failed; `code` is errno (maps to OSError with that errno).
 struct SystemError : std::runtime_error {
   SystemError(const std::string& what, int code) : std::runtime_error(what), code(code) {}

@@ -1,46 +1,11 @@
-// Building blocks for seqlock-protected payloads in shared memory.
-//
-// A seqlock writer bumps a sequence number to odd, writes the payload, and bumps it to even; a reader
-// reads the sequence, copies the payload, and re-reads the sequence: equal and even means the copy is
-// whole, otherwise it retries. The reader's copy races with the writer by design.
-//
-// Why the payload copy is well-defined. In C++ a plain (non-atomic) read that races with a write is
-// undefined behaviour even when the value read is thrown away, so seq_load/seq_store never use memcpy
-// or plain accesses on the payload. They use one of two mechanisms:
-//  - Relaxed atomic 8-byte words (__atomic_load_n/__atomic_store_n). Concurrent atomic accesses are
-//    not a data race; a torn copy is a mix of whole words, and the protocol discards it. This is
-//    Boehm's construction ("Can seqlocks get along with programming language memory models?", MSPC
-//    2012): reader = acquire load of seq, relaxed payload loads, acquire fence, relaxed re-read of seq;
-//    writer = relaxed odd seq, release fence, relaxed payload stores, release store of the even seq.
-//  - On x86-64, vector moves in inline asm: SSE2 movdqu (baseline x86-64), or AVX2 vmovdqu where
-//    the CPU has it, chosen once at run time (the wheel is built for baseline x86-64). An asm
-//    statement is not a C++ memory access: the compiler sees only its operands and a "memory"
-//    clobber, so there is no data race in the C++ program for it to reason about (no UB), and the
-//    clobber keeps it from moving any memory access across the copy in either direction. The ordering
-//    that remains is the hardware's, and it is the same one the atomic words get (on x86-64 a relaxed
-//    atomic is a plain mov and both fences emit no instruction): under x86-TSO ordinary loads are not
-//    reordered with each other, so the copy's loads sit between the two loads of seq, and ordinary
-//    stores become visible in program order, so the payload stores sit between the odd and the even
-//    seq. Non-temporal moves and fast string instructions (rep movsb) are weaker than TSO and are
-//    not used. A torn copy is a mix of 16- or 32-byte pieces and is discarded the same way.
-// Every other target (AArch64, ...) uses the atomic words, where a relaxed 8-byte atomic is also a
-// plain ldr/str. Why asm at all: on the replay gather (bench/cpp/bench_replay.cpp: 5 random 7 KB
-// frames per row) the atomic-word loop ran at ~0.85x of a memcpy gather and the vector moves at
-// ~0.95-1.0x (a scalar loop keeps fewer loads in flight); on a cache-hot 28 KB copy (an ObsBoard
-// stack) words, SSE2 and AVX2 moved ~19, ~33 and ~38 GB/s, hence the AVX2 dispatch. The writer's
-// vector stores were ~1.25x the atomic words.
-//
-// What the sanitizers check. ThreadSanitizer does not instrument inline asm: an asm copy would be
-// invisible to it. TSan builds (__SANITIZE_THREAD__ / __has_feature(thread_sanitizer)) therefore
-// always use the atomic words, which TSan sees as atomic accesses; it then checks that no *other*
-// access to the payload is plain (e.g. a stray memcpy into a live slot) and the release/acquire
-// pairs on seq operations themselves. It does not model standalone fences (GCC says so with
-// -Wtsan), so the two fences of the protocol are unchecked, and it cannot check that a reader
-// validates its copy at all (a reader that never calls seq_read_valid is TSan-clean): the torn-read
-// tests (tests/cpp/test_seqlock.cpp, test_ring.cpp, test_board.cpp, tests/test_replay_stress.py)
-// cover both, and fail when validation is removed. AddressSanitizer does not instrument asm
-// either, so ASan builds keep the asm path (the code that ships) and check both ranges of every
-// copy explicitly with __asan_region_is_poisoned.
+// Seqlock building blocks for payloads in shared memory. A writer makes seq odd, writes the payload,
+// makes seq even; a reader copies between two reads of seq and keeps the copy only if both are equal
+// and even (the copy races with the writer by design).
+// Invariant: the payload is touched only through seq_load/seq_store, never memcpy or plain accesses (a
+// racing plain access is UB even when discarded): relaxed 8-byte atomic words, or on x86-64 SSE2/AVX2
+// moves in inline asm (not C++ accesses; x86-TSO keeps them between the seq accesses). TSan builds use
+// the words only (TSan cannot see asm); ASan builds check both ranges of every copy.
+// Why each choice, the measurements behind the asm, what the sanitizers check: docs/design/seqlock.md.
 #pragma once
 
 #include <atomic>
@@ -76,8 +41,7 @@ namespace rtcore {
 
 constexpr std::size_t kCacheLine = 64;
 
-// The individual copy kernels, exposed for the benchmark (bench/cpp/bench_replay.cpp) and the tests;
-// use seq_load/seq_store. "load": src is the racy payload (8-byte aligned), dst any alignment.
+// The copy kernels, exposed for the benchmark and the tests; use seq_load/seq_store. "load": src is the racy payload (8-byte aligned), dst any alignment.
 // "store": dst is the racy payload (8-byte aligned), src any alignment.
 namespace seqcopy {
 
@@ -87,7 +51,7 @@ inline void load_words(void* dst, const void* src, std::size_t n) noexcept {
   auto* s = static_cast<const std::uint64_t*>(src);
   const std::size_t words = n / 8;
   std::size_t i = 0;
-  for (; i + 8 <= words; i += 8) {  // spelled out: GCC neither unrolls atomics nor forwards a staged array
+  for (; i + 8 <= words; i += 8) {  // unrolled by hand (docs/design/seqlock.md)
     const std::uint64_t* p = s + i;
     const std::uint64_t w0 = __atomic_load_n(p + 0, __ATOMIC_RELAXED);  // relaxed: validated by the sequence re-read
     const std::uint64_t w1 = __atomic_load_n(p + 1, __ATOMIC_RELAXED);  // relaxed: as above

@@ -207,8 +207,8 @@ class ParamStore {
         return static_cast<int>(i);
       }
     }
-    throw OutOfRange("all " + std::to_string(layout_.max_readers) +
-                     " reader slots of the parameter store are held by live processes; create it with more max_readers");
+    throw SlotError("all " + std::to_string(layout_.max_readers) +
+                    " reader slots of the parameter store are held by live processes; create it with more max_readers");
   }
 
   void release_slot(int slot) noexcept {

@@ -1,56 +1,21 @@
-// The replay ring: transitions of several environment streams in one flat span of memory, written
-// by one writer per stream and sampled by any number of readers, with no lock anywhere.
-//
-// Layout (a view over (base, size); the bindings put it in a shared-memory segment, the C++ tests in
-// heap memory):
+// The replay ring: transitions of several environment streams in one flat span of memory (heap in
+// the C++ tests, a shared-memory segment in production), one writer per stream, any number of
+// samplers, no lock anywhere.
 //
 //   StreamState[streams]              one cache line each: `pub` = head << 8 | (head - ready)
 //   SlotMeta[streams * S]             32 bytes per slot: stamp, action, reward, delay, flags, ...
 //   frames[streams * S][frame_stride] one observation frame per slot, 64-byte aligned rows
 //
-// Each stream owns S = capacity / streams slots. Position p (monotonic, per stream) lives in slot
-// p % S. A slot is one frame (the observation *before* the slot's action) plus that step's metadata.
-// The next observation of position p is the frame of position p + 1, so each frame is stored once.
-// At an episode end (terminated or truncated) the caller's next_obs is written as an extra
-// "terminal obs" slot, which is never a transition start. Stacks of `frame_stack` frames are rebuilt
-// at sample time, padded with the episode's first frame and never crossing an episode start (as
-// Gymnasium's FrameStackObservation): each slot records its offset from its episode's first slot.
-//
-// Why this design over the alternatives:
-//  - Per-stream rings (not one shared ring with a fetch_add cursor) keep every stream's frames
-//    contiguous in time, so stacks and n-step chains are plain position arithmetic, and make the writer
-//    wait-free without any cross-stream atomic read-modify-write.
-//  - Metadata apart from frames: the sampler walks the n-step chain and checks stamps touching a
-//    few 32-byte records, not a 7 KB frame row per step.
-//  - One published word per stream (`pub`) packs the head and the sampleable bound, so a writer that
-//    dies between two stores can never leave them inconsistent: either the whole add is published or
-//    none of it is.
-//
-// Stamps (per slot, the seqlock): a writer sets stamp = 2p+1 ("writing position p"), fences, writes
-// the payload with seq_store (common/seqlock.h: a well-defined racy copy), then stores stamp = 2p+2
-// with release. Stamps of a slot only grow. A sampler reads everything a transition needs (stack frames, n-step chain, next
-// stack: positions e..b with b - e < S), then re-reads the stamp of the *oldest* position e. Because a
-// stream's writer writes positions in increasing order, any overwrite of a position in [e, b] is
-// preceded by an overwrite of e, so "stamp(e) is still 2e+2" proves the whole copy is untorn. The
-// positions read are all below the published head (acquire), so they were completely written.
-//
-// Sampleable transitions: position j is a transition start (not a terminal-obs slot) whose n-step
-// chain is complete (positions up to j+n written, or the episode ended within the n steps and its
-// terminal obs is written), and whose stack frames are still in the ring (j >= head - S + stack - 1).
-// Completeness is monotone in j, so the sampleable starts of a stream are [lo, ready) minus the
-// terminal-obs slots there; the writer publishes ready = head - delta in `pub`.
-//
-// Progress guarantees:
-//  - add: wait-free (a bounded number of its own steps; it never reads another thread's state except
-//    its own stream's last slot).
-//  - sample: lock-free, not wait-free. A draw whose slots are overwritten while it copies is
-//    redrawn; it can fail only when writers overwrite every draw before it is copied (the buffer is
-//    far too small for the write rate), and then it raises Timeout after a bounded number of draws.
-//  - size: lock-free, approximate while writers run (exact when they are idle).
-// A writer killed mid-add (SIGKILL) leaves at most the slots of that add with a "writing" stamp and
-// `pub` unchanged: none of it is sampleable. The next writer of that stream (any process) reads `pub`
-// and the last slot's metadata, which hold the whole stream state, and carries on from the head,
-// overwriting the half-written slots. Only one writer per stream may run at a time.
+// Stream s owns S = capacity / streams slots; position p lives in slot p % S and holds the frame
+// before its action; the next obs of p is the frame of p + 1 (an episode end adds a terminal-obs slot).
+// Invariants: a slot's stamp is 2p+1 while position p is written and 2p+2 after (stamps only grow); a
+// copy of positions e..b is whole iff stamp(e) is still 2e+2 afterwards (a stream is written in
+// order, so any overwrite in [e, b] overwrites e first); `pub` packs head and the sampleable bound in
+// one word, so a writer killed mid-add publishes all of it or none. A writer of another process never
+// continues a dead writer's episode: it closes it as truncated and starts a new one (Ring::add).
+// add: wait-free; sample: lock-free (a torn draw is redrawn; Timeout after a bounded number); size:
+// approximate while writers run. Only one writer per stream at a time.
+// The design, its alternatives and the crash story: docs/design/replay.md.
 #pragma once
 
 #include <algorithm>
@@ -63,12 +28,13 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/checked.h"
 #include "common/errors.h"
 #include "common/seqlock.h"
 
 namespace rtcore::replay {
 
-constexpr std::uint32_t kLayoutVersion = 1;
+constexpr std::uint32_t kLayoutVersion = 2;  // 2: StreamState::writer (a restarted writer never joins episodes)
 constexpr std::uint32_t kMaxDims = 8;
 constexpr std::uint32_t kMaxNStep = 255;     // head - ready <= n_step must fit pub's low byte
 constexpr std::uint32_t kMaxFrameStack = 1024;
@@ -102,8 +68,9 @@ static_assert(std::is_trivially_copyable_v<Params> && std::is_standard_layout_v<
 static_assert(sizeof(Params) == 56 + 16 + 8 * kMaxDims + 8 + 16, "Params layout changed: bump kLayoutVersion");
 
 struct alignas(kCacheLine) StreamState {
-  std::atomic<std::uint64_t> pub;  // head << 8 | (head - ready); written only by the stream's writer
-  std::uint8_t pad[kCacheLine - 8];
+  std::atomic<std::uint64_t> pub;     // head << 8 | (head - ready); written only by the stream's writer
+  std::atomic<std::uint64_t> writer;  // token of the process whose episode is open (see Ring::add); 0: none
+  std::uint8_t pad[kCacheLine - 16];
 };
 static_assert(sizeof(StreamState) == kCacheLine && std::is_standard_layout_v<StreamState>);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "shared atomics must be lock-free");
@@ -125,7 +92,8 @@ constexpr std::uint64_t stamp_done(std::uint64_t p) { return 2 * p + 2; }
 
 inline std::uint64_t round_up(std::uint64_t n, std::uint64_t a) { return (n + a - 1) / a * a; }
 
-// Validates the shape of a ring and computes its layout. Throws InvalidArgument naming what is wrong.
+// Validates the shape of a ring and computes its layout. Throws InvalidArgument naming what is wrong
+// (every size is checked arithmetic: a capacity or shape whose bytes overflow is refused, not wrapped).
 inline Params make_params(std::uint64_t capacity, std::uint32_t streams, std::uint32_t frame_stack,
                           std::uint32_t n_step, double gamma, const std::vector<std::int64_t>& shape,
                           std::uint64_t itemsize, const std::string& dtype) {
@@ -144,11 +112,11 @@ inline Params make_params(std::uint64_t capacity, std::uint32_t streams, std::ui
   std::uint64_t frame_bytes = itemsize;
   for (std::int64_t d : shape) {
     if (d < 1) throw InvalidArgument("obs_shape dimensions must be >= 1, got " + to_string(d));
-    frame_bytes *= static_cast<std::uint64_t>(d);
-    if (frame_bytes > (1ull << 40)) throw InvalidArgument("one observation is larger than 1 TiB");
+    frame_bytes = checked_mul(frame_bytes, static_cast<std::uint64_t>(d), "obs_shape");
   }
+  if (frame_bytes > (1ull << 40)) throw InvalidArgument("obs_shape is too large: one observation is larger than 1 TiB");
   const std::uint64_t per_stream_min = std::uint64_t(frame_stack) + n_step + 1;
-  if (capacity < std::uint64_t(streams) * per_stream_min)
+  if (capacity / streams < per_stream_min)
     throw InvalidArgument("capacity " + to_string(capacity) + " is too small for " + to_string(streams) +
                           " stream(s) with frame_stack=" + to_string(frame_stack) + " and n_step=" + to_string(n_step) +
                           ": each stream needs at least frame_stack + n_step + 1 = " + to_string(per_stream_min) +
@@ -165,11 +133,33 @@ inline Params make_params(std::uint64_t capacity, std::uint32_t streams, std::ui
   for (std::size_t i = 0; i < shape.size(); ++i) p.shape[i] = shape[i];
   p.gamma = gamma;
   std::memcpy(p.dtype, dtype.data(), dtype.size());
-  const std::uint64_t slots = p.slots_per_stream * streams;
-  p.meta_offset = round_up(sizeof(StreamState) * streams, kCacheLine);
-  p.frames_offset = round_up(p.meta_offset + sizeof(SlotMeta) * slots, kCacheLine);
-  p.total_bytes = p.frames_offset + p.frame_stride * slots;
+  const std::uint64_t slots = p.slots_per_stream * streams;  // <= capacity
+  p.meta_offset = round_up(sizeof(StreamState) * std::uint64_t{streams}, kCacheLine);  // streams < 2^32: no overflow
+  p.frames_offset = checked_round_up(checked_add(p.meta_offset, checked_mul(sizeof(SlotMeta), slots, "capacity"), "capacity"),
+                                     kCacheLine, "capacity");
+  p.total_bytes = checked_add(p.frames_offset, checked_mul(p.frame_stride, slots, "capacity"), "capacity");
   return p;
+}
+
+// Re-validates layout parameters read from a segment header: the ring a corrupted or foreign header
+// describes is refused with LayoutMismatch before any view is built over it. `payload_size` is the span
+// available; `itemsize` is the size numpy gives the stored dtype string.
+inline void check_params(const Params& stored, std::uint64_t payload_size, std::uint64_t itemsize) {
+  auto bad = [](const std::string& why) { return LayoutMismatch("replay segment has a corrupt layout: " + why); };
+  if (std::memchr(stored.dtype, 0, sizeof stored.dtype) == nullptr) throw bad("its dtype string is not terminated");
+  if (stored.ndim > kMaxDims) throw bad("ndim " + std::to_string(stored.ndim));
+  Params expect;
+  try {
+    expect = make_params(stored.capacity, stored.streams, stored.frame_stack, stored.n_step, stored.gamma,
+                         std::vector<std::int64_t>(stored.shape, stored.shape + stored.ndim), itemsize,
+                         std::string(stored.dtype));
+  } catch (const InvalidArgument& e) {
+    throw bad(e.what());
+  }
+  if (std::memcmp(&expect, &stored, sizeof stored) != 0)
+    throw bad("the stored sizes and offsets are not the ones its capacity, streams and shape give");
+  if (expect.total_bytes > payload_size)
+    throw bad("it needs " + std::to_string(expect.total_bytes) + " bytes, the segment has " + std::to_string(payload_size));
 }
 
 // Caller-owned output arrays of one batch (C-contiguous; obs rows are frame_stack * frame_bytes).
@@ -242,27 +232,52 @@ class Ring {
 
   const Params& params() const noexcept { return p_; }
 
+  // Refuses what add() must never store: a negative action or delay, a NaN or infinite reward (it would
+  // spread into every n-step return that sums it). Throws InvalidArgument naming the argument.
+  static void check_step(std::int64_t action, float reward, std::int32_t delay) {
+    if (action < 0) throw InvalidArgument("action must be >= 0, got " + std::to_string(action));
+    if (!std::isfinite(reward)) throw InvalidArgument("reward must be finite, got " + std::to_string(reward));
+    if (delay < 0) throw InvalidArgument("delay must be >= 0, got " + std::to_string(delay));
+  }
+
   // Appends one step to `stream`. `obs` is the observation before `action`; at an episode end
   // (terminated or truncated) `next_obs` is required and stored as the episode's terminal obs.
+  //
+  // Episodes never join. A new episode starts (a new frame chain: stacks are padded from this frame)
+  // after an episode end, when `episode_start` is set, and when `writer` (a token naming the writing
+  // process, its pid and start time as params::self_token() gives; 0 in single-process tests) differs
+  // from the token of the process that wrote the open episode: a restarted writer's env is a new
+  // episode, never the old one continued. An episode left
+  // open that way is closed as truncated (close_open_episode): its last step, whose next obs was never
+  // written, is dropped, and the one before it bootstraps from the last frame written.
+  //
   // Wait-free. Only one writer per stream at a time.
   void add(std::uint32_t stream, const void* obs, std::int64_t action, float reward, bool terminated, bool truncated,
-           const void* next_obs, bool was_default, std::int32_t delay) {
+           const void* next_obs, bool was_default, std::int32_t delay, std::uint64_t writer = 0,
+           bool episode_start = false) {
     check_stream(stream);
+    check_step(action, reward, delay);
     const bool end = terminated || truncated;
     if (end && next_obs == nullptr) throw InvalidArgument("next_obs is required when terminated or truncated");
     StreamState& st = streams_[stream];
     const std::uint64_t h = st.pub.load(std::memory_order_relaxed) >> 8;  // relaxed: only this writer stores pub
+    const std::uint64_t owner = st.writer.load(std::memory_order_relaxed);  // relaxed: only the stream's writer stores it
     std::uint32_t ep_off = 0, term_before = 0;
     if (h > 0) {
       const SlotMeta& prev = meta(stream, h - 1);  // the newest slot: nobody overwrites it but us
-      const std::uint32_t pf = __atomic_load_n(&prev.ep_off_flags, __ATOMIC_RELAXED);  // relaxed: our own stream
-      term_before = __atomic_load_n(&prev.term_before, __ATOMIC_RELAXED);              // relaxed: our own stream
+      std::uint32_t pf = __atomic_load_n(&prev.ep_off_flags, __ATOMIC_RELAXED);  // relaxed: our own stream
+      term_before = __atomic_load_n(&prev.term_before, __ATOMIC_RELAXED);      // relaxed: our own stream
+      if (!(pf & kTerminalObs) && (episode_start || owner != writer)) {
+        close_open_episode(stream, h, pf);
+        pf |= kTerminalObs;
+      }
       if (pf & kTerminalObs) {
         term_before += 1;
       } else {
         ep_off = std::min<std::uint32_t>((pf >> 8) + 1, kEpOffMax);
       }
     }
+    if (owner != writer) st.writer.store(writer, std::memory_order_relaxed);  // relaxed: read only by later writers of the stream, after pub
     std::uint32_t flags = (terminated ? kTerminated : 0) | (truncated ? kTruncated : 0) | (was_default ? kWasDefault : 0) |
                           (ep_off == 0 ? kEpisodeStart : 0);
     write_slot(stream, h, obs, action, reward, delay, term_before, flags | (ep_off << 8));
@@ -393,6 +408,28 @@ class Ring {
       sc.cum[s] = total;
     }
     return total;
+  }
+
+  // Closes the open episode of stream s, whose newest slot h - 1 (flags `pf`) is a transition start
+  // with no next obs: slot h - 1 becomes the episode's terminal obs (its frame is the next obs of step
+  // h - 2) and step h - 2, if it is in the same episode, becomes truncated. The caller publishes the new
+  // head afterwards, which makes the closed episode's last transitions sampleable.
+  //
+  // Both relabels are safe under concurrent samplers without a stamp change: a sampleable start j is
+  // below ready <= h - 1, so it never reads slot h - 1's flags; and a chain that reads slot h - 2's
+  // flags (only j = h - 1 - n_step) ends there after n steps with or without the truncated flag, with
+  // the same return, discount and bootstrap frame. A writer killed between the relabels and the
+  // publish leaves a state that reads the same to samplers and that the next writer recognises (the
+  // newest slot is a terminal obs).
+  void close_open_episode(std::uint32_t s, std::uint64_t h, std::uint32_t pf) {
+    if ((pf >> 8) > 0) {  // step h - 2 is in this episode
+      SlotMeta& m2 = meta(s, h - 2);
+      const std::uint32_t f2 = __atomic_load_n(&m2.ep_off_flags, __ATOMIC_RELAXED);  // relaxed: our own stream
+      __atomic_store_n(&m2.ep_off_flags, f2 | kTruncated, __ATOMIC_RELAXED);  // relaxed: published by add's release of pub
+    }
+    SlotMeta& m1 = meta(s, h - 1);
+    __atomic_store_n(&m1.ep_off_flags, (pf & ~(kTerminated | kTruncated | kWasDefault | kEpisodeStart)) | kTerminalObs,
+                     __ATOMIC_RELAXED);  // relaxed: as above
   }
 
   void write_slot(std::uint32_t s, std::uint64_t pos, const void* src, std::int64_t action, float reward,

@@ -226,12 +226,12 @@ class StaggerSchedule {
     if (worker >= 0) {
       check_id(worker);
       if (!claim(worker, now))
-        throw InvalidArgument("worker slot " + std::to_string(worker) + " is taken by a live worker; pass worker=None for a free one");
+        throw SlotError("worker slot " + std::to_string(worker) + " is taken by a live worker; pass worker=None for a free one");
       return worker;
     }
     for (std::uint32_t i = 0; i < p_.n_workers; ++i)
       if (claim(static_cast<int>(i), now)) return static_cast<int>(i);
-    throw InvalidArgument("all " + std::to_string(p_.n_workers) + " worker slots are taken; create the schedule with a larger n_workers");
+    throw SlotError("all " + std::to_string(p_.n_workers) + " worker slots are taken; create the schedule with a larger n_workers");
   }
 
   // Gives the slot back (no error if it was dropped meanwhile).
@@ -528,10 +528,10 @@ class StaggerSchedule {
     const std::uint64_t st = slots_[w].state.load(std::memory_order_relaxed);  // relaxed: validated below / by the CAS
     if (gens_[w] != 0 && st == ((gens_[w] << 1) | 1)) return;
     if (gens_[w] == 0)
-      throw InvalidArgument("worker " + std::to_string(w) + " has not joined this schedule through this handle; call join() first");
+      throw SlotError("worker " + std::to_string(w) + " has not joined this schedule through this handle; call join() first");
     if (st == (gens_[w] << 1) && claim(w, now)) return;  // dropped, slot still free: back in
-    throw InvalidArgument("worker " + std::to_string(w) + " was dropped from the schedule (silent for longer than the heartbeat "
-                          "timeout) and its slot was taken by another worker; call join() again");
+    throw SlotError("worker " + std::to_string(w) + " was dropped from the schedule (silent for longer than the heartbeat "
+                    "timeout) and its slot was taken by another worker; call join() again");
   }
 
   void restagger(std::int64_t base) {

@@ -17,10 +17,9 @@
 //
 // Hand-off (`handoff_ns` > 0): wait() returns `handoff` before the deadline without recording anything,
 // and the caller finishes the wait itself, then calls complete(k, now). The Python Timer does this:
-// it spins the last ~100 us in the interpreter, so the code that runs at the deadline is already in
-// cache. Measured on a 2-core VM: returning from a 16 ms sleep straight into Python costs ~20-40 us of
-// cold caches after the deadline; handing off 100 us early brings lateness as seen by the Python caller
-// to ~1 us p99 (bench/timer.py).
+// it spins the last stretch in the interpreter, so the code that runs at the deadline is already in
+// cache (a return from a long sleep straight into Python starts on cold caches; bench/timer.py measures
+// both).
 //
 // Threads: one thread calls wait() at a time (a second concurrent waiter is refused). stop() and
 // stats() may be called from any thread at any time: the counters are single-writer relaxed atomics,
@@ -164,7 +163,6 @@ class PeriodicTimer {
 
   std::int64_t period_ns() const noexcept { return period_; }
   std::int64_t spin_ns() const noexcept { return spin_; }
-  std::int64_t handoff_ns() const noexcept { return handoff_; }
   std::int64_t start_ns() const noexcept { return start_; }
   std::int64_t deadline_ns(std::int64_t k) const noexcept { return start_ + k * period_; }
   // Index of the tick the next wait() aims for (before overrun accounting).
@@ -187,7 +185,7 @@ class PeriodicTimer {
   // cannot slip in between two chunks.
   void claim() {
     if (busy_.exchange(true, std::memory_order_acquire))  // acquire: pairs with unclaim() (one waiter)
-      throw InvalidArgument("Timer.wait() is already running in another thread; one thread waits on a timer");
+      throw BusyError("Timer.wait() is already running in another thread; one thread waits on a timer");
   }
   void unclaim() noexcept { busy_.store(false, std::memory_order_release); }  // release: hands the timer state to the next waiter
   bool waiting() const noexcept { return busy_.load(std::memory_order_relaxed); }  // relaxed: informational

@@ -98,14 +98,14 @@ class Turnstile {
     if (learner >= 0) {
       check_id(learner);
       if (!claim(learner, now) && !(reclaim_dead(learner, now) && claim(learner, now)))
-        throw InvalidArgument("learner slot " + std::to_string(learner) + " is taken by a live learner; pass learner=None for a free one");
+        throw SlotError("learner slot " + std::to_string(learner) + " is taken by a live learner; pass learner=None for a free one");
       return learner;
     }
     for (std::uint32_t i = 0; i < p_.n_learners; ++i)
       if (claim(static_cast<int>(i), now)) return static_cast<int>(i);
     for (std::uint32_t i = 0; i < p_.n_learners; ++i)
       if (reclaim_dead(static_cast<int>(i), now) && claim(static_cast<int>(i), now)) return static_cast<int>(i);
-    throw InvalidArgument("all " + std::to_string(p_.n_learners) + " learner slots are taken; create the turnstile with a larger n_learners");
+    throw SlotError("all " + std::to_string(p_.n_learners) + " learner slots are taken; create the turnstile with a larger n_learners");
   }
 
   void leave(int j, std::int64_t now) {
@@ -164,13 +164,13 @@ class Turnstile {
     heartbeat(j, now);
     std::uint64_t t = sh_->turn.load(std::memory_order_relaxed);  // relaxed: validated by the CAS
     if (holder_of(t) != static_cast<std::uint64_t>(j))
-      throw InvalidArgument("learner " + std::to_string(j) + " passed a turn it does not hold (turn " + std::to_string(t >> 16) +
-                            " is held by " + holder_str(holder_of(t)) + ")");
+      throw SlotError("learner " + std::to_string(j) + " passed a turn it does not hold (turn " + std::to_string(t >> 16) +
+                      " is held by " + holder_str(holder_of(t)) + ")");
     // Only the holder or a skipper (after the holder's heartbeat went stale) changes a held word.
     if (!sh_->turn.compare_exchange_strong(t, advance(t, j), std::memory_order_acq_rel,  // release: our update happens-before the next holder's
                                            std::memory_order_relaxed))
-      throw InvalidArgument("learner " + std::to_string(j) + " lost turn " + std::to_string(t >> 16) +
-                            " (skipped as dead: no heartbeat for longer than heartbeat_timeout) before passing it");
+      throw SlotError("learner " + std::to_string(j) + " lost turn " + std::to_string(t >> 16) +
+                      " (skipped as dead: no heartbeat for longer than heartbeat_timeout) before passing it");
     sh_->passes.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
     wake_all();
   }
@@ -257,10 +257,10 @@ class Turnstile {
     const std::uint64_t st = slots_[j].state.load(std::memory_order_relaxed);  // relaxed: validated below / by the CAS
     if (gens_[j] != 0 && st == ((gens_[j] << 1) | 1)) return;
     if (gens_[j] == 0)
-      throw InvalidArgument("learner " + std::to_string(j) + " has not joined this turnstile through this handle; call join() first");
+      throw SlotError("learner " + std::to_string(j) + " has not joined this turnstile through this handle; call join() first");
     if (st == (gens_[j] << 1) && claim(j, now)) return;
-    throw InvalidArgument("learner " + std::to_string(j) + " was dropped from the turnstile (no heartbeat for longer than "
-                          "heartbeat_timeout) and its slot was taken by another learner; call join() again");
+    throw SlotError("learner " + std::to_string(j) + " was dropped from the turnstile (no heartbeat for longer than "
+                    "heartbeat_timeout) and its slot was taken by another learner; call join() again");
   }
 
   void drop(int i) {

@@ -1,5 +1,7 @@
 #include "shm/segment.h"
 
+#include "common/checked.h"
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -19,9 +21,11 @@ std::string errno_text(int code) { return std::strerror(code); }
   throw SystemError(what + ": " + errno_text(code), code);
 }
 
-std::size_t page_round(std::size_t n) {
+std::size_t page_round(std::size_t n, const std::string& name) {
   const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
-  return (n + page - 1) / page * page;
+  std::uint64_t r;
+  if (!add_ok(n, page - 1, &r)) throw InvalidArgument("segment '" + name + "' would be too large: its size does not fit in 2^63 bytes");
+  return r / page * page;
 }
 
 void populate_write(void* base, std::size_t size) {
@@ -69,7 +73,9 @@ Segment Segment::create(const std::string& raw_name, Kind kind, std::uint32_t la
   if (params_size > kParamsCapacity)
     throw InvalidArgument("layout parameters of " + std::to_string(params_size) + " bytes exceed the header's " +
                           std::to_string(kParamsCapacity));
-  const std::size_t total = kHeaderSize + page_round(payload_size == 0 ? 1 : payload_size);
+  std::uint64_t total;
+  if (!add_ok(kHeaderSize, page_round(payload_size == 0 ? 1 : payload_size, name), &total))
+    throw InvalidArgument("segment '" + name + "' would be too large: its size does not fit in 2^63 bytes");
   const std::string path = "/" + name;
   const int fd = shm_open(path.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
   if (fd < 0) {
@@ -152,6 +158,12 @@ Segment Segment::attach(const std::string& raw_name, Kind kind, std::uint32_t la
   if (h.total_size != size)
     throw LayoutMismatch("segment '" + name + "' header says " + std::to_string(h.total_size) +
                          " bytes but the segment has " + std::to_string(size));
+  if (h.payload_size != size - kHeaderSize)
+    throw LayoutMismatch("segment '" + name + "' header says its payload is " + std::to_string(h.payload_size) +
+                         " bytes, the segment holds " + std::to_string(size - kHeaderSize));
+  if (h.params_size > kParamsCapacity)
+    throw LayoutMismatch("segment '" + name + "' header says its layout parameters are " + std::to_string(h.params_size) +
+                         " bytes, more than the header holds");
   if (h.ready.load(std::memory_order_acquire) != 1)  // acquire: pairs with mark_ready()
     throw LayoutMismatch("segment '" + name + "' is not initialised yet (its creator has not finished)");
   populate_write(base, size);
@@ -185,6 +197,14 @@ Segment& Segment::operator=(Segment&& other) noexcept {
 }
 
 Segment::~Segment() { unmap(); }
+
+UnlinkOnThrow::~UnlinkOnThrow() {
+  if (!armed_) return;
+  try {
+    Segment::unlink_name(name_);
+  } catch (...) {  // a destructor must not throw; the original exception is the one to report
+  }
+}
 
 void Segment::unmap() noexcept {
   if (base_) munmap(base_, size_);

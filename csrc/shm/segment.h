@@ -17,6 +17,7 @@
 #include <cstring>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 #include "common/errors.h"
 
@@ -85,6 +86,8 @@ class Segment {
   const std::string& name() const noexcept { return name_; }
   bool mapped() const noexcept { return base_ != nullptr; }
 
+  // The header's layout parameters as P. Throws LayoutMismatch unless the header holds exactly
+  // sizeof(P) bytes of them; the caller re-validates every field of P (see each kind's attach).
   template <class P>
   P params() const {
     static_assert(std::is_trivially_copyable_v<P>, "layout parameters must be trivially copyable");
@@ -105,6 +108,25 @@ class Segment {
   std::string name_;
   void* base_ = nullptr;
   std::size_t size_ = 0;
+};
+
+// Unlinks a freshly created segment's name unless released: a constructor that throws after creating
+// its segment (a layout check, a view's constructor) leaves nothing behind in /dev/shm.
+//   auto seg = Segment::create(name, ...);
+//   UnlinkOnThrow guard(seg.name());
+//   ... build the handle (may throw) ...
+//   guard.release();
+class UnlinkOnThrow {
+ public:
+  explicit UnlinkOnThrow(std::string name) : name_(std::move(name)) {}
+  UnlinkOnThrow(const UnlinkOnThrow&) = delete;
+  UnlinkOnThrow& operator=(const UnlinkOnThrow&) = delete;
+  ~UnlinkOnThrow();
+  void release() noexcept { armed_ = false; }
+
+ private:
+  std::string name_;
+  bool armed_ = true;
 };
 
 // Normalises and validates a segment name: no leading slash in the result, no '/', 1..200 chars of

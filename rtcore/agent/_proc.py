@@ -10,6 +10,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from rtcore.errors import SlotError
 from rtcore.shared._liveness import die_with_parent
 
 __all__ = ["Child", "WORKER_RT_PRIORITY", "apply_realtime", "child_setup", "heartbeat_thread", "join_slot", "quiet_gc"]
@@ -65,7 +66,7 @@ def join_slot(join: Callable[[int], int], slot: int, timeout: float, should_stop
     while True:
         try:
             return join(slot)
-        except ValueError:
+        except SlotError:  # still held by the dead process until its heartbeat goes stale
             if time.monotonic() > deadline:
                 raise
             if should_stop():
@@ -76,13 +77,13 @@ def join_slot(join: Callable[[int], int], slot: int, timeout: float, should_stop
 def heartbeat_thread(beat: Callable[[], None], should_stop: Callable[[], bool], period: float, name: str) -> None:
     """Calls ``beat`` every ``period`` seconds from a daemon thread until ``should_stop``: the process
     stays alive to its watchers also through a long computation (a big model's gradient). ``beat``
-    raising ValueError (not joined yet, or dropped) is ignored: the main thread's next call says so."""
+    raising SlotError (not joined yet, or dropped) is ignored: the main thread's next call says so."""
 
     def loop() -> None:
         while not should_stop():
             try:
                 beat()
-            except ValueError:
+            except SlotError:  # not joined yet, or dropped: the main thread's next call says so
                 pass
             time.sleep(period)
 

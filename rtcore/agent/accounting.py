@@ -131,8 +131,8 @@ class RunAccounting:
         lag = float(np.mean(np.maximum(0, version - last_versions))) if w.shape[0] else math.nan
         n_l = max(1, r.n_learners)
         row = {
-            "time_s": t,
-            "env_steps": steps,
+            "time_s": r.time_offset + t,
+            "env_steps": r.step_offset + steps,
             "steps_per_s": d_steps / dt if dt > 0 else math.nan,
             "inaction_fraction": default_steps / steps if steps else math.nan,
             "inaction_window": ((default_steps - self.prev.get("default", 0)) / d_steps) if d_steps > 0 else math.nan,
@@ -238,7 +238,9 @@ class RunAccounting:
                    "act_time_mean_s": self._act_time(r),
                    "driver_cost_us": 1e6 * float(_field(st, "cost_mean")),
                    "reset_time_mean_s": float(_field(st, "reset_time_mean")),
-                   "params": r.numel},
+                   "params": r.numel,
+                   "started_from": str(r.start_path) if r.start is not None else None,
+                   "env_steps_before": r.step_offset, "seconds_before": r.time_offset},
         )
 
     def _steady_inaction(self, r: Any, st: Any) -> float:

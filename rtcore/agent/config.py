@@ -126,10 +126,12 @@ class RunConfig:
     """Run directory (default: ``<runs-root>/<env>-<timestamp>``): config, metrics, checkpoints, plots."""
     runs_root: str = "runs"
     """Parent directory of default run directories."""
+    resume: Optional[str] = None
+    """Continue the run in this run directory from its newest checkpoint (learner state, env step count, epsilon); metrics are appended there. Options given with it override the run's saved config."""
     metrics_interval: float = 1.0
     """Seconds between rows of the metrics (CSV, TensorBoard) and refreshes of the live view."""
     checkpoint_interval: float = 300.0
-    """Seconds between checkpoints of the online network (one is always written at the end; 0 = only at the end)."""
+    """Seconds between checkpoints (the network, and the whole learner state for ``--resume``; one is always written at the end; 0 = only at the end)."""
     heartbeat_timeout: float = 1.0
     """A worker silent this long (seconds) is dropped from the schedule and the others re-staggered."""
     respawn: bool = True
@@ -229,6 +231,8 @@ class RunConfig:
             bad("seconds", "a positive duration")
         if not self.metrics_interval > 0:
             bad("metrics_interval", "positive seconds")
+        if self.resume is not None and not (Path(self.resume) / "config.json").is_file():
+            bad("resume", "an rtcore run directory (with config.json and checkpoints/)")
         if self.checkpoint_interval < 0:
             bad("checkpoint_interval", "seconds >= 0 (0 = only at the end)")
         if not self.heartbeat_timeout > 0:
@@ -243,6 +247,24 @@ class RunConfig:
         """N when given as a number, None for ``auto``."""
         w = str(self.workers).strip().lower()
         return None if w == "auto" else int(w)
+
+    @classmethod
+    def resumed(cls, run_dir: str, **overrides: Any) -> "RunConfig":
+        """The config saved in ``run_dir/config.json``, with ``overrides``, set to resume that run."""
+        import json
+
+        path = Path(run_dir) / "config.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"cannot resume {run_dir}: no config.json there (is it an rtcore run directory?)")
+        saved = json.loads(path.read_text())
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown RunConfig fields: {unknown}")
+        values = {k: v for k, v in saved.items() if k in known}
+        values.update(overrides)
+        values.update(run_dir=str(run_dir), resume=str(run_dir))
+        return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -355,7 +377,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type = RunConfig)
         if f.name in ("seconds", "inference_delay", "tau_theta", "metrics_interval", "checkpoint_interval",
                       "heartbeat_timeout"):
             metavar = "S"
-        elif f.name in ("run_dir", "runs_root", "rom"):
+        elif f.name in ("run_dir", "runs_root", "rom", "resume"):
             metavar = "PATH"
         elif f.name == "workers":
             metavar = "N|auto"
@@ -367,9 +389,16 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type = RunConfig)
 
 
 def config_from_args(args: argparse.Namespace, cls: type = RunConfig) -> RunConfig:
-    """The ``RunConfig`` an ``argparse`` namespace from :func:`add_config_arguments` describes (validated)."""
-    cfg = cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
-    return cfg.validate()
+    """The ``RunConfig`` an ``argparse`` namespace from :func:`add_config_arguments` describes (validated).
+
+    With ``--resume RUN_DIR``: the run's saved config, overridden by the options that were given (those
+    whose value differs from the default)."""
+    values = {f.name: getattr(args, f.name) for f in fields(cls)}
+    if values.get("resume"):
+        defaults = cls()
+        given = {k: v for k, v in values.items() if k not in ("resume", "run_dir") and v != getattr(defaults, k)}
+        return cls.resumed(values["resume"], **given).validate()
+    return cls(**values).validate()
 
 
 def _env_slug(env_id: str) -> str:

@@ -81,13 +81,16 @@ METRIC_COLUMNS: dict[str, str] = {
 
 
 class MetricsWriter:
-    """Appends rows to ``run_dir/metrics.csv`` and, when available, TensorBoard event files."""
+    """Writes rows to ``run_dir/metrics.csv`` (``append``: after the rows already there, as a resumed run
+    does) and, when available, TensorBoard event files."""
 
-    def __init__(self, run_dir: str | os.PathLike[str], tensorboard: bool = True) -> None:
+    def __init__(self, run_dir: str | os.PathLike[str], tensorboard: bool = True, append: bool = False) -> None:
         self.path = Path(run_dir) / "metrics.csv"
-        self._file = open(self.path, "w", newline="")
+        header = not (append and self.path.is_file() and self.path.stat().st_size > 0)
+        self._file = open(self.path, "a" if append else "w", newline="")
         self._csv = csv.DictWriter(self._file, fieldnames=list(METRIC_COLUMNS), extrasaction="ignore")
-        self._csv.writeheader()
+        if header:
+            self._csv.writeheader()
         self._file.flush()
         self._tb = None
         self.tensorboard_error: str | None = None

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from rtcore._validate import OPTION_ERRORS, bad_option
 from rtcore.agent.metrics import read_metrics
 
 __all__ = ["draw", "add_arguments", "main", "regret_shares"]
@@ -32,9 +33,14 @@ __all__ = ["draw", "add_arguments", "main", "regret_shares"]
 PLOTS = ("return.png", "inaction_delay.png", "action_interval.png", "regret.png")
 
 
-def _load(run_dir: Path) -> tuple[dict[str, np.ndarray], dict[str, Any], np.ndarray, np.ndarray]:
+def check_run_dir(run_dir: Path) -> None:
+    """``FileNotFoundError`` unless ``run_dir`` holds the metrics of a run."""
     if not (run_dir / "metrics.csv").exists():
         raise FileNotFoundError(f"{run_dir} has no metrics.csv; expected a run directory written by `rtcore run`")
+
+
+def _load(run_dir: Path) -> tuple[dict[str, np.ndarray], dict[str, Any], np.ndarray, np.ndarray]:
+    check_run_dir(run_dir)
     metrics = read_metrics(run_dir)
     summary: dict[str, Any] = {}
     if (run_dir / "summary.json").exists():
@@ -169,6 +175,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
+    try:
+        check_run_dir(run_dir)
+    except OPTION_ERRORS as exc:
+        return bad_option("rtcore report", exc)
     paths = draw(run_dir)
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}

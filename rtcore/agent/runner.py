@@ -25,12 +25,15 @@ run's start or by ``rtcore cleanup``.
 
 ``--json`` prints one JSON object with the summary (see :class:`RunSummary`).
 
-Length: a run's whole life, set-up to shutdown, with what it does on every fault, reads best in one place.
+Length: the run's whole life (set-up, spawn, supervise, stop, and what it does on every fault) is one
+class read top to bottom; what it counts is in ``accounting``, its checkpoints in ``checkpoint``, child
+plumbing in ``_proc``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import math
@@ -42,12 +45,14 @@ import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
+from rtcore._validate import OPTION_ERRORS, bad_option
 from rtcore.agent.config import RunConfig, add_config_arguments, config_from_args, make_run_dir
 from rtcore.agent._proc import Child
+from rtcore.agent.checkpoint import Identity, LearnerState, check_resumable, find_state, load_state, write_checkpoint
 from rtcore.agent.accounting import RunAccounting, RunSummary, print_summary
 from rtcore.agent.metrics import LiveView, MetricsWriter
 from rtcore.agent.telemetry import Control, LearnerCol, PostIntervals, Telemetry, WorkerCol
@@ -82,6 +87,18 @@ class _Runner:
         self.faults: list[str] = []
         self.stalls_seen = 0
         self.accounting = RunAccounting()
+        self.start: LearnerState | None = None  # the checkpoint a resumed run (or play) starts from
+        self.params_only = False                # play: take only the parameters from it
+        self.record: str | None = None          # play: write the frames to this GIF/MP4
+        self.step_offset = 0                    # env steps before this run (resumed)
+        self.time_offset = 0.0                  # seconds before this run (resumed)
+        self.seed = cfg.seed                    # of the children and the env (reseeded on resume)
+
+    def start_from(self, path: Path, state: LearnerState, params_only: bool = False) -> None:
+        """Starts from a checkpoint: the whole learner state (resume), or only its parameters (play)."""
+        self.start, self.start_path, self.params_only = state, path, params_only
+        if not params_only:
+            self.seed = self.cfg.seed + 7919 * (state.resumes + 1)  # new exploration, not a replay of the old
 
     def log(self, msg: str) -> None:
         if not self.cfg.quiet and not self.cfg.json:
@@ -107,6 +124,11 @@ class _Runner:
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, cfg.frame_stack, self.n_actions, frame_size=self.obs_shape[-2:])
         self.numel = sum(p.numel() for p in self.model.parameters())
+        self.identity = Identity(env=cfg.env, model=cfg.model, obs_shape=tuple(int(x) for x in self.obs_shape),
+                                 obs_dtype=self.obs_dtype.name, n_actions=self.n_actions, frame_stack=cfg.frame_stack,
+                                 numel=int(self.numel))
+        if self.start is not None:
+            self.identity.check(self.start.identity, str(self.start_path))
         fmt = {"script": ("script", "model.pt"), "export": ("export", "model.pt2"), "eager": ("checkpoint", "model.ckpt")}
         kind, filename = fmt[cfg.backend]
         self.model_path = str((self.run_dir / filename).resolve())
@@ -162,12 +184,20 @@ class _Runner:
         from rtcore.shared.params import bind_flat
 
         flat = bind_flat(self.model).numpy().copy()
-        self.params.publish(flat)
+        st = self.start
+        self.params.publish(st.params if st is not None else flat)
         self.moments = keep(SharedArray((4, self.numel), "float32"))  # two banks: rtcore.agent.dqn.SharedAdam
         self.target = keep(SharedArray((self.numel,), "float32"))
         self.target.array[:] = flat
         self.telemetry = Telemetry(self.n_workers, max(1, self.n_learners))
         self.closers.append(self.telemetry)
+        if st is not None and not self.params_only:  # resume: the whole learner state
+            self.target.array[:] = st.target
+            b = 2 * (int(st.opt_step) % 2)  # SharedAdam keeps the moments of step t in bank t % 2
+            self.moments.array[b:b + 2] = st.moments
+            c = self.telemetry.control
+            c[Control.UPDATES], c[Control.TARGET_VERSION], c[Control.OPT_STEP] = st.updates, st.target_version, st.opt_step
+            self.step_offset, self.time_offset = st.env_steps, st.seconds
 
     def spawn(self) -> None:
         from rtcore.agent.inference import ActorConfig, WorkerSpec, worker_main
@@ -180,7 +210,7 @@ class _Runner:
         actor = ActorConfig(model_path=self.model_path, device=cfg.device, backend=cfg.backend, n_actions=self.n_actions,
                             epsilon_start=cfg.epsilon_start, epsilon_end=cfg.epsilon_end,
                             epsilon_decay_steps=cfg.epsilon_decay_steps, inference_delay=cfg.inference_delay,
-                            seed=cfg.seed)
+                            seed=self.seed)
         lcfg = LearnerConfig(batch_size=cfg.batch_size, lr=cfg.lr, adam_eps=cfg.adam_eps, double_dqn=cfg.double_dqn,
                              target_update=cfg.target_update, max_grad_norm=cfg.max_grad_norm)
 
@@ -191,7 +221,7 @@ class _Runner:
                                learning_starts=cfg.learning_starts, updates_per_step=cfg.updates_per_step,
                                params=self.params, replay=self.replay, turnstile=self.turnstile, moments=self.moments,
                                target_params=self.target, telemetry=self.telemetry, obs_board=self.obs_board,
-                               seed=cfg.seed + 1000 + j)
+                               seed=self.seed + 1000 + j)
 
         if cfg.mode == "sequential":
             spec = SequentialSpec(order=cfg.sequential_order, actor=actor, learner=learner_spec(0),
@@ -202,7 +232,7 @@ class _Runner:
             self.children.append(Child("agent", 0, sequential_main, spec, ctx))
             return
         for w in range(self.n_workers):
-            a = ActorConfig(**{**asdict(actor), "seed": cfg.seed + 1 + w})
+            a = ActorConfig(**{**asdict(actor), "seed": self.seed + 1 + w})
             spec = WorkerSpec(worker=w, actor=a, obs_board=self.obs_board, action_board=self.action_board,
                               schedule=self.schedule, params=self.params, telemetry=self.telemetry,
                               frame_stack=cfg.frame_stack, obs_shape=self.obs_shape, realtime=cfg.realtime)
@@ -242,8 +272,13 @@ class _Runner:
 
         cfg = self.cfg
         env_fn = functools.partial(_make_env, cfg.env, _env_kwargs(cfg))
+        if self.record:
+            from rtcore.agent.recording import recording_env
+
+            env_fn = functools.partial(recording_env, env_fn, self.record)
         self.driver = EnvDriver(env_fn, self.obs_board, self.action_board, replay=self.replay, stream=0,
-                                frequency=1.0 / self.tau_m, seed=cfg.seed, realtime=cfg.realtime)
+                                frequency=1.0 / self.tau_m, seed=self.seed, realtime=cfg.realtime,
+                                first_step=self.step_offset)
         self.driver.start()
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while self.obs_board.published < 1:  # the run's clock starts at the env's first frame
@@ -327,24 +362,8 @@ class _Runner:
         return False
 
     def checkpoint(self, tag: str) -> Path:
-        """Writes the newest parameters as a model checkpoint (loads with rtcore.models.export)."""
-        import torch
-
-        from rtcore.models.export import save_model
-        from rtcore.shared.params import bind_flat
-
-        ckpt_dir = self.run_dir / "checkpoints"
-        ckpt_dir.mkdir(exist_ok=True)
-        flat = bind_flat(self.model)
-        with self.params.read() as (version, view):
-            flat.copy_(torch.from_numpy(view))
-        path = ckpt_dir / f"{tag}.pt"
-        tmp = path.with_suffix(".tmp")
-        save_model(self.model, tmp, format="checkpoint")
-        os.replace(tmp, path)
-        (ckpt_dir / f"{tag}.json").write_text(json.dumps({"param_version": int(version),
-                                                          "learner_updates": int(self.telemetry.control[Control.UPDATES])}))
-        return path
+        """Writes ``checkpoints/<tag>.pt`` (the model) and ``<tag>.state.pt`` (the whole learner state)."""
+        return write_checkpoint(self, tag)
 
     def stop_all(self) -> None:
         # the env first: once it stops, nothing more is counted, so the agents' shutdown costs no steps
@@ -387,9 +406,22 @@ def run(config: RunConfig | None = None) -> RunSummary:
     Ctrl-C or SIGTERM ends the run early, cleanly (the summary says ``stopped_by``). No process or
     shared-memory segment outlives the call.
     """
+    cfg = (config or RunConfig()).validate()
+    if cfg.resume and not cfg.run_dir:
+        cfg = dataclasses.replace(cfg, run_dir=cfg.resume)
+
+    def prepare(r: _Runner) -> None:
+        if cfg.resume:
+            path = find_state(cfg.resume)
+            r.start_from(path, load_state(path))
+
+    return execute(cfg, prepare)
+
+
+def execute(cfg: RunConfig, prepare: Callable[[_Runner], None] | None = None) -> RunSummary:
+    """Runs a validated ``cfg``; ``prepare(runner)`` may set where it starts from (resume, play)."""
     from rtcore.shared._shm import reclaim_dead_segments
 
-    cfg = (config or RunConfig()).validate()
     r = _Runner(cfg)
     # what killed runs (SIGKILL, OOM) left in /dev/shm: only segments whose creator is dead
     gone = reclaim_dead_segments()
@@ -397,7 +429,8 @@ def run(config: RunConfig | None = None) -> RunSummary:
     if gone:
         r.log(f"rtcore: reclaimed {len(gone)} shared-memory segment(s) ({sum(s.size for s in gone) / 2**20:.1f} MiB) "
               f"left by dead processes")
-    (r.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    if prepare is not None:
+        prepare(r)
     old_term = None
     if threading.current_thread() is threading.main_thread():
         def on_term(signum: int, frame: Any) -> None:
@@ -409,11 +442,13 @@ def run(config: RunConfig | None = None) -> RunSummary:
     summary = None
     try:
         try:
-            r.measure()
+            r.measure()  # also refuses a checkpoint of another model or env, before config.json changes
+            (r.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
             r.create_shared()
             r.spawn()
             r.wait_ready()
-            writer = MetricsWriter(r.run_dir, tensorboard=cfg.tensorboard)
+            writer = MetricsWriter(r.run_dir, tensorboard=cfg.tensorboard,
+                                   append=r.start is not None and not r.params_only)
             if writer.tensorboard_error:
                 r.log(f"rtcore: {writer.tensorboard_error}")
             r.start_env()
@@ -473,13 +508,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
 
 
+def check_options(cfg: RunConfig) -> None:
+    """What :func:`run` would find wrong with ``cfg``'s names before it starts anything, found without
+    building anything: the env id, the ROM file, the model spec, a CUDA device on a machine without one
+    (``ValueError`` / ``FileNotFoundError`` naming the option)."""
+    from rtcore.envs import check_env_id
+    from rtcore.models import parse_model_spec
+
+    check_env_id(cfg.env, cfg.rom)
+    parse_model_spec(cfg.model)
+    if cfg.resume:
+        check_resumable(cfg)
+    if any(d and d.startswith("cuda") for d in (cfg.device, cfg.learner_device)):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"device = {cfg.device!r}, learner_device = {cfg.learner_device!r}: "
+                             "CUDA requested but torch.cuda.is_available() is False")
+
+
 def main(args: argparse.Namespace) -> int:
+    """``rtcore run``: a bad option exits 2 with one line; a failure of the run itself raises."""
     try:
         cfg = config_from_args(args)
-        summary = run(cfg)
-    except (ValueError, FileNotFoundError) as exc:  # a bad option, env id, ROM or device: say which, no traceback
-        print(f"rtcore run: error: {exc}", file=sys.stderr)
-        return 2
+        check_options(cfg)
+    except OPTION_ERRORS as exc:
+        return bad_option("rtcore run", exc)
+    summary = run(cfg)
     if cfg.json:
         print(json.dumps(summary.to_dict()))
     elif not cfg.quiet:

@@ -24,6 +24,7 @@ import gymnasium as gym
 __all__ = [
     "make",
     "env_ids",
+    "check_env_id",
     "AtariEnv",
     "GameBoyEnv",
     "RamGame",
@@ -115,6 +116,26 @@ def make(env_id: str, *, delay: int | None = None, sequential: bool = False, **k
         raise
 
 
+def check_env_id(env_id: str, rom: str | None = None) -> None:
+    """Raises the ValueError :func:`make` would for an unknown ``env_id``, without building the env;
+    with ``rom`` (or for a game that needs one), also checks that it is a Game Boy ROM file."""
+    if env_id in _GB_IDS and (rom or env_id != "gb/TestRom"):
+        from rtcore.envs.gameboy import check_rom
+
+        check_rom(rom, (), env_id)
+    elif env_id.startswith("ALE/"):
+        from rtcore.envs.atari import resolve_ale_id
+
+        resolve_ale_id(env_id)
+    elif env_id not in _GB_IDS:
+        close = difflib.get_close_matches(env_id, list(_GB_IDS), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(
+            f"unknown env id {env_id!r}: expected ALE/<Game>-v5 (e.g. ALE/Pong-v5) or one of "
+            f"{', '.join(sorted(_GB_IDS))}{hint}"
+        )
+
+
 def _make(env_id: str, **kwargs: Any) -> gym.Env:
     if env_id.startswith("ALE/"):
         from rtcore.envs.atari import AtariEnv
@@ -122,10 +143,5 @@ def _make(env_id: str, **kwargs: Any) -> gym.Env:
         return AtariEnv(env_id, **kwargs)
     build = _GB_IDS.get(env_id)
     if build is None:
-        close = difflib.get_close_matches(env_id, list(_GB_IDS), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(
-            f"unknown env id {env_id!r}: expected ALE/<Game>-v5 (e.g. ALE/Pong-v5) or one of "
-            f"{', '.join(sorted(_GB_IDS))}{hint}"
-        )
+        check_env_id(env_id)  # raises, naming the ids that exist
     return build(**kwargs)

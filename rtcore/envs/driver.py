@@ -44,7 +44,7 @@ class _Loop:
     """The per-tick work, shared by the driver process and :meth:`EnvDriver.run_inline`."""
 
     def __init__(self, env: Any, obs_board: Any, action_board: Any, replay: Any, stream: int,
-                 block: DriverStatsBlock, seed: int) -> None:
+                 block: DriverStatsBlock, seed: int, first_step: int = 0) -> None:
         self.env = env
         self.obs_board = obs_board
         self.action_board = action_board
@@ -73,7 +73,7 @@ class _Loop:
         self.obs: Any = None
         # Continue the board's step sequence (a restarted driver on the same boards): steps must increase.
         last = getattr(obs_board, "step", -1)
-        self.obs_step = last + 1 if isinstance(last, int) and last >= 0 else 0
+        self.obs_step = max(first_step, last + 1 if isinstance(last, int) and last >= 0 else 0)
 
     def _reset(self, now: Callable[[], float], first: bool) -> float:
         t0 = now()
@@ -202,7 +202,7 @@ class _Loop:
 
 def _driver_main(env_fn: Callable[[], Any], obs_board: Any, action_board: Any, replay: Any, stream: int,
                  frequency: float | None, seed: int, block: DriverStatsBlock, max_steps: int | None,
-                 spin: float, realtime: bool, conn: Any) -> None:
+                 spin: float, realtime: bool, conn: Any, first_step: int = 0) -> None:
     """The driver process. Ends cleanly on stop (or when its parent is gone); on an exception it reports
     the reason and exits 1."""
     import signal
@@ -216,7 +216,7 @@ def _driver_main(env_fn: Callable[[], Any], obs_board: Any, action_board: Any, r
     try:
         env = env_fn()
         period = 1.0 / frequency if frequency else float(env.frame_time)
-        loop = _Loop(env, obs_board, action_board, replay, stream, block, seed)
+        loop = _Loop(env, obs_board, action_board, replay, stream, block, seed, first_step)
         ticks = [0]
 
         def should_stop() -> bool:
@@ -265,11 +265,14 @@ class EnvDriver:
         stats: a :class:`DriverStatsBlock` to account into (None: the driver makes and owns one).
         spin: the timer's spin before each deadline (seconds; see :class:`rtcore.Timer`).
         realtime: ask the timer for SCHED_FIFO and 1 ns timer slack in the driver process.
+        first_step: the step index of the first observation (a resumed run continues its step count;
+            a driver restarted on boards already published to continues after their newest step).
     """
 
     def __init__(self, env_fn: Callable[[], Any], obs_board: Any, action_board: Any, replay: Any = None,
                  stream: int = 0, frequency: float | None = None, seed: int = 0,
-                 stats: DriverStatsBlock | None = None, spin: float = 200e-6, realtime: bool = False) -> None:
+                 stats: DriverStatsBlock | None = None, spin: float = 200e-6, realtime: bool = False,
+                 first_step: int = 0) -> None:
         if not callable(env_fn):
             raise TypeError(f"env_fn must be a callable returning an env, got {env_fn!r}")
         if frequency is not None and not (isinstance(frequency, (int, float)) and 0 < frequency < 1e5):
@@ -285,6 +288,9 @@ class EnvDriver:
         self.seed = int(seed)
         self.spin = float(spin)
         self.realtime = bool(realtime)
+        if isinstance(first_step, bool) or not isinstance(first_step, int) or first_step < 0:
+            raise ValueError(f"first_step must be an int >= 0, got {first_step!r}")
+        self.first_step = first_step
         self._own_block = stats is None
         self.block = DriverStatsBlock.create() if stats is None else stats
         self._proc: Any = None
@@ -304,7 +310,7 @@ class EnvDriver:
         self._proc = ctx.Process(
             target=_driver_main,
             args=(self.env_fn, self.obs_board, self.action_board, self.replay, self.stream, self.frequency,
-                  self.seed, self.block, max_steps, self.spin, self.realtime, send),
+                  self.seed, self.block, max_steps, self.spin, self.realtime, send, self.first_step),
             name=f"rtcore-env-driver-{self.stream}",
             daemon=True,
         )
@@ -382,7 +388,8 @@ class EnvDriver:
         env = self.env_fn()
         try:
             period = 1.0 / self.frequency if self.frequency else float(env.frame_time)
-            loop = _Loop(env, self.obs_board, self.action_board, self.replay, self.stream, self.block, self.seed)
+            loop = _Loop(env, self.obs_board, self.action_board, self.replay, self.stream, self.block, self.seed,
+                         self.first_step)
             loop.run(period, max_steps, paced, lambda: False, self.spin, self.realtime)
             self.block.a[STATE] = 2.0
         finally:

@@ -415,6 +415,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from rtcore._validate import OPTION_ERRORS, bad_option
+
+    try:
+        check_rom(args.rom, tuple(args.title), "gb-record-state")
+        parse_script(args.script)
+        if args.from_state is not None and not os.path.isfile(args.from_state):
+            raise FileNotFoundError(f"--from-state {args.from_state!r} does not exist")
+    except OPTION_ERRORS as exc:
+        return bad_option("rtcore gb-record-state", exc)
     frames = record_state(args.rom, args.script, args.out, args.from_state, tuple(args.title))
     print(f"wrote {args.out} after {frames} frames ({frames / GB_FPS:.1f} s of game time)")
     return 0

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from rtcore import _core
+from rtcore._validate import as_name
+from rtcore.errors import ClosedError
 from rtcore.shared._liveness import alive, self_start_time
 
 __all__ = ["SharedObject", "default_name", "owned_segments", "SegmentInfo", "list_segments", "reclaim_dead_segments"]
@@ -146,17 +148,15 @@ class SharedObject:
         ``FileNotFoundError`` if there is no such segment, ``rtcore.LayoutError`` if it holds another
         structure or another layout version.
         """
-        if not isinstance(name, str):
-            raise TypeError(f"name must be a str, got {type(name).__name__}")
         self = cls.__new__(cls)
-        name = _core.check_segment_name(name)
+        name = _core.check_segment_name(as_name("name", name))
         self._adopt(cls._CORE.attach(name), name, owner=False)
         return self
 
     @classmethod
     def _new_name(cls, name: str | None) -> str:
         """The segment name for a new object: ``name`` checked, or a fresh default."""
-        return default_name(cls._KIND) if name is None else _core.check_segment_name(name)
+        return default_name(cls._KIND) if name is None else _core.check_segment_name(as_name("name", name))
 
     def _adopt(self, handle: Any, name: str, owner: bool) -> None:
         self.__handle = handle
@@ -176,7 +176,7 @@ class SharedObject:
     def _h(self) -> Any:
         h = self.__handle
         if h is None:
-            raise ValueError(f"{type(self).__name__} '{self._name}' is closed")
+            raise ClosedError(f"{type(self).__name__} '{self._name}' is closed")
         return h
 
     @property

@@ -31,8 +31,21 @@ from typing import Any, Sequence
 import numpy as np
 
 from rtcore import _core
+from rtcore._validate import (
+    FOREVER_SECONDS,
+    INT64_MAX,
+    as_dtype,
+    as_shape,
+    at_least,
+    clean_type_error,
+    in_range,
+    index,
+    seconds,
+)
 from rtcore.shared._shm import SharedObject
-from rtcore._validate import as_dtype, as_shape, at_least, in_range, index, seconds
+
+_MAX_SPIN = 60.0  # seconds a wait may spin before sleeping
+
 
 __all__ = ["ObsBoard", "ActionBoard"]
 
@@ -67,6 +80,8 @@ class ObsBoard(SharedObject):
             raise ValueError("obs_shape must be a non-empty tuple, got ()")
         dt = as_dtype("dtype", dtype)
         fs = at_least("frame_stack", frame_stack, 1)
+        if fs > 1024:
+            raise ValueError(f"frame_stack must be in [1, 1024], got {fs}")
         name = self._new_name(name)
         self._adopt(self._CORE.create(name, list(shape), dt, fs), name, owner=True)
 
@@ -81,7 +96,13 @@ class ObsBoard(SharedObject):
         ``episode_start=True``: the stack restarts, padded with this frame. Never blocks (the GIL is
         released for the copy).
         """
-        self._h.publish(frame, index("step", step), bool(episode_start))
+        if not isinstance(frame, np.ndarray):
+            raise TypeError(f"frame must be a numpy array of shape {self._obs_shape} and dtype {self._dtype}, "
+                            f"got {type(frame).__name__}")
+        st = at_least("step", step, 0)
+        if st > INT64_MAX:
+            raise ValueError(f"step must be below 2**63, got {st}")
+        self._h.publish(frame, st, bool(episode_start))
 
     def read(self, out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
         """Copy the newest stack ``[frame_stack, *obs_shape]`` (oldest frame first) and return
@@ -91,6 +112,9 @@ class ObsBoard(SharedObject):
         otherwise a new array. Before the first publish: zeros and step ``-1``. The copy is whole: a
         frame being overwritten during the read is detected and re-read. The GIL is released.
         """
+        if out is not None and not isinstance(out, np.ndarray):
+            raise TypeError(f"out must be a numpy array of shape {self.stack_shape} and dtype {self._dtype} or None, "
+                            f"got {type(out).__name__}")
         return self._h.read(out)
 
     @property
@@ -110,9 +134,11 @@ class ObsBoard(SharedObject):
         ``spin``: seconds to spin before sleeping (lower wake-up latency, burns a core). The GIL is
         released and Ctrl-C works.
         """
-        a = index("after", after)
+        a = in_range("after", after, -(2**63), INT64_MAX)
         t = None if timeout is None else seconds("timeout", timeout, positive=False)
-        return self._h.wait_step(a, t, seconds("spin", spin, positive=False))
+        if t is not None and t > FOREVER_SECONDS:
+            t = None
+        return self._h.wait_step(a, t, seconds("spin", spin, positive=False, hi=_MAX_SPIN))
 
     @property
     def obs_shape(self) -> tuple[int, ...]:
@@ -151,7 +177,8 @@ class ActionBoard(SharedObject):
     ``posted == taken + superseded + (1 if pending else 0)``.
 
     Each worker id posts from one thread at a time (a concurrent post with the same id raises
-    ``ValueError``); a worker id whose process died mid-post is taken over by the next poster.
+    ``rtcore.BusyError`` from this process, ``rtcore.SlotError`` from another live one); a worker id
+    whose process died mid-post is taken over by the next poster.
     """
 
     _KIND = "act"
@@ -169,9 +196,20 @@ class ActionBoard(SharedObject):
         """Post ``action`` (an int), computed from the observation of env step ``obs_step``, by
         ``worker`` (``0 <= worker < max_workers``). Never blocks."""
         if type(action) is int and type(obs_step) is int and type(worker) is int:  # the hot path: no conversions
-            self._h.post(action, obs_step, worker)
-        else:
-            self._h.post(index("action", action), index("obs_step", obs_step), index("worker", worker))
+            try:
+                self._h.post(action, obs_step, worker)
+                return
+            except TypeError:  # an int beyond int64 / int32: the checks below name it
+                pass
+        a = in_range("action", action, -(2**63), INT64_MAX)
+        s = in_range("obs_step", obs_step, -(2**63), INT64_MAX)
+        w = index("worker", worker)
+        if not 0 <= w < self._max_workers:
+            raise ValueError(f"worker must be in [0, {self._max_workers}), got {w}")
+        try:
+            self._h.post(a, s, w)
+        except TypeError as e:
+            raise clean_type_error(e, "ActionBoard.post") from None
 
     def take(self) -> tuple[int, int, int] | None:
         """The newest posted action not taken yet, as ``(action, obs_step, worker)``; ``None`` if

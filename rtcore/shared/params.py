@@ -26,6 +26,9 @@ Guarantees (see csrc/params/param_store.h for the protocol):
   takes the pin back.
 
 One handle holds at most one pin at a time; threads that read concurrently each attach their own handle.
+
+Length: the store, the one function that binds a module to a flat buffer, and the reader that keeps a
+worker's module on the newest version (CPU views, CUDA double buffer) are one protocol, kept together.
 """
 
 from __future__ import annotations
@@ -36,12 +39,15 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from rtcore import _core
+from rtcore._validate import FOREVER_SECONDS, index, seconds
+from rtcore.errors import StateError
 from rtcore.shared._shm import SharedObject
 
 __all__ = ["ParamStore", "ParamReader", "bind_flat", "module_numel"]
 
 _DTYPE_CODES = {"float32": 0, "float16": 1, "float64": 2}
 _CODE_DTYPES = {v: np.dtype(k) for k, v in _DTYPE_CODES.items()}
+_MAX_NUMEL = 2**40  # the core refuses stores above 1 TiB per buffer (element size included)
 
 ArrayLike = Any  # a numpy array or a torch tensor
 
@@ -79,9 +85,11 @@ class ParamStore(SharedObject):
                  max_readers: int = 64) -> None:
         if not isinstance(numel, (int, np.integer)) or isinstance(numel, bool) or numel < 1:
             raise ValueError(f"numel must be a positive integer, got {numel!r}")
-        if not isinstance(buffers, (int, np.integer)) or not 2 <= buffers <= 64:
+        if numel > _MAX_NUMEL:
+            raise ValueError(f"numel must be at most 2**40 / the dtype's size, got {numel!r}")
+        if not isinstance(buffers, (int, np.integer)) or isinstance(buffers, bool) or not 2 <= buffers <= 64:
             raise ValueError(f"buffers must be an integer in [2, 64], got {buffers!r}")
-        if not isinstance(max_readers, (int, np.integer)) or not 1 <= max_readers <= 4096:
+        if not isinstance(max_readers, (int, np.integer)) or isinstance(max_readers, bool) or not 1 <= max_readers <= 4096:
             raise ValueError(f"max_readers must be an integer in [1, 4096], got {max_readers!r}")
         code = _DTYPE_CODES[_dtype_name(dtype)]
         name = self._new_name(name)
@@ -142,7 +150,7 @@ class ParamStore(SharedObject):
 
     # ---- writer ----------------------------------------------------------------------------------------
 
-    def publish(self, params: ArrayLike | Iterable[ArrayLike], timeout: float = 0.0) -> int:
+    def publish(self, params: ArrayLike | Iterable[ArrayLike], timeout: float = 0.0, *, check_finite: bool = True) -> int:
         """Publishes a complete new version and returns its number, or -1 if it was skipped.
 
         ``params`` is one 1-D array/tensor of ``numel`` values, or a sequence of arrays/tensors (e.g.
@@ -150,15 +158,36 @@ class ParamStore(SharedObject):
         arrays of the store's dtype are copied straight into shared memory; others are converted first.
         Skipped (-1) when no buffer is free (all non-newest buffers pinned by live readers) or another
         live process is publishing, after waiting up to ``timeout`` seconds (default: no wait).
+
+        ``check_finite`` (default): a NaN or infinite value is refused with ``ValueError`` and nothing is
+        published (a diverged learner must not hand NaNs to every worker). The check is one float64 sum
+        over the values (no allocation); an element-wise pass runs only when that sum is not finite.
         """
-        parts = [self._as_part(p) for p in ([params] if _is_array(params) else params)]
-        return int(self._h.publish(parts, float(timeout)))
+        t = _timeout("timeout", timeout)
+        if _is_array(params):
+            items = [params]
+        else:
+            try:
+                items = list(params)
+            except TypeError:
+                raise TypeError(f"params must be an array, a tensor or an iterable of them, got {type(params).__name__}") from None
+        parts = [self._as_part(p, i) for i, p in enumerate(items)]
+        if check_finite:
+            for i, p in enumerate(parts):
+                with np.errstate(all="ignore"):
+                    if not np.isfinite(p.sum(dtype=np.float64)) and not np.isfinite(p).all():
+                        bad = p[~np.isfinite(p)][0]
+                        raise ValueError(f"parameters part {i} has a non-finite value ({bad!r}); nothing was published")
+        return int(self._h.publish(parts, t))
 
-    def _as_part(self, x: ArrayLike) -> np.ndarray:
+    def _as_part(self, x: ArrayLike, i: int = 0) -> np.ndarray:
         if not isinstance(x, np.ndarray):
-            import torch
-
+            torch = _torch_or_none()
+            if torch is None or not isinstance(x, torch.Tensor):
+                raise TypeError(f"parameters part {i} must be a numpy array or a torch tensor, got {type(x).__name__}")
             x = x.detach().to(device="cpu", dtype=getattr(torch, self._dtype.name)).contiguous().numpy()
+        if x.dtype.kind not in "biuf":
+            raise TypeError(f"parameters part {i} has dtype {x.dtype}, expected a numeric dtype ({self._dtype})")
         return np.ascontiguousarray(x, dtype=self._dtype).reshape(-1)
 
     # ---- readers ---------------------------------------------------------------------------------------
@@ -166,13 +195,14 @@ class ParamStore(SharedObject):
     def pin(self, timeout: float = 5.0) -> tuple[int, np.ndarray]:
         """Pins the newest version and returns ``(version, view)``: a zero-copy view of shared memory that
         nothing writes until :meth:`unpin`. Waits up to ``timeout`` s for a first version (TimeoutError).
+        One pin per handle: ``rtcore.BusyError`` if this handle already holds one.
         Do not write to the view, and do not use it after ``unpin``."""
-        version, buffer = self._h.pin(float(timeout))
+        version, buffer = self._h.pin(_timeout("timeout", timeout))
         return int(version), self._views[buffer]
 
     def pin_buffer(self, timeout: float = 5.0) -> tuple[int, int]:
         """Like :meth:`pin`, returning the buffer index instead of its view."""
-        version, buffer = self._h.pin(float(timeout))
+        version, buffer = self._h.pin(_timeout("timeout", timeout))
         return int(version), int(buffer)
 
     def unpin(self) -> None:
@@ -190,13 +220,17 @@ class ParamStore(SharedObject):
 
     def buffer_view(self, buffer: int) -> np.ndarray:
         """Zero-copy view of one buffer (whatever version it holds; pin before relying on its contents)."""
-        if not 0 <= buffer < len(self._views):
-            raise IndexError(f"buffer {buffer} out of range [0, {len(self._views)})")
-        return self._views[buffer]
+        b = index("buffer", buffer)
+        if not 0 <= b < len(self._views):
+            raise IndexError(f"buffer {b} out of range [0, {len(self._views)})")
+        return self._views[b]
 
     def buffer_address(self, buffer: int) -> int:
         """Address of buffer ``buffer`` in this process (for a CUDA host registration)."""
-        return int(self._h.buffer_address(buffer))
+        b = index("buffer", buffer)
+        if not 0 <= b < self.buffers:
+            raise IndexError(f"buffer {b} out of range [0, {self.buffers})")
+        return int(self._h.buffer_address(b))
 
     @property
     def buffer_stride(self) -> int:
@@ -207,6 +241,12 @@ class ParamStore(SharedObject):
         """Drop the buffer views and detach (the creator also unlinks the segment)."""
         self._views = []
         super().close()
+
+
+def _timeout(what: str, timeout: Any) -> float:
+    """A wait in seconds for the core: finite and >= 0 (NaN, inf and negative refused), capped at the
+    core's "forever"."""
+    return min(seconds(what, timeout, positive=False), FOREVER_SECONDS)
 
 
 def _is_array(x: Any) -> bool:
@@ -336,7 +376,7 @@ class ParamReader:
         if self._device.type == "cuda":
             return self._acquire_cuda(timeout)
         if self._holding:
-            raise RuntimeError("ParamReader.acquire() called twice without release()")
+            raise StateError("ParamReader.acquire() called twice without release()")
         version, b = self._store.pin_buffer(timeout)
         self._holding = True
         if b != self._bound:

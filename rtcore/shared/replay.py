@@ -13,8 +13,13 @@ crossing an episode start (as Gymnasium's ``FrameStackObservation``).
 Progress guarantees: ``add`` is wait-free; ``sample`` is lock-free (a draw overwritten while it is
 copied is redrawn, so a sample never holds a torn transition; it raises ``TimeoutError`` only if
 writers overwrite every draw before it can be copied, i.e. the buffer is far too small for the write
-rate). A writer killed mid-``add`` loses only that step: another process can ``attach`` and continue
-the stream, whose state lives entirely in shared memory.
+rate). A writer killed mid-``add`` loses only that step: another process can ``attach`` and write
+the stream on, whose state lives entirely in shared memory. Episodes never join: a writer in another
+process starts a new episode and closes the dead writer's open one as truncated (see :meth:`add`).
+
+Every argument is checked before anything is written: sizes whose memory would overflow, negative
+actions or delays and non-finite rewards are refused with an exception naming the argument; a segment
+whose header does not describe a consistent ring is refused on ``attach`` (``rtcore.LayoutError``).
 
 Example::
 
@@ -33,8 +38,8 @@ import numpy as np
 import numpy.typing as npt
 
 from rtcore import _core
+from rtcore._validate import INT64_MAX, as_bool, as_dtype, as_shape, at_least, clean_type_error, in_range, index
 from rtcore.shared._shm import SharedObject
-from rtcore._validate import as_dtype, as_shape, at_least, index
 
 __all__ = ["ReplayBuffer", "ReplayBatch"]
 
@@ -117,6 +122,8 @@ class ReplayBuffer(SharedObject):
         name: str | None = None,
     ) -> None:
         capacity = at_least("capacity", capacity, 1)
+        if capacity > INT64_MAX:
+            raise ValueError(f"capacity must be below 2**63 (and its memory must fit), got {capacity}")
         shape = as_shape("obs_shape", obs_shape, lo=1)
         dtype = _obs_dtype(obs_dtype)
         frame_stack = at_least("frame_stack", frame_stack, 1)
@@ -143,6 +150,7 @@ class ReplayBuffer(SharedObject):
         self._n_step = int(handle.n_step)
         self._gamma = float(handle.gamma)
         self._add = handle.add  # bound once: add() is the per-step hot path
+        self._no_starts = np.zeros(self._streams, np.bool_)  # add_batch's default episode_start (read only)
 
     # --- read-only layout -------------------------------------------------------------------------
 
@@ -192,7 +200,13 @@ class ReplayBuffer(SharedObject):
 
     def head(self, stream: int) -> int:
         """Slots written so far on ``stream`` (steps plus one per finished episode)."""
-        return int(self._h.head(stream))
+        return int(self._h.head(self._stream(stream)))
+
+    def _stream(self, stream: Any) -> int:
+        s = index("stream", stream)
+        if not 0 <= s < self._streams:
+            raise IndexError(f"stream {s} is out of range for a buffer with {self._streams} stream(s)")
+        return s
 
     # --- writing ----------------------------------------------------------------------------------
 
@@ -207,6 +221,7 @@ class ReplayBuffer(SharedObject):
         next_obs: np.ndarray | None = None,
         was_default: bool = False,
         delay: int = 0,
+        episode_start: bool = False,
     ) -> None:
         """Append one step to ``stream``.
 
@@ -214,13 +229,37 @@ class ReplayBuffer(SharedObject):
         C-contiguous); the step's next observation is the next ``add``'s ``obs`` on this stream. At an
         episode end (``terminated`` or ``truncated``) pass the final observation as ``next_obs``; the
         next ``add`` on the stream starts a new episode. ``was_default`` marks a step where the
-        environment applied the default action; ``delay`` is the action's age in steps.
+        environment applied the default action; ``delay`` is the action's age in steps (``>= 0``).
+        ``action`` must be ``>= 0`` and ``reward`` finite (a NaN would spread into every n-step return).
 
-        A handle attached in another process continues the stream where the last writer stopped
-        (also one that was killed): the stream's state is in shared memory. One writer per stream at
-        a time.
+        Episodes never join. ``episode_start=True`` starts a new episode here even though the last one
+        did not end (an env reset without a final observation, a restarted env); and a writer in
+        another process than the one that wrote the stream's open episode (a restarted driver, after
+        the old one died) always starts a new one. The open episode is then closed as truncated: its
+        last step, whose next observation was never given, is dropped, and the step before it
+        bootstraps from the last observation written. One writer per stream at a time.
         """
-        self._add(stream, obs, action, reward, terminated, truncated, next_obs, was_default, delay)
+        try:
+            self._add(stream, obs, action, reward, terminated, truncated, next_obs, was_default, delay, episode_start)
+        except TypeError as e:  # a wrong type or an int out of C range: say which argument (off the hot path)
+            self._check_add_types(stream, obs, action, reward, terminated, truncated, next_obs, was_default, delay,
+                                  episode_start)
+            raise clean_type_error(e, "ReplayBuffer.add") from None
+
+    def _check_add_types(self, stream, obs, action, reward, terminated, truncated, next_obs, was_default, delay,
+                         episode_start) -> None:
+        self._stream(stream)
+        for what, a in (("obs", obs), ("next_obs", next_obs)):
+            if not (a is None and what == "next_obs") and not isinstance(a, np.ndarray):
+                raise TypeError(f"{what} must be a numpy array of shape {self._obs_shape} and dtype {self._dtype}, "
+                                f"got {type(a).__name__}")
+        in_range("action", action, 0, INT64_MAX)
+        if isinstance(reward, bool) or not isinstance(reward, (int, float, np.integer, np.floating)):
+            raise TypeError(f"reward must be a float, got {type(reward).__name__}")
+        for what, b in (("terminated", terminated), ("truncated", truncated), ("was_default", was_default),
+                        ("episode_start", episode_start)):
+            as_bool(what, b)
+        in_range("delay", delay, 0, 2**31 - 1)
 
     def add_batch(
         self,
@@ -232,27 +271,35 @@ class ReplayBuffer(SharedObject):
         next_obs: np.ndarray | None = None,
         was_default: npt.ArrayLike | None = None,
         delay: npt.ArrayLike | None = None,
+        episode_start: npt.ArrayLike | None = None,
     ) -> None:
         """Append one step to every stream at once (a vectorised env): row ``i`` goes to stream ``i``.
 
         ``obs`` is ``[streams, *obs_shape]``; the other arguments have one entry per stream.
         ``next_obs`` (same shape as ``obs``) is required if any stream ends its episode; only the
-        rows of ending streams are read.
+        rows of ending streams are read. ``episode_start`` as in :meth:`add`, per stream. Every row is
+        checked before any is written.
         """
         n = self._streams
-        action = _vector("action", action, n, np.int64, "iu")
+        if not isinstance(obs, np.ndarray):
+            raise TypeError(f"obs must be a numpy array of shape {(n, *self._obs_shape)}, got {type(obs).__name__}")
+        if next_obs is not None and not isinstance(next_obs, np.ndarray):
+            raise TypeError(f"next_obs must be a numpy array or None, got {type(next_obs).__name__}")
+        action = _vector("action", action, n, np.int64, "iu", lo=0)
         reward = _vector("reward", reward, n, np.float32, "iuf")
         terminated = _vector("terminated", terminated, n, np.bool_, "b")
         truncated = _vector("truncated", truncated, n, np.bool_, "b")
         was_default = np.zeros(n, np.bool_) if was_default is None else _vector("was_default", was_default, n, np.bool_, "b")
-        delay = np.zeros(n, np.int32) if delay is None else _vector("delay", delay, n, np.int32, "iu")
-        self._h.add_batch(obs, action, reward, terminated, truncated, next_obs, was_default, delay)
+        delay = np.zeros(n, np.int32) if delay is None else _vector("delay", delay, n, np.int32, "iu", lo=0)
+        starts = (self._no_starts if episode_start is None
+                  else _vector("episode_start", episode_start, n, np.bool_, "b"))
+        self._h.add_batch(obs, action, reward, terminated, truncated, next_obs, was_default, delay, starts)
 
     # --- sampling ---------------------------------------------------------------------------------
 
     def empty_batch(self, batch_size: int) -> ReplayBatch:
         """Zeroed arrays of the right shapes and dtypes, to pass to :meth:`sample` as ``out=``."""
-        b = at_least("batch_size", batch_size, 1)
+        b = self._batch_size(batch_size)
         stack = (b, self._frame_stack, *self._obs_shape)
         return ReplayBatch(
             obs=np.zeros(stack, self._dtype),
@@ -271,9 +318,10 @@ class ReplayBuffer(SharedObject):
 
         Fills ``out`` in place when given (no allocation), else a fresh batch. The GIL is released
         while transitions are selected and copied. Raises ``ValueError`` if fewer than
-        ``batch_size`` transitions are sampleable.
+        ``batch_size`` transitions are sampleable, ``rtcore.BusyError`` if another thread is sampling
+        through this handle (attach one handle per thread).
         """
-        b = at_least("batch_size", batch_size, 1)
+        b = self._batch_size(batch_size)
         if out is None:
             out = self.empty_batch(b)
         elif not isinstance(out, ReplayBatch):
@@ -284,6 +332,13 @@ class ReplayBuffer(SharedObject):
             out.obs, out.next_obs, out.action, out.reward, out.done, out.discount, out.was_default, out.delay, out.index
         )
         return out
+
+    def _batch_size(self, batch_size: Any) -> int:
+        # A batch larger than the capacity can never be sampled (sample needs that many transitions).
+        b = at_least("batch_size", batch_size, 1)
+        if b > self._capacity:
+            raise ValueError(f"batch_size must be <= capacity ({self._capacity}): sample needs that many transitions, got {b}")
+        return b
 
     def seed(self, seed: int) -> None:
         """Seed this handle's sampler. With one process and no concurrent writer, the draws of a
@@ -300,10 +355,25 @@ class ReplayBuffer(SharedObject):
         )
 
 
-def _vector(what: str, value: npt.ArrayLike, n: int, dtype: type, kinds: str) -> np.ndarray:
-    a = np.asarray(value)
+def _vector(what: str, value: npt.ArrayLike, n: int, dtype: type, kinds: str, lo: int | None = None) -> np.ndarray:
+    try:
+        a = np.asarray(value)
+    except Exception as e:  # a ragged list, an object numpy cannot read
+        raise TypeError(f"{what} must be an array of {n} values, got {type(value).__name__}: {e}") from None
     if a.dtype.kind not in kinds:
         raise ValueError(f"{what} has dtype {a.dtype}, expected {np.dtype(dtype)}")
     if a.shape != (n,):
         raise ValueError(f"{what} has shape {a.shape}, expected ({n},) (one entry per stream)")
+    target = np.dtype(dtype)
+    if a.dtype.kind in "iu" and target.kind == "i":  # a cast must not wrap (a uint64 above 2**63 to a negative)
+        info = np.iinfo(target)
+        low = info.min if lo is None else lo
+        if a.size and (int(a.min()) < low or int(a.max()) > info.max):
+            raise ValueError(f"{what} must be in [{low}, {info.max}], got values in [{int(a.min())}, {int(a.max())}]")
+    if target.kind == "f":
+        with np.errstate(all="ignore"):
+            if a.dtype.kind == "f" and not np.isfinite(a).all():
+                raise ValueError(f"{what} must be finite, got {a[~np.isfinite(a)][0]!r}")
+            if a.size and np.abs(a.astype(np.float64)).max() > np.finfo(target).max:
+                raise ValueError(f"{what} must fit {target} (|x| <= {np.finfo(target).max:.3g})")
     return np.ascontiguousarray(a, dtype=dtype)

@@ -33,7 +33,7 @@ from __future__ import annotations
 from typing import Any
 
 from rtcore import _core
-from rtcore._validate import in_range, index, ns, seconds, timeout_ns
+from rtcore._validate import MAX_SECONDS, in_range, index, ns, seconds, timeout_ns
 from rtcore.shared._shm import SharedObject
 
 __all__ = ["StaggerSchedule", "Turnstile", "n_star", "MODES", "PUSHBACKS", "TAU_WINDOW_MAX"]
@@ -42,6 +42,7 @@ MODES = ("max", "mean")
 PUSHBACKS = ("paper", "lattice")
 TAU_WINDOW_MAX = int(_core.StaggerSchedule.MAX_TAU_WINDOW)  # a report rescans the window: O(tau_window)
 DEFAULT_SPIN = 200e-6
+_MAX_SPIN = 60.0  # seconds a wait may spin before sleeping
 
 
 def _optional_id(what: str, value: Any) -> int:
@@ -50,6 +51,17 @@ def _optional_id(what: str, value: Any) -> int:
     v = index(what, value)
     if v < 0:
         raise ValueError(f"{what} must be >= 0 or None (a free slot), got {v}")
+    if v > 4095:  # the most slots a schedule or turnstile has (the core's int would overflow far above)
+        raise IndexError(f"{what} {v} is out of range [0, 4096)")
+    return v
+
+
+def _id(what: str, value: Any) -> int:
+    """A worker or learner id as the core's int: out-of-range ids are the core's IndexError, named here
+    when they do not even fit an int."""
+    v = index(what, value)
+    if not -(2**31) <= v < 2**31:
+        raise IndexError(f"{what} {v} is out of range")
     return v
 
 
@@ -59,7 +71,11 @@ def n_star(tau_theta_max: float, tau_m: float) -> int:
     Robust to float error: ``n_star(0.1, 1 / 59.7275) == 6`` and ``n_star(0.1, 0.02) == 5`` (a ratio
     within 1e-9 of an integer is that integer).
     """
-    return int(_core.n_star(seconds("tau_theta_max", tau_theta_max, positive=True), seconds("tau_m", tau_m, positive=True)))
+    theta = seconds("tau_theta_max", tau_theta_max, positive=True, hi=MAX_SECONDS)
+    m = seconds("tau_m", tau_m, positive=True, hi=MAX_SECONDS)
+    if theta / m > 1e6:
+        raise ValueError(f"tau_theta_max / tau_m must be at most 1e6 (workers), got {theta / m:g}")
+    return int(_core.n_star(theta, m))
 
 
 class StaggerSchedule(SharedObject):
@@ -116,16 +132,16 @@ class StaggerSchedule(SharedObject):
         pushback: str = "lattice",
         tau_window: int = 0,
     ) -> None:
-        if pushback not in PUSHBACKS:
+        spin_ns = ns(seconds("spin", spin, positive=False, hi=_MAX_SPIN))  # before creating: nothing to undo
+        if not isinstance(pushback, str) or pushback not in PUSHBACKS:
             raise ValueError(f"pushback must be one of {PUSHBACKS}, got {pushback!r}")
         n = in_range("n_workers", n_workers, 1, 4096)
-        tau = seconds("tau_max", tau_max, positive=True)
-        if mode not in MODES:
+        tau = seconds("tau_max", tau_max, positive=True, hi=MAX_SECONDS)
+        if not isinstance(mode, str) or mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         win = in_range("window", window, 1, 65536)
         tw = in_range("tau_window", tau_window, 0, TAU_WINDOW_MAX)
-        hb = seconds("heartbeat_timeout", heartbeat_timeout, positive=True)
-        spin_ns = ns(seconds("spin", spin, positive=False))
+        hb = seconds("heartbeat_timeout", heartbeat_timeout, positive=True, hi=MAX_SECONDS)
         name = self._new_name(name)
         self._adopt(self._CORE.create(name, n, max(1, ns(tau)), MODES.index(mode), win,
                                       max(1, ns(hb)), PUSHBACKS.index(pushback), tw), name, owner=True)
@@ -135,7 +151,7 @@ class StaggerSchedule(SharedObject):
     def attach(cls, name: str, *, spin: float = DEFAULT_SPIN) -> StaggerSchedule:
         """Attaches to an existing schedule by name (see :meth:`SharedObject.attach`); ``spin`` is this
         process's sleep-then-spin margin for its waits."""
-        spin_ns = ns(seconds("spin", spin, positive=False))
+        spin_ns = ns(seconds("spin", spin, positive=False, hi=_MAX_SPIN))  # before attaching
         self = super().attach(name)
         self._spin_ns = spin_ns
         return self
@@ -147,35 +163,36 @@ class StaggerSchedule(SharedObject):
 
     def join(self, worker: int | None = None) -> int:
         """Claim a worker slot (the lowest free one, or ``worker``) and return its id. The new worker is
-        staggered in among the live ones at its first :meth:`wait_turn`. ``ValueError`` if the slot is
-        taken or none is free."""
+        staggered in among the live ones at its first :meth:`wait_turn`. ``rtcore.SlotError`` if the
+        slot is taken by a live worker or none is free."""
         return self._h.join(_optional_id("worker", worker))
 
     def wait_turn(self, worker: int, timeout: float | None = None) -> bool:
         """Sleep until ``worker`` may read the newest observation and start inferring: its start offset
         at first (or after a re-stagger), then any pending push-back delay. Returns ``True`` at the
-        turn, ``False`` if :meth:`stop` was called; ``TimeoutError`` if ``timeout`` seconds pass first.
+        turn, ``False`` if :meth:`stop` was called; ``TimeoutError`` if ``timeout`` seconds pass first;
+        ``rtcore.SlotError`` if ``worker`` was dropped and its slot taken (join again).
         Heart-beats while it waits; the GIL is released; Ctrl-C works."""
-        return self._h.wait_turn(index("worker", worker), timeout_ns(timeout), self._spin_ns)
+        return self._h.wait_turn(_id("worker", worker), timeout_ns(timeout), self._spin_ns)
 
     def report(self, worker: int, duration: float) -> float:
         """``worker``'s inference took ``duration`` seconds: apply the algorithm's update (a new maximum
         pushes the other workers back) and return the seconds it must still wait before publishing
         (0.0: publish at once)."""
-        return self._h.report(index("worker", worker), ns(seconds("duration", duration, positive=False))) * 1e-9
+        return self._h.report(_id("worker", worker), ns(seconds("duration", duration, positive=False, hi=MAX_SECONDS))) * 1e-9
 
     def wait_publish(self, worker: int, timeout: float | None = None) -> bool:
         """Sleep until ``worker`` may publish the action it computed (``True``); ``False`` if
         :meth:`stop` was called; ``TimeoutError`` past ``timeout`` seconds."""
-        return self._h.wait_publish(index("worker", worker), timeout_ns(timeout), self._spin_ns)
+        return self._h.wait_publish(_id("worker", worker), timeout_ns(timeout), self._spin_ns)
 
     def heartbeat(self, worker: int) -> None:
         """Tell the schedule ``worker`` is alive (every call above does this too)."""
-        self._h.heartbeat(index("worker", worker))
+        self._h.heartbeat(_id("worker", worker))
 
     def leave(self, worker: int) -> None:
         """Give the slot back; the others re-stagger over the workers left. Harmless if it was dropped."""
-        self._h.leave(index("worker", worker))
+        self._h.leave(_id("worker", worker))
 
     # ---- control and inspection ---------------------------------------------------------------
 
@@ -198,11 +215,11 @@ class StaggerSchedule(SharedObject):
 
     def pending_delay(self, worker: int) -> float:
         """Push-back (seconds) ``worker`` will sleep before its next turn."""
-        return self._h.pending_delay_ns(index("worker", worker)) * 1e-9
+        return self._h.pending_delay_ns(_id("worker", worker)) * 1e-9
 
     def last_inference(self, worker: int) -> float:
         """The last inference time ``worker`` reported, in seconds."""
-        return self._h.last_ns(index("worker", worker)) * 1e-9
+        return self._h.last_ns(_id("worker", worker)) * 1e-9
 
     @property
     def tau_max(self) -> float:
@@ -325,37 +342,38 @@ class Turnstile(SharedObject):
 
     def __init__(self, n_learners: int, heartbeat_timeout: float = 5.0, name: str | None = None) -> None:
         n = in_range("n_learners", n_learners, 1, 4096)
-        hb = seconds("heartbeat_timeout", heartbeat_timeout, positive=True)
+        hb = seconds("heartbeat_timeout", heartbeat_timeout, positive=True, hi=MAX_SECONDS)
         name = self._new_name(name)
         self._adopt(self._CORE.create(name, n, max(1, ns(hb))), name, owner=True)
 
     def join(self, learner: int | None = None) -> int:
-        """Claim a learner slot (the lowest free one, or ``learner``); return its id."""
+        """Claim a learner slot (the lowest free one, or ``learner``); return its id.
+        ``rtcore.SlotError`` if the slot is taken by a live learner or none is free."""
         return self._h.join(_optional_id("learner", learner))
 
     def wait_turn(self, learner: int, timeout: float | None = None) -> int:
         """Sleep until ``learner`` holds the turn; return the turn number ``u``. A dead holder is skipped
         after ``heartbeat_timeout``. ``TimeoutError`` (naming the holder) past ``timeout`` seconds; ``-1``
         if :meth:`stop` was called. GIL released; Ctrl-C works."""
-        return self._h.wait_turn(index("learner", learner), timeout_ns(timeout))
+        return self._h.wait_turn(_id("learner", learner), timeout_ns(timeout))
 
     def try_turn(self, learner: int) -> int | None:
         """The turn number if ``learner`` holds the turn now, else ``None``. Never blocks."""
-        u = self._h.try_turn(index("learner", learner))
+        u = self._h.try_turn(_id("learner", learner))
         return None if u < 0 else u
 
     def pass_turn(self, learner: int) -> None:
-        """Hand the turn to the next live learner. ``ValueError`` if ``learner`` does not hold it (or lost
-        it, skipped as dead)."""
-        self._h.pass_turn(index("learner", learner))
+        """Hand the turn to the next live learner. ``rtcore.SlotError`` if ``learner`` does not hold it
+        (or lost it, skipped as dead)."""
+        self._h.pass_turn(_id("learner", learner))
 
     def heartbeat(self, learner: int) -> None:
         """Tell the turnstile ``learner`` is alive (every other call does this too)."""
-        self._h.heartbeat(index("learner", learner))
+        self._h.heartbeat(_id("learner", learner))
 
     def leave(self, learner: int) -> None:
         """Give the slot back (passing the turn first if it holds it)."""
-        self._h.leave(index("learner", learner))
+        self._h.leave(_id("learner", learner))
 
     def stop(self) -> None:
         """Make every :meth:`wait_turn` return ``-1`` at once."""

@@ -16,8 +16,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from rtcore import _core
-from rtcore.shared._shm import SharedObject
 from rtcore._validate import as_dtype, as_shape
+from rtcore.shared._shm import SharedObject
 
 __all__ = ["SharedArray"]
 

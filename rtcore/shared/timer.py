@@ -17,15 +17,25 @@ Example, an environment loop at 59.7275 Hz::
 from __future__ import annotations
 
 import math
-
+import numbers
+from typing import Any
 
 from rtcore import _core
-from rtcore._validate import index, ns, seconds
+from rtcore._validate import MAX_SECONDS, index, ns, seconds
 
 __all__ = ["Timer", "monotonic", "monotonic_ns", "sleep_until"]
 
 DEFAULT_SPIN = 200e-6
 DEFAULT_RT_PRIORITY = 10
+
+
+def _real(what: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{what} must be a number of seconds, got {type(value).__name__}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{what} must be a finite number of seconds, got {value!r}") from None
 
 
 def monotonic() -> float:
@@ -49,10 +59,10 @@ def sleep_until(deadline: float, spin: float = DEFAULT_SPIN) -> None:
     the rest (``spin=0``: plain absolute sleep, no spin). Never returns early. The GIL is released;
     Ctrl-C raises ``KeyboardInterrupt`` within 50 ms. A deadline in the past returns at once.
     """
-    d = float(deadline)
+    d = _real("deadline", deadline)
     if not math.isfinite(d) or d > 9e9:
         raise ValueError(f"deadline must be a finite CLOCK_MONOTONIC time in seconds (see monotonic()), got {deadline!r}")
-    _core.sleep_until_ns(max(0, ns(d)), ns(seconds("spin", spin, positive=False)))
+    _core.sleep_until_ns(max(0, ns(d)), ns(seconds("spin", spin, positive=False, hi=MAX_SECONDS)))
 
 
 DEFAULT_HANDOFF = 100e-6
@@ -88,9 +98,9 @@ class Timer:
         realtime: bool | int = False,
         handoff: float = DEFAULT_HANDOFF,
     ) -> None:
-        p = seconds("period", period, positive=True)
-        s = seconds("spin", spin, positive=False)
-        h = seconds("handoff", handoff, positive=False)
+        p = seconds("period", period, positive=True, hi=MAX_SECONDS)
+        s = seconds("spin", spin, positive=False, hi=MAX_SECONDS)
+        h = seconds("handoff", handoff, positive=False, hi=MAX_SECONDS)
         if h >= p:
             raise ValueError(f"handoff must be shorter than the period ({p} s), got {handoff!r}")
         period_ns = ns(p)
@@ -99,13 +109,15 @@ class Timer:
         if start is None:
             start_ns = _core.monotonic_ns()
         else:
-            st = float(start)
+            st = _real("start", start)
             if not math.isfinite(st) or st < 0 or st > 9e9:
                 raise ValueError(f"start must be a finite CLOCK_MONOTONIC time >= 0 (see rtcore.shared.timer.monotonic()), got {start!r}")
             start_ns = ns(st)
         if isinstance(realtime, bool):
             priority = DEFAULT_RT_PRIORITY if realtime else None
         elif isinstance(realtime, int):
+            if not 1 <= realtime <= 99:
+                raise ValueError(f"realtime priority must be in [1, 99] (SCHED_FIFO), got {realtime}")
             priority = realtime
         else:
             raise TypeError(f"realtime must be a bool or an int SCHED_FIFO priority, got {type(realtime).__name__}")
@@ -120,10 +132,11 @@ class Timer:
 
         If the caller is late past whole ticks, those ticks are counted as overruns and skipped, and the
         newest due tick is returned at once. ``timeout`` (seconds): raise ``TimeoutError`` if the tick
-        is not due by then (the tick is not consumed). The GIL is released; Ctrl-C works.
+        is not due by then (the tick is not consumed). One thread waits on a timer: a second concurrent
+        waiter gets ``rtcore.BusyError``. The GIL is released; Ctrl-C works.
         """
         if timeout is not None:
-            seconds("timeout", timeout, positive=False)
+            timeout = seconds("timeout", timeout, positive=False)
         k = self._t.wait(timeout)
         if k >= 0 and self._handoff_ns:
             # The last stretch in the interpreter (see `handoff`): the caller's code is hot at the deadline.
@@ -169,7 +182,10 @@ class Timer:
 
     def deadline(self, k: int) -> float:
         """The deadline of tick ``k`` in :func:`monotonic` seconds."""
-        return self._t.deadline_ns(index("k", k)) * 1e-9
+        i = index("k", k)
+        if i < 0 or i > (2**63 - 1 - self._start_ns) // self._period_ns:
+            raise ValueError(f"k must be in [0, {(2**63 - 1 - self._start_ns) // self._period_ns}], got {i}")
+        return self._t.deadline_ns(i) * 1e-9
 
     @property
     def period(self) -> float:

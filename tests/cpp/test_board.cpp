@@ -41,6 +41,16 @@ std::int64_t frame_step(const unsigned char* f, std::size_t n, std::int64_t gues
 
 }  // namespace
 
+TEST(obs_board_sizes_are_checked) {
+  // A frame near 2^64 bytes wrapped to a tiny board before sizes were checked.
+  CHECK_THROWS(ObsBoardView::bytes_needed(~std::uint64_t{0} - 8, 1), rtcore::InvalidArgument);
+  CHECK_THROWS(ObsBoardView::bytes_needed(std::uint64_t{1} << 62, 4), rtcore::InvalidArgument);
+  CHECK_EQ(ObsBoardView::bytes_needed(100, 2), sizeof(ObsBoardView::Control) + 4 * (64 + 128));
+  Mem mem(ObsBoardView::bytes_needed(8, 2));
+  CHECK_THROWS(ObsBoardView(mem.p, mem.size, 8, ObsBoardView::kMaxFrameStack + 1), rtcore::InvalidArgument);
+  CHECK_THROWS(ObsBoardView(mem.p, mem.size, 8, 0), rtcore::InvalidArgument);
+}
+
 TEST(obs_board_stacks_and_pads_at_episode_start) {
   const std::size_t fb = 5;  // odd size: tail bytes and unaligned stack offsets
   Mem mem(ObsBoardView::bytes_needed(fb, 3));
@@ -295,7 +305,7 @@ TEST(action_board_refuses_concurrent_poster_and_recovers_from_a_dead_one) {
   auto* claim = reinterpret_cast<std::atomic<std::uint64_t>*>(static_cast<char*>(mem.p) + sizeof(ActionBoardView::Control));
   // A claim held by this process: another thread with the same worker id is mid-post.
   claim->store((static_cast<std::uint64_t>(getpid()) << 32) | 1);
-  CHECK_THROWS(b.post(1, 1, 0), rtcore::InvalidArgument);
+  CHECK_THROWS(b.post(1, 1, 0), rtcore::BusyError);
   // A claim held by a process that has exited: the line is taken over.
   const pid_t child = fork();
   if (child == 0) _exit(0);

@@ -58,6 +58,24 @@ void fill(ParamStore& s, std::uint32_t value, std::vector<std::uint32_t>& scratc
   scratch.assign(s.numel(), value);
 }
 
+// A store of uint32 elements on fresh heap memory (fake_alive says who is alive), and a writer that
+// publishes versions whose every element is one value.
+struct Store {
+  Store(std::uint64_t numel, std::uint32_t buffers, std::uint32_t max_readers)
+      : l(ParamStore::make_layout(numel, 4, 0, buffers, max_readers)),
+        m(l.total_size),
+        s(ParamStore::init(m.base, m.size, l, &fake_alive)) {}
+  // Publishes `value` in every element as `token`; returns the version (0: skipped).
+  std::uint64_t publish(std::uint32_t value, std::uint64_t token = kWriter) {
+    fill(s, value, src);
+    return s.publish(src.data(), src.size() * 4, token);
+  }
+  Layout l;
+  Memory m;
+  ParamStore s;
+  std::vector<std::uint32_t> src;
+};
+
 bool uniform(const ParamStore& s, int b, std::uint32_t value) {
   const auto* p = static_cast<const std::uint32_t*>(s.buffer(b));
   for (std::uint64_t i = 0; i < s.numel(); ++i)
@@ -81,70 +99,57 @@ TEST(layout_is_page_aligned_and_validated) {
 }
 
 TEST(publish_then_pin_reads_the_newest_version) {
-  Layout l = ParamStore::make_layout(257, 4, 0, 3, 4);
-  Memory m(l.total_size);
-  ParamStore s = ParamStore::init(m.base, m.size, l, &fake_alive);
+  Store st(257, 3, 4);
+  ParamStore& s = st.s;
   const int r = s.acquire_slot(kReaderA);
   CHECK_EQ(s.pin(r).version, 0u);  // nothing published yet
   CHECK_EQ(s.pin(r).buffer, -1);
-  std::vector<std::uint32_t> src;
   for (std::uint32_t v = 1; v <= 10; ++v) {
-    fill(s, v, src);
-    CHECK_EQ(s.publish(src.data(), src.size() * 4, kWriter), std::uint64_t{v});
+    CHECK_EQ(st.publish(v), std::uint64_t{v});
     auto p = s.pin(r);
     CHECK_EQ(p.version, std::uint64_t{v});
     CHECK(uniform(s, p.buffer, v));
     s.unpin(r);
   }
   CHECK_EQ(s.version(), 10u);
-  CHECK_THROWS(s.publish(src.data(), 4, kWriter), rtcore::InvalidArgument);
-  ParamStore other = ParamStore::view(m.base, m.size, l, &fake_alive);  // a second view sees the same store
+  CHECK_THROWS(s.publish(st.src.data(), 4, kWriter), rtcore::InvalidArgument);
+  ParamStore other = ParamStore::view(st.m.base, st.m.size, st.l, &fake_alive);  // a second view sees the same store
   CHECK_EQ(other.version(), 10u);
   CHECK_EQ(other.stats().published, 10u);
 }
 
 TEST(a_pinned_buffer_is_never_written) {
-  Layout l = ParamStore::make_layout(64, 4, 0, 3, 4);
-  Memory m(l.total_size);
-  ParamStore s = ParamStore::init(m.base, m.size, l, &fake_alive);
+  Store st(64, 3, 4);
+  ParamStore& s = st.s;
   const int r = s.acquire_slot(kReaderA);
-  std::vector<std::uint32_t> src;
-  fill(s, 1, src);
-  s.publish(src.data(), src.size() * 4, kWriter);
+  st.publish(1);
   auto p = s.pin(r);
   for (std::uint32_t v = 2; v < 50; ++v) {
-    fill(s, v, src);
-    CHECK(s.publish(src.data(), src.size() * 4, kWriter) == v);  // two other buffers keep publishing going
+    CHECK(st.publish(v) == v);  // two other buffers keep publishing going
     CHECK(uniform(s, p.buffer, 1));
   }
   s.unpin(r);
 }
 
 TEST(publish_skips_when_every_candidate_is_pinned) {
-  Layout l = ParamStore::make_layout(16, 4, 0, 2, 4);
-  Memory m(l.total_size);
-  ParamStore s = ParamStore::init(m.base, m.size, l, &fake_alive);
+  Store st(16, 2, 4);
+  ParamStore& s = st.s;
   const int r = s.acquire_slot(kReaderA);
-  std::vector<std::uint32_t> src;
-  fill(s, 1, src);
-  CHECK_EQ(s.publish(src.data(), 64, kWriter), 1u);
+  CHECK_EQ(st.publish(1), 1u);
   auto p = s.pin(r);  // pins version 1
-  fill(s, 2, src);
-  CHECK_EQ(s.publish(src.data(), 64, kWriter), 2u);  // the other buffer
-  fill(s, 3, src);
-  CHECK_EQ(s.publish(src.data(), 64, kWriter), 0u);  // version 1's buffer is pinned, version 2's is the newest
+  CHECK_EQ(st.publish(2), 2u);  // the other buffer
+  CHECK_EQ(st.publish(3), 0u);  // version 1's buffer is pinned, version 2's is the newest
   CHECK_EQ(s.begin_write(kWriter), kNoFreeBuffer);
   CHECK_EQ(s.stats().skipped_no_buffer, 2u);
   CHECK(uniform(s, p.buffer, 1));
   s.unpin(r);
-  CHECK_EQ(s.publish(src.data(), 64, kWriter), 3u);
+  CHECK_EQ(st.publish(3), 3u);
   CHECK_EQ(s.version(), 3u);
 }
 
 TEST(one_writer_at_a_time_and_a_dead_writers_claim_is_stolen) {
-  Layout l = ParamStore::make_layout(16, 4, 0, 3, 4);
-  Memory m(l.total_size);
-  ParamStore s = ParamStore::init(m.base, m.size, l, &fake_alive);
+  Store st(16, 3, 4);
+  ParamStore& s = st.s;
   const int b = s.begin_write(kWriter);
   CHECK(b >= 0);
   CHECK_EQ(s.begin_write(kReaderB), kWriterBusy);  // another (live) process holds the claim
@@ -158,26 +163,22 @@ TEST(one_writer_at_a_time_and_a_dead_writers_claim_is_stolen) {
 }
 
 TEST(a_dead_readers_pin_is_reclaimed_by_the_writer) {
-  Layout l = ParamStore::make_layout(16, 4, 0, 2, 2);
-  Memory m(l.total_size);
-  ParamStore s = ParamStore::init(m.base, m.size, l, &fake_alive);
+  Store st(16, 2, 2);
+  ParamStore& s = st.s;
   const int r = s.acquire_slot(kReaderA);
-  std::vector<std::uint32_t> src;
-  fill(s, 1, src);
-  s.publish(src.data(), 64, kWriter);
+  st.publish(1);
   s.pin(r);
-  fill(s, 2, src);
-  s.publish(src.data(), 64, kWriter);
-  CHECK_EQ(s.publish(src.data(), 64, kWriter), 0u);  // reader A (alive) holds the only candidate
+  st.publish(2);
+  CHECK_EQ(st.publish(3), 0u);  // reader A (alive) holds the only candidate
   g_dead[1].store(kReaderA, std::memory_order_relaxed);  // reader A dies while pinned
-  CHECK_EQ(s.publish(src.data(), 64, kWriter), 3u);
+  CHECK_EQ(st.publish(3), 3u);
   CHECK_EQ(s.stats().reclaimed_readers, 1u);
   CHECK_EQ(s.pinned(r), -1);
   // Its slot is free again: two more readers fit in a store of two slots.
   const int r1 = s.acquire_slot(kReaderB);
   const int r2 = s.acquire_slot(kReaderB + 1);
   CHECK(r1 != r2);
-  CHECK_THROWS(s.acquire_slot(kReaderB + 2), rtcore::OutOfRange);
+  CHECK_THROWS(s.acquire_slot(kReaderB + 2), rtcore::SlotError);
   g_dead[2].store(kReaderB, std::memory_order_relaxed);  // a slot whose owner died is taken over
   CHECK_EQ(s.acquire_slot(kReaderB + 3), r1);
   g_dead[1].store(0, std::memory_order_relaxed);

@@ -327,6 +327,213 @@ TEST(a_writer_that_died_mid_add_is_continued_by_the_next) {
   }
 }
 
+TEST(sizes_that_overflow_are_refused) {
+  // Each of these wrapped to a small span before sizes were checked; writes then ran past it.
+  CHECK_THROWS(make_params(1ull << 62, 1, 1, 1, 0.99, {84, 84}, 1, "|u1"), rtcore::InvalidArgument);
+  CHECK_THROWS(make_params(10, 1, 1, 1, 0.99, {1ll << 32, 1ll << 32}, 1, "|u1"), rtcore::InvalidArgument);
+  CHECK_THROWS(make_params((1ull << 62) + 1, 3, 4, 1, 0.99, {4}, 2, "<u2"), rtcore::InvalidArgument);
+  CHECK_THROWS(make_params(~0ull, 1, 1, 1, 0.99, {1}, 1, "|u1"), rtcore::InvalidArgument);
+  try {
+    make_params(1ull << 62, 1, 1, 1, 0.99, {84, 84}, 1, "|u1");
+  } catch (const rtcore::InvalidArgument& e) {
+    CHECK(std::string(e.what()).find("capacity is too large") == 0);
+  }
+  try {
+    make_params(10, 1, 1, 1, 0.99, {1ll << 32, 1ll << 32}, 1, "|u1");
+  } catch (const rtcore::InvalidArgument& e) {
+    CHECK(std::string(e.what()).find("obs_shape is too large") == 0);
+  }
+}
+
+TEST(check_params_refuses_a_layout_that_does_not_add_up) {
+  const Params p = make_params(1000, 2, 4, 3, 0.99, {84, 84}, 1, "|u1");
+  check_params(p, p.total_bytes, 1);  // as created: fine
+  CHECK_THROWS(check_params(p, p.total_bytes - 1, 1), rtcore::LayoutMismatch);  // segment too small
+  CHECK_THROWS(check_params(p, p.total_bytes, 2), rtcore::LayoutMismatch);      // dtype says another itemsize
+  Params q = p;
+  q.capacity = 1000000;  // a patched capacity: the offsets no longer match
+  CHECK_THROWS(check_params(q, 1ull << 40, 1), rtcore::LayoutMismatch);
+  q = p;
+  q.slots_per_stream += 1;
+  CHECK_THROWS(check_params(q, 1ull << 40, 1), rtcore::LayoutMismatch);
+  q = p;
+  q.capacity = 1ull << 62;  // overflowing: refused as a layout error, not as an argument error
+  CHECK_THROWS(check_params(q, 1ull << 40, 1), rtcore::LayoutMismatch);
+  q = p;
+  q.ndim = 200;
+  CHECK_THROWS(check_params(q, 1ull << 40, 1), rtcore::LayoutMismatch);
+  q = p;
+  std::memset(q.dtype, 'x', sizeof q.dtype);  // no terminating NUL
+  CHECK_THROWS(check_params(q, 1ull << 40, 1), rtcore::LayoutMismatch);
+  q = p;
+  q.frame_stack = 0;
+  CHECK_THROWS(check_params(q, 1ull << 40, 1), rtcore::LayoutMismatch);
+}
+
+TEST(bad_steps_are_refused_and_write_nothing) {
+  const Params p = small_params(64, 1, 2, 3, 1);
+  HeapSpan mem(p.total_bytes);
+  Ring r(mem.ptr, mem.size, p);
+  std::uint64_t f = 1;
+  r.add(0, &f, 0, 0.0f, false, false, nullptr, false, 0);
+  CHECK_THROWS(r.add(0, &f, -1, 0.0f, false, false, nullptr, false, 0), rtcore::InvalidArgument);
+  CHECK_THROWS(r.add(0, &f, 1, std::nanf(""), false, false, nullptr, false, 0), rtcore::InvalidArgument);
+  CHECK_THROWS(r.add(0, &f, 1, INFINITY, false, false, nullptr, false, 0), rtcore::InvalidArgument);
+  CHECK_THROWS(r.add(0, &f, 1, -INFINITY, false, false, nullptr, false, 0), rtcore::InvalidArgument);
+  CHECK_THROWS(r.add(0, &f, 1, 0.0f, false, false, nullptr, false, -1), rtcore::InvalidArgument);
+  CHECK_EQ(r.head(0), 1u);
+}
+
+namespace {
+
+// One sampled transition of a ring of one-word frames, by action.
+struct Row {
+  std::vector<std::uint64_t> obs, next;
+  float reward, discount;
+  bool done;
+};
+
+// Every sampleable transition of a one-stream ring with 1-word frames, keyed by action (drawn until
+// `want` distinct actions were seen, or 2000 draws).
+std::map<std::int64_t, Row> sample_all(Ring& r, std::size_t want) {
+  const std::uint32_t K = r.params().frame_stack;
+  std::map<std::int64_t, Row> rows;
+  Batch b(1, K, 8);
+  Rng rng(3);
+  SampleScratch sc;
+  sc.resize(1);
+  for (int i = 0; i < 2000 && rows.size() < want; ++i) {
+    r.sample(1, b.out(), rng, sc);
+    rows[b.action[0]] = Row{std::vector<std::uint64_t>(b.obs.begin(), b.obs.begin() + K),
+                            std::vector<std::uint64_t>(b.next.begin(), b.next.begin() + K), b.reward[0], b.discount[0],
+                            b.done[0]};
+  }
+  return rows;
+}
+
+// Writes steps with frames 0..4 (actions 0..4, reward 1 each) as writer `w1`, then frames 10, 11, 12
+// (actions 10..12) as writer `w2`, the first with `episode_start`; returns the ring's transitions.
+std::map<std::int64_t, Row> restart_run(std::uint64_t w1, std::uint64_t w2, bool episode_start, std::uint64_t* size) {
+  const Params p = make_params(64, 1, 3, 2, 0.5, {1}, 8, "<u8");
+  static HeapSpan* mem = nullptr;
+  delete mem;
+  mem = new HeapSpan(p.total_bytes);
+  Ring r(mem->ptr, mem->size, p);
+  for (std::uint64_t t = 0; t < 5; ++t) r.add(0, &t, std::int64_t(t), 1.0f, false, false, nullptr, false, 0, w1);
+  for (std::uint64_t t = 10; t < 13; ++t)
+    r.add(0, &t, std::int64_t(t), 1.0f, false, false, nullptr, false, 0, w2, episode_start && t == 10);
+  *size = r.size();
+  return sample_all(r, *size);
+}
+
+void check_restart(const std::map<std::int64_t, Row>& rows, std::uint64_t size) {
+  // The old episode ends truncated at step 3, bootstrapping from frame 4 (its last frame); step 4,
+  // whose next obs was never written, is dropped. The new episode's stacks start at frame 10.
+  CHECK_EQ(size, 5u);  // steps 0..3, and step 10 (its 2-step chain 10, 11 bootstraps from 12)
+  CHECK_EQ(rows.size(), 5u);
+  CHECK(rows.count(4) == 0 && rows.count(11) == 0);
+  const Row& r3 = rows.at(3);
+  CHECK(r3.obs == (std::vector<std::uint64_t>{1, 2, 3}) && r3.next == (std::vector<std::uint64_t>{2, 3, 4}));
+  CHECK(!r3.done && r3.reward == 1.0f && r3.discount == 0.5f);  // truncated after one step: gamma^1
+  const Row& r2 = rows.at(2);
+  CHECK(r2.next == (std::vector<std::uint64_t>{2, 3, 4}) && r2.reward == 1.5f && r2.discount == 0.25f);
+  const Row& r10 = rows.at(10);
+  CHECK(r10.obs == (std::vector<std::uint64_t>{10, 10, 10}) && r10.next == (std::vector<std::uint64_t>{10, 11, 12}));
+  CHECK(r10.reward == 1.5f && r10.discount == 0.25f && !r10.done);
+}
+
+}  // namespace
+
+TEST(episode_start_closes_the_open_episode_as_truncated) {
+  std::uint64_t size = 0;
+  const auto rows = restart_run(0, 0, true, &size);
+  check_restart(rows, size);
+}
+
+TEST(a_writer_of_another_process_never_continues_the_open_episode) {
+  std::uint64_t size = 0;
+  const auto restarted = restart_run(7, 8, false, &size);
+  check_restart(restarted, size);
+  // The same writer continues its episode: one chain 0..4, 10..12.
+  const auto rows = restart_run(7, 7, false, &size);
+  CHECK_EQ(size, 6u);
+  CHECK(rows.at(4).obs == (std::vector<std::uint64_t>{2, 3, 4}) && rows.at(4).next == (std::vector<std::uint64_t>{4, 10, 11}));
+}
+
+TEST(episode_start_right_after_an_episode_end_or_on_a_fresh_stream_changes_nothing) {
+  const Params p = make_params(64, 1, 2, 1, 0.5, {1}, 8, "<u8");
+  HeapSpan mem(p.total_bytes);
+  Ring r(mem.ptr, mem.size, p);
+  std::uint64_t f = 1, g = 2;
+  r.add(0, &f, 1, 0.0f, false, false, nullptr, false, 0, 0, true);
+  r.add(0, &f, 2, 0.0f, true, false, &g, false, 0, 0, false);
+  CHECK_EQ(r.head(0), 3u);
+  r.add(0, &f, 3, 0.0f, false, false, nullptr, false, 0, 0, true);  // after an end: just the next episode
+  CHECK_EQ(r.head(0), 4u);
+  CHECK_EQ(r.size(), 2u);
+}
+
+TEST(restarted_episodes_never_join_under_concurrent_samplers) {
+  // One writer restarts episodes mid-way (episode_start, never an episode end), so every episode is
+  // closed as truncated while samplers copy; each frame's tag names (episode, its length, step), and
+  // every sampled row must stay inside one episode: stacks padded with its first frame, the n-step
+  // chain cut before the dropped last step, the bootstrap frame that step's frame.
+  const std::uint32_t K = 3, n = 3, words = 8;
+  const Params p = small_params(40, 1, K, n, words);
+  HeapSpan mem(p.total_bytes);
+  Ring ring(mem.ptr, mem.size, p);
+  auto tag = [](std::uint64_t ep, std::uint64_t len, std::uint64_t i) { return ep << 24 | len << 12 | i; };
+  std::atomic<bool> done{false};
+  std::atomic<std::uint64_t> rows{0}, bad{0};
+  std::thread writer([&] {
+    std::vector<std::uint64_t> f(words);
+    Rng rng(7);
+    for (std::uint64_t ep = 1; ep < 40000; ++ep) {
+      const std::uint64_t len = 1 + rng.below(9);
+      for (std::uint64_t i = 0; i < len; ++i) {
+        std::fill(f.begin(), f.end(), tag(ep, len, i));
+        ring.add(0, f.data(), std::int64_t(tag(ep, len, i)), 1.0f, false, false, nullptr, false, 0, 0, i == 0);
+      }
+    }
+    done.store(true, std::memory_order_release);  // release: the samplers stop after the last add
+  });
+  std::vector<std::thread> samplers;
+  for (int k = 0; k < 2; ++k)
+    samplers.emplace_back([&, k] {
+      Batch bt(8, K, words * 8);
+      Rng rng(50 + k);
+      SampleScratch sc;
+      sc.resize(1);
+      auto fail = [&](const char* what) {
+        if (bad.fetch_add(1, std::memory_order_relaxed) < 5) std::printf("  sampler %d: %s\n", k, what);  // relaxed: a counter
+      };
+      while (!done.load(std::memory_order_acquire)) {  // acquire: pairs with the writer's release
+        if (ring.size() < 8) continue;
+        ring.sample(8, bt.out(), rng, sc);
+        for (std::size_t r = 0; r < 8; ++r) {
+          const std::uint64_t a = std::uint64_t(bt.action[r]), ep = a >> 24, len = (a >> 12) & 0xfff, i = a & 0xfff;
+          if (i + 1 >= len) fail("the dropped last step of a restarted episode was sampled");
+          const std::uint64_t k_steps = std::min<std::uint64_t>(n, len - 1 - i);
+          std::uint64_t tg;
+          for (std::uint32_t j = 0; j < K; ++j) {
+            if (!frame_tag(bt.obs.data() + (r * K + j) * words, words, tg)) fail("torn obs frame");
+            else if (tg != tag(ep, len, i + j + 1 >= K ? i + j + 1 - K : 0)) fail("obs stack crosses an episode start");
+            const std::uint64_t q = i + k_steps;
+            if (!frame_tag(bt.next.data() + (r * K + j) * words, words, tg)) fail("torn next_obs frame");
+            else if (tg != tag(ep, len, q + j + 1 >= K ? q + j + 1 - K : 0)) fail("next_obs joins another episode");
+          }
+          const float disc = float(std::pow(0.9, double(k_steps)));
+          if (bt.done[r] || std::fabs(bt.discount[r] - disc) > 1e-6f) fail("truncation is not a bootstrap");
+        }
+        rows.fetch_add(8, std::memory_order_relaxed);  // relaxed: a counter read after join
+      }
+    });
+  writer.join();
+  for (auto& t : samplers) t.join();
+  std::printf("  %llu rows checked\n", (unsigned long long)rows.load());
+  CHECK_EQ(bad.load(), 0u);
+}
+
 TEST(concurrent_writers_and_samplers_never_tear) {
   // Two writer threads (one per stream) race three sampler threads over a ring small enough that
   // the writers lap it thousands of times; every sampled row must match the world exactly.

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "check.h"
-#include "heap.h"
+#include "sched_rig.h"
 #include "sched/stagger.h"
 
 using namespace rtcore;
@@ -20,10 +20,11 @@ using namespace rtcore::sched;
 
 namespace {
 
-constexpr std::int64_t kMs = 1000000;
-
-using rtcore_test::HeapMem;
-constexpr unsigned char kGarbage = 0x5a;  // the memory before init: init must write what it reads
+using rtcore_test::Created;
+using rtcore_test::join_n;
+using rtcore_test::kGarbage;
+using rtcore_test::kMs;
+using rtcore_test::on_threads;
 
 StaggerParams params(int n, std::int64_t tau, StaggerMode mode = StaggerMode::kMax, int window = 32,
                      std::int64_t hb = 1000 * kMs, int tau_window = 0) {
@@ -96,20 +97,19 @@ TEST(layout_and_validation) {
   CHECK_THROWS(StaggerSchedule::validate(params(5, 0)), InvalidArgument);
   CHECK_THROWS(StaggerSchedule::validate(params(5, 10, StaggerMode::kMax, 0)), InvalidArgument);
   auto p = params(4, 100 * kMs);
-  HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
+  rtcore_test::HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
   CHECK_THROWS(StaggerSchedule(m.p, StaggerSchedule::bytes_needed(p) - 1, p, true), LayoutMismatch);
   StaggerSchedule s(m.p, m.size, p, true);
   CHECK_EQ(s.tau_max_ns(), 100 * kMs);
   CHECK_EQ(s.live_count(), 0);
-  CHECK_THROWS(s.poll_turn(0, 0), InvalidArgument);  // not joined
+  CHECK_THROWS(s.poll_turn(0, 0), SlotError);  // not joined
   CHECK_THROWS(s.poll_turn(4, 0), OutOfRange);
 }
 
 TEST(start_offsets_are_tau_i_over_n) {
   for (int n : {1, 2, 3, 6, 7}) {
     auto p = params(8, 120 * kMs);
-    HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
-    StaggerSchedule s(m.p, m.size, p, true);
+    Created<StaggerSchedule> s(p);
     for (int i = 0; i < n; ++i) CHECK_EQ(s.join(0), i);
     for (int i = 0; i < n; ++i) CHECK_EQ(s.poll_turn(i, 0), 120 * kMs * i / n);
     CHECK_EQ(s.action_interval_ns(), 120 * kMs / n);
@@ -119,8 +119,7 @@ TEST(start_offsets_are_tau_i_over_n) {
 TEST(pushback_is_dist_times_overshoot_over_n) {
   // N = 5, tau = 100 ms: worker 2 starts at 40 ms and takes 130 ms (30 ms over).
   auto p = params(5, 100 * kMs);
-  HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
-  StaggerSchedule s(m.p, m.size, p, true);
+  Created<StaggerSchedule> s(p);
   for (int i = 0; i < 5; ++i) s.join(0);
   CHECK_EQ(s.poll_turn(0, 0), 0);  // everyone has taken its start offset
   CHECK_EQ(s.poll_turn(1, 20 * kMs), 20 * kMs);
@@ -154,8 +153,7 @@ TEST(pushback_is_dist_times_overshoot_over_n) {
 TEST(negative_sleep_is_clamped_to_publish_at_once) {
   // The action is ready later than turn start + tau (slow read of the observation): publish at once.
   auto p = params(2, 100 * kMs);
-  HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
-  StaggerSchedule s(m.p, m.size, p, true);
+  Created<StaggerSchedule> s(p);
   s.join(0);
   CHECK_EQ(s.poll_turn(0, 0), 0);
   const std::int64_t pub = s.report(0, 90 * kMs, 150 * kMs);  // 90 ms inference, 60 ms of other delays
@@ -170,11 +168,8 @@ TEST(negative_sleep_is_clamped_to_publish_at_once) {
 
 TEST(steady_state_interval_is_tau_over_n) {
   auto p = params(8, 100 * kMs);
-  HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
-  StaggerSchedule s(m.p, m.size, p, true);
-  std::vector<int> ws;
-  for (int i = 0; i < 6; ++i) ws.push_back(s.join(0));
-  Driver d(s, ws);
+  Created<StaggerSchedule> s(p);
+  Driver d(s, join_n(s, 6));
   d.run_until(2000 * kMs, [](int) { return 70 * kMs; });
   auto iv = d.intervals(0);
   CHECK(iv.size() > 100);
@@ -185,11 +180,8 @@ TEST(steady_state_interval_is_tau_over_n) {
 TEST(new_maximum_restores_spacing_with_the_new_tau) {
   // Every worker takes 100 ms but the seed is 60 ms: the first reports push back, then spacing settles.
   auto p = params(4, 60 * kMs);
-  HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
-  StaggerSchedule s(m.p, m.size, p, true);
-  std::vector<int> ws;
-  for (int i = 0; i < 4; ++i) ws.push_back(s.join(0));
-  Driver d(s, ws);
+  Created<StaggerSchedule> s(p);
+  Driver d(s, join_n(s, 4));
   d.run_until(3000 * kMs, [](int) { return 100 * kMs; });
   CHECK_EQ(s.tau_max_ns(), 100 * kMs);
   CHECK(s.pushbacks() >= 1);
@@ -207,11 +199,8 @@ TEST(lattice_pushback_restores_exact_spacing_after_any_overshoot) {
   // spacing is tau_max / N = 45 ms exactly once the new lattice is taken up.
   auto p = params(4, 60 * kMs);
   p.pushback = static_cast<std::uint32_t>(StaggerPushback::kLattice);
-  HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
-  StaggerSchedule s(m.p, m.size, p, true);
-  std::vector<int> ws;
-  for (int i = 0; i < 4; ++i) ws.push_back(s.join(0));
-  Driver d(s, ws);
+  Created<StaggerSchedule> s(p);
+  Driver d(s, join_n(s, 4));
   int k = 0;
   d.run_until(4000 * kMs, [&](int) { return ++k == 40 ? 180 * kMs : 100 * kMs; });
   CHECK_EQ(s.tau_max_ns(), 180 * kMs);
@@ -224,11 +213,8 @@ TEST(lattice_pushback_restores_exact_spacing_after_any_overshoot) {
 
 TEST(leave_restaggers_survivors_over_n_live) {
   auto p = params(8, 90 * kMs);
-  HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
-  StaggerSchedule s(m.p, m.size, p, true);
-  std::vector<int> ws;
-  for (int i = 0; i < 4; ++i) ws.push_back(s.join(0));
-  Driver d(s, ws);
+  Created<StaggerSchedule> s(p);
+  Driver d(s, join_n(s, 4));
   d.run_until(1000 * kMs, [](int) { return 50 * kMs; });
   const auto ep = s.epoch();
   s.leave(1, d.now);
@@ -253,11 +239,8 @@ TEST(leave_restaggers_survivors_over_n_live) {
 TEST(silent_worker_is_dropped_and_survivors_restaggered) {
   const std::int64_t hb = 300 * kMs;  // > 2 * tau_max
   auto p = params(6, 100 * kMs, StaggerMode::kMax, 32, hb);
-  HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
-  StaggerSchedule s(m.p, m.size, p, true);
-  std::vector<int> ws;
-  for (int i = 0; i < 5; ++i) ws.push_back(s.join(0));
-  Driver d(s, ws);
+  Created<StaggerSchedule> s(p);
+  Driver d(s, join_n(s, 5));
   d.run_until(1000 * kMs, [](int) { return 80 * kMs; });
   d.silent[3] = 1;  // killed
   const std::int64_t killed = d.now;
@@ -279,26 +262,22 @@ TEST(silent_worker_is_dropped_and_survivors_restaggered) {
 
 TEST(dropped_worker_whose_slot_was_taken_gets_an_error) {
   auto p = params(2, 10 * kMs, StaggerMode::kMax, 32, 50 * kMs);
-  HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
-  StaggerSchedule a(m.p, m.size, p, true);
-  StaggerSchedule b(m.p, m.size, p, false);  // another process's handle
+  Created<StaggerSchedule> a(p);
+  StaggerSchedule b(a.mem().p, a.mem().size, p, false);  // another process's handle
   CHECK_EQ(a.join(0), 0);
   CHECK_EQ(b.join(0), 1);
-  CHECK_THROWS(b.join(0, 0), InvalidArgument);  // taken
+  CHECK_THROWS(b.join(0, 0), SlotError);  // taken
   CHECK_EQ(b.reap(1000 * kMs), 2);                 // both silent
   CHECK_EQ(b.join(1000 * kMs, 0), 0);             // b takes slot 0
-  CHECK_THROWS(a.poll_turn(0, 1001 * kMs), InvalidArgument);
+  CHECK_THROWS(a.poll_turn(0, 1001 * kMs), SlotError);
   CHECK_EQ(a.join(1001 * kMs), 1);                      // the other dropped slot is free
 }
 
 TEST(mean_mode_spaces_by_the_window_mean) {
   auto p = params(4, 200 * kMs, StaggerMode::kMean, 4);
-  HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
-  StaggerSchedule s(m.p, m.size, p, true);
+  Created<StaggerSchedule> s(p);
   CHECK_EQ(s.mean_tau_ns(), 200 * kMs);  // the seed before any report
-  std::vector<int> ws;
-  for (int i = 0; i < 3; ++i) ws.push_back(s.join(0));
-  Driver d(s, ws);
+  Driver d(s, join_n(s, 3));
   d.run_until(3000 * kMs, [](int) { return 60 * kMs; });
   CHECK_EQ(s.mean_tau_ns(), 60 * kMs);
   CHECK_EQ(s.tau_max_ns(), 200 * kMs);  // the seed stays the running max
@@ -324,12 +303,9 @@ TEST(tau_window_forgets_an_outlier_and_respaces_at_tau_over_n) {
   constexpr int kW = 16;
   auto p = params(4, 50 * kMs, StaggerMode::kMax, 32, 1000 * kMs, kW);
   p.pushback = static_cast<std::uint32_t>(StaggerPushback::kLattice);
-  HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
-  StaggerSchedule s(m.p, m.size, p, true);
+  Created<StaggerSchedule> s(p);
   CHECK_EQ(s.tau_window(), kW);
-  std::vector<int> ws;
-  for (int i = 0; i < 4; ++i) ws.push_back(s.join(0));
-  Driver d(s, ws);
+  Driver d(s, join_n(s, 4));
   int k = 0;
   std::vector<std::int64_t> tau_after;  // tau_max after each report (sampled at the next inference start)
   d.run_until(4000 * kMs, [&](int) {
@@ -364,12 +340,9 @@ TEST(tau_window_zero_keeps_the_all_time_maximum) {
   // The same run with W = 0 (the paper): tau_max stays at the stall, spacing 100 ms.
   auto p = params(4, 50 * kMs);
   p.pushback = static_cast<std::uint32_t>(StaggerPushback::kLattice);
-  HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
-  StaggerSchedule s(m.p, m.size, p, true);
+  Created<StaggerSchedule> s(p);
   CHECK_EQ(s.tau_window(), 0);
-  std::vector<int> ws;
-  for (int i = 0; i < 4; ++i) ws.push_back(s.join(0));
-  Driver d(s, ws);
+  Driver d(s, join_n(s, 4));
   int k = 0;
   d.run_until(6000 * kMs, [&](int) { return ++k == 20 ? 400 * kMs : 50 * kMs; });
   CHECK_EQ(s.tau_max_ns(), 400 * kMs);
@@ -382,10 +355,8 @@ TEST(tau_window_ignores_small_falls) {
   // Times alternate 50 / 49 ms in runs of 40: the window max falls by 1 ms < tau / (4 N) = 3.1 ms, so
   // tau_max stays at 50 ms and nothing re-staggers after the joins.
   auto p = params(4, 50 * kMs, StaggerMode::kMax, 32, 1000 * kMs, 8);
-  HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
-  StaggerSchedule s(m.p, m.size, p, true);
-  std::vector<int> ws;
-  for (int i = 0; i < 4; ++i) ws.push_back(s.join(0));
+  Created<StaggerSchedule> s(p);
+  std::vector<int> ws = join_n(s, 4);
   const std::uint64_t epoch0 = s.epoch();
   Driver d(s, ws);
   int k = 0;
@@ -410,24 +381,19 @@ TEST(concurrent_workers_on_shared_memory) {
   // Threads with their own handles join, run the loop with racing reports, and leave; the state stays
   // consistent (run under TSan/ASan in CI).
   auto p = params(16, 5 * kMs, StaggerMode::kMax, 32, 1000000 * kMs);
-  HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
-  StaggerSchedule owner(m.p, m.size, p, true);
+  Created<StaggerSchedule> owner(p);
   std::atomic<std::int64_t> vclock{0};
-  std::vector<std::thread> ts;
-  for (int t = 0; t < 8; ++t)
-    ts.emplace_back([&, t] {
-      StaggerSchedule s(m.p, m.size, p, false);
-      for (int round = 0; round < 20; ++round) {
-        const int w = s.join(vclock.fetch_add(1, std::memory_order_relaxed));
-        for (int k = 0; k < 50; ++k) {
-          const std::int64_t now = vclock.fetch_add(1000, std::memory_order_relaxed);
-          s.poll_turn(w, now);
-          s.report(w, (t + 1) * 1000 + k * 100, now + 10);
-        }
-        s.leave(w, vclock.load(std::memory_order_relaxed));
+  on_threads(owner, p, 8, [&](StaggerSchedule& s, int t) {
+    for (int round = 0; round < 20; ++round) {
+      const int w = s.join(vclock.fetch_add(1, std::memory_order_relaxed));
+      for (int k = 0; k < 50; ++k) {
+        const std::int64_t now = vclock.fetch_add(1000, std::memory_order_relaxed);
+        s.poll_turn(w, now);
+        s.report(w, (t + 1) * 1000 + k * 100, now + 10);
       }
-    });
-  for (auto& t : ts) t.join();
+      s.leave(w, vclock.load(std::memory_order_relaxed));
+    }
+  });
   CHECK_EQ(owner.live_count(), 0);
   CHECK_EQ(owner.tau_max_ns(), 5 * kMs);  // nobody exceeded the seed (max report 8000 + 4900 ns)
   CHECK_EQ(owner.samples(), 8u * 20u * 50u);
@@ -438,22 +404,17 @@ TEST(concurrent_reports_with_a_tau_window) {
   // one quiet thread reports W small times alone, tau_max is the window's maximum again.
   constexpr int kW = 64;
   auto p = params(16, 5 * kMs, StaggerMode::kMax, 32, 1000000 * kMs, kW);
-  HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
-  StaggerSchedule owner(m.p, m.size, p, true);
+  Created<StaggerSchedule> owner(p);
   std::atomic<std::int64_t> vclock{0};
-  std::vector<std::thread> ts;
-  for (int t = 0; t < 8; ++t)
-    ts.emplace_back([&, t] {
-      StaggerSchedule s(m.p, m.size, p, false);
-      const int w = s.join(vclock.fetch_add(1, std::memory_order_relaxed));
-      for (int k = 0; k < 400; ++k) {
-        const std::int64_t now = vclock.fetch_add(1000, std::memory_order_relaxed);
-        s.poll_turn(w, now);
-        s.report(w, (k % 50 == t) ? 9 * kMs : (t + 1) * 1000, now + 10);
-      }
-      s.leave(w, vclock.load(std::memory_order_relaxed));
-    });
-  for (auto& t : ts) t.join();
+  on_threads(owner, p, 8, [&](StaggerSchedule& s, int t) {
+    const int w = s.join(vclock.fetch_add(1, std::memory_order_relaxed));
+    for (int k = 0; k < 400; ++k) {
+      const std::int64_t now = vclock.fetch_add(1000, std::memory_order_relaxed);
+      s.poll_turn(w, now);
+      s.report(w, (k % 50 == t) ? 9 * kMs : (t + 1) * 1000, now + 10);
+    }
+    s.leave(w, vclock.load(std::memory_order_relaxed));
+  });
   CHECK_EQ(owner.samples(), 8u * 400u);
   const int w = owner.join(vclock.load(std::memory_order_relaxed));
   for (int k = 0; k < kW; ++k) {

@@ -109,7 +109,7 @@ TEST(a_second_concurrent_waiter_is_refused) {
   PeriodicTimer t(1000000000LL * 60, 200000, now_ns() + 1000000000LL * 60);
   std::thread waiter([&] { t.wait(); });
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  CHECK_THROWS(t.wait(), rtcore::InvalidArgument);
+  CHECK_THROWS(t.wait(), rtcore::BusyError);
   t.stop();
   waiter.join();
 }

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "check.h"
-#include "heap.h"
+#include "sched_rig.h"
 #include "sched/turnstile.h"
 
 using namespace rtcore;
@@ -19,10 +19,11 @@ using namespace rtcore::sched;
 
 namespace {
 
-constexpr std::int64_t kMs = 1000000;
-
-using rtcore_test::HeapMem;
-constexpr unsigned char kGarbage = 0x5a;  // the memory before init: init must write what it reads
+using rtcore_test::Created;
+using rtcore_test::join_n;
+using rtcore_test::kGarbage;
+using rtcore_test::kMs;
+using rtcore_test::on_threads;
 
 TurnstileParams params(int m, std::int64_t hb = 100 * kMs) { return TurnstileParams{static_cast<std::uint32_t>(m), 0, hb}; }
 
@@ -44,10 +45,8 @@ int holder_of(Turnstile& t, const std::vector<int>& js, std::int64_t now, std::i
 
 TEST(round_robin_order_and_congruence) {
   auto p = params(4);
-  HeapMem m(Turnstile::bytes_needed(p), kGarbage);
-  Turnstile t(m.p, m.size, p, true);
-  std::vector<int> js;
-  for (int i = 0; i < 3; ++i) js.push_back(t.join(0));
+  Created<Turnstile> t(p);
+  std::vector<int> js = join_n(t, 3);
   std::int64_t u = -1;
   for (int k = 0; k < 9; ++k) {
     const int h = holder_of(t, js, 0, &u);
@@ -57,47 +56,44 @@ TEST(round_robin_order_and_congruence) {
     t.pass_turn(h, 0);
   }
   CHECK_EQ(t.passes(), 9u);
-  CHECK_THROWS(t.pass_turn(1, 0), InvalidArgument);  // 0 holds turn 9
+  CHECK_THROWS(t.pass_turn(1, 0), SlotError);  // 0 holds turn 9
 }
 
 TEST(leave_and_join_keep_u_mod_m_equal_to_rank) {
   auto p = params(8);
-  HeapMem m(Turnstile::bytes_needed(p), kGarbage);
-  Turnstile t(m.p, m.size, p, true);
-  std::vector<int> js;
-  for (int i = 0; i < 4; ++i) js.push_back(t.join(0));
+  Created<Turnstile> t(p);
+  std::vector<int> js = join_n(t, 4);
   std::int64_t u = -1;
   CHECK_EQ(holder_of(t, js, 0, &u), 0);
+  // `holder` holds the turn, and the turn number is its rank modulo the live count.
+  auto expect = [&](int holder, int rank) {
+    CHECK_EQ(holder_of(t, js, 0, &u), holder);
+    CHECK_EQ(u % static_cast<std::int64_t>(js.size()), rank);
+  };
   t.pass_turn(0, 0);  // turn 1 -> learner 1
   t.leave(2, 0);      // live: 0, 1, 3 (ranks 0, 1, 2)
   js = {0, 1, 3};
   CHECK_EQ(holder_of(t, js, 0, &u), 1);
   t.pass_turn(1, 0);
-  CHECK_EQ(holder_of(t, js, 0, &u), 3);
-  CHECK_EQ(u % 3, 2);
+  expect(3, 2);
   t.pass_turn(3, 0);
-  CHECK_EQ(holder_of(t, js, 0, &u), 0);
-  CHECK_EQ(u % 3, 0);
+  expect(0, 0);
   // The holder leaves: the turn passes on.
   t.leave(0, 0);
   js = {1, 3};
-  CHECK_EQ(holder_of(t, js, 0, &u), 1);
-  CHECK_EQ(u % 2, 0);
+  expect(1, 0);
   // A joiner enters the cycle.
   CHECK_EQ(t.join(0), 0);
   js = {0, 1, 3};
   t.pass_turn(1, 0);
-  CHECK_EQ(holder_of(t, js, 0, &u), 3);
-  CHECK_EQ(u % 3, 2);
+  expect(3, 2);
   t.pass_turn(3, 0);
-  CHECK_EQ(holder_of(t, js, 0, &u), 0);
-  CHECK_EQ(u % 3, 0);
+  expect(0, 0);
 }
 
 TEST(dead_holder_is_skipped_after_the_heartbeat_timeout) {
   auto p = params(3, 100 * kMs);
-  HeapMem m(Turnstile::bytes_needed(p), kGarbage);
-  Turnstile t(m.p, m.size, p, true);
+  Created<Turnstile> t(p);
   for (int i = 0; i < 3; ++i) t.join(0);
   std::int64_t u = -1;
   CHECK_EQ(holder_of(t, {0, 1, 2}, 0, &u), 0);
@@ -110,15 +106,14 @@ TEST(dead_holder_is_skipped_after_the_heartbeat_timeout) {
   CHECK_EQ(t.skips(), 1u);
   CHECK_EQ(t.live_count(), 2);
   // The dead learner, back, lost its turn.
-  CHECK_THROWS(t.pass_turn(1, 210 * kMs), InvalidArgument);
+  CHECK_THROWS(t.pass_turn(1, 210 * kMs), SlotError);
   t.pass_turn(2, 220 * kMs);
   CHECK(t.try_turn(0, 220 * kMs) >= 0);
 }
 
 TEST(everyone_leaves_and_a_new_learner_takes_over) {
   auto p = params(2);
-  HeapMem m(Turnstile::bytes_needed(p), kGarbage);
-  Turnstile t(m.p, m.size, p, true);
+  Created<Turnstile> t(p);
   CHECK_EQ(t.join(0), 0);
   CHECK_EQ(t.try_turn(0, 0), 0);
   t.leave(0, 0);
@@ -129,29 +124,24 @@ TEST(everyone_leaves_and_a_new_learner_takes_over) {
 
 TEST(threads_take_every_turn_once_in_order) {
   auto p = params(4, 10000 * kMs);
-  HeapMem m(Turnstile::bytes_needed(p), kGarbage);
-  Turnstile owner(m.p, m.size, p, true);
+  Created<Turnstile> owner(p);
   constexpr int kTurns = 300;
   std::vector<int> order(4 * kTurns, -1);
   std::atomic<int> errors{0};
-  std::vector<std::thread> ts;
-  for (int i = 0; i < 4; ++i)
-    ts.emplace_back([&, i] {
-      Turnstile t(m.p, m.size, p, false);
-      const int j = t.join(clock::now_ns(), i);
-      // Wait until everyone joined so the cycle is 0,1,2,3 from turn 0.
-      while (owner.live_count() < 4) std::this_thread::yield();
-      for (int k = 0; k < kTurns; ++k) {
-        const std::int64_t u = t.wait_turn(j, clock::now_ns() + 20000 * kMs);
-        if (u < 0 || u >= 4 * kTurns || u % 4 != j) {
-          errors.fetch_add(1);
-          return;
-        }
-        order[static_cast<std::size_t>(u)] = j;  // plain write: ordered by the turn hand-off
-        t.pass_turn(j, clock::now_ns());
+  on_threads(owner, p, 4, [&](Turnstile& t, int i) {
+    const int j = t.join(clock::now_ns(), i);
+    // Wait until everyone joined so the cycle is 0,1,2,3 from turn 0.
+    while (owner.live_count() < 4) std::this_thread::yield();
+    for (int k = 0; k < kTurns; ++k) {
+      const std::int64_t u = t.wait_turn(j, clock::now_ns() + 20000 * kMs);
+      if (u < 0 || u >= 4 * kTurns || u % 4 != j) {
+        errors.fetch_add(1);
+        return;
       }
-    });
-  for (auto& th : ts) th.join();
+      order[static_cast<std::size_t>(u)] = j;  // plain write: ordered by the turn hand-off
+      t.pass_turn(j, clock::now_ns());
+    }
+  });
   CHECK_EQ(errors.load(), 0);
   for (int u = 0; u < 4 * kTurns; ++u) CHECK_EQ(order[u], u % 4);
 }
