@@ -21,6 +21,7 @@ import psutil
 import pytest
 
 import rtcore
+from rtcore.errors import SlotError
 from rtcore.shared import _liveness
 from rtcore.shared._shm import SHM_DIR, list_segments, reclaim_dead_segments
 from rtcore.shared.shared_array import SharedArray
@@ -198,7 +199,7 @@ def test_sole_learner_killed_holding_the_turn_is_replaced_at_once():
             try:
                 ts.join(0)
                 break
-            except ValueError as exc:  # "taken by a live learner" while its heartbeat is fresh (100 ms)
+            except SlotError as exc:  # "taken by a live learner" while its heartbeat is fresh (100 ms)
                 assert time.monotonic() - t0 < 2.0, f"slot 0 not reclaimed: {exc}"
                 time.sleep(0.02)
         assert ts.wait_turn(0, timeout=2.0) >= 0  # the replacement takes the turn over and passes it on

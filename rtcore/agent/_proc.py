@@ -59,14 +59,15 @@ def quiet_gc() -> None:
 def join_slot(join: Callable[[int], int], slot: int, timeout: float, should_stop: Callable[[], bool]) -> int | None:
     """Joins ``slot`` of a schedule or turnstile, waiting while it still counts as taken.
 
-    A respawned process takes the slot of the one that died; the slot frees once the dead process's
-    heartbeat is older than the timeout (only the process that joined can leave). None if told to stop.
+    A respawned process takes the slot of the one that died; the slot frees as soon as the schedule or
+    turnstile sees that the holder's process has exited (pid + start time, ~0.1 s), or once a silent
+    holder's heartbeat is older than the timeout. None if told to stop.
     """
     deadline = time.monotonic() + timeout
     while True:
         try:
             return join(slot)
-        except SlotError:  # still held by the dead process until its heartbeat goes stale
+        except SlotError:  # still held: a live holder, or a dead one for the ~0.1 s before its process is looked up
             if time.monotonic() > deadline:
                 raise
             if should_stop():
