@@ -16,6 +16,23 @@ over the process before the buffer was created) is its own. Memcpy bandwidth is 
 run and gives the bound of sampling: one batch writes 2 * 32 * 4 frames. Also measured: a writer
 process and a sampler process on one rtcore buffer at once.
 
+Prioritized replay (same workload, proportional priorities, alpha 0.6, beta 0.4): ``add``,
+``sample(32)`` with importance weights, ``update_priorities`` of the 32 sampled indices, and the
+learner's loop (sample then update) per peer:
+
+- rtcore.ReplayBuffer(prioritized=True): lock-free sum tree in the shared segment (out= reuse)
+- cpprb.PrioritizedReplayBuffer, stack_compress="obs" + next_of="obs", and plain stacks; the faster of
+  the two is the ratio's peer (its best storage, measured, not assumed)
+- TorchRL ReplayBuffer + LazyTensorStorage (its fastest, in-memory storage) + PrioritizedSampler, where
+  its C++ sum tree loads on the installed torch (otherwise reported as not run, with the reason)
+
+Every peer is warmed before timing (20 sample+update rounds: allocator and caches warm, cpprb's and
+TorchRL's output buffers allocated), and update priorities come from a precomputed pool. rtcore's
+buffer is shared by any number of processes while the peers' are in-process objects. The cost of
+priorities is rtcore's prioritized sample(32) rate against the uniform sample(32) rate of the same
+buffer in the same process (the ring's own sampler), in alternating blocks, medians of 3.
+update_priorities latency tails are from 10,000 timed calls.
+
 ``--quick`` (under 30 s) times 10,000 adds per peer and builds cpprb and TorchRL with capacity 20,000
 (the stacked stores take 56 KB per transition, 5.6 GB at full capacity; cpprb fills at ~10k adds/s),
 projecting their memory linearly to 100,000 (marked "projected"); rtcore and the numpy ring always
@@ -52,9 +69,11 @@ EP_LEN = 1000
 POOL = 64  # distinct random frames cycled through (generation is not timed)
 
 PEERS = ["rtcore", "numpy_ring", "cpprb_compressed", "cpprb_plain", "torchrl"]
+PER_PEERS = ["rtcore_per", "cpprb_per_compressed", "cpprb_per_plain", "torchrl_per"]
+ALPHA, BETA = 0.6, 0.4
 # Run at capacity 20,000 in --quick (memory projected linearly): the stacked stores take 56 KB per
 # transition, and cpprb must be filled one add at a time (see make_peer), at about 10k adds/s.
-QUICK_SMALL = {"cpprb_compressed", "cpprb_plain", "torchrl"}
+QUICK_SMALL = {"cpprb_compressed", "cpprb_plain", "torchrl", "cpprb_per_compressed", "cpprb_per_plain", "torchrl_per"}
 
 
 def rss() -> int:
@@ -198,6 +217,131 @@ def make_peer(name: str, capacity: int, frames: np.ndarray):
     raise ValueError(f"unknown peer {name}")
 
 
+def make_per_peer(name: str, capacity: int, frames: np.ndarray):
+    """Returns (add(t), sample() -> batch, update(batch, priorities)) of a prioritized peer."""
+    def step(t: int):
+        return frames[t % POOL], t % 18, float(t % 7), (t + 1) % EP_LEN == 0
+
+    if name == "rtcore_per":
+        import rtcore
+
+        buf = rtcore.ReplayBuffer(capacity, SHAPE, "uint8", frame_stack=K, prioritized=True, alpha=ALPHA, beta=BETA)
+        out = buf.empty_batch(BATCH)
+        add, last = buf.add, frames[POOL - 1]
+        upd = buf.update_priorities
+
+        def radd(t: int) -> None:
+            obs, a, r, end = step(t)
+            add(0, obs, a, r, end, False, last if end else None)
+
+        h = buf._h
+
+        def uniform() -> None:  # the ring's uniform sampler on the same buffer: the cost of priorities, A/B
+            h.sample(out.obs, out.next_obs, out.action, out.reward, out.done, out.discount, out.was_default,
+                     out.delay, out.index)
+
+        return radd, lambda: buf.sample(BATCH, out=out), lambda b, p: upd(b.index, p), (buf, uniform)
+
+    if name.startswith("cpprb_per"):
+        import cpprb
+
+        stacks = np.stack([np.stack([frames[(i + k) % POOL] for k in range(K)], axis=-1) for i in range(POOL)])
+        env = {"obs": {"shape": (*SHAPE, K), "dtype": np.uint8}, "act": {"dtype": np.int64}, "rew": {}, "done": {}}
+        if name == "cpprb_per_compressed":
+            rb = cpprb.PrioritizedReplayBuffer(capacity, env, alpha=ALPHA, next_of="obs", stack_compress="obs")
+        else:
+            env["next_obs"] = {"shape": (*SHAPE, K), "dtype": np.uint8}
+            rb = cpprb.PrioritizedReplayBuffer(capacity, env, alpha=ALPHA)
+
+        def cadd(t: int) -> None:
+            obs, a, r, end = step(t)
+            rb.add(obs=stacks[t % POOL], act=a, rew=r, next_obs=stacks[(t + 1) % POOL], done=end)
+            if end:
+                rb.on_episode_end()
+
+        return cadd, lambda: rb.sample(BATCH, beta=BETA), lambda b, p: rb.update_priorities(b["indexes"], p), rb
+
+    if name == "torchrl_per":
+        import torch
+        from tensordict import TensorDict
+        from torchrl.data import LazyTensorStorage, ReplayBuffer
+        from torchrl.data.replay_buffers.samplers import PrioritizedSampler
+
+        torch.set_num_threads(1)
+        stacks = torch.from_numpy(np.stack([np.stack([frames[(i + k) % POOL] for k in range(K)]) for i in range(POOL)]))
+        rb = ReplayBuffer(storage=LazyTensorStorage(capacity), sampler=PrioritizedSampler(capacity, ALPHA, BETA),
+                          batch_size=BATCH)
+
+        def tadd(t: int) -> None:
+            _, a, r, end = step(t)
+            rb.add(TensorDict({"obs": stacks[t % POOL], "action": torch.tensor(a), "reward": torch.tensor(r),
+                               "done": torch.tensor(end), "next_obs": stacks[(t + 1) % POOL]}, []))
+
+        def tupdate(b, p) -> None:
+            rb.update_priority(b[1]["index"], torch.from_numpy(p))
+
+        return tadd, lambda: rb.sample(return_info=True), tupdate, rb
+
+    raise ValueError(f"unknown peer {name}")
+
+
+def run_per_peer(name: str, capacity: int, adds: int, fill: int, sample_s: float) -> dict[str, Any]:
+    frames = np.random.default_rng(0).integers(0, 256, size=(POOL, *SHAPE), dtype=np.uint8)
+    prios = np.abs(np.random.default_rng(4).normal(size=(256, BATCH))) + 1e-6  # |TD error| + eps
+    base = rss()
+    add, sample, update, keep = make_per_peer(name, capacity, frames)
+    add(0)
+    t0 = time.perf_counter()
+    for t in range(1, adds + 1):
+        add(t)
+    add_s = time.perf_counter() - t0
+    for t in range(adds + 1, fill):  # single adds only, as the uniform peers (see make_peer)
+        add(t)
+    for k in range(20):  # warm: allocator, caches, the peers' output buffers
+        update(sample(), prios[k % 256])
+
+    def rate(body) -> float:
+        n, t0 = 0, time.perf_counter()
+        while True:
+            for _ in range(10):
+                body(n)
+                n += 1
+            if time.perf_counter() - t0 >= sample_s:
+                return n / (time.perf_counter() - t0)
+
+    uniform = keep[1] if isinstance(keep, tuple) else None
+    if uniform is not None:  # alternate uniform and prioritized blocks on the same buffer; medians
+        pairs = [(rate(lambda k: uniform()), rate(lambda k: sample())) for _ in range(3)]
+        uniform_rate = float(np.median([u for u, _ in pairs]))
+        sample_rate = float(np.median([p for _, p in pairs]))
+    else:
+        uniform_rate = None
+        sample_rate = rate(lambda k: sample())
+    batch = sample()
+    update_rate = rate(lambda k: update(batch, prios[k % 256]))
+    loop_rate = rate(lambda k: update(sample(), prios[k % 256]))
+    lat = np.empty(10_000)
+    for k in range(lat.size):
+        t1 = time.perf_counter_ns()
+        update(batch, prios[k % 256])
+        lat[k] = time.perf_counter_ns() - t1
+    used = rss() - base
+    del keep
+    return {
+        "peer": name,
+        "adds_per_s": adds / add_s,
+        "batches_per_s": sample_rate,
+        "uniform_batches_per_s": uniform_rate,
+        "updates_per_s": update_rate,
+        "sample_update_per_s": loop_rate,
+        "update_us_p50": float(np.percentile(lat, 50)) / 1e3,
+        "update_us_p99": float(np.percentile(lat, 99)) / 1e3,
+        "rss_bytes": used,
+        "capacity": capacity,
+        "filled": max(fill, adds + 1),
+    }
+
+
 def run_peer(name: str, capacity: int, adds: int, fill: int, sample_s: float) -> dict[str, Any]:
     frames = np.random.default_rng(0).integers(0, 256, size=(POOL, *SHAPE), dtype=np.uint8)
     base = rss()
@@ -334,6 +478,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="a short run (under 30 s)")
     ap.add_argument("--capacity", type=int, default=100_000)
     ap.add_argument("--peers", default=",".join(PEERS), help="comma-separated subset of " + ",".join(PEERS))
+    ap.add_argument("--per-peers", default=",".join(PER_PEERS),
+                    help="prioritized peers, a comma-separated subset of " + ",".join(PER_PEERS) + " ('' for none)")
     ap.add_argument("--peer", help=argparse.SUPPRESS)  # internal: run one peer in this process
     ap.add_argument("--adds", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--fill", type=int, help=argparse.SUPPRESS)
@@ -342,7 +488,8 @@ def main() -> int:
     cap = args.capacity
 
     if args.peer:
-        print(json.dumps(run_peer(args.peer, cap, args.adds, args.fill, args.sample_seconds)))
+        run = run_per_peer if args.peer in PER_PEERS else run_peer
+        print(json.dumps(run(args.peer, cap, args.adds, args.fill, args.sample_seconds)))
         return 0
 
     adds = 10_000 if args.quick else cap
@@ -358,7 +505,7 @@ def main() -> int:
           f"({batch_bytes / 1e6:.2f} MB written per batch)")
 
     results: dict[str, dict[str, Any]] = {}
-    for name in args.peers.split(","):
+    for name in [p for p in args.peers.split(",") if p]:
         peer_cap = min(cap, 20_000) if (args.quick and name in QUICK_SMALL) else cap
         results[name] = spawn_peer(name, peer_cap, min(adds, peer_cap - 1), peer_cap, sample_s)
 
@@ -390,6 +537,41 @@ def main() -> int:
             print(f"  {k:<28}{v:8.2f}x")
         print(f"  memory: {rt['memory_bytes'] / 1e6:,.0f} MB of a {frame_limit / 1e6:,.0f} MB limit")
 
+    per: dict[str, dict[str, Any]] = {}
+    for name in [p for p in args.per_peers.split(",") if p]:
+        peer_cap = min(cap, 20_000) if (args.quick and name in QUICK_SMALL) else cap
+        per[name] = spawn_peer(name, peer_cap, min(adds, peer_cap - 1), peer_cap, sample_s)
+    per_ratios: dict[str, float] = {}
+    if per:
+        print(f"\nprioritized (alpha {ALPHA}, beta {BETA}): sample(32) with weights, update_priorities(32), and both")
+        print(f"{'peer':<22}{'adds/s':>10}{'samples/s':>11}{'updates/s':>11}{'sample+update/s':>17}"
+              f"{'update p50/p99 us':>19}  note")
+        for name, r in per.items():
+            if "error" in r:
+                print(f"{name:<22}  not run: {r['error']}")
+                continue
+            note = f"capacity {r['capacity']:,}" if r["capacity"] < cap else ""
+            print(f"{name:<22}{r['adds_per_s']:>10,.0f}{r['batches_per_s']:>11,.0f}{r['updates_per_s']:>11,.0f}"
+                  f"{r['sample_update_per_s']:>17,.0f}{r['update_us_p50']:>10.1f}/{r['update_us_p99']:<8.1f}  {note}")
+        rp = per.get("rtcore_per", {})
+        if rp and "error" not in rp:
+            cpprb_best = max((r for n, r in per.items() if n.startswith("cpprb_per") and "error" not in r),
+                             key=lambda r: r["sample_update_per_s"], default=None)
+            if cpprb_best:
+                per_ratios["sample_update_vs_cpprb"] = rp["sample_update_per_s"] / cpprb_best["sample_update_per_s"]
+                per_ratios["sample_vs_cpprb"] = rp["batches_per_s"] / cpprb_best["batches_per_s"]
+                per_ratios["update_vs_cpprb"] = rp["updates_per_s"] / cpprb_best["updates_per_s"]
+                per_ratios["add_vs_cpprb"] = rp["adds_per_s"] / cpprb_best["adds_per_s"]
+            tr = per.get("torchrl_per", {})
+            if tr and "error" not in tr:
+                per_ratios["sample_update_vs_torchrl"] = rp["sample_update_per_s"] / tr["sample_update_per_s"]
+            if rp.get("uniform_batches_per_s"):
+                per_ratios["uniform_over_prioritized_sample"] = rp["uniform_batches_per_s"] / rp["batches_per_s"]
+            print(f"\nrtcore prioritized ratios (targets: sample+update >= 1.5x the faster cpprb"
+                  f"{' (' + cpprb_best['peer'] + ')' if cpprb_best else ''}; uniform/prioritized sample <= 1.2x):")
+            for k, v in per_ratios.items():
+                print(f"  {k:<34}{v:8.2f}x")
+
     conc = {}
     if "rtcore" in results:
         conc = concurrent(min(cap, 20_000) if args.quick else cap, 1.0 if args.quick else 5.0)
@@ -398,7 +580,8 @@ def main() -> int:
     print(f"\n(total {time.perf_counter() - t_start:.1f} s; timings on a shared machine are noisy)")
     print(json.dumps({"benchmark": "replay", "quick": args.quick, "capacity": cap, "frame_bytes": FRAME_BYTES,
                       "frame_stack": K, "batch": BATCH, "memcpy_bytes_per_s": bw, "peers": results,
-                      "ratios": ratios, "concurrent": conc, "memory_limit_bytes": frame_limit}))
+                      "ratios": ratios, "concurrent": conc, "memory_limit_bytes": frame_limit,
+                      "prioritized": {"alpha": ALPHA, "beta": BETA, "peers": per, "ratios": per_ratios}}))
     return 0
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from rtcore import _core
 from rtcore._validate import OPTION_ERRORS, at_least, bad_option, in_range, ns, seconds
-from rtcore.shared.sched import PUSHBACKS, TAU_WINDOW_MAX, n_star
+from rtcore.shared.sched import MEAN_SLOT_FLOOR, PUSHBACKS, TAU_WINDOW_MAX, n_star
 
 __all__ = ["simulate", "SimulationResult", "add_arguments", "main", "SIM_MODES"]
 
@@ -50,7 +50,8 @@ class SimulationResult:
         tau_max_final, mean_tau_final: the schedule's running max and window mean at the end (0 for
             ``none`` / ``sequential``).
         target_interval: the schedule's target interval ``tau / N`` at the end (0 without a schedule).
-        steps, workers, mode, tau_m, tau_theta, tau_l, seed, tau_window, outlier: the inputs.
+        steps, workers, mode, tau_m, tau_theta, tau_l, seed, tau_window, outlier, pushback,
+            min_interval: the inputs.
         posted, applied, inaction_steps, pushbacks, restaggers: counts.
         applied_gap_mean: env steps between consecutive applied actions (1.0: one every step).
         action_interval_cv: ``action_interval_std / action_interval_mean``.
@@ -85,6 +86,8 @@ class SimulationResult:
     late_inaction_fraction: float = 0.0
     tau_window: int = 0
     outlier: tuple[int, float] | None = None
+    pushback: str = "lattice"
+    min_interval: float = 0.0
     stalls: int = 0  # passes the schedule took as stalls, not inference times (tau_window > 0)
 
     def to_dict(self) -> dict[str, Any]:
@@ -154,6 +157,7 @@ def simulate(
     pushback: str = "lattice",
     tau_window: int = 0,
     outlier: tuple[int, float] | None = None,
+    min_interval: float | None = None,
 ) -> SimulationResult:
     """Simulate ``steps`` env steps of period ``tau_m`` with ``workers`` inference workers.
 
@@ -171,7 +175,11 @@ def simulate(
         tau_l: learning time per action (s), ``"sequential"`` only.
         window: the mean estimator's window (``"mean"``).
         tau_max_seed: the schedule's ``tau_max`` seed (default ``tau_theta``).
-        pushback: ``"paper"`` | ``"lattice"`` (see :class:`rtcore.StaggerSchedule`).
+        pushback: ``"paper"`` | ``"lattice"`` | ``"authors"`` (``"max"`` mode; see
+            :class:`rtcore.StaggerSchedule`). With ``"authors"`` a worker also reads its frame before
+            sleeping its push-back, as the authors' loop does.
+        min_interval: the schedule's ``min_interval`` (``"mean"`` mode's publish-slot floor); default
+            ``MEAN_SLOT_FLOOR * tau_m``, as the runner, 0 for none.
         tau_window: the schedule's ``tau_max`` forgetting window in reports (0: the paper's all-time
             maximum; see :class:`rtcore.StaggerSchedule`).
         outlier: ``(k, seconds)``: the k-th inference started (0-based, all workers together) takes
@@ -202,10 +210,11 @@ def simulate(
         out_s = seconds("outlier time", outlier[1], positive=True)
         out_ns, out = max(1, ns(out_s)), (out_at, out_s)
     seed_tau = tt if tau_max_seed is None else seconds("tau_max_seed", tau_max_seed, positive=True)
+    mi = MEAN_SLOT_FLOOR * tm if min_interval is None else seconds("min_interval", min_interval, positive=False)
     dist, param, samples, spec = _parse_dist(tau_theta_dist)
     d = _core.simulate(
         max(1, ns(tm)), max(1, ns(tt)), n, SIM_MODES.index(mode), k, sd, dist, param, samples, ns(tl), win,
-        max(1, ns(seed_tau)), PUSHBACKS.index(pushback), tw, out_at, out_ns,
+        max(1, ns(seed_tau)), PUSHBACKS.index(pushback), tw, out_at, out_ns, ns(mi),
     )
     ai = d["action_interval"]
     return SimulationResult(
@@ -239,6 +248,8 @@ def simulate(
         late_inaction_fraction=d["late_inaction_fraction"],
         tau_window=tw,
         outlier=out,
+        pushback=pushback,
+        min_interval=mi,
     )
 
 
@@ -257,10 +268,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=10000, help="env steps to simulate (default: 10000)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--window", type=int, default=32, help="mean estimator window (mode mean; default: 32)")
-    parser.add_argument("--pushback", choices=("paper", "lattice"), default="lattice", help="how a new maximum moves the others (default: lattice)")
+    parser.add_argument("--pushback", choices=PUSHBACKS, default="lattice",
+                        help="max mode: how a new maximum moves the others (default: lattice; authors: the authors' code)")
     parser.add_argument(
         "--tau-window", type=int, default=0,
         help=f"forget inference times older than this many reports in tau_max (0: all-time max, the paper; at most {TAU_WINDOW_MAX})",
+    )
+    parser.add_argument(
+        "--min-interval", type=float, default=None,
+        help="mean mode: publish slots at least this many seconds apart (default: 0.85 tau_m, as rtcore run; 0: mean / N only)",
     )
     parser.add_argument("--outlier", default=None, metavar="K:SECONDS", help="the K-th inference (0-based) takes SECONDS (a stall)")
     parser.add_argument("--json", action="store_true", help="print exactly one JSON object")
@@ -285,7 +301,7 @@ def main(args: argparse.Namespace) -> int:
         r = simulate(
             args.tau_m, args.tau_theta, workers, mode=args.mode, steps=args.steps, seed=args.seed,
             tau_theta_dist=args.tau_theta_dist, tau_l=args.tau_l, window=args.window, pushback=args.pushback,
-            tau_window=args.tau_window, outlier=outlier,
+            tau_window=args.tau_window, outlier=outlier, min_interval=args.min_interval,
         )
     except OPTION_ERRORS as e:  # simulate() checks every argument before it runs anything
         return bad_option("rtcore simulate", e)

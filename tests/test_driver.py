@@ -331,3 +331,36 @@ def test_bad_arguments_are_refused():
         EnvDriver(ScriptedEnv, None, None, frequency=0)
     with pytest.raises(ValueError, match="stream must be an int >= 0"):
         EnvDriver(ScriptedEnv, None, None, stream=-1)
+
+
+def test_random_default_action_applies_seeded_random_actions_on_inaction_steps():
+    """--default-action random (the authors' --random_not_noop): every inaction step applies a uniformly
+    random action from a stream seeded by (seed, stream); still counted as inaction; a posted action wins."""
+    applied = {}
+    for seed in (3, 3, 4):
+        obs_board, action_board = boards()
+        replay = rtcore.ReplayBuffer(64, (4,), obs_dtype="int64")
+        env_fn = functools.partial(ScriptedEnv, action_board, {5: (2, 0)}, 1000)
+        drv = EnvDriver(env_fn, obs_board, action_board, replay=replay, seed=seed, default_action="random")
+        try:
+            st = drv.run_inline(40, paced=False)
+            assert st.default_steps == 39
+            replay.seed(0)
+            by_step = {}
+            for _ in range(30):  # seeded sampling with replacement: 1170 draws of 39 transitions cover them all
+                batch = replay.sample(39)
+                by_step.update({int(batch.obs[i, -1][1]): (int(batch.action[i]), bool(batch.was_default[i])) for i in range(39)})
+            assert sorted(by_step) == list(range(39))
+        finally:
+            drv.close()
+            for o in (replay, obs_board, action_board):
+                o.close()
+        assert by_step[5] == (2, False)
+        randoms = [a for s, (a, d) in sorted(by_step.items()) if d]
+        assert all(d for s, (a, d) in by_step.items() if s != 5)
+        assert set(randoms) <= set(range(5)) and len(set(randoms)) >= 3  # not the no-op every time
+        applied.setdefault(seed, []).append(by_step)
+    assert applied[3][0] == applied[3][1]  # same seed, same actions
+    assert applied[3][0] != applied[4][0]
+    with pytest.raises(ValueError, match="default_action must be one of"):
+        EnvDriver(functools.partial(ScriptedEnv), None, None, default_action="noise")

@@ -126,3 +126,68 @@ def test_make_wraps_with_a_delay():
         rtcore.make("gb/TestRom", sequential=True)
     with pytest.raises(ValueError, match="delay must be an int >= 0"):
         rtcore.make("gb/TestRom", delay=-2)
+
+
+def test_authors_async_delay_is_d_minus_1_frames_with_zero_padding():
+    """Hand-worked, d = 3: the authors' obs_history starts as [0, 0, 0, obs0][1:] = [0, 0, obs0] and each
+    step appends the newest frame and drops the oldest; the agent acts on obs_history[0]."""
+    env = DelayWrapper(FrameEnv(), delay=3, convention="authors")
+    env.env.reset()
+    obs, info = env.reset()
+    seen, frames = [obs.copy()], [info["obs_frame"]]
+    for _ in range(4):
+        obs, r, term, trunc, info = env.step(7)
+        seen.append(obs.copy())
+        frames.append(info["obs_frame"])
+        assert info["frames"] == 1 and r == 7.0
+    # two zero pads (frames "-2", "-1"), then frames 0, 1, 2: two frames old
+    assert [int(o[0]) for o in seen] == [0, 0, 0, 1, 2]
+    assert frames == [-2, -1, 0, 1, 2]
+    assert seen[0].dtype == seen[1].dtype and seen[0].shape == seen[1].shape
+    assert env.env.applied == [7] * 4
+
+
+def test_authors_delay_1_and_0_act_on_the_newest_frame():
+    for d in (0, 1):
+        env = DelayWrapper(FrameEnv(), delay=d, convention="authors")
+        obs, info = env.reset()
+        assert obs[0] == 0 and info["obs_frame"] == 0
+        for t in range(1, 4):
+            obs, *_, info = env.step(1)
+            assert obs[0] == t == info["obs_frame"]
+
+
+def test_authors_sequential_baseline_is_d_minus_1_times_d_plus_1_frames_old():
+    """Hand-worked, --delay 2 --noops 2: each step applies the action then two no-ops (3 frames) and
+    returns the last frame; the agent acts on the observation one agent step old: (2 - 1) * (2 + 1) = 3
+    frames, plus the 2 no-ops per action."""
+    d = 2
+    env = DelayWrapper(FrameEnv(), delay=d, sequential=True, convention="authors")
+    obs, info = env.reset()
+    assert obs[0] == 0 and info["obs_frame"] == -3  # the zero pad stands for one agent step before the start
+    out = []
+    for a in (4, 5, 6):
+        obs, r, term, trunc, info = env.step(a)
+        out.append((int(obs[0]), info["obs_frame"], info["frames"], r))
+    # newest frames after each step: 3, 6, 9; the agent sees one step back: 0, 3, 6
+    assert out == [(0, 0, 3, 4.0), (3, 3, 3, 5.0), (6, 6, 3, 6.0)]
+    assert env.env.applied == [4, 0, 0, 5, 0, 0, 6, 0, 0]
+    assert env._frame - out[-1][1] == (d - 1) * (d + 1)
+
+
+def test_convention_is_checked():
+    with pytest.raises(ValueError, match="convention must be one of"):
+        DelayWrapper(FrameEnv(), delay=1, convention="paper")
+
+
+def test_make_passes_the_delay_convention(tmp_path):
+    import rtcore
+    from rtcore.envs.testrom import write_rom
+
+    env = rtcore.make("gb/TestRom", rom=write_rom(tmp_path / "t.gb"), delay=3, delay_convention="authors")
+    try:
+        assert isinstance(env, DelayWrapper) and env.convention == "authors"
+        obs, info = env.reset(seed=0)
+        assert info["obs_frame"] == -2 and not obs.any()  # two zero pads before the episode start
+    finally:
+        env.close()

@@ -82,7 +82,7 @@ def test_resume_continues_the_run_and_play_records_it(tmp_path):
     assert st1.env_steps >= s1["env_steps"] > 0 and st1.resumes == 0
     rows1 = _rows(run_dir)
 
-    second = _cli(tmp_path, "run", "--resume", str(run_dir), "--seconds", "3", "--json")
+    second = _cli(tmp_path, "run", "--resume", str(run_dir), "--seconds", "4", "--learning-starts", "16", "--json")
     assert second.returncode == 0, second.stderr[-3000:]
     s2 = json.loads(second.stdout.strip().splitlines()[-1])
     assert s2["run_dir"] == str(run_dir) and s2["extra"]["env_steps_before"] == st1.env_steps
@@ -96,7 +96,7 @@ def test_resume_continues_the_run_and_play_records_it(tmp_path):
     new = rows[len(rows1):]
     assert float(new[0]["time_s"]) > float(rows1[-1]["time_s"])
     assert int(new[0]["env_steps"]) > int(rows1[-1]["env_steps"])
-    assert json.loads((run_dir / "config.json").read_text())["seconds"] == 3  # the option given overrides
+    assert json.loads((run_dir / "config.json").read_text())["seconds"] == 4  # the option given overrides
 
     bad = _cli(tmp_path, "run", "--resume", str(run_dir), "--model", "impala:k=2", "--seconds", "1")
     assert bad.returncode == 2

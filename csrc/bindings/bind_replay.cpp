@@ -16,6 +16,7 @@
 #include <limits>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <unistd.h>
 #include <vector>
@@ -24,7 +25,9 @@
 #include "bindings/numpy_util.h"
 #include "bindings/segment_handle.h"
 #include "params/param_store.h"
+#include "replay/prioritized.h"
 #include "replay/ring.h"
+#include "replay/sum_tree.h"
 #include "shm/segment.h"
 
 namespace rtcore::bindings {
@@ -32,19 +35,31 @@ namespace rtcore::bindings {
 namespace {
 
 using replay::Params;
+using replay::Prioritized;
+using replay::ReplayLayout;
 using replay::Ring;
+using replay::SumTree;
 
 // add() releases the GIL only for frames of 64 KiB and more: a smaller copy is shorter than the release
 // and re-acquire it would save (docs/design/replay.md, "The GIL in add").
 constexpr std::size_t kAddReleaseGilBytes = 64 * 1024;
 
-// The mapped segment and the ring view over it, shared by the handle and by every call in flight:
-// close() drops the handle's reference, and the memory is unmapped when the last call using it
-// (a GIL-free sample in another thread) returns.
+// The mapped segment and the views over it (the ring; the priority tree of a prioritized buffer),
+// shared by the handle and by every call in flight: close() drops the handle's reference, and the
+// memory is unmapped when the last call using it (a GIL-free sample in another thread) returns.
 struct ReplayState {
   shm::Segment seg;
   Ring ring;
-  ReplayState(shm::Segment s, const Params& p) : seg(std::move(s)), ring(seg.payload(), seg.payload_size(), p) {}
+  std::optional<SumTree> tree;
+  std::optional<Prioritized> prio;  // refers to ring and tree: the state never moves (held by shared_ptr)
+  ReplayState(shm::Segment s, const ReplayLayout& l) : seg(std::move(s)), ring(seg.payload(), seg.payload_size(), l.ring) {
+    if (l.tree.leaves) {
+      tree.emplace(static_cast<std::uint8_t*>(seg.payload()) + l.tree_offset, seg.payload_size() - l.tree_offset, l.tree);
+      prio.emplace(ring, *tree, l.alpha);
+    }
+  }
+  ReplayState(const ReplayState&) = delete;
+  ReplayState& operator=(const ReplayState&) = delete;
 };
 using StatePtr = std::shared_ptr<ReplayState>;
 
@@ -70,21 +85,24 @@ class ReplayHandle {
   static std::unique_ptr<ReplayHandle> create(const std::string& name, std::uint64_t capacity,
                                               const std::vector<std::int64_t>& shape, const py::dtype& dtype,
                                               std::uint32_t frame_stack, std::uint32_t streams, std::uint32_t n_step,
-                                              double gamma) {
+                                              double gamma, bool prioritized, double alpha, double beta) {
     const std::string dstr = py::str(dtype.attr("str")).cast<std::string>();
     const Params p = replay::make_params(capacity, streams, frame_stack, n_step, gamma, shape,
                                          static_cast<std::uint64_t>(dtype.itemsize()), dstr);
-    shm::Segment seg = shm::Segment::create(name, shm::Kind::kReplay, replay::kLayoutVersion, &p, sizeof p, p.total_bytes);
+    const ReplayLayout l = replay::make_layout(p, prioritized, alpha, beta);
+    shm::Segment seg =
+        shm::Segment::create(name, shm::Kind::kReplay, replay::kSegmentLayoutVersion, &l, sizeof l, l.total_bytes);
     shm::UnlinkOnThrow guard(seg.name());
-    seg.mark_ready();  // the zeroed payload is an empty ring
-    auto h = std::unique_ptr<ReplayHandle>(new ReplayHandle(std::move(seg), p));
+    seg.mark_ready();  // the zeroed payload is an empty ring and a tree of zero leaves
+    auto h = std::unique_ptr<ReplayHandle>(new ReplayHandle(std::move(seg), l));
     guard.release();
     return h;
   }
 
   static std::unique_ptr<ReplayHandle> attach(const std::string& name) {
-    shm::Segment seg = shm::Segment::attach(name, shm::Kind::kReplay, replay::kLayoutVersion);
-    const Params p = seg.params<Params>();
+    shm::Segment seg = shm::Segment::attach(name, shm::Kind::kReplay, replay::kSegmentLayoutVersion);
+    const ReplayLayout l = seg.params<ReplayLayout>();
+    const Params& p = l.ring;
     if (std::memchr(p.dtype, 0, sizeof p.dtype) == nullptr)
       throw LayoutMismatch("segment '" + seg.name() + "' has a corrupt replay layout: its dtype string is not terminated");
     std::uint64_t itemsize;
@@ -99,7 +117,9 @@ class ReplayHandle {
     } catch (const LayoutMismatch& e) {
       throw LayoutMismatch("segment '" + seg.name() + "': " + e.what());
     }
-    return std::unique_ptr<ReplayHandle>(new ReplayHandle(std::move(seg), p));
+    if (l.total_bytes > seg.payload_size() || l.ring.total_bytes > l.tree_offset)
+      throw LayoutMismatch("segment '" + seg.name() + "' is too small for the replay layout its header describes");
+    return std::unique_ptr<ReplayHandle>(new ReplayHandle(std::move(seg), l));
   }
 
   void add(std::int64_t stream, const py::array& obs, std::int64_t action, double reward, bool terminated, bool truncated,
@@ -118,13 +138,12 @@ class ReplayHandle {
       next_ptr = next_arr.data();
     }
     const std::uint64_t token = writer_token(token_, token_generation_);
+    const auto s = static_cast<std::uint32_t>(stream);
     if (p_.frame_bytes >= kAddReleaseGilBytes) {
       py::gil_scoped_release nogil;
-      st->ring.add(static_cast<std::uint32_t>(stream), obs.data(), action, r, terminated, truncated, next_ptr, was_default,
-                   delay, token, episode_start);
+      add_one(*st, s, obs.data(), action, r, terminated, truncated, next_ptr, was_default, delay, token, episode_start);
     } else {
-      st->ring.add(static_cast<std::uint32_t>(stream), obs.data(), action, r, terminated, truncated, next_ptr, was_default,
-                   delay, token, episode_start);
+      add_one(*st, s, obs.data(), action, r, terminated, truncated, next_ptr, was_default, delay, token, episode_start);
     }
   }
 
@@ -172,14 +191,23 @@ class ReplayHandle {
     const std::uint64_t token = writer_token(token_, token_generation_);
     py::gil_scoped_release nogil;
     for (std::int64_t i = 0; i < n; ++i)
-      st->ring.add(static_cast<std::uint32_t>(i), o + i * fb, a[i], rw[i], term[i], trunc[i],
-                   next_base ? next_base + i * fb : nullptr, wd[i], dl[i], token, es[i]);
+      add_one(*st, static_cast<std::uint32_t>(i), o + i * fb, a[i], rw[i], term[i], trunc[i],
+              next_base ? next_base + i * fb : nullptr, wd[i], dl[i], token, es[i]);
   }
 
   void sample(const py::array& obs, const py::array& next_obs, const py::array& action, const py::array& reward,
               const py::array& done, const py::array& discount, const py::array& was_default, const py::array& delay,
-              const py::array& index) {
+              const py::array& index, const py::object& weight, double beta) {
     const StatePtr st = live();  // held until the GIL-free copy below is done: close() cannot unmap under it
+    float* wptr = nullptr;
+    if (!weight.is_none()) {
+      if (!st->prio) throw InvalidArgument("ReplayBuffer '" + name_ + "' is not prioritized");
+      if (!(beta >= 0.0 && beta <= 1.0)) throw InvalidArgument("beta must be in [0, 1], got " + std::to_string(beta));
+      const py::array w = py::array::ensure(weight);
+      if (!w) throw InvalidArgument("out.weight must be an array");
+      check_vec("out.weight", w, action.ndim() == 1 ? action.shape(0) : 0, py::dtype::of<float>(), true);
+      wptr = static_cast<float*>(const_cast<void*>(w.data()));
+    }
     if (action.ndim() != 1) throw InvalidArgument("out.action must be one-dimensional");
     const std::int64_t b = action.shape(0);
     check_batch_stacks("out.obs", obs, b);
@@ -209,8 +237,60 @@ class ReplayHandle {
       ~Unbusy() { b.store(false, std::memory_order_release); }  // release: our RNG updates precede the next sampler
     } unbusy{busy_};
     py::gil_scoped_release nogil;
-    st->ring.sample(static_cast<std::size_t>(b), out, rng_, scratch_);
+    if (wptr)
+      st->prio->sample(static_cast<std::size_t>(b), out, wptr, beta, rng_, scratch_);
+    else
+      st->ring.sample(static_cast<std::size_t>(b), out, rng_, scratch_);
   }
+
+  // Validates every (index, priority) pair first, then applies them; returns how many were applied
+  // (the others' transitions were overwritten since they were sampled).
+  std::int64_t update_priorities(const py::array& index, const py::array& priority) {
+    const StatePtr st = live();
+    if (!st->prio) throw InvalidArgument("ReplayBuffer '" + name_ + "' is not prioritized");
+    if (index.ndim() != 1) throw InvalidArgument("index must be one-dimensional");
+    const std::int64_t n = index.shape(0);
+    check_vec("index", index, n, py::dtype::of<std::int64_t>());
+    check_vec("priority", priority, n, py::dtype::of<double>());
+    const auto* idx = static_cast<const std::int64_t*>(index.data());
+    const auto* pr = static_cast<const double*>(priority.data());
+    py::gil_scoped_release nogil;
+    for (std::int64_t i = 0; i < n; ++i) {
+      if (!std::isfinite(pr[i]) || pr[i] < 0.0) {
+        std::ostringstream os;
+        os << "priority[" << i << "] is " << pr[i] << ": priorities must be finite and >= 0";
+        throw InvalidArgument(os.str());
+      }
+      if (idx[i] < 0)
+        throw OutOfRange("index[" + std::to_string(i) + "] is " + std::to_string(idx[i]) +
+                         ": indices are >= 0 (use ReplayBatch.index)");
+      std::uint32_t s;
+      std::uint64_t p;
+      st->prio->locate(idx[i], s, p);
+    }
+    std::int64_t applied = 0;
+    for (std::int64_t i = 0; i < n; ++i) applied += st->prio->update(idx[i], pr[i]) ? 1 : 0;
+    return applied;
+  }
+
+  double priority_value(std::int64_t index) const {
+    const StatePtr st = live();
+    if (!st->prio) throw InvalidArgument("ReplayBuffer '" + name_ + "' is not prioritized");
+    return st->prio->value_of(index);
+  }
+  double max_priority_value() const {
+    const StatePtr st = live();
+    return st->prio ? replay::from_value(st->prio->entry_value()) : 1.0;
+  }
+  bool priority_tree_consistent() const {
+    const StatePtr st = live();
+    return st->prio ? st->tree->consistent() : true;
+  }
+  double total_priority_value() const {
+    const StatePtr st = live();
+    return st->prio ? replay::from_value(st->tree->total()) : 0.0;
+  }
+
 
   void seed(std::uint64_t s) { rng_.reseed(s); }
   std::uint64_t size() const { return live()->ring.size(); }
@@ -226,13 +306,14 @@ class ReplayHandle {
   const std::string& name() const { return name_; }
 
   const Params& params() const { return p_; }
+  const ReplayLayout& layout() const { return l_; }
   std::vector<std::int64_t> obs_shape() const { return frame_shape_; }
   std::uint64_t segment_bytes() const { return state_ ? state_->seg.header().total_size : 0; }
 
  private:
-  ReplayHandle(shm::Segment seg, const Params& p)
-      : p_(p), name_(seg.name()), dtype_(py::dtype::from_args(py::str(std::string(p.dtype)))) {
-    state_ = std::make_shared<ReplayState>(std::move(seg), p_);
+  ReplayHandle(shm::Segment seg, const ReplayLayout& l)
+      : l_(l), p_(l.ring), name_(seg.name()), dtype_(py::dtype::from_args(py::str(std::string(l.ring.dtype)))) {
+    state_ = std::make_shared<ReplayState>(std::move(seg), l_);
     frame_shape_.assign(p_.shape, p_.shape + p_.ndim);
     stack_tail_ = frame_shape_;
     stack_tail_.insert(stack_tail_.begin(), p_.frame_stack);
@@ -254,6 +335,15 @@ class ReplayHandle {
     std::snprintf(text, sizeof text, "%g", reward);
     if (!std::isfinite(reward)) throw InvalidArgument(std::string("reward must be finite, got ") + text);
     throw InvalidArgument(std::string("reward must fit a float32 (|reward| <= 3.4e38), got ") + text);
+  }
+
+  static void add_one(ReplayState& st, std::uint32_t s, const void* obs, std::int64_t action, float reward,
+                      bool terminated, bool truncated, const void* next_obs, bool was_default, std::int32_t delay,
+                      std::uint64_t token, bool episode_start) {
+    if (st.prio)
+      st.prio->add(s, obs, action, reward, terminated, truncated, next_obs, was_default, delay, token, episode_start);
+    else
+      st.ring.add(s, obs, action, reward, terminated, truncated, next_obs, was_default, delay, token, episode_start);
   }
 
   void check_stream(std::int64_t stream) const {
@@ -298,6 +388,7 @@ class ReplayHandle {
   }
 
   StatePtr state_;
+  ReplayLayout l_;
   Params p_;
   std::string name_;
   py::dtype dtype_;
@@ -314,7 +405,8 @@ class ReplayHandle {
 void bind_replay(py::module_& m) {
   py::class_<ReplayHandle>(m, "Replay", "Handle on a shared-memory replay ring. Use rtcore.ReplayBuffer.")
       .def_static("create", &ReplayHandle::create, py::arg("name"), py::arg("capacity"), py::arg("obs_shape"),
-                  py::arg("dtype"), py::arg("frame_stack"), py::arg("streams"), py::arg("n_step"), py::arg("gamma"))
+                  py::arg("dtype"), py::arg("frame_stack"), py::arg("streams"), py::arg("n_step"), py::arg("gamma"),
+                  py::arg("prioritized") = false, py::arg("alpha") = 0.6, py::arg("beta") = 0.4)
       .def_static("attach", &ReplayHandle::attach, py::arg("name"))
       .def("add", &ReplayHandle::add, py::arg("stream"), py::arg("obs"), py::arg("action"), py::arg("reward"),
            py::arg("terminated"), py::arg("truncated"), py::arg("next_obs"), py::arg("was_default"), py::arg("delay"),
@@ -323,7 +415,13 @@ void bind_replay(py::module_& m) {
            py::arg("terminated"), py::arg("truncated"), py::arg("next_obs"), py::arg("was_default"), py::arg("delay"),
            py::arg("episode_start"))
       .def("sample", &ReplayHandle::sample, py::arg("obs"), py::arg("next_obs"), py::arg("action"), py::arg("reward"),
-           py::arg("done"), py::arg("discount"), py::arg("was_default"), py::arg("delay"), py::arg("index"))
+           py::arg("done"), py::arg("discount"), py::arg("was_default"), py::arg("delay"), py::arg("index"),
+           py::arg("weight") = py::none(), py::arg("beta") = 0.0)
+      .def("update_priorities", &ReplayHandle::update_priorities, py::arg("index"), py::arg("priority"))
+      .def("priority_value", &ReplayHandle::priority_value, py::arg("index"))
+      .def("max_priority_value", &ReplayHandle::max_priority_value)
+      .def("total_priority_value", &ReplayHandle::total_priority_value)
+      .def("priority_tree_consistent", &ReplayHandle::priority_tree_consistent)
       .def("seed", &ReplayHandle::seed, py::arg("seed"))
       .def("size", &ReplayHandle::size)
       .def("head", &ReplayHandle::head, py::arg("stream"))
@@ -340,7 +438,10 @@ void bind_replay(py::module_& m) {
       .def_property_readonly("gamma", [](const ReplayHandle& h) { return h.params().gamma; })
       .def_property_readonly("frame_bytes", [](const ReplayHandle& h) { return h.params().frame_bytes; })
       .def_property_readonly("segment_bytes", &ReplayHandle::segment_bytes)
-      .def_property_readonly_static("layout_version", [](py::object) { return replay::kLayoutVersion; });
+      .def_property_readonly("prioritized", [](const ReplayHandle& h) { return h.layout().tree.leaves != 0; })
+      .def_property_readonly("alpha", [](const ReplayHandle& h) { return h.layout().alpha; })
+      .def_property_readonly("beta", [](const ReplayHandle& h) { return h.layout().beta; })
+      .def_property_readonly_static("layout_version", [](py::object) { return replay::kSegmentLayoutVersion; });
 }
 
 }  // namespace rtcore::bindings

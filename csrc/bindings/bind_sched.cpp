@@ -36,7 +36,8 @@ class ScheduleHandle : public SegmentHandle {
  public:
   static std::unique_ptr<ScheduleHandle> create(const std::string& name, std::int64_t n_workers, std::int64_t tau_seed_ns,
                                                 std::uint32_t mode, std::int64_t window, std::int64_t heartbeat_timeout_ns,
-                                                std::uint32_t pushback, std::int64_t tau_window) {
+                                                std::uint32_t pushback, std::int64_t tau_window,
+                                                std::int64_t min_interval_ns) {
     if (tau_window < 0 || tau_window > sched::StaggerSchedule::kMaxTauWindow)
       throw InvalidArgument("tau_window must be in [0, " + std::to_string(sched::StaggerSchedule::kMaxTauWindow) +
                             "] (0: all-time maximum), got " + std::to_string(tau_window));
@@ -47,7 +48,7 @@ class ScheduleHandle : public SegmentHandle {
       throw InvalidArgument("window must be in [1, " + std::to_string(sched::StaggerSchedule::kMaxWindow) + "], got " +
                             std::to_string(window));
     sched::StaggerParams p{static_cast<std::uint32_t>(n_workers), mode, static_cast<std::uint32_t>(window), pushback, tau_seed_ns,
-                           heartbeat_timeout_ns, static_cast<std::uint32_t>(tau_window), 0};
+                           heartbeat_timeout_ns, static_cast<std::uint32_t>(tau_window), 0, min_interval_ns};
     sched::StaggerSchedule::validate(p);
     auto seg = std::make_shared<Segment>(Segment::create(name, Kind::kSchedule, sched::StaggerSchedule::kLayoutVersion, &p,
                                                          sizeof p, sched::StaggerSchedule::bytes_needed(p)));
@@ -139,6 +140,7 @@ class ScheduleHandle : public SegmentHandle {
   std::uint32_t mode() const { return p_.mode; }
   std::uint32_t window() const { return p_.window; }
   std::uint32_t pushback() const { return p_.pushback; }
+  std::int64_t min_interval_ns() const { return p_.min_interval_ns; }
   std::uint32_t tau_window() const { return p_.tau_window; }
   std::int64_t heartbeat_timeout_ns() const { return p_.heartbeat_timeout_ns; }
   void close() {
@@ -242,7 +244,8 @@ py::dict stats_dict(const sched::SimStats& s) {
 
 py::dict simulate(std::int64_t tau_m_ns, std::int64_t tau_theta_ns, int workers, int mode, std::int64_t steps, std::uint64_t seed,
                   int dist, double dist_param, std::vector<std::int64_t> samples_ns, std::int64_t tau_l_ns, int window,
-                  std::int64_t tau_seed_ns, int pushback, int tau_window, std::int64_t outlier_at, std::int64_t outlier_ns) {
+                  std::int64_t tau_seed_ns, int pushback, int tau_window, std::int64_t outlier_at, std::int64_t outlier_ns,
+                  std::int64_t min_interval_ns) {
   sched::SimConfig c;
   c.tau_m_ns = tau_m_ns;
   c.tau_theta_ns = tau_theta_ns;
@@ -261,7 +264,8 @@ py::dict simulate(std::int64_t tau_m_ns, std::int64_t tau_theta_ns, int workers,
   c.tau_window = tau_window;
   c.outlier_at = outlier_at;
   c.outlier_ns = outlier_ns;
-  if (pushback < 0 || pushback > 1) throw InvalidArgument("pushback must be 0 (paper) or 1 (lattice)");
+  c.min_interval_ns = min_interval_ns;
+  if (pushback < 0 || pushback > 2) throw InvalidArgument("pushback must be 0 (paper), 1 (lattice) or 2 (authors)");
   c.pushback = static_cast<sched::StaggerPushback>(pushback);
   sched::SimResult r;
   {
@@ -294,7 +298,7 @@ void bind_sched(py::module_& m) {
   py::class_<ScheduleHandle>(m, "StaggerSchedule")
       .def_static("create", &ScheduleHandle::create, py::arg("name"), py::arg("n_workers"), py::arg("tau_seed_ns"),
                   py::arg("mode"), py::arg("window"), py::arg("heartbeat_timeout_ns"), py::arg("pushback"),
-                  py::arg("tau_window") = 0)
+                  py::arg("tau_window") = 0, py::arg("min_interval_ns") = 0)
       .def_static("attach", &ScheduleHandle::attach, py::arg("name"))
       .def("join", &ScheduleHandle::join, py::arg("worker"))
       .def("leave", &ScheduleHandle::leave, py::arg("worker"))
@@ -325,6 +329,7 @@ void bind_sched(py::module_& m) {
       .def_property_readonly("window", &ScheduleHandle::window)
       .def_property_readonly("pushback", &ScheduleHandle::pushback)
       .def_property_readonly("tau_window", &ScheduleHandle::tau_window)
+      .def_property_readonly("min_interval_ns", &ScheduleHandle::min_interval_ns)
       .def_property_readonly_static("MAX_TAU_WINDOW", [](py::object) { return sched::StaggerSchedule::kMaxTauWindow; })
       .def_property_readonly("heartbeat_timeout_ns", &ScheduleHandle::heartbeat_timeout_ns)
       .def_property_readonly("name", &ScheduleHandle::name)
@@ -357,7 +362,7 @@ void bind_sched(py::module_& m) {
   m.def("simulate", &simulate, py::arg("tau_m_ns"), py::arg("tau_theta_ns"), py::arg("workers"), py::arg("mode"), py::arg("steps"),
         py::arg("seed"), py::arg("dist"), py::arg("dist_param"), py::arg("samples_ns"), py::arg("tau_l_ns"), py::arg("window"),
         py::arg("tau_seed_ns"), py::arg("pushback"), py::arg("tau_window") = 0, py::arg("outlier_at") = -1, py::arg("outlier_ns") = 0,
-        "Discrete-event simulation of staggered inference (see csrc/sched/simulator.h).");
+        py::arg("min_interval_ns") = 0, "Discrete-event simulation of staggered inference (see csrc/sched/simulator.h).");
 
 }
 

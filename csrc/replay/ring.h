@@ -357,6 +357,31 @@ class Ring {
     }
   }
 
+  // For samplers that choose slots themselves (replay/prioritized.h): copies the transition that slot
+  // `slot` of stream `s` holds into row `row` of `out` if it is sampleable now. Returns kSlotCopied,
+  // kSlotSkipped (empty, being written, a terminal obs, or outside the sampleable window) or
+  // kSlotOverwritten (overwritten while copied). Lock-free, like sample().
+  static constexpr int kSlotCopied = 0, kSlotSkipped = 1, kSlotOverwritten = 2;
+  int copy_slot(std::uint32_t s, std::uint64_t slot, std::size_t row, const SampleOut& out) const {
+    const std::uint64_t st = meta_[s * S_ + slot].stamp.load(std::memory_order_acquire);  // acquire: pairs with write_slot
+    if (st == 0 || st % 2 == 1) return kSlotSkipped;
+    const std::uint64_t j = st / 2 - 1;
+    std::uint64_t lo, ready;
+    window(streams_[s].pub.load(std::memory_order_acquire), lo, ready);  // acquire: slots below head are written
+    if (j < lo || j >= ready) return kSlotSkipped;
+    const std::size_t row_bytes = p_.frame_stack * p_.frame_bytes;
+    const int r = try_copy(s, j, row, out.obs + row * row_bytes, out.next_obs + row * row_bytes, out);
+    return r == kCopied ? kSlotCopied : r == kNotTransition ? kSlotSkipped : kSlotOverwritten;
+  }
+  // Prefetches what copy_slot(s, slot) reads first (its metadata and oldest stack frame's first lines).
+  void prefetch_slot(std::uint32_t s, std::uint64_t slot) const {
+    __builtin_prefetch(&meta_[s * S_ + slot], 0, 3);
+    const std::uint64_t back = (p_.frame_stack - 1) % S_;
+    const std::uint8_t* f = frames_ + (s * S_ + (slot + S_ - back) % S_) * p_.frame_stride;
+    const std::size_t ahead = std::min<std::size_t>(kPrefetchBytes, p_.frame_bytes);
+    for (std::size_t a = 0; a < ahead; a += kCacheLine) __builtin_prefetch(f + a, 0, 3);
+  }
+
  private:
   static constexpr int kCopied = 0, kNotTransition = 1, kOverwritten = 2;
   static constexpr std::size_t kPrefetchBytes = 512;  // of the next draw's oldest frame (bench/cpp/bench_replay.cpp)

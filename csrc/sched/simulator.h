@@ -51,6 +51,7 @@ struct SimConfig {
   std::uint64_t seed = 0;
   int window = 32;
   StaggerPushback pushback = StaggerPushback::kLattice;
+  std::int64_t min_interval_ns = 0;       // the schedule's min_interval (mean mode's publish slots; the env period or 0)
   int tau_window = 0;                     // schedule's tau_max forgetting window (0: all-time maximum, the paper)
   std::int64_t outlier_at = -1;           // >= 0: the outlier_at-th inference started (0-based, all workers) takes
   std::int64_t outlier_ns = 0;            //   outlier_ns instead of its draw (a deterministic stall)
@@ -144,6 +145,7 @@ inline void validate(const SimConfig& c) {
   if (c.tau_window < 0 || c.tau_window > static_cast<int>(StaggerSchedule::kMaxTauWindow))
     throw InvalidArgument("tau_window must be in [0, " + std::to_string(StaggerSchedule::kMaxTauWindow) + "] (0: all-time maximum), got " +
                           std::to_string(c.tau_window));
+  if (c.min_interval_ns < 0) throw InvalidArgument("min_interval must be >= 0 seconds (0: none)");
   if (c.outlier_at >= 0 && c.outlier_ns <= 0) throw InvalidArgument("an outlier's inference time must be > 0 seconds");
   if (c.dist_param < 0 || !std::isfinite(c.dist_param)) throw InvalidArgument("distribution parameter must be finite and >= 0");
 }
@@ -155,7 +157,7 @@ inline SimResult simulate(const SimConfig& c) {
   StaggerParams sp{static_cast<std::uint32_t>(n), c.mode == SimMode::kMean ? 1u : 0u, static_cast<std::uint32_t>(c.window),
                    static_cast<std::uint32_t>(c.pushback),
                    c.tau_seed_ns > 0 ? c.tau_seed_ns : c.tau_theta_ns, std::numeric_limits<std::int64_t>::max() / 4,
-                   static_cast<std::uint32_t>(c.tau_window), 0};
+                   static_cast<std::uint32_t>(c.tau_window), 0, c.min_interval_ns};
   std::unique_ptr<void, void (*)(void*)> mem(nullptr, std::free);
   std::unique_ptr<StaggerSchedule> sched;
   if (staggered) {
@@ -193,9 +195,12 @@ inline SimResult simulate(const SimConfig& c) {
   intervals.reserve(static_cast<std::size_t>(c.steps));
   delays.reserve(static_cast<std::size_t>(c.steps));
 
+  const bool authors = staggered && c.pushback == StaggerPushback::kAuthors;
+  std::vector<char> have_obs(n, 0);  // kAuthors: the frame of this turn was read (before the delay sleep)
   auto start_inference = [&](int w, std::int64_t now) {
     phase[w] = 1;
-    obs[w] = last_frame;
+    if (!authors) obs[w] = last_frame;
+    have_obs[w] = 0;
     dur[w] = sample();  // drawn even for the outlier, so the outlier does not shift the random stream
     if (started++ == c.outlier_at) dur[w] = c.outlier_ns;
     q.push({now + dur[w], seq++, w});
@@ -220,7 +225,13 @@ inline SimResult simulate(const SimConfig& c) {
       const std::int64_t now = vc.now();
       if (staggered) {
         if (phase[w] == 0) {
+          // kAuthors: the worker reads the frame before it sleeps its push-back (the authors' loop).
+          const bool top = authors && !have_obs[w] && sched->pending_delay_ns(w) > 0;
           const std::int64_t t = sched->poll_turn(w, now);
+          if (top || (t <= now && authors && !have_obs[w])) {
+            obs[w] = last_frame;
+            have_obs[w] = 1;
+          }
           if (t <= now)
             start_inference(w, now);
           else

@@ -1,81 +1,36 @@
 // The stagger schedule: when each of N inference workers may start inferring and when it may publish,
-// so that one action is ready every tau / N seconds (paper, Algorithm 1 "maximum-time staggering" and
-// Algorithm 2 "mean-time staggering").
+// so that one action is ready every tau / N seconds (paper, Algorithm 1 "max" and 2 "mean").
+// docs/design/stagger.md has the reasoning and the measurements behind each construct below.
 //
-// Algorithm 1 as the paper states it, for worker i of N (its rank among the live workers):
-//   start tau_max * i / N after worker 0; loop { sleep pending delay[i], zero it; read the newest obs;
-//   infer, taking t; if t > tau_max { delay[j] += dist(j, i) * (t - tau_max) / N for every j != i,
-//   dist(j, i) = i - j if i >= j else N - (j - i); tau_max = t; no sleep } else sleep tau_max - t;
-//   publish }.
-// Here the sleeps are absolute deadlines, so a worker's cycle does not drift by its wake-up latency or
-// by the time it spends reading the observation: the turn starts at `next_turn` (+ pending delay), the
-// worker publishes at `turn_start + max(tau, t)`, and that instant is its next turn. A sleep that would
-// be negative is zero (a deadline in the past returns at once).
-// Push-back rule (StaggerPushback): kPaper is the paper's delay[j] += dist(j, i) * (t - tau) / N; kLattice
-// (rtcore's default) re-staggers everyone on the lattice anchored at worker i's publish instant with the
-// new tau, which restores the spacing tau / N exactly within a cycle. The paper's rule does not: after
-// an overshoot e the spacing is off by O(e) for good in max mode (simulated, 7 workers, N(100, 10) ms:
-// action-interval CV 57 % vs 1.8 %).
-// Algorithm 2 ("mean"): the same cycle with tau = the mean of the last `window` inference times instead
-// of the running maximum; a worker slower than the mean publishes at once and applies the push-back rule
-// with its overshoot over the mean; when the mean moves by more than a quarter of an interval, everyone
-// re-staggers on the new mean, so the spacing follows the model as it warms up or slows down. tau_max
-// stays the running maximum in both modes (reported, and the heartbeat grace below).
+// Invariant: in max mode, a worker's turns are the points of one lattice, tau_max / N_live apart,
+// from which it publishes at turn + max(tau_max, t); in mean mode, consecutive publishes are at least
+// max(mean / N_live, min_interval) apart. Every operation takes `now` (ns), so the wall-clock waits and
+// the simulator (sched/simulator.h, virtual clock) run this same code.
 //
-// Forgetting window (tau_window = W > 0; 0, the default, is the paper's all-time running maximum).
-// With the paper's rule one stall (a GC pause, a descheduled worker) raises tau_max for good, and the
-// action interval tau_max / N stays above tau_M for the rest of the run. With W > 0, tau_max is the
-// maximum of the last W reported inference times (all workers together; the seed counts only until
-// the first report): a new maximum still raises it at once, exactly as above, and when the window's
-// maximum falls below tau_max by more than a quarter of an action interval (tau_max / (4 N_live)), the
-// reporter that sees it lowers tau_max to the window's maximum and, in max mode, re-staggers everyone
-// on the new tau, the mechanism mean mode uses when the mean moves. Smaller falls are ignored
-// (hysteresis: tau_max over-estimates the window's maximum by at most a quarter of an interval), so a
-// model whose times jitter does not re-stagger at every report. The window is a ring of W int64 words
-// written at the same fetch_add index as the mean ring; each report rescans it (O(W), W <= 1024).
-// Samples are stored before tau_max moves and tau_max is read with acquire, so a lowering never drops
-// below a sample whose raise it saw. Under racing reports the window is approximate: a sample below
-// tau_max reported while another reporter lowers it can be missed by that lowering, and tau_max then
-// undershoots the window's maximum until a report raises it or that sample leaves the window. The
-// virtual-clock simulator and the wall-clock waits run this same code.
-//
-// Stalls (tau_window > 0). A window counted in reports is far too long when the reports come slowly,
-// and they do right after a stall: one 3 s pass (a SIGSTOPped or descheduled worker) raised tau_max to
-// 3 s, the workers then reported once a second, and 256 reports took minutes. So the window is also
-// bounded in time: a sample older than the horizon H = max(1 s, 16 * tau_seed) no longer counts (each
-// sample's report time is kept in a second ring). And a pass longer than H is not an inference time
-// at all but a stall: it is counted (`stalls`), not recorded in the window or the mean, raises nothing
-// and pushes no one back; the stalled worker publishes at once (its action is late already) and every
-// live worker re-staggers around it. A stall that follows another one within H is taken as the
-// model's real pace (a machine that got that slow), so a seed far too small still adapts; both are
-// forgotten H later. Paper mode (tau_window = 0) keeps every time, as the paper does.
-//
-// Membership. Workers claim slots (join) and release them (leave). A worker silent for longer than
-// max(heartbeat_timeout, 2 * tau_max) is dropped by whoever notices first (any call, any process); so is
-// one silent for longer than max(kDeadCheckNs, tau_max + kPollNs) whose process has exited (its slot records the claimer's pid
-// and start time, common/liveness.h): a SIGKILLed worker's slot frees within ~0.1 s, not a timeout. Each
-// change bumps `epoch` and sets `base` to the time of the change; at its next turn every live worker
-// re-staggers: it moves to the first point of the lattice base + tau * (k + rank / N_live) that is not
-// earlier than its natural next turn (nor now) by more than half an interval, and drops its pending
-// delay. The action interval becomes tau / N_live within one cycle; no cycle shrinks by more than
-// half an interval. A joining worker's natural next
-// turn is the join time, so N workers that join together start at tau * i / N, as in the paper.
-// A dropped worker that calls again gets its slot back (a new claim, another re-stagger) if no one took
-// it; otherwise it gets an error telling it to join again.
-//
-// Time is a parameter: every operation takes `now` (ns). The blocking waits at the bottom read the
-// wall clock (clock::MonotonicClock); the simulator (sched/simulator.h) drives the same code on a
-// clock::VirtualClock.
-//
-// Shared state and progress. No locks: slot claims are CAS on a (generation, alive) word, tau_max is a
-// CAS max, push-backs are fetch_add on each victim's pending delay, the mean estimator is a ring of
-// relaxed words indexed by fetch_add, and so is the tau window, whose lowering of tau_max is one CAS
-// that is not retried (a reporter that loses it leaves the lowering to the next report). Every
-// operation is lock-free (a CAS loop retries only when another process changed the word in between)
-// and finishes in O(n_workers + window + tau_window) steps; a process
-// killed at any instruction leaves every word consistent (it can at worst leave its own slot claimed,
-// which the heartbeat drop releases). The waits sleep towards a deadline and always take a timeout and
-// a stop flag; none waits on another process doing something.
+// - Absolute deadlines (next_turn, publish = turn_start + max(tau, t)): a cycle does not drift by the
+//   wake-up latency; a deadline in the past is "at once" (the paper's negative sleep, clamped).
+// - Push-back (max mode, StaggerPushback): kPaper is the paper's rule; kLattice re-staggers everyone on
+//   the lattice anchored at the late worker's publish, so the spacing is exact again within one cycle;
+//   kAuthors is kPaper as the authors' code runs it (a push-back that arrives during a delay sleep is lost).
+// - Publish queue (mean mode): an overrun delays only its own action; re-staggering everyone on each
+//   overrun made each worker's cycle 4x the model's time under 10 % jitter.
+// - tau_window: forgets old maxima so one stall does not widen the spacing for good; a fall smaller than
+//   a quarter of an interval is ignored so jitter does not re-stagger at every report. The window is
+//   bounded in time as well (each sample's report time is kept): a sample older than the horizon
+//   H = max(1 s, 16 * tau_seed) no longer counts, since after a slow pass the reports come slowly and
+//   W of them could take minutes.
+// - Stalls (tau_window > 0): a pass longer than H (a SIGSTOPped or descheduled worker) is not an
+//   inference time: counted (`stalls`), kept out of the window and the mean, it raises nothing and
+//   pushes no one back; the late worker publishes at once and everyone re-staggers around it. A second
+//   stall within H is taken as the model's real pace (so a seed far too small still adapts); both are
+//   forgotten H later. Paper mode (tau_window = 0) keeps every time, as the paper does.
+// - Membership (join / leave / heartbeat drop) bumps `epoch`; each live worker re-staggers on the lattice
+//   at `base` at its next turn, never moving earlier than half an interval, so no cycle collapses. A slot
+//   records its claimer's process (pid + start time, common/liveness.h): a worker silent for longer than
+//   max(kDeadCheckNs, tau_max + kPollNs) whose process has exited is dropped then, not at the timeout.
+// - Progress: no locks; CAS on slot words, tau_max and the queue head, fetch_add on delays and ring
+//   indices; every operation is lock-free, O(n_workers + window + tau_window), and a process killed at any
+//   instruction leaves every word consistent (its own slot is released by the heartbeat drop).
 #pragma once
 
 #include <algorithm>
@@ -103,7 +58,9 @@ enum class StaggerMode : std::uint32_t { kMax = 0, kMean = 1 };
 // with the new tau: worker j's next turn moves to the first point of publish_i + tau' * (k + (rank_j -
 // rank_i) mod N) / N not earlier than its own next turn by more than half an interval. Exact spacing
 // tau' / N after one cycle, whatever the overshoot (see the simulator's comparison in bench/stagger.py).
-enum class StaggerPushback : std::uint32_t { kPaper = 0, kLattice = 1 };
+// kAuthors: kPaper as the authors' code runs it (CERC-AAI/realtime_rl, run_realtime_pokemon.py): a worker
+// sleeps its pending delay and then zeroes it, so a push-back that arrives during that sleep is lost.
+enum class StaggerPushback : std::uint32_t { kPaper = 0, kLattice = 1, kAuthors = 2 };
 
 // Layout parameters, stored in the segment header.
 struct StaggerParams {
@@ -115,15 +72,16 @@ struct StaggerParams {
   std::int64_t heartbeat_timeout_ns;  // silence after which a worker is dropped (see the grace above)
   std::uint32_t tau_window;           // 0: tau_max is the all-time maximum (paper); W: max of the last W reports
   std::uint32_t reserved;             // zero
+  std::int64_t min_interval_ns;       // mean mode: publish slots at least this far apart (the env period; 0: none)
 };
-static_assert(sizeof(StaggerParams) == 40, "segment header params: no hidden padding");
+static_assert(sizeof(StaggerParams) == 48, "segment header params: no hidden padding");
 static_assert(std::is_trivially_copyable_v<StaggerParams>);
 
 enum class WaitResult { kReady, kTimeout, kStopped };
 
 class StaggerSchedule {
  public:
-  static constexpr std::uint32_t kLayoutVersion = 3;  // 2: tau_window ring; 3: its report times, slot owners, Faults
+  static constexpr std::uint32_t kLayoutVersion = 4;  // 3: mean mode's publish queue; 4: tau window times, slot owners, Faults
   static constexpr std::uint32_t kMaxWorkers = 4096;
   static constexpr std::uint32_t kMaxWindow = 65536;
   static constexpr std::uint32_t kMaxTauWindow = 1024;  // each report rescans the window: keep it O(1 us)
@@ -141,7 +99,7 @@ class StaggerSchedule {
     std::atomic<std::uint64_t> drops;       // workers dropped for silence
     std::atomic<std::uint32_t> stop;        // non-zero: every wait returns kStopped
     std::uint32_t reserved;
-    std::atomic<std::int64_t> lattice_tau_ns;  // mean mode: the tau of the newest re-stagger
+    std::atomic<std::int64_t> slot_next_ns;  // mean mode: the publish queue's next free slot
   };
   struct alignas(kCacheLine) Slot {
     std::atomic<std::uint64_t> state;          // generation << 1 | alive; a claim bumps the generation
@@ -170,7 +128,7 @@ class StaggerSchedule {
     if (p.n_workers < 1 || p.n_workers > kMaxWorkers)
       throw InvalidArgument("n_workers must be in [1, " + std::to_string(kMaxWorkers) + "], got " + std::to_string(p.n_workers));
     if (p.mode > 1) throw InvalidArgument("mode must be 0 (max) or 1 (mean), got " + std::to_string(p.mode));
-    if (p.pushback > 1) throw InvalidArgument("pushback must be 0 (paper) or 1 (lattice), got " + std::to_string(p.pushback));
+    if (p.pushback > 2) throw InvalidArgument("pushback must be 0 (paper), 1 (lattice) or 2 (authors), got " + std::to_string(p.pushback));
     if (p.window < 1 || p.window > kMaxWindow)
       throw InvalidArgument("window must be in [1, " + std::to_string(kMaxWindow) + "], got " + std::to_string(p.window));
     if (p.tau_window > kMaxTauWindow)
@@ -178,6 +136,7 @@ class StaggerSchedule {
                             std::to_string(p.tau_window));
     if (p.tau_seed_ns <= 0) throw InvalidArgument("tau_max must be > 0 seconds");
     if (p.heartbeat_timeout_ns <= 0) throw InvalidArgument("heartbeat_timeout must be > 0 seconds");
+    if (p.min_interval_ns < 0) throw InvalidArgument("min_interval must be >= 0 seconds (0: none)");
   }
   static std::size_t bytes_needed(const StaggerParams& p) {
     // rings: mean (window), tau window samples and their times (2 * tau_window), slot owners (n_workers)
@@ -188,7 +147,7 @@ class StaggerSchedule {
 
   // A view over `size` bytes at `base` (64-byte aligned). `init`: the memory is fresh (zeroed or not)
   // and this call initialises it; otherwise it is attached as it is.
-  StaggerSchedule(void* base, std::size_t size, const StaggerParams& p, bool init) : p_(p), gens_(p.n_workers, 0) {
+  StaggerSchedule(void* base, std::size_t size, const StaggerParams& p, bool init) : p_(p), gens_(p.n_workers, 0), in_delay_(p.n_workers, 0) {
     validate(p);
     if (size < bytes_needed(p))
       throw LayoutMismatch("stagger schedule needs " + std::to_string(bytes_needed(p)) + " bytes, got " + std::to_string(size));
@@ -203,7 +162,7 @@ class StaggerSchedule {
     if (init) {
       new (sh_) Shared{};
       sh_->tau_max_ns.store(p.tau_seed_ns, std::memory_order_relaxed);      // relaxed: published by the segment's ready flag
-      sh_->lattice_tau_ns.store(p.tau_seed_ns, std::memory_order_relaxed);  // relaxed: as above
+      sh_->slot_next_ns.store(std::numeric_limits<std::int64_t>::min(), std::memory_order_relaxed);  // relaxed: as above
       for (std::uint32_t i = 0; i < p.n_workers; ++i) new (&slots_[i]) Slot{};
       for (std::uint32_t i = 0; i < p.window; ++i) new (&ring_[i]) std::atomic<std::int64_t>(0);
       for (std::uint32_t i = 0; i < p.tau_window; ++i) new (&tau_ring_[i]) std::atomic<std::int64_t>(0);
@@ -317,9 +276,15 @@ class StaggerSchedule {
       s.epoch_seen.store(ep, std::memory_order_relaxed);  // relaxed: owner-only
     }
     const std::int64_t d = s.delay_ns.exchange(0, std::memory_order_relaxed);  // relaxed: a plain counter of ns, no data behind it
-    next += d;
+    if (static_cast<StaggerPushback>(p_.pushback) != StaggerPushback::kAuthors) {
+      next += d;
+    } else if (!in_delay_[w] && d > 0) {
+      next += d;
+      in_delay_[w] = 1;
+    }  // else: lost, as in the authors' code (sleep(delay[i]); delay[i] = 0)
     s.next_turn_ns.store(next, std::memory_order_relaxed);  // relaxed: owner-written, others read a snapshot
     if (next <= now) {
+      in_delay_[w] = 0;
       const std::int64_t tau = tau_ns();
       s.turn_start_ns.store(now - next < tau ? next : now, std::memory_order_relaxed);  // relaxed: owner-written
     }
@@ -373,31 +338,26 @@ class StaggerSchedule {
         if (mode() == StaggerMode::kMax) restagger(now);
       }
     }
-    std::int64_t tau, over;
-    if (mode() == StaggerMode::kMax) {
-      tau = old_max;  // the tau this worker was scheduled with (the lowered one if it just lowered it)
-      over = duration_ns > old_max && !lowered ? duration_ns - old_max : 0;  // only the CAS winner's own overshoot
-    } else {
-      tau = mean_tau_ns();
-      over = duration_ns > tau ? duration_ns - tau : 0;
-      // Push-backs only ever widen the spacing; when the mean moves by more than a quarter of an
-      // interval (warm-up, a model that got faster), re-stagger everyone on the new tau instead.
-      std::int64_t lt = sh_->lattice_tau_ns.load(std::memory_order_relaxed);  // relaxed: a value, validated by the CAS
-      const std::int64_t n = std::max(live_count(), 1);
-      if (std::abs(tau - lt) * 4 * n > lt &&
-          sh_->lattice_tau_ns.compare_exchange_strong(lt, tau, std::memory_order_relaxed)) {  // relaxed: one winner re-staggers
-        restagger(now);
-        over = 0;
-      }
+    if (mode() == StaggerMode::kMean) {
+      // Publish queue: slots max(mean / N_live, min_interval) apart; the action takes the first free
+      // slot not before now. No push-back: a slow inference delays only its own action.
+      const std::int64_t iv = std::max(mean_tau_ns() / std::max(live_count(), 1), p_.min_interval_ns);
+      std::int64_t slot = sh_->slot_next_ns.load(std::memory_order_relaxed);  // relaxed: a value, validated by the CAS
+      std::int64_t at = std::max(slot, now);
+      while (!sh_->slot_next_ns.compare_exchange_weak(slot, at + iv, std::memory_order_relaxed)) at = std::max(slot, now);  // relaxed: no data behind it
+      s.publish_ns.store(at, std::memory_order_relaxed);    // relaxed: owner-written
+      s.next_turn_ns.store(at, std::memory_order_relaxed);  // relaxed: owner-written
+      return at;
     }
+    const std::int64_t tau = old_max;  // the tau this worker was scheduled with (the lowered one if it just lowered it)
+    const std::int64_t over = duration_ns > old_max && !lowered ? duration_ns - old_max : 0;  // only the CAS winner's own overshoot
     const std::int64_t start = s.turn_start_ns.load(std::memory_order_relaxed);  // relaxed: owner-written
     const std::int64_t publish = start + std::max(tau, duration_ns);
     if (over > 0) {
       if (static_cast<StaggerPushback>(p_.pushback) == StaggerPushback::kLattice) {
         int rank = 0, n = 0;
         ranks(w, &rank, &n);
-        const std::int64_t tau_new = mode() == StaggerMode::kMax ? duration_ns : tau;  // the tau the lattice is laid with
-        restagger(publish - tau_new * rank / std::max(n, 1));
+        restagger(publish - duration_ns * rank / std::max(n, 1));  // laid with the new tau_max
         sh_->pushbacks.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
       } else {
         push_back(w, over);
@@ -451,8 +411,11 @@ class StaggerSchedule {
   std::uint64_t stalls() const { return faults_->stalls.load(std::memory_order_relaxed); }  // relaxed: a statistic
   // The spacing tau of the mode: tau_max (max) or the mean (mean).
   std::int64_t tau_ns() const { return mode() == StaggerMode::kMax ? tau_max_ns() : mean_tau_ns(); }
-  // The target interval between actions: tau / N_live (tau if nobody is live).
-  std::int64_t action_interval_ns() const { return tau_ns() / std::max(live_count(), 1); }
+  // The target interval between actions: tau / N_live (tau if nobody is live); mean mode: at least min_interval.
+  std::int64_t action_interval_ns() const {
+    const std::int64_t iv = tau_ns() / std::max(live_count(), 1);
+    return mode() == StaggerMode::kMean ? std::max(iv, p_.min_interval_ns) : iv;  // mean: the publish slots' spacing
+  }
   std::uint64_t epoch() const { return sh_->epoch.load(std::memory_order_relaxed); }          // relaxed: a statistic
   std::uint64_t drops() const { return sh_->drops.load(std::memory_order_relaxed); }          // relaxed: a statistic
   std::uint64_t pushbacks() const { return sh_->pushbacks.load(std::memory_order_relaxed); }  // relaxed: a statistic
@@ -512,6 +475,7 @@ class StaggerSchedule {
                                          std::memory_order_relaxed))
       return false;
     gens_[w] = gen;
+    in_delay_[w] = 0;
     owner_[w].store(proc::self_token(), std::memory_order_relaxed);  // relaxed: read for liveness only, after kDeadCheckNs
     s.delay_ns.store(0, std::memory_order_relaxed);       // relaxed: owner's from now on
     s.next_turn_ns.store(now, std::memory_order_relaxed);  // relaxed: owner-written
@@ -579,6 +543,7 @@ class StaggerSchedule {
   std::atomic<std::uint64_t>* owner_ = nullptr;    // per slot: proc token of the last claimer (0: none yet)
   Faults* faults_ = nullptr;
   std::vector<std::uint64_t> gens_;  // this handle's claim generation per slot (0: not claimed here)
+  std::vector<char> in_delay_;       // kAuthors: the owner is sleeping a push-back (owner-only, so per handle)
 };
 
 // ceil(tau_theta_max / tau_m), robust to float error: a ratio within 1e-9 (relative) of an integer is

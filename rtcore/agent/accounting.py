@@ -196,7 +196,7 @@ class RunAccounting:
         return RunSummary(
             run_dir=str(r.run_dir),
             env=cfg.env,
-            model=cfg.model,
+            model=cfg.model_spec(),
             mode=cfg.mode,
             seconds=wall,
             env_steps=steps,

@@ -9,6 +9,9 @@ the option's help, and its default the option's default. In Python:
 
 ``RunConfig.validate()`` checks every field and raises a ``ValueError`` naming the field, the value and
 what was expected; ``rtcore.run`` calls it first.
+
+Length: one documented field per option of ``rtcore run`` and the check of each; splitting them would
+split the one place a user reads to learn the options.
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ from typing import Any, Literal, Optional, Union
 __all__ = ["RunConfig", "add_config_arguments", "config_from_args", "field_docs", "epsilon_at", "make_run_dir"]
 
 MODES = ("staggered", "sequential")
+AGENTS = ("dqn", "rainbow")
 STAGGER_MODES = ("max", "mean")
 SEQUENTIAL_ORDERS = ("inflearn", "learninf")
+DEFAULT_ACTIONS = ("noop", "random")
 
 
 @dataclass
@@ -69,7 +74,9 @@ class RunConfig:
     stagger: str = "max"
     """Staggering rule: ``max`` (the paper's Algorithm 1, spacing by the running maximum inference time) or ``mean`` (Algorithm 2)."""
     pushback: str = "lattice"
-    """How ``max`` staggering re-spaces the workers after a pass slower than tau_max: ``lattice`` (every worker moves onto an even grid at the new tau_max / N within one cycle) or ``paper`` (Algorithm 1's ``delay[j] += dist(j, i) * (t - tau_max) / N``, which leaves the spacing uneven after an overshoot; see csrc/sched/stagger.h)."""
+    """How ``max`` staggering re-spaces the workers after a pass slower than tau_max: ``lattice`` (every worker moves onto an even grid at the new tau_max / N within one cycle) or ``paper`` (Algorithm 1's ``delay[j] += dist(j, i) * (t - tau_max) / N``, which leaves the spacing uneven after an overshoot; see docs/design/stagger.md) or ``authors`` (``paper`` as the authors' code runs it: a push-back arriving while a worker sleeps an earlier one is lost). ``mean`` staggering has no push-back (a publish queue)."""
+    default_action: str = "noop"
+    """What the env applies on a step with no fresh action (inaction): ``noop`` (the env's default action) or ``random`` (a uniformly random action, seeded: the authors' ``--random_not_noop``)."""
     tau_window: int = 256
     """Forget inference times older than the last ``tau_window`` passes (all workers) when computing tau_max, so one stall (a busy machine, a GC pause) does not widen the action spacing for the rest of the run. 0 = the paper's all-time running maximum. At most 1024."""
     realtime: bool = False
@@ -108,6 +115,30 @@ class RunConfig:
     """Hard-update the target network every this many applied updates (all learners together)."""
     double_dqn: bool = True
     """Double DQN targets (online network picks the next action, target network values it)."""
+    agent: str = "dqn"
+    """``dqn``: the flags below as given; ``rainbow``: also turns on ``dueling``, ``noisy``, ``distributional``, ``double_dqn`` and ``prioritized`` (with the defaults, the authors' Rainbow in CERC-AAI/realtime_rl: 51 atoms on [0, 200], 3-step returns, alpha 0.2, constant beta 0.6, priority eps 1e-6, gradient norm clip 10; epsilon-greedy stays on, as their ``act()`` keeps it)."""
+    dueling: bool = False
+    """Dueling head (value and advantage streams); same as ``dueling=1`` in the model spec."""
+    noisy: bool = False
+    """Noisy linear layers in the head (factorised Gaussian, sigma0 = 0.5); learners draw new noise every update, workers on every new parameter version."""
+    distributional: bool = False
+    """C51 distributional head over ``atoms`` returns in [``v_min``, ``v_max``] with the categorical (cross-entropy) loss."""
+    atoms: int = 51
+    """Atoms of the distributional head (the authors: 51)."""
+    v_min: float = 0.0
+    """Lowest return of the distributional support (the authors: 0)."""
+    v_max: float = 200.0
+    """Highest return of the distributional support (the authors: 200)."""
+    prioritized: bool = False
+    """Prioritized replay (proportional, lock-free sum tree in the shared buffer): priorities |TD error| (or the C51 loss) + ``priority_eps``, importance-weighted loss."""
+    priority_alpha: float = 0.2
+    """Priority exponent alpha in [0, 1] (the authors: 0.2)."""
+    priority_beta: float = 0.6
+    """Importance-sampling exponent beta in [0, 1] at the first update (the authors: 0.6)."""
+    priority_beta_steps: int = 0
+    """Anneal beta linearly from ``priority_beta`` to 1 over this many applied updates; 0 = constant (the authors' realtime learner never anneals)."""
+    priority_eps: float = 1e-6
+    """Added to every new priority, so no transition is starved (the authors: 1e-6)."""
     max_grad_norm: float = 10.0
     """Clip each gradient to this global L2 norm (0 = no clipping)."""
     updates_per_step: float = 0.0
@@ -170,6 +201,8 @@ class RunConfig:
             bad("sequential_order", " or ".join(repr(m) for m in SEQUENTIAL_ORDERS))
         if self.stagger not in STAGGER_MODES:
             bad("stagger", " or ".join(repr(m) for m in STAGGER_MODES))
+        if self.default_action not in DEFAULT_ACTIONS:
+            bad("default_action", " or ".join(repr(m) for m in DEFAULT_ACTIONS))
         from rtcore.shared.sched import PUSHBACKS, TAU_WINDOW_MAX
 
         if self.pushback not in PUSHBACKS:
@@ -237,6 +270,25 @@ class RunConfig:
             bad("checkpoint_interval", "seconds >= 0 (0 = only at the end)")
         if not self.heartbeat_timeout > 0:
             bad("heartbeat_timeout", "positive seconds")
+        if self.agent not in AGENTS:
+            bad("agent", " or ".join(repr(a) for a in AGENTS))
+        if not isinstance(self.atoms, int) or self.atoms < 2:
+            bad("atoms", "an integer >= 2")
+        if not (math.isfinite(self.v_min) and math.isfinite(self.v_max) and self.v_min < self.v_max):
+            bad("v_max", f"a finite number above v_min ({self.v_min})")
+        for name in ("priority_alpha", "priority_beta"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                bad(name, "a number in [0, 1]")
+        if not isinstance(self.priority_beta_steps, int) or self.priority_beta_steps < 0:
+            bad("priority_beta_steps", "an integer >= 0 (0 = constant beta)")
+        if not (self.priority_eps > 0 and math.isfinite(self.priority_eps)):
+            bad("priority_eps", "a positive number")
+        from rtcore.models import parse_model_spec
+
+        try:
+            parse_model_spec(self.model_spec())
+        except ValueError as e:
+            raise ValueError(f"model = {self.model!r}: {e}") from None
         if self.mode == "sequential" and w not in ("auto", "1"):
             bad("workers", "1 or 'auto' in sequential mode (one process acts and learns)")
         return self
@@ -247,6 +299,30 @@ class RunConfig:
         """N when given as a number, None for ``auto``."""
         w = str(self.workers).strip().lower()
         return None if w == "auto" else int(w)
+
+    def resolved(self) -> "RunConfig":
+        """A copy with ``agent`` applied: ``rainbow`` turns on every Rainbow flag (the numbers stay as set)."""
+        if self.agent != "rainbow":
+            return dataclasses.replace(self)
+        return dataclasses.replace(self, dueling=True, noisy=True, distributional=True, double_dqn=True,
+                                   prioritized=True)
+
+    def model_spec(self) -> str:
+        """The model spec the run builds: ``model`` with the ``dueling``, ``noisy`` and ``distributional``
+        flags (and ``agent``) applied."""
+        import dataclasses as dc
+
+        from rtcore.models import parse_model_spec
+
+        c = self.resolved()
+        s = parse_model_spec(c.model)
+        if c.dueling:
+            s = dc.replace(s, dueling=True)
+        if c.noisy:
+            s = dc.replace(s, noisy=True)
+        if c.distributional:
+            s = dc.replace(s, atoms=c.atoms, v_min=float(c.v_min), v_max=float(c.v_max))
+        return str(s)
 
     @classmethod
     def resumed(cls, run_dir: str, **overrides: Any) -> "RunConfig":
@@ -354,7 +430,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type = RunConfig)
     from rtcore.shared.sched import PUSHBACKS
 
     choices = {"mode": MODES, "stagger": STAGGER_MODES, "pushback": PUSHBACKS, "sequential_order": SEQUENTIAL_ORDERS,
-               "backend": ("script", "export", "eager")}
+               "default_action": DEFAULT_ACTIONS, "backend": ("script", "export", "eager")}
     for f in fields(cls):
         tp, optional = _base_type(hints[f.name])
         flag = "--" + f.name.replace("_", "-")

@@ -16,6 +16,18 @@ DQN here: Huber loss, n-step targets from the replay buffer (``reward`` is the d
 ``discount`` is gamma^k and 0 after a termination), optional double DQN, a target network hard-updated
 every ``target_update`` applied updates (counted over all learners), Adam, global-norm gradient
 clipping.
+
+Rainbow parts, each optional: a C51 distributional model (``atoms > 1`` in its spec; the categorical
+cross-entropy loss against the projected target, :mod:`rtcore.models.distributional`), noisy layers
+(new noise on the online and target networks before every gradient, as the authors' learner does
+after every update), and prioritized replay: the batch's importance weights scale each transition's
+loss, and right after the gradient the learner sets the sampled transitions' priorities to their
+|TD error| (the C51 loss for a distributional model) + ``priority_eps`` with
+``ReplayBuffer.update_priorities``, which any learner process may call at any time (no turn needed).
+Beta anneals linearly from ``priority_beta`` to 1 over ``priority_beta_steps`` applied updates (0:
+constant, as the authors' realtime learner). One departure from the authors' Rainbow: they add a
+1-step loss to the n-step loss (from a second buffer); here the loss is the n-step one alone, as in
+Hessel et al.'s Rainbow, since the replay buffer computes one n.
 """
 
 from __future__ import annotations
@@ -31,7 +43,8 @@ from rtcore.agent._proc import join_slot
 from rtcore.agent.telemetry import Control, LearnerCol
 from rtcore.shared.params import bind_flat
 
-__all__ = ["LearnerConfig", "SharedAdam", "DQNLearner", "UpdateInfo", "dqn_loss"]
+__all__ = ["LearnerConfig", "SharedAdam", "DQNLearner", "UpdateInfo", "dqn_loss", "td_losses", "c51_losses",
+           "beta_at"]
 
 
 @dataclass
@@ -46,6 +59,18 @@ class LearnerConfig:
     target_update: int = 2000
     max_grad_norm: float = 10.0
     turn_timeout: float = 0.05
+    prioritized: bool = False
+    priority_beta: float = 0.6
+    priority_beta_steps: int = 0
+    priority_eps: float = 1e-6
+
+
+def beta_at(updates: int, beta0: float, steps: int) -> float:
+    """Importance-sampling exponent after ``updates`` applied updates: linear from ``beta0`` to 1 over
+    ``steps`` updates; constant ``beta0`` when ``steps`` is 0."""
+    if steps <= 0:
+        return beta0
+    return beta0 + (1.0 - beta0) * min(1.0, updates / steps)
 
 
 
@@ -73,6 +98,47 @@ def dqn_loss(online: Any, target: Any, obs: Any, action: Any, reward: Any, disco
         y = reward + discount * q_next
     loss = F.smooth_l1_loss(q_taken, y)
     return loss, q_taken.detach()
+
+
+def td_losses(online: Any, target: Any, obs: Any, action: Any, reward: Any, discount: Any, next_obs: Any,
+              double_dqn: bool = True):
+    """:func:`dqn_loss` per transition: ``(huber [B], q_taken [B] detached, |TD error| [B] detached)``."""
+    import torch
+    import torch.nn.functional as F
+
+    q = online(obs)
+    q_taken = q.gather(1, action.long().unsqueeze(1)).squeeze(1)
+    with torch.no_grad():
+        q_next_target = target(next_obs)
+        best = (online(next_obs) if double_dqn else q_next_target).argmax(dim=1, keepdim=True)
+        y = reward + discount * q_next_target.gather(1, best).squeeze(1)
+    losses = F.smooth_l1_loss(q_taken, y, reduction="none")
+    return losses, q_taken.detach(), (q_taken.detach() - y).abs()
+
+
+def c51_losses(online: Any, target: Any, obs: Any, action: Any, reward: Any, discount: Any, next_obs: Any,
+               double_dqn: bool = True):
+    """The categorical (C51) loss per transition: ``(cross-entropy [B], Q(obs, action) [B] detached,
+    cross-entropy [B] detached)``. The target distribution is the target network's at ``next_obs`` for
+    the action the online network (double) or the target network picks by expected value, projected
+    from ``reward + discount * z`` onto the support (:func:`rtcore.models.distributional.project_distribution`).
+    """
+    import torch
+
+    from rtcore.models.distributional import categorical_loss, project_distribution
+
+    support = online.head.support
+    b = action.shape[0]
+    rows = torch.arange(b, device=action.device)
+    log_p = online.log_dist(obs)[rows, action.long()]  # [B, atoms]
+    with torch.no_grad():
+        next_probs_all = target.log_dist(next_obs).exp()  # [B, A, atoms]
+        q_next = (online(next_obs) if double_dqn else (next_probs_all * support).sum(2))
+        best = q_next.argmax(dim=1)
+        m = project_distribution(next_probs_all[rows, best], reward.float(), discount.float(), support)
+        q_taken = (log_p.detach().exp() * support).sum(1)
+    losses = categorical_loss(log_p, m)
+    return losses, q_taken, losses.detach()
 
 
 class SharedAdam:
@@ -182,6 +248,12 @@ class DQNLearner:
         self.stats = stats
         self.online = online.to(self.device).train()
         self.target = copy.deepcopy(online).to(self.device).eval()
+        from rtcore.models.noisy import NoisyLinear
+
+        self.distributional = int(getattr(getattr(online, "head", None), "atoms", 1)) > 1
+        self.noisy = any(isinstance(m, NoisyLinear) for m in online.modules())
+        if config.prioritized and not getattr(replay, "prioritized", False):
+            raise ValueError("LearnerConfig.prioritized needs a prioritized ReplayBuffer (prioritized=True)")
         for p in self.target.parameters():
             p.requires_grad_(False)
         self.flat = bind_flat(self.online, device=self.device)
@@ -222,20 +294,39 @@ class DQNLearner:
 
     def sample(self) -> dict[str, Any]:
         """Samples a batch into the preallocated arrays; returns it as tensors on the learner's device."""
-        self.replay.sample(self.cfg.batch_size, out=self._np_batch)
+        if self.cfg.prioritized:
+            beta = beta_at(int(self.control[Control.UPDATES]), self.cfg.priority_beta, self.cfg.priority_beta_steps)
+            self.replay.sample(self.cfg.batch_size, out=self._np_batch, beta=beta)
+        else:
+            self.replay.sample(self.cfg.batch_size, out=self._np_batch)
         if self.device.type == "cuda":
             return {k: t.to(self.device, non_blocking=True) for k, t in self._host.items()}
         return self._host
 
-    def gradient(self, batch: dict[str, Any]) -> tuple[float, float, float]:
-        """Fills the flat gradient of the DQN loss at the snapshot; returns (loss, mean Q, grad norm)."""
+    def gradient(self, batch: dict[str, Any], update_priorities: bool = True) -> tuple[float, float, float]:
+        """Fills the flat gradient of the DQN loss at the snapshot; returns (loss, mean Q, grad norm).
+
+        With prioritized replay it also sets the batch's priorities (unless ``update_priorities`` is False)."""
         import torch
+
+        from rtcore.models.noisy import reset_noise
 
         for p in self._params:
             p.grad = None
-        loss, q = dqn_loss(self.online, self.target, batch["obs"], batch["action"], batch["reward"],
-                           batch["discount"], batch["next_obs"], self.cfg.double_dqn)
+        if self.noisy:  # new noise for this gradient, on both networks (the authors: after every update)
+            reset_noise(self.online)
+            reset_noise(self.target)
+        losses_fn = c51_losses if self.distributional else td_losses
+        losses, q, prio = losses_fn(self.online, self.target, batch["obs"], batch["action"], batch["reward"],
+                                    batch["discount"], batch["next_obs"], self.cfg.double_dqn)
+        if self.cfg.prioritized:
+            loss = (losses * batch["weight"]).mean()
+        else:
+            loss = losses.mean()
         loss.backward()
+        if self.cfg.prioritized and update_priorities:  # any process may update priorities, no turn needed
+            self.replay.update_priorities(self._np_batch.index,
+                                          prio.to("cpu", torch.float64).numpy() + self.cfg.priority_eps)
         grads = [p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel(), device=p.device)
                  for p in self._params]
         if self.device.type == "cpu":
@@ -358,7 +449,7 @@ class DQNLearner:
         """One gradient on the (zeroed) batch arrays, applied nowhere: the first backward pass allocates
         its working memory here, before the env starts, instead of in the middle of a realtime run."""
         self.gradient(self._host if self.device.type == "cpu" else
-                      {k: t.to(self.device) for k, t in self._host.items()})
+                      {k: t.to(self.device) for k, t in self._host.items()}, update_priorities=False)
 
     def update(self, should_stop: Callable[[], bool] = lambda: False) -> UpdateInfo | None:
         """One full update; None when told to stop while waiting for the turn."""
@@ -395,7 +486,7 @@ class DQNLearner:
 
 
 def _batch_items(batch: Any) -> list[tuple[str, Any]]:
-    keys = ("obs", "next_obs", "action", "reward", "done", "discount")
+    keys = ("obs", "next_obs", "action", "reward", "done", "discount", "weight")
     return [(k, getattr(batch, k)) for k in keys]
 
 

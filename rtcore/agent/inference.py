@@ -72,6 +72,10 @@ class Actor:
         self.rng = np.random.default_rng(cfg.seed)
         self.module = load_for_inference(cfg.model_path, self.device, backend=cfg.backend)
         self.reader = ParamReader(params, self.module)
+        from rtcore.models.noisy import noise_resetter
+
+        self._reset_noise = noise_resetter(self.module)  # noisy nets: new noise for every new parameter version
+        self._noise_version = -1
         host = torch.zeros((1, frame_stack, *obs_shape), dtype=getattr(torch, np.dtype(obs_dtype).name))
         if self.device.type == "cuda":
             host = host.pin_memory()
@@ -98,6 +102,9 @@ class Actor:
         with self.reader.pinned():
             t1 = monotonic()
             _, step = self.obs_board.read(out=self.stack)
+            if self._reset_noise is not None and self.reader.version != self._noise_version:
+                self._reset_noise()
+                self._noise_version = self.reader.version
             t2 = monotonic()
             action = self._forward(torch)
             if self.cfg.inference_delay > 0:  # emulated extra latency, on top of the real forward pass

@@ -56,6 +56,7 @@ from rtcore.agent.checkpoint import Identity, LearnerState, check_resumable, fin
 from rtcore.agent.accounting import RunAccounting, RunSummary, print_summary
 from rtcore.agent.metrics import LiveView, MetricsWriter
 from rtcore.agent.telemetry import Control, LearnerCol, PostIntervals, Telemetry, WorkerCol
+from rtcore.shared.sched import MEAN_SLOT_FLOOR
 
 __all__ = ["RunSummary", "run", "add_arguments", "main"]
 
@@ -77,7 +78,8 @@ def _make_env(env_id: str, kwargs: dict[str, Any]):
 # ---------------------------------------------------------------------- the run
 class _Runner:
     def __init__(self, cfg: RunConfig) -> None:
-        self.cfg = cfg
+        self.cfg = cfg = cfg.resolved()  # --agent rainbow: its flags on
+        self.model_spec = cfg.model_spec()  # the model with the dueling/noisy/distributional flags applied
         self.run_dir = make_run_dir(cfg)
         self.closers: list[Any] = []
         self.children: list[Child] = []
@@ -122,9 +124,9 @@ class _Runner:
             env.close()
         self.tau_m = 1.0 / cfg.frequency if cfg.frequency else self.frame_time
         torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg.model, cfg.frame_stack, self.n_actions, frame_size=self.obs_shape[-2:])
+        self.model = build_model(self.model_spec, cfg.frame_stack, self.n_actions, frame_size=self.obs_shape[-2:])
         self.numel = sum(p.numel() for p in self.model.parameters())
-        self.identity = Identity(env=cfg.env, model=cfg.model, obs_shape=tuple(int(x) for x in self.obs_shape),
+        self.identity = Identity(env=cfg.env, model=self.model_spec, obs_shape=tuple(int(x) for x in self.obs_shape),
                                  obs_dtype=self.obs_dtype.name, n_actions=self.n_actions, frame_stack=cfg.frame_stack,
                                  numel=int(self.numel))
         if self.start is not None:
@@ -133,7 +135,7 @@ class _Runner:
         kind, filename = fmt[cfg.backend]
         self.model_path = str((self.run_dir / filename).resolve())
         save_model(self.model, self.model_path, format=kind)
-        self.log(f"rtcore: measuring {cfg.model} ({self.numel:,} parameters) on {cfg.device} ...")
+        self.log(f"rtcore: measuring {self.model_spec} ({self.numel:,} parameters) on {cfg.device} ...")
         self.latency = measure_latency(self.model, cfg.device, iters=cfg.latency_iters, warmup=5, backend=cfg.backend,
                                        threads=1, seed=cfg.seed)
         self.tau_theta_max = cfg.tau_theta if cfg.tau_theta else self.latency["p99"] + cfg.inference_delay
@@ -168,12 +170,15 @@ class _Runner:
         self.obs_board = keep(rtcore.ObsBoard(self.obs_shape, dtype=self.obs_dtype.name, frame_stack=cfg.frame_stack))
         self.action_board = keep(rtcore.ActionBoard())
         self.replay = keep(rtcore.ReplayBuffer(cfg.replay_capacity, self.obs_shape, obs_dtype=self.obs_dtype.name,
-                                               frame_stack=cfg.frame_stack, n_step=cfg.n_step, gamma=cfg.gamma))
+                                               frame_stack=cfg.frame_stack, n_step=cfg.n_step, gamma=cfg.gamma,
+                                               prioritized=cfg.prioritized, alpha=cfg.priority_alpha,
+                                               beta=cfg.priority_beta))
         self.schedule = None
         if cfg.mode == "staggered":
             self.schedule = keep(rtcore.StaggerSchedule(self.n_workers, self.tau_theta_max, mode=cfg.stagger,
                                                         heartbeat_timeout=cfg.heartbeat_timeout,
-                                                        pushback=cfg.pushback, tau_window=cfg.tau_window))
+                                                        pushback=cfg.pushback, tau_window=cfg.tau_window,
+                                                        min_interval=MEAN_SLOT_FLOOR * self.tau_m))
         self.turnstile = None
         if cfg.mode == "staggered" and self.n_learners > 0:
             # learners beat from a thread, also through a long gradient, so silence means a dead process
@@ -212,10 +217,12 @@ class _Runner:
                             epsilon_decay_steps=cfg.epsilon_decay_steps, inference_delay=cfg.inference_delay,
                             seed=self.seed)
         lcfg = LearnerConfig(batch_size=cfg.batch_size, lr=cfg.lr, adam_eps=cfg.adam_eps, double_dqn=cfg.double_dqn,
-                             target_update=cfg.target_update, max_grad_norm=cfg.max_grad_norm)
+                             target_update=cfg.target_update, max_grad_norm=cfg.max_grad_norm,
+                             prioritized=cfg.prioritized, priority_beta=cfg.priority_beta,
+                             priority_beta_steps=cfg.priority_beta_steps, priority_eps=cfg.priority_eps)
 
         def learner_spec(j: int) -> LearnerSpec:
-            return LearnerSpec(learner=j, model_spec=cfg.model, in_frames=cfg.frame_stack, n_actions=self.n_actions,
+            return LearnerSpec(learner=j, model_spec=self.model_spec, in_frames=cfg.frame_stack, n_actions=self.n_actions,
                                config=lcfg, device=cfg.learner_device or cfg.device, threads=cfg.learner_threads,
                                nice=cfg.learner_nice if cfg.mode == "staggered" else 0,
                                learning_starts=cfg.learning_starts, updates_per_step=cfg.updates_per_step,
@@ -278,7 +285,7 @@ class _Runner:
             env_fn = functools.partial(recording_env, env_fn, self.record)
         self.driver = EnvDriver(env_fn, self.obs_board, self.action_board, replay=self.replay, stream=0,
                                 frequency=1.0 / self.tau_m, seed=self.seed, realtime=cfg.realtime,
-                                first_step=self.step_offset)
+                                first_step=self.step_offset, default_action=cfg.default_action)
         self.driver.start()
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while self.obs_board.published < 1:  # the run's clock starts at the env's first frame

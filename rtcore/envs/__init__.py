@@ -3,7 +3,8 @@
 ``rtcore.make(env_id, **kwargs)`` builds an env by id:
 
 * ``ALE/<Game>-v5`` (any ale-py game: ``ALE/Pong-v5``, ``ALE/Boxing-v5``, ...): :class:`AtariEnv`;
-* ``gb/Tetris``, ``gb/PokemonRed``, ``gb/PokemonBlue`` (``rom=`` the path to your cartridge;
+* ``gb/Tetris``, ``gb/PokemonRed``, ``gb/PokemonBlue``, ``gb/PokemonYellow`` and the catching task
+  ``gb/Pokemon{Red,Blue,Yellow}-Catch`` (``rom=`` the path to your cartridge;
   Pokemon also ``states=``): :class:`TetrisEnv`, :class:`PokemonEnv`;
 * ``gb/TestRom``: rtcore's own tiny test cartridge (no ROM needed), for tests and benchmarks.
 
@@ -64,11 +65,11 @@ def _tetris(**kw: Any) -> gym.Env:
     return TetrisEnv(**kw)
 
 
-def _pokemon(version: str) -> Callable[..., gym.Env]:
+def _pokemon(version: str, task: str = "battle") -> Callable[..., gym.Env]:
     def build(**kw: Any) -> gym.Env:
         from rtcore.envs.pokemon import PokemonEnv
 
-        return PokemonEnv(version=version, **kw)
+        return PokemonEnv(version=version, task=task, **kw)
 
     return build
 
@@ -84,6 +85,10 @@ _GB_IDS: dict[str, Callable[..., gym.Env]] = {
     "gb/Tetris": _tetris,
     "gb/PokemonRed": _pokemon("red"),
     "gb/PokemonBlue": _pokemon("blue"),
+    "gb/PokemonYellow": _pokemon("yellow"),
+    "gb/PokemonRed-Catch": _pokemon("red", "catch"),
+    "gb/PokemonBlue-Catch": _pokemon("blue", "catch"),
+    "gb/PokemonYellow-Catch": _pokemon("yellow", "catch"),
     "gb/TestRom": _testrom,
 }
 
@@ -93,12 +98,14 @@ def env_ids() -> list[str]:
     return sorted(_GB_IDS) + ["ALE/<Game>-v5"]
 
 
-def make(env_id: str, *, delay: int | None = None, sequential: bool = False, **kwargs: Any) -> gym.Env:
+def make(env_id: str, *, delay: int | None = None, sequential: bool = False, delay_convention: str = "rtcore",
+         **kwargs: Any) -> gym.Env:
     """Build the rtcore env ``env_id`` (see the module docstring); kwargs go to its constructor.
 
     ``delay=d`` wraps it in :class:`DelayWrapper` (the paper's delay simulation; ``sequential=True``
-    also applies ``d`` default actions after every action). Raises ValueError for an unknown id,
-    naming the ids that exist.
+    also applies ``d`` default actions after every action; ``delay_convention="authors"``: the
+    authors' observation age and zero padding). Raises ValueError for an unknown id, naming the ids
+    that exist.
     """
     if not isinstance(env_id, str):
         raise TypeError(f"env_id must be a string such as 'ALE/Pong-v5' or 'gb/Tetris', got {env_id!r}")
@@ -110,7 +117,7 @@ def make(env_id: str, *, delay: int | None = None, sequential: bool = False, **k
     from rtcore.envs.delay import DelayWrapper
 
     try:
-        return DelayWrapper(env, delay=delay, sequential=sequential)
+        return DelayWrapper(env, delay=delay, sequential=sequential, convention=delay_convention)
     except Exception:
         env.close()
         raise

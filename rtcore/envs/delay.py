@@ -14,6 +14,15 @@ The paper's delays per model size: 55K params -> 1 frame, 1M -> 5, 10M -> 8, 100
 At the start of an episode the agent sees the first frame until ``d`` frames have passed. ``info``
 carries ``frames`` (env frames this step) and ``obs_frame`` (the env frame index of the returned
 observation; the reset frame is 0).
+
+``convention="authors"`` reproduces the authors' delay simulation (CERC-AAI/realtime_rl,
+``simulate_delay_atari.py`` / ``simulate_delay_tetris.py`` with ``--delay d [--noops d]``): the agent
+acts on the observation ``d - 1`` agent steps old (the newest one for ``d <= 1``), with all-zero
+observations standing in for the steps before the episode start (``obs_frame`` < 0 for those). Their
+sequential baseline is ``--delay d --noops d``: each agent step applies the action and then ``d``
+default actions and returns the last frame, so the observation acted on is ``(d - 1) * (d + 1)``
+frames old, plus the ``d`` default actions per action. (Their env keeps stepping the no-ops after the
+episode ended; here the no-ops stop at the end of the episode, as with the default convention.)
 """
 
 from __future__ import annotations
@@ -22,39 +31,65 @@ from collections import deque
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
 #: Delay in frames for each model size of the paper (DESIGN.md, "Reference numbers").
 PAPER_DELAYS = {"55K": 1, "1M": 5, "10M": 8, "100M": 70, "1B": 596}
 
 
-class DelayWrapper(gym.Wrapper):
-    """Observations ``delay`` frames old; with ``sequential``, ``delay`` default actions after each action."""
+CONVENTIONS = ("rtcore", "authors")
 
-    def __init__(self, env: gym.Env, delay: int, sequential: bool = False) -> None:
+
+class DelayWrapper(gym.Wrapper):
+    """Observations ``delay`` frames old; with ``sequential``, ``delay`` default actions after each action.
+
+    ``convention``: ``"rtcore"`` (default: ``delay`` frames old, the first frame repeated before the
+    episode start) or ``"authors"`` (the authors' code: ``delay - 1`` agent steps old, zero
+    observations before the episode start; see the module docstring).
+    """
+
+    def __init__(self, env: gym.Env, delay: int, sequential: bool = False, convention: str = "rtcore") -> None:
         super().__init__(env)
         if isinstance(delay, bool) or not isinstance(delay, int) or delay < 0:
             raise ValueError(f"delay must be an int >= 0 (frames), got {delay!r}")
+        if convention not in CONVENTIONS:
+            raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
         default = getattr(env.unwrapped, "default_action", getattr(env, "default_action", None))
         if default is None and sequential:
             raise ValueError("sequential=True needs an env with a default_action")
         self.delay = delay
         self.sequential = bool(sequential)
+        self.convention = convention
         self.default_action = default
         self.frame_time = getattr(env.unwrapped, "frame_time", getattr(env, "frame_time", None))
-        self._frames: deque = deque(maxlen=delay + 1)  # the newest delay + 1 observations
+        # rtcore: the newest delay + 1 frames; authors: the newest max(delay, 1) agent-step observations
+        self._age = delay if convention == "rtcore" else max(delay - 1, 0)
+        self._frames: deque = deque(maxlen=self._age + 1)
+        self._frame_ids: deque = deque(maxlen=self._age + 1)  # env frame index of each stored observation
         self._frame = 0  # env frames since reset
 
     def reset(self, **kwargs: Any):
         obs, info = self.env.reset(**kwargs)
         self._frames.clear()
-        self._frames.extend([obs] * (self.delay + 1))
+        self._frame_ids.clear()
         self._frame = 0
-        return obs, {**info, "frames": 0, "obs_frame": 0}
+        if self.convention == "rtcore":
+            self._frames.extend([obs] * (self.delay + 1))
+            self._frame_ids.extend([0] * (self.delay + 1))
+        else:
+            per_step = self.delay + 1 if self.sequential else 1  # env frames per agent step
+            self._frames.extend([np.zeros_like(obs)] * self._age + [obs])
+            self._frame_ids.extend([-per_step * k for k in range(self._age, 0, -1)] + [0])
+        return self._frames[0], {**info, "frames": 0, "obs_frame": self._frame_ids[0]}
 
     def _advance(self, action: Any):
         obs, reward, terminated, truncated, info = self.env.step(action)
-        self._frames.append(obs)
         self._frame += 1
+        if self.convention == "rtcore":
+            self._frames.append(obs)
+            self._frame_ids.append(self._frame)
+        else:
+            self._last = obs  # the authors keep one observation per agent step: the last frame of it
         return reward, terminated, truncated, info
 
     def step(self, action: Any):
@@ -67,5 +102,8 @@ class DelayWrapper(gym.Wrapper):
                 reward, terminated, truncated, info = self._advance(self.default_action)
                 total += reward
                 frames += 1
-        info = {**info, "frames": frames, "obs_frame": max(0, self._frame - self.delay)}
+        if self.convention == "authors":
+            self._frames.append(self._last)
+            self._frame_ids.append(self._frame)
+        info = {**info, "frames": frames, "obs_frame": self._frame_ids[0]}
         return self._frames[0], total, terminated, truncated, info

@@ -33,9 +33,12 @@ import os
 import traceback
 from typing import Any, Callable
 
+import numpy as np
 
 from rtcore.envs.driver_stats import (_COST0, _DELAY0, _LATE0, _LEN0, _N_SCALARS, _RET0, DELAY_BINS, FREQUENCY, PID,
                                       RECENT, SEQ, STATE, STEPS, STOP, DriverStats, DriverStatsBlock, _log_bin)
+
+DEFAULT_ACTIONS = ("noop", "random")  # what an inaction step applies (see EnvDriver)
 
 # --- the loop ---------------------------------------------------------------------------------------
 
@@ -44,7 +47,7 @@ class _Loop:
     """The per-tick work, shared by the driver process and :meth:`EnvDriver.run_inline`."""
 
     def __init__(self, env: Any, obs_board: Any, action_board: Any, replay: Any, stream: int,
-                 block: DriverStatsBlock, seed: int, first_step: int = 0) -> None:
+                 block: DriverStatsBlock, seed: int, first_step: int = 0, default_action: str = "noop") -> None:
         self.env = env
         self.obs_board = obs_board
         self.action_board = action_board
@@ -60,6 +63,11 @@ class _Loop:
                 raise ValueError(f"the {what} holds frames of shape {tuple(shape)}, but the env's observations "
                                  f"have shape {frame}")
         self.n_actions = getattr(getattr(env, "action_space", None), "n", None)
+        # "random" (the authors' --random_not_noop): an inaction step applies a uniformly random action
+        self.random_default = default_action == "random"
+        if self.random_default and self.n_actions is None:
+            raise ValueError("default_action='random' needs an env with a Discrete action space")
+        self._rng = np.random.default_rng([seed, stream, 0xDEFA])
         # Local mirrors of the shared scalars (flushed once per tick with one slice store).
         self.steps = self.default_steps = self.overruns = self.missed = 0
         self.resets = 0
@@ -110,7 +118,8 @@ class _Loop:
     def tick(self, now: Callable[[], float], t_wake: float, lateness: float, period: float) -> None:
         took = self.action_board.take()
         if took is None:
-            action, was_default, delay = self.default_action, True, 0
+            action = int(self._rng.integers(self.n_actions)) if self.random_default else self.default_action
+            was_default, delay = True, 0
         else:
             action, obs_step, _worker = took
             was_default = False
@@ -202,7 +211,7 @@ class _Loop:
 
 def _driver_main(env_fn: Callable[[], Any], obs_board: Any, action_board: Any, replay: Any, stream: int,
                  frequency: float | None, seed: int, block: DriverStatsBlock, max_steps: int | None,
-                 spin: float, realtime: bool, conn: Any, first_step: int = 0) -> None:
+                 spin: float, realtime: bool, conn: Any, first_step: int = 0, default_action: str = "noop") -> None:
     """The driver process. Ends cleanly on stop (or when its parent is gone); on an exception it reports
     the reason and exits 1."""
     import signal
@@ -216,7 +225,7 @@ def _driver_main(env_fn: Callable[[], Any], obs_board: Any, action_board: Any, r
     try:
         env = env_fn()
         period = 1.0 / frequency if frequency else float(env.frame_time)
-        loop = _Loop(env, obs_board, action_board, replay, stream, block, seed, first_step)
+        loop = _Loop(env, obs_board, action_board, replay, stream, block, seed, first_step, default_action)
         ticks = [0]
 
         def should_stop() -> bool:
@@ -267,18 +276,24 @@ class EnvDriver:
         realtime: ask the timer for SCHED_FIFO and 1 ns timer slack in the driver process.
         first_step: the step index of the first observation (a resumed run continues its step count;
             a driver restarted on boards already published to continues after their newest step).
+        default_action: what an inaction step applies: ``"noop"`` (the env's ``default_action``) or
+            ``"random"`` (a uniformly random action from a stream seeded by ``seed`` and ``stream``: the
+            authors' ``--random_not_noop``). Either way the step counts as inaction (``was_default``).
     """
 
     def __init__(self, env_fn: Callable[[], Any], obs_board: Any, action_board: Any, replay: Any = None,
                  stream: int = 0, frequency: float | None = None, seed: int = 0,
                  stats: DriverStatsBlock | None = None, spin: float = 200e-6, realtime: bool = False,
-                 first_step: int = 0) -> None:
+                 first_step: int = 0, default_action: str = "noop") -> None:
         if not callable(env_fn):
             raise TypeError(f"env_fn must be a callable returning an env, got {env_fn!r}")
         if frequency is not None and not (isinstance(frequency, (int, float)) and 0 < frequency < 1e5):
             raise ValueError(f"frequency must be a positive number of ticks per second or None, got {frequency!r}")
         if isinstance(stream, bool) or not isinstance(stream, int) or stream < 0:
             raise ValueError(f"stream must be an int >= 0, got {stream!r}")
+        if default_action not in DEFAULT_ACTIONS:
+            raise ValueError(f"default_action must be one of {DEFAULT_ACTIONS}, got {default_action!r}")
+        self.default_action = default_action
         self.env_fn = env_fn
         self.obs_board = obs_board
         self.action_board = action_board
@@ -310,7 +325,8 @@ class EnvDriver:
         self._proc = ctx.Process(
             target=_driver_main,
             args=(self.env_fn, self.obs_board, self.action_board, self.replay, self.stream, self.frequency,
-                  self.seed, self.block, max_steps, self.spin, self.realtime, send, self.first_step),
+                  self.seed, self.block, max_steps, self.spin, self.realtime, send, self.first_step,
+                  self.default_action),
             name=f"rtcore-env-driver-{self.stream}",
             daemon=True,
         )
@@ -389,7 +405,7 @@ class EnvDriver:
         try:
             period = 1.0 / self.frequency if self.frequency else float(env.frame_time)
             loop = _Loop(env, self.obs_board, self.action_board, self.replay, self.stream, self.block, self.seed,
-                         self.first_step)
+                         self.first_step, self.default_action)
             loop.run(period, max_steps, paced, lambda: False, self.spin, self.realtime)
             self.block.a[STATE] = 2.0
         finally:

@@ -1,5 +1,18 @@
-"""Pokemon Red/Blue battles: +1 when an opponent's Pokemon faints, -1 when one of yours does; the episode
-ends when either side is wiped out (or the battle ends another way: run, catch).
+"""Pokemon Red/Blue/Yellow: the authors' two tasks (CERC-AAI/realtime_rl, custom_integrations/Pokemon*_Battles
+and Pokemon*_Catching), with rewards read from RAM.
+
+* Battle (:class:`PokemonBattle`): +1 when an opponent's Pokemon faints, -1 when one of yours does; the
+  episode ends when either side is wiped out (or the battle ends another way: run, catch).
+* Catching (:class:`PokemonCatch`), the authors' ``script.lua`` ``caught()`` / ``done_check()``: +1, once
+  per episode, when a Pokemon is caught, seen as wNumInBox rising by exactly one (the catch went to the
+  box) or any byte of the wPokedexOwned flags changing (a new species); -1 when the battle ends without a
+  catch (wIsInBattle falls: ran away, fainted); the episode ends when wIsInBattle is 0. As in their
+  definition, catching an already-owned species into a party with room is not seen (neither counter moves).
+
+Yellow's work RAM is Red/Blue's shifted down by one byte from wEnemyMon on (wPlayerMonNumber is not),
+per [sym] pokeyellow.sym, and its header title is "POKEMON YELLOW" (pret/pokeyellow Makefile, ``rgbfix -t``);
+the authors' PokemonYellow data.json agrees on every address it lists (wIsInBattle 0xD056, party count
+0xD162, party HP 0xD16B, enemy party HP 0xD8A4, wNumInBox 0xDA7F, wPokedexOwned 0xD2F6).
 
 Episodes start from save states the user supplies (recorded in a battle, e.g. with
 ``rtcore gb-record-state``), one sampled per episode.
@@ -15,7 +28,7 @@ are "POKEMON RED" and "POKEMON BLUE" (pret/pokered Makefile, ``rgbfix -t``; [PyB
 
 from __future__ import annotations
 
-from typing import Any, Sequence, Union
+from typing import Any, NamedTuple, Sequence, Union
 
 from rtcore.envs.gameboy import GameBoyEnv, PathLike, Ram, RamGame
 
@@ -44,34 +57,66 @@ W_ENEMY_MON1_HP = 0xD8A5
 PARTYMON_STRUCT_LENGTH = 0x2C
 PARTY_LENGTH = 6  # [PyBoy] PARTY_LENGTH = 6
 WILD, TRAINER, LOST = 1, 2, 0xFF  # [wram] wIsInBattle values (-1 as a byte is 0xFF)
+# [sym] 00:da80 wNumInBox: Pokemon in the current box (a catch with a full party goes there)
+W_NUM_IN_BOX = 0xDA80
+# [sym] 00:d2f7 wPokedexOwned .. 00:d30a wPokedexOwnedEnd: one bit per species owned (19 bytes)
+W_POKEDEX_OWNED, POKEDEX_OWNED_BYTES = 0xD2F7, 0xD30A - 0xD2F7
+
+
+class Addresses(NamedTuple):
+    """The work-RAM addresses the rewards read, for one game version."""
+
+    titles: tuple[str, ...]
+    is_in_battle: int
+    player_mon_number: int
+    battle_mon_hp: int
+    enemy_mon_hp: int
+    enemy_mon_party_pos: int
+    party_count: int
+    party_mon1_hp: int
+    enemy_party_count: int
+    enemy_mon1_hp: int
+    num_in_box: int
+    pokedex_owned: int
+
+
+RED_BLUE = Addresses(("POKEMON RED", "POKEMON BLUE"), W_IS_IN_BATTLE, W_PLAYER_MON_NUMBER, W_BATTLE_MON_HP, W_ENEMY_MON_HP,
+                     W_ENEMY_MON_PARTY_POS, W_PARTY_COUNT, W_PARTY_MON1_HP, W_ENEMY_PARTY_COUNT, W_ENEMY_MON1_HP,
+                     W_NUM_IN_BOX, W_POKEDEX_OWNED)
+# [sym] pokeyellow.sym: 00:cc2f wPlayerMonNumber, 00:cfe5 wEnemyMonHP, 00:cfe7 wEnemyMonPartyPos, 01:d014 wBattleMonHP,
+# 01:d056 wIsInBattle, 01:d162 wPartyCount, 01:d16b wPartyMon1HP, 01:d89b wEnemyPartyCount, 01:d8a4 wEnemyMon1HP,
+# 01:da7f wNumInBox, 01:d2f6 wPokedexOwned (struct sizes as Red/Blue: wPartyMon2 - wPartyMon1 = 0xd196 - 0xd16a = 0x2C)
+YELLOW = Addresses(("POKEMON YELLOW",), 0xD056, 0xCC2F, 0xD014, 0xCFE5, 0xCFE7, 0xD162, 0xD16B, 0xD89B, 0xD8A4, 0xDA7F, 0xD2F6)
+VERSIONS = {"red": RED_BLUE, "blue": RED_BLUE, "yellow": YELLOW}
+TASKS = ("battle", "catch")
 
 
 def _u16(ram: Ram, address: int) -> int:
     return (ram[address] << 8) | ram[address + 1]
 
 
-def own_fainted(ram: Ram) -> frozenset[int]:
+def own_fainted(ram: Ram, a: Addresses = RED_BLUE) -> frozenset[int]:
     """Party indices of the player's fainted Pokemon (HP 0; the one in battle by its battle HP)."""
-    count = min(ram[W_PARTY_COUNT], PARTY_LENGTH)
-    active = ram[W_PLAYER_MON_NUMBER]
+    count = min(ram[a.party_count], PARTY_LENGTH)
+    active = ram[a.player_mon_number]
     out = set()
     for i in range(count):
-        hp = _u16(ram, W_BATTLE_MON_HP) if i == active else _u16(ram, W_PARTY_MON1_HP + i * PARTYMON_STRUCT_LENGTH)
+        hp = _u16(ram, a.battle_mon_hp) if i == active else _u16(ram, a.party_mon1_hp + i * PARTYMON_STRUCT_LENGTH)
         if hp == 0:
             out.add(i)
     return frozenset(out)
 
 
-def enemy_fainted(ram: Ram) -> tuple[frozenset[int], int]:
+def enemy_fainted(ram: Ram, a: Addresses = RED_BLUE) -> tuple[frozenset[int], int]:
     """(indices of the opponent's fainted Pokemon, opponent party size). A wild battle is a party of one."""
-    active_hp = _u16(ram, W_ENEMY_MON_HP)
-    if ram[W_IS_IN_BATTLE] != TRAINER:
+    active_hp = _u16(ram, a.enemy_mon_hp)
+    if ram[a.is_in_battle] != TRAINER:
         return (frozenset({0}) if active_hp == 0 else frozenset()), 1
-    count = min(ram[W_ENEMY_PARTY_COUNT], PARTY_LENGTH)
-    active = ram[W_ENEMY_MON_PARTY_POS]
+    count = min(ram[a.enemy_party_count], PARTY_LENGTH)
+    active = ram[a.enemy_mon_party_pos]
     out = set()
     for i in range(count):
-        hp = active_hp if i == active else _u16(ram, W_ENEMY_MON1_HP + i * PARTYMON_STRUCT_LENGTH)
+        hp = active_hp if i == active else _u16(ram, a.enemy_mon1_hp + i * PARTYMON_STRUCT_LENGTH)
         if hp == 0:
             out.add(i)
     return frozenset(out), count
@@ -85,35 +130,74 @@ class PokemonBattle(RamGame):
     after the episode started in battle, or 0xFF: lost).
     """
 
-    titles = ("POKEMON RED", "POKEMON BLUE")
+    titles = RED_BLUE.titles
 
-    def __init__(self) -> None:
+    def __init__(self, addresses: Addresses = RED_BLUE) -> None:
+        self.a = addresses
+        self.titles = addresses.titles
         self.own: frozenset[int] = frozenset()
         self.enemy: frozenset[int] = frozenset()
         self.started_in_battle = False
 
     def reset(self, ram: Ram) -> None:
-        self.own = own_fainted(ram)
-        self.enemy, _ = enemy_fainted(ram)
-        self.started_in_battle = ram[W_IS_IN_BATTLE] in (WILD, TRAINER)
+        self.own = own_fainted(ram, self.a)
+        self.enemy, _ = enemy_fainted(ram, self.a)
+        self.started_in_battle = ram[self.a.is_in_battle] in (WILD, TRAINER)
 
     def step(self, ram: Ram) -> tuple[float, bool]:
-        in_battle = ram[W_IS_IN_BATTLE]
+        in_battle = ram[self.a.is_in_battle]
         if in_battle not in (WILD, TRAINER):
             # Out of battle the battle structs are stale: no reward, the episode ends if it was a battle.
             return 0.0, self.started_in_battle or in_battle == LOST
-        own = own_fainted(ram)
-        enemy, enemy_count = enemy_fainted(ram)
+        own = own_fainted(ram, self.a)
+        enemy, enemy_count = enemy_fainted(ram, self.a)
         reward = len(enemy - self.enemy) - len(own - self.own)
         self.own |= own
         self.enemy |= enemy
-        party = min(ram[W_PARTY_COUNT], PARTY_LENGTH)
+        party = min(ram[self.a.party_count], PARTY_LENGTH)
         wiped = (party > 0 and len(self.own) >= party) or (enemy_count > 0 and len(self.enemy) >= enemy_count)
         return float(reward), wiped
 
 
+class PokemonCatch(RamGame):
+    """The authors' catching task: +1 once per episode for a catch, -1 if the battle ends without one;
+    terminated when wIsInBattle is 0 (see the module docstring)."""
+
+    titles = RED_BLUE.titles
+
+    def __init__(self, addresses: Addresses = RED_BLUE) -> None:
+        self.a = addresses
+        self.titles = addresses.titles
+        self.caught = False
+        self.box = 0
+        self.owned = b""
+        self.in_battle = 0
+
+    def _owned(self, ram: Ram) -> bytes:
+        return bytes(ram[self.a.pokedex_owned + i] for i in range(POKEDEX_OWNED_BYTES))
+
+    def _in_battle(self, ram: Ram) -> int:
+        v = ram[self.a.is_in_battle]
+        return v - 256 if v >= 128 else v  # signed, as the authors' data.json reads it ("|i1"): lost is -1
+
+    def reset(self, ram: Ram) -> None:
+        self.caught = False
+        self.box, self.owned, self.in_battle = ram[self.a.num_in_box], self._owned(ram), self._in_battle(ram)
+
+    def step(self, ram: Ram) -> tuple[float, bool]:
+        box, owned, in_battle = ram[self.a.num_in_box], self._owned(ram), self._in_battle(ram)
+        reward = 0.0
+        if (box - self.box == 1 or owned != self.owned) and not self.caught:
+            self.caught, reward = True, 1.0
+        elif in_battle < self.in_battle:  # the battle ended: ran, caught (already rewarded), lost (-1)
+            reward = 0.0 if self.caught else -1.0
+        self.box, self.owned, self.in_battle = box, owned, in_battle
+        return reward, in_battle == 0
+
+
 class PokemonEnv(GameBoyEnv):
-    """``gb/PokemonRed`` / ``gb/PokemonBlue``: battles from user-supplied save states (``states=``)."""
+    """``gb/Pokemon{Red,Blue,Yellow}`` (battles) and ``gb/Pokemon{Red,Blue,Yellow}-Catch`` (catching), from
+    user-supplied save states (``states=``) in a battle."""
 
     def __init__(
         self,
@@ -121,15 +205,19 @@ class PokemonEnv(GameBoyEnv):
         *,
         states: Sequence[Union[PathLike, bytes]] | None = None,
         version: str = "red",
+        task: str = "battle",
         **kwargs: Any,
     ) -> None:
-        if version not in ("red", "blue"):
-            raise ValueError(f"version must be 'red' or 'blue', got {version!r}")
-        self.env_id = f"gb/Pokemon{version.capitalize()}"
+        if version not in VERSIONS:
+            raise ValueError(f"version must be 'red', 'blue' or 'yellow', got {version!r}")
+        if task not in TASKS:
+            raise ValueError(f"task must be 'battle' or 'catch', got {task!r}")
+        self.env_id = f"gb/Pokemon{version.capitalize()}" + ("-Catch" if task == "catch" else "")
         if not states:
             raise ValueError(
                 f"{self.env_id} needs states=[<save state in a battle>, ...]; record one with "
                 "`rtcore gb-record-state ROM OUT --script ...`"
             )
         kwargs.setdefault("titles", (f"POKEMON {version.upper()}",))
-        super().__init__(rom, PokemonBattle(), states=states, **kwargs)
+        game = PokemonBattle(VERSIONS[version]) if task == "battle" else PokemonCatch(VERSIONS[version])
+        super().__init__(rom, game, states=states, **kwargs)

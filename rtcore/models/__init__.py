@@ -71,9 +71,10 @@ def build_model(spec: str | ModelSpec, in_frames: int, n_actions: int, *,
     s = parse_model_spec(spec)
     fs = _check_dims(in_frames, n_actions, frame_size)
     if s.arch == "impala":
-        model: nn.Module = ImpalaCNN(in_frames, n_actions, s.k, s.deep, s.dueling, s.hidden, fs)
+        model: nn.Module = ImpalaCNN(in_frames, n_actions, s.k, s.deep, s.dueling, s.hidden, fs, s.noisy, s.atoms,
+                                     s.v_min, s.v_max)
     else:
-        model = NatureCNN(in_frames, n_actions, s.k, s.dueling, s.hidden, fs)
+        model = NatureCNN(in_frames, n_actions, s.k, s.dueling, s.hidden, fs, s.noisy, s.atoms, s.v_min, s.v_max)
     return model.eval()
 
 

@@ -79,7 +79,8 @@ class ImpalaCNN(nn.Module):
     """Impala ResNet Q-network of width multiplier ``k``; input uint8 frames (B, in_frames, H, W)."""
 
     def __init__(self, in_frames: int, n_actions: int, k: float = 1.0, deep: bool = False, dueling: bool = False,
-                 hidden: int = 512, frame_size: tuple[int, int] = (84, 84)) -> None:
+                 hidden: int = 512, frame_size: tuple[int, int] = (84, 84), noisy: bool = False, atoms: int = 1,
+                 v_min: float = 0.0, v_max: float = 200.0) -> None:
         super().__init__()
         strides = DEEP_POOL_STRIDES if deep else POOL_STRIDES
         channels = impala_channels(k, deep)
@@ -90,15 +91,22 @@ class ImpalaCNN(nn.Module):
             stacks.append(ConvStack(c_in, c, s))
             c_in = c
         self.stacks = nn.Sequential(*stacks)
-        self.head = make_head(c_in * h * w, hidden, n_actions, dueling)
-        self.spec = str(ModelSpec("impala", k, deep, dueling, hidden))
+        self.head = make_head(c_in * h * w, hidden, n_actions, dueling, noisy, atoms, v_min, v_max)
+        self.spec = str(ModelSpec("impala", k, deep, dueling, hidden, noisy, atoms, v_min, v_max))
         self.in_frames = in_frames
         self.n_actions = n_actions
         self.frame_size = (int(frame_size[0]), int(frame_size[1]))
 
+    def features(self, obs: torch.Tensor) -> torch.Tensor:
+        """What the head sees: (B, features)."""
+        return F.relu(self.stacks(scale_frames(obs))).flatten(1)
+
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        x = self.stacks(scale_frames(obs))
-        return self.head(F.relu(x).flatten(1))
+        return self.head(self.features(obs))
+
+    def log_dist(self, obs: torch.Tensor) -> torch.Tensor:
+        """C51 models only (eager): log-probabilities (B, n_actions, atoms) of the returns on ``head.support``."""
+        return self.head.log_dist(self.features(obs))
 
 
 def impala_parameters(spec: ModelSpec, in_frames: int, n_actions: int,
@@ -112,4 +120,4 @@ def impala_parameters(spec: ModelSpec, in_frames: int, n_actions: int,
         total += c_in * c * 9 + c  # the stack's conv
         total += 4 * (c * c * 9 + c)  # two residual blocks of two convs
         c_in = c
-    return total + head_parameters(c_in * h * w, spec.hidden, n_actions, spec.dueling)
+    return total + head_parameters(c_in * h * w, spec.hidden, n_actions, spec.dueling, spec.noisy, spec.atoms)

@@ -6,6 +6,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from rtcore.models.distributional import DistributionalHead
+from rtcore.models.noisy import linear_layer
+
 __all__ = ["LinearHead", "DuelingHead", "make_head", "head_parameters", "conv_out", "pool_out", "scale_frames"]
 
 
@@ -24,12 +27,12 @@ def pool_out(size: int, kernel: int, stride: int) -> int:
 
 
 class LinearHead(nn.Module):
-    """features -> hidden (ReLU) -> one Q-value per action."""
+    """features -> hidden (ReLU) -> one Q-value per action (noisy layers when ``noisy``)."""
 
-    def __init__(self, in_features: int, hidden: int, n_actions: int) -> None:
+    def __init__(self, in_features: int, hidden: int, n_actions: int, noisy: bool = False) -> None:
         super().__init__()
-        self.fc = nn.Linear(in_features, hidden)
-        self.out = nn.Linear(hidden, n_actions)
+        self.fc = linear_layer(in_features, hidden, noisy)
+        self.out = linear_layer(hidden, n_actions, noisy)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(F.relu(self.fc(x)))
@@ -38,12 +41,12 @@ class LinearHead(nn.Module):
 class DuelingHead(nn.Module):
     """Dueling head (Wang et al. 2016): Q = V + A - mean(A), each stream with its own hidden layer."""
 
-    def __init__(self, in_features: int, hidden: int, n_actions: int) -> None:
+    def __init__(self, in_features: int, hidden: int, n_actions: int, noisy: bool = False) -> None:
         super().__init__()
-        self.value_fc = nn.Linear(in_features, hidden)
-        self.value = nn.Linear(hidden, 1)
-        self.advantage_fc = nn.Linear(in_features, hidden)
-        self.advantage = nn.Linear(hidden, n_actions)
+        self.value_fc = linear_layer(in_features, hidden, noisy)
+        self.value = linear_layer(hidden, 1, noisy)
+        self.advantage_fc = linear_layer(in_features, hidden, noisy)
+        self.advantage = linear_layer(hidden, n_actions, noisy)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         v = self.value(F.relu(self.value_fc(x)))
@@ -51,13 +54,21 @@ class DuelingHead(nn.Module):
         return v + a - a.mean(dim=1, keepdim=True)
 
 
-def make_head(in_features: int, hidden: int, n_actions: int, dueling: bool) -> nn.Module:
-    return (DuelingHead if dueling else LinearHead)(in_features, hidden, n_actions)
+def make_head(in_features: int, hidden: int, n_actions: int, dueling: bool, noisy: bool = False, atoms: int = 1,
+              v_min: float = 0.0, v_max: float = 200.0) -> nn.Module:
+    """The Q-value head: linear or dueling, with noisy layers when ``noisy``, distributional (C51 over
+    ``atoms`` returns in ``[v_min, v_max]``) when ``atoms > 1``. Every head's ``forward`` gives Q-values."""
+    if atoms > 1:
+        return DistributionalHead(in_features, hidden, n_actions, dueling, noisy, atoms, v_min, v_max)
+    return (DuelingHead if dueling else LinearHead)(in_features, hidden, n_actions, noisy)
 
 
-def head_parameters(in_features: int, hidden: int, n_actions: int, dueling: bool) -> int:
+def head_parameters(in_features: int, hidden: int, n_actions: int, dueling: bool, noisy: bool = False,
+                    atoms: int = 1) -> int:
     """Exact parameter count of :func:`make_head`'s module."""
+    mult = 2 if noisy else 1  # a noisy layer has a mu and a sigma per weight and bias
+    outs = n_actions * atoms
     stream = in_features * hidden + hidden
     if dueling:
-        return 2 * stream + (hidden + 1) + (hidden * n_actions + n_actions)
-    return stream + hidden * n_actions + n_actions
+        return mult * (2 * stream + (hidden * atoms + atoms) + (hidden * outs + outs))
+    return mult * (stream + hidden * outs + outs)

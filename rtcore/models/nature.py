@@ -40,24 +40,32 @@ class NatureCNN(nn.Module):
     """Nature DQN Q-network; input uint8 frames (B, in_frames, H, W)."""
 
     def __init__(self, in_frames: int, n_actions: int, k: float = 2.0, dueling: bool = False, hidden: int = 512,
-                 frame_size: tuple[int, int] = (84, 84)) -> None:
+                 frame_size: tuple[int, int] = (84, 84), noisy: bool = False, atoms: int = 1, v_min: float = 0.0,
+                 v_max: float = 200.0) -> None:
         super().__init__()
         c1, c2, c3 = _channels(k)
         h, w = _feature_hw(frame_size)
         self.conv0 = nn.Conv2d(in_frames, c1, 8, stride=4)
         self.conv1 = nn.Conv2d(c1, c2, 4, stride=2)
         self.conv2 = nn.Conv2d(c2, c3, 3, stride=1)
-        self.head = make_head(c3 * h * w, hidden, n_actions, dueling)
-        self.spec = str(ModelSpec("nature", k, False, dueling, hidden))
+        self.head = make_head(c3 * h * w, hidden, n_actions, dueling, noisy, atoms, v_min, v_max)
+        self.spec = str(ModelSpec("nature", k, False, dueling, hidden, noisy, atoms, v_min, v_max))
         self.in_frames = in_frames
         self.n_actions = n_actions
         self.frame_size = (int(frame_size[0]), int(frame_size[1]))
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+    def features(self, obs: torch.Tensor) -> torch.Tensor:
+        """What the head sees: (B, features)."""
         x = F.relu(self.conv0(scale_frames(obs)))
         x = F.relu(self.conv1(x))
-        x = F.relu(self.conv2(x))
-        return self.head(x.flatten(1))
+        return F.relu(self.conv2(x)).flatten(1)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(obs))
+
+    def log_dist(self, obs: torch.Tensor) -> torch.Tensor:
+        """C51 models only (eager): log-probabilities (B, n_actions, atoms) of the returns on ``head.support``."""
+        return self.head.log_dist(self.features(obs))
 
 
 def nature_parameters(spec: ModelSpec, in_frames: int, n_actions: int,
@@ -66,4 +74,4 @@ def nature_parameters(spec: ModelSpec, in_frames: int, n_actions: int,
     c1, c2, c3 = _channels(spec.k)
     h, w = _feature_hw(frame_size)
     convs = (in_frames * c1 * 64 + c1) + (c1 * c2 * 16 + c2) + (c2 * c3 * 9 + c3)
-    return convs + head_parameters(c3 * h * w, spec.hidden, n_actions, spec.dueling)
+    return convs + head_parameters(c3 * h * w, spec.hidden, n_actions, spec.dueling, spec.noisy, spec.atoms)

@@ -1,4 +1,5 @@
-"""Model spec strings: ``impala:k=7``, ``impala:k=7,deep=1``, ``impala-deep:k=7``, ``nature``, ``...,dueling=1``.
+"""Model spec strings: ``impala:k=7``, ``impala:k=7,deep=1``, ``impala-deep:k=7``, ``nature``, ``...,dueling=1``,
+``...,noisy=1`` (noisy linear layers), ``...,atoms=51,vmin=0,vmax=200`` (a C51 distributional head).
 
 A spec names an architecture and its options; :func:`parse_model_spec` turns it into a
 :class:`ModelSpec` (and raises a ``ValueError`` that says what was wrong and what was expected), and
@@ -13,11 +14,14 @@ from dataclasses import dataclass
 
 __all__ = ["ModelSpec", "parse_model_spec", "ARCHITECTURES"]
 
+_HEAD_KEYS = ("noisy", "atoms", "vmin", "vmax")  # every architecture's head takes these
+
 # architecture -> (accepted keys, one-line description)
 ARCHITECTURES: dict[str, tuple[tuple[str, ...], str]] = {
-    "impala": (("k", "deep", "dueling", "hidden"), "Impala ResNet CNN, 15 conv layers (deep=1: 30), width multiplier k"),
-    "impala-deep": (("k", "dueling", "hidden"), "alias of impala:deep=1"),
-    "nature": (("k", "dueling", "hidden"), "Nature DQN CNN (Mnih et al. 2015) at k=2; width multiplier k"),
+    "impala": (("k", "deep", "dueling", "hidden") + _HEAD_KEYS,
+               "Impala ResNet CNN, 15 conv layers (deep=1: 30), width multiplier k"),
+    "impala-deep": (("k", "dueling", "hidden") + _HEAD_KEYS, "alias of impala:deep=1"),
+    "nature": (("k", "dueling", "hidden") + _HEAD_KEYS, "Nature DQN CNN (Mnih et al. 2015) at k=2; width multiplier k"),
 }
 
 _DEFAULT_K = {"impala": 1.0, "nature": 2.0}
@@ -33,6 +37,9 @@ class ModelSpec:
         deep: Impala only: six conv stacks instead of three (30 conv layers instead of 15).
         dueling: dueling head (separate value and advantage streams, Wang et al. 2016).
         hidden: width of the fully connected layer(s) after the convolutions.
+        noisy: the head's linear layers are noisy (factorised Gaussian, sigma0 = 0.5; Fortunato et al.).
+        atoms: 1 = one Q-value per action; > 1 = a C51 distributional head over ``atoms`` returns.
+        v_min, v_max: the C51 support (``atoms > 1`` only).
     """
 
     arch: str = "impala"
@@ -40,6 +47,10 @@ class ModelSpec:
     deep: bool = False
     dueling: bool = False
     hidden: int = 512
+    noisy: bool = False
+    atoms: int = 1
+    v_min: float = 0.0
+    v_max: float = 200.0
 
     def __str__(self) -> str:
         parts = [f"k={_fmt_number(self.k)}"]
@@ -49,6 +60,10 @@ class ModelSpec:
             parts.append("dueling=1")
         if self.hidden != 512:
             parts.append(f"hidden={self.hidden}")
+        if self.noisy:
+            parts.append("noisy=1")
+        if self.atoms != 1:
+            parts.append(f"atoms={self.atoms},vmin={_fmt_number(self.v_min)},vmax={_fmt_number(self.v_max)}")
         return f"{self.arch}:{','.join(parts)}"
 
 
@@ -102,11 +117,16 @@ def parse_model_spec(spec: str | ModelSpec) -> ModelSpec:
                 fields["k"] = float(value)
             except ValueError:
                 raise ValueError(f"model spec {spec!r}: k={value!r} is not a number") from None
-        elif key == "hidden":
+        elif key in ("hidden", "atoms"):
             try:
-                fields["hidden"] = int(value)
+                fields[key] = int(value)
             except ValueError:
-                raise ValueError(f"model spec {spec!r}: hidden={value!r} is not an integer") from None
+                raise ValueError(f"model spec {spec!r}: {key}={value!r} is not an integer") from None
+        elif key in ("vmin", "vmax"):
+            try:
+                fields["v_min" if key == "vmin" else "v_max"] = float(value)
+            except ValueError:
+                raise ValueError(f"model spec {spec!r}: {key}={value!r} is not a number") from None
         else:
             fields[key] = _parse_bool(key, value, spec)
     result = ModelSpec(**fields)  # type: ignore[arg-type]
@@ -121,5 +141,9 @@ def _validate(s: ModelSpec, spec: str) -> None:
         raise ValueError(f"model spec {spec!r}: k={s.k} gives no channels; expected k >= 1/16")
     if s.hidden < 1:
         raise ValueError(f"model spec {spec!r}: hidden={s.hidden} must be a positive integer")
+    if s.atoms < 1:
+        raise ValueError(f"model spec {spec!r}: atoms={s.atoms} must be 1 (no distribution) or >= 2")
+    if s.atoms > 1 and not (math.isfinite(s.v_min) and math.isfinite(s.v_max) and s.v_min < s.v_max):
+        raise ValueError(f"model spec {spec!r}: the support [vmin={s.v_min}, vmax={s.v_max}] must be finite with vmin < vmax")
     if s.deep and s.arch != "impala":
         raise ValueError(f"model spec {spec!r}: deep=1 applies to impala only")

@@ -21,11 +21,30 @@ Every argument is checked before anything is written: sizes whose memory would o
 actions or delays and non-finite rewards are refused with an exception naming the argument; a segment
 whose header does not describe a consistent ring is refused on ``attach`` (``rtcore.LayoutError``).
 
+Prioritized replay (``prioritized=True``, Schaul et al. 2016, proportional variant): each transition
+is drawn with probability ``p_i**alpha / sum_k p_k**alpha`` over all streams; a new transition enters at
+the largest priority given so far (1 before any); ``update_priorities(batch.index, td_errors)`` may be
+called from any process; ``batch.weight`` holds the importance weights ``(N * P(i))**-beta``, divided by
+the batch's largest. The priorities live in a sum tree in the same shared segment
+(``csrc/replay/sum_tree.h``): ``add`` stays free of locks (the ring write is wait-free, setting the new
+slot's priority is lock-free), ``sample`` and ``update_priorities`` are lock-free, sums are exact
+integers (priorities are stored as ``p**alpha`` in fixed point, resolution 2**-24, at most ~65536), so
+draws are exactly proportional whenever no update is in flight; a draw concurrent with updates follows a
+mix of the sums before and after them. An update for a transition overwritten since it was sampled is
+ignored (``update_priorities`` returns how many were applied).
+
 Example::
 
     buf = rtcore.ReplayBuffer(100_000, (84, 84), frame_stack=4, streams=8, n_step=3)
     buf.add(stream, obs, action, reward, terminated, truncated, next_obs=final_obs)
     batch = buf.sample(32)          # batch.obs: uint8 [32, 4, 84, 84]
+
+    per = rtcore.ReplayBuffer(100_000, (84, 84), frame_stack=4, prioritized=True, alpha=0.6, beta=0.4)
+    batch = per.sample(32)          # batch.weight: float32 [32]
+    per.update_priorities(batch.index, np.abs(td_error) + 1e-6)
+
+Length: one class over the core handle (add, add_many/add_batch, sample, priorities), each call
+checking its arguments with messages that name them; the checks are most of the lines.
 """
 
 from __future__ import annotations
@@ -69,7 +88,11 @@ class ReplayBatch:
     delay: np.ndarray
     """int32 ``[B]``: steps between the observation the action was computed from and the one it acted on."""
     index: np.ndarray
-    """int64 ``[B]``: a stable id of each transition: ``position * streams + stream``."""
+    """int64 ``[B]``: a stable id of each transition: ``position * streams + stream`` (pass it to
+    :meth:`ReplayBuffer.update_priorities`)."""
+    weight: np.ndarray = dataclasses.field(default_factory=lambda: np.ones(0, np.float32))
+    """float32 ``[B]``: importance-sampling weight of each transition (prioritized buffers: ``(N * P(i))**-beta``
+    divided by the batch's largest; uniform buffers: 1)."""
 
     @property
     def batch_size(self) -> int:
@@ -102,6 +125,10 @@ class ReplayBuffer(SharedObject):
         n_step: steps summed into each sampled reward (1..255).
         gamma: discount of the n-step return, in [0, 1].
         name: shared-memory segment name (default: a fresh ``rtcore-replay-...`` name).
+        prioritized: draw transitions in proportion to ``priority**alpha`` (see the module docstring).
+        alpha: priority exponent in [0, 1] (0 = uniform); shared by every process.
+        beta: default importance-sampling exponent in [0, 1] for :meth:`sample` (each handle may
+            change its own with the :attr:`beta` setter or per call).
 
     The creating process owns the segment and unlinks it on :meth:`close`, garbage collection or exit.
     Other processes use :meth:`attach`; the object pickles as its name.
@@ -120,6 +147,9 @@ class ReplayBuffer(SharedObject):
         n_step: int = 1,
         gamma: float = 0.99,
         name: str | None = None,
+        prioritized: bool = False,
+        alpha: float = 0.6,
+        beta: float = 0.4,
     ) -> None:
         capacity = at_least("capacity", capacity, 1)
         if capacity > INT64_MAX:
@@ -129,16 +159,16 @@ class ReplayBuffer(SharedObject):
         frame_stack = at_least("frame_stack", frame_stack, 1)
         streams = at_least("streams", streams, 1)
         n_step = at_least("n_step", n_step, 1)
-        if isinstance(gamma, bool) or not isinstance(gamma, (int, float, np.floating, np.integer)):
-            raise TypeError(f"gamma must be a float, got {gamma!r}")
-        gamma = float(gamma)
-        if not 0.0 <= gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+        gamma = _unit("gamma", gamma)
+        if not isinstance(prioritized, (bool, np.bool_)):
+            raise TypeError(f"prioritized must be a bool, got {prioritized!r}")
+        alpha = _unit("alpha", alpha)
+        beta = _unit("beta", beta)
         if streams > 2**31 or frame_stack > 2**31 or n_step > 2**31:
             raise ValueError("streams, frame_stack and n_step must be below 2**31")
         name = self._new_name(name)
-        handle = self._CORE.create(name, capacity, list(shape), dtype, frame_stack, streams, n_step,
-                                   gamma)
+        handle = self._CORE.create(name, capacity, list(shape), dtype, frame_stack, streams, n_step, gamma,
+                                   bool(prioritized), alpha, beta)
         self._adopt(handle, name, owner=True)
 
     def _from_handle(self, handle: Any) -> None:
@@ -151,6 +181,9 @@ class ReplayBuffer(SharedObject):
         self._gamma = float(handle.gamma)
         self._add = handle.add  # bound once: add() is the per-step hot path
         self._no_starts = np.zeros(self._streams, np.bool_)  # add_batch's default episode_start (read only)
+        self._prioritized = bool(handle.prioritized)
+        self._alpha = float(handle.alpha)
+        self._beta = float(handle.beta)
 
     # --- read-only layout -------------------------------------------------------------------------
 
@@ -188,6 +221,34 @@ class ReplayBuffer(SharedObject):
     def gamma(self) -> float:
         """Discount of the n-step return."""
         return self._gamma
+
+    @property
+    def prioritized(self) -> bool:
+        """Transitions are drawn in proportion to ``priority**alpha``."""
+        return self._prioritized
+
+    @property
+    def alpha(self) -> float:
+        """Priority exponent (shared by every process; fixed at creation)."""
+        return self._alpha
+
+    @property
+    def beta(self) -> float:
+        """This handle's default importance-sampling exponent, in [0, 1] (settable, e.g. annealed)."""
+        return self._beta
+
+    @beta.setter
+    def beta(self, value: float) -> None:
+        self._beta = _unit("beta", value)
+
+    @property
+    def max_priority(self) -> float:
+        """The priority new transitions enter with: the largest given so far (1.0 before any).
+
+        Stored as ``priority**alpha`` in fixed point, so this is that value raised to ``1/alpha``
+        (1.0 when ``alpha`` is 0)."""
+        v = float(self._h.max_priority_value())
+        return v ** (1.0 / self._alpha) if self._alpha > 0 else 1.0
 
     @property
     def nbytes(self) -> int:
@@ -311,10 +372,13 @@ class ReplayBuffer(SharedObject):
             was_default=np.zeros(b, np.bool_),
             delay=np.zeros(b, np.int32),
             index=np.zeros(b, np.int64),
+            weight=np.ones(b, np.float32),
         )
 
-    def sample(self, batch_size: int, out: ReplayBatch | None = None) -> ReplayBatch:
-        """Draw ``batch_size`` transitions uniformly (with replacement) from all streams.
+    def sample(self, batch_size: int, out: ReplayBatch | None = None, beta: float | None = None) -> ReplayBatch:
+        """Draw ``batch_size`` transitions (with replacement) from all streams: uniformly, or in
+        proportion to ``priority**alpha`` for a prioritized buffer, whose ``out.weight`` receives the
+        importance weights for exponent ``beta`` (default: this handle's :attr:`beta`).
 
         Fills ``out`` in place when given (no allocation), else a fresh batch. The GIL is released
         while transitions are selected and copied. Raises ``ValueError`` if fewer than
@@ -328,9 +392,15 @@ class ReplayBuffer(SharedObject):
             raise TypeError(f"out must be a ReplayBatch (see empty_batch()), got {type(out).__name__}")
         elif out.action.shape != (b,):
             raise ValueError(f"out holds a batch of {out.action.shape}, expected ({b},) for batch_size={b}")
-        self._h.sample(
-            out.obs, out.next_obs, out.action, out.reward, out.done, out.discount, out.was_default, out.delay, out.index
-        )
+        if self._prioritized:
+            b_exp = self._beta if beta is None else _unit("beta", beta)
+            self._h.sample(out.obs, out.next_obs, out.action, out.reward, out.done, out.discount, out.was_default,
+                           out.delay, out.index, out.weight, b_exp)
+        else:
+            if beta is not None:
+                raise ValueError("beta applies to prioritized buffers only (this one was created with prioritized=False)")
+            self._h.sample(out.obs, out.next_obs, out.action, out.reward, out.done, out.discount, out.was_default,
+                           out.delay, out.index)
         return out
 
     def _batch_size(self, batch_size: Any) -> int:
@@ -339,6 +409,47 @@ class ReplayBuffer(SharedObject):
         if b > self._capacity:
             raise ValueError(f"batch_size must be <= capacity ({self._capacity}): sample needs that many transitions, got {b}")
         return b
+
+    def update_priorities(self, index: npt.ArrayLike, priority: npt.ArrayLike) -> int:
+        """Set the priorities of sampled transitions (``index`` from :attr:`ReplayBatch.index`), e.g.
+        ``abs(td_error) + eps``. Callable from any process, concurrently with writers and samplers.
+
+        Priorities must be finite and >= 0 (0: never drawn again until updated); values above the
+        storable maximum (``p**alpha`` of about 65536) are clamped. The new largest priority becomes
+        the entry priority of new transitions. A transition overwritten since it was sampled keeps
+        its successor's priority: its update is skipped. Returns how many updates were applied.
+        Raises ``IndexError`` for an index of a position never written, ``ValueError`` for a bad
+        priority; then no update is applied.
+        """
+        if not self._prioritized:
+            raise ValueError("update_priorities needs a prioritized buffer (create it with prioritized=True)")
+        idx = index if type(index) is np.ndarray else np.asarray(index)
+        pri = priority if type(priority) is np.ndarray else np.asarray(priority)
+        # Fast path: what a learner passes (batch.index and a float64 array); values are checked in C++.
+        if not (idx.dtype == np.int64 and pri.dtype == np.float64 and idx.ndim == 1 and pri.shape == idx.shape):
+            if idx.ndim != 1:
+                raise ValueError(f"index must be one-dimensional, got shape {idx.shape}")
+            if idx.dtype.kind not in "iu":
+                raise ValueError(f"index has dtype {idx.dtype}, expected an integer dtype")
+            if pri.shape != idx.shape:
+                raise ValueError(f"priority has shape {pri.shape}, expected {idx.shape} (one per index)")
+            if pri.dtype.kind not in "iuf":
+                raise ValueError(f"priority has dtype {pri.dtype}, expected a float dtype")
+            if idx.dtype.kind == "u" and idx.size and int(idx.max()) >= 2**63:
+                raise IndexError(f"index {int(idx.max())} is out of range")
+            idx = idx.astype(np.int64)
+            pri = pri.astype(np.float64)
+        return int(self._h.update_priorities(np.ascontiguousarray(idx), np.ascontiguousarray(pri)))
+
+    def priority(self, index: int) -> float | None:
+        """The stored priority of transition ``index`` (``p**alpha`` rounded to the tree's fixed point,
+        raised back to ``1/alpha``), or None if it has been overwritten."""
+        if not self._prioritized:
+            raise ValueError("priority needs a prioritized buffer (create it with prioritized=True)")
+        v = float(self._h.priority_value(_as_index(index)))
+        if v < 0:
+            return None
+        return v ** (1.0 / self._alpha) if self._alpha > 0 else 1.0
 
     def seed(self, seed: int) -> None:
         """Seed this handle's sampler. With one process and no concurrent writer, the draws of a
@@ -351,8 +462,26 @@ class ReplayBuffer(SharedObject):
         return (
             f"ReplayBuffer(name={self._name!r}, capacity={self._capacity}, obs_shape={self._obs_shape}, "
             f"obs_dtype={self._dtype}, frame_stack={self._frame_stack}, streams={self._streams}, "
-            f"n_step={self._n_step}, gamma={self._gamma}, len={len(self)})"
+            f"n_step={self._n_step}, gamma={self._gamma}, len={len(self)}"
+            + (f", prioritized=True, alpha={self._alpha}, beta={self._beta})" if self._prioritized else ")")
         )
+
+
+def _unit(what: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{what} must be a float, got {value!r}")
+    v = float(value)
+    if not 0.0 <= v <= 1.0:
+        raise ValueError(f"{what} must be in [0, 1], got {v}")
+    return v
+
+
+def _as_index(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"index must be an int, got {value!r}")
+    if int(value) < 0:
+        raise IndexError(f"index {int(value)} is negative")
+    return int(value)
 
 
 def _vector(what: str, value: npt.ArrayLike, n: int, dtype: type, kinds: str, lo: int | None = None) -> np.ndarray:

@@ -36,13 +36,18 @@ from rtcore import _core
 from rtcore._validate import MAX_SECONDS, in_range, index, ns, seconds, timeout_ns
 from rtcore.shared._shm import SharedObject
 
-__all__ = ["StaggerSchedule", "Turnstile", "n_star", "MODES", "PUSHBACKS", "TAU_WINDOW_MAX"]
+__all__ = ["StaggerSchedule", "Turnstile", "n_star", "MODES", "PUSHBACKS", "TAU_WINDOW_MAX", "MEAN_SLOT_FLOOR"]
 
 MODES = ("max", "mean")
-PUSHBACKS = ("paper", "lattice")
+PUSHBACKS = ("paper", "lattice", "authors")
 TAU_WINDOW_MAX = int(_core.StaggerSchedule.MAX_TAU_WINDOW)  # a report rescans the window: O(tau_window)
 DEFAULT_SPIN = 200e-6
 _MAX_SPIN = 60.0  # seconds a wait may spin before sleeping
+#: ``mode="mean"``: the publish-slot floor rtcore uses, as a fraction of the env period tau_M. At 1.0 the
+#: slots keep a fixed phase against the env's ticks and wake-up jitter moves some posts across a tick
+#: (measured, wall clock, 8-frame model, 12 workers: up to 12.8 % inaction); at 0.85 posts tolerate
+#: ~2.5 ms of jitter at a small cost in the simulator (docs/design/stagger.md has the table).
+MEAN_SLOT_FLOOR = 0.85
 
 
 def _optional_id(what: str, value: Any) -> int:
@@ -89,19 +94,26 @@ class StaggerSchedule(SharedObject):
             shrinks).
         mode: ``"max"`` (Algorithm 1: spacing by the running maximum, regular actions, needs
             ``N* = ceil(tau_max / tau_M)`` workers) or ``"mean"`` (Algorithm 2: spacing by the mean of the
-            last ``window`` inference times: fewer workers, more jitter).
+            last ``window`` inference times, through a publish queue: a finished action takes the
+            first free publish slot, slots ``max(mean / N, min_interval)`` apart, and a slow inference
+            delays only its own action; fewer workers for jittered models, see README "Staggering").
         window: inference times the mean is taken over (``mode="mean"``; also reported as
             :attr:`mean_tau` in ``"max"`` mode).
         heartbeat_timeout: seconds of silence after which a worker is dropped (at least
             ``2 * tau_max``, see the module docstring).
         name: segment name (default: a fresh ``rtcore-sched-...``).
         spin: seconds each wait spins before its deadline (precision vs CPU; 0: sleep only).
-        pushback: how a report above tau moves the other workers. ``"lattice"`` (default): every
+        pushback: (``mode="max"``) how a report above tau moves the other workers. ``"lattice"`` (default): every
             worker re-staggers on the lattice anchored at the late worker's publish instant with the new
             tau, which restores the spacing ``tau / N`` exactly within one cycle. ``"paper"``: the paper's
             ``delay[j] += dist(j, i) * (t - tau) / N`` (DESIGN.md), which leaves the spacing uneven after
             an overshoot (simulated, 7 workers, tau_theta ~ N(100 ms, 10 ms): action-interval CV 57 %
             with "paper", 1.8 % with "lattice"; compare with ``rtcore.simulate(..., pushback=...)``).
+            ``"authors"``: "paper" as the authors' code runs it: a push-back that arrives while the
+            worker is still sleeping an earlier one is lost (their ``sleep(delay[i]); delay[i] = 0``).
+        min_interval: (``mode="mean"``) seconds between publish slots at least, so the schedule does
+            not publish much faster than the env takes actions; rtcore passes ``MEAN_SLOT_FLOOR * tau_M``
+            (0: no floor, slots ``mean / N`` apart).
         tau_window: forgetting window of the running maximum, in reports (all workers together).
             ``0`` (default): the paper's all-time maximum, so one stall (a GC pause, a descheduled
             worker) widens the spacing for the rest of the run. ``W`` in ``[1, 1024]``: ``tau_max`` is
@@ -131,6 +143,7 @@ class StaggerSchedule(SharedObject):
         spin: float = DEFAULT_SPIN,
         pushback: str = "lattice",
         tau_window: int = 0,
+        min_interval: float = 0.0,
     ) -> None:
         spin_ns = ns(seconds("spin", spin, positive=False, hi=_MAX_SPIN))  # before creating: nothing to undo
         if not isinstance(pushback, str) or pushback not in PUSHBACKS:
@@ -142,9 +155,10 @@ class StaggerSchedule(SharedObject):
         win = in_range("window", window, 1, 65536)
         tw = in_range("tau_window", tau_window, 0, TAU_WINDOW_MAX)
         hb = seconds("heartbeat_timeout", heartbeat_timeout, positive=True, hi=MAX_SECONDS)
+        mi = seconds("min_interval", min_interval, positive=False, hi=MAX_SECONDS)
         name = self._new_name(name)
         self._adopt(self._CORE.create(name, n, max(1, ns(tau)), MODES.index(mode), win,
-                                      max(1, ns(hb)), PUSHBACKS.index(pushback), tw), name, owner=True)
+                                      max(1, ns(hb)), PUSHBACKS.index(pushback), tw, ns(mi)), name, owner=True)
         self._spin_ns = spin_ns
 
     @classmethod
@@ -292,8 +306,13 @@ class StaggerSchedule(SharedObject):
 
     @property
     def pushback(self) -> str:
-        """``"lattice"`` or ``"paper"``, as created."""
+        """``"lattice"``, ``"paper"`` or ``"authors"``, as created."""
         return PUSHBACKS[self._h.pushback]
+
+    @property
+    def min_interval(self) -> float:
+        """Seconds between mean mode's publish slots at least (0: no floor)."""
+        return self._h.min_interval_ns / 1e9
 
     @property
     def n_workers(self) -> int:

@@ -487,3 +487,98 @@ TEST(a_dead_workers_slot_is_dropped_by_liveness_before_the_heartbeat_timeout) {
   CHECK_EQ(s.join(300 * kMs, 1), 1);
   munmap(mem, bytes);
 }
+
+namespace {
+StaggerParams with_pushback(StaggerParams p, StaggerPushback pb) {
+  p.pushback = static_cast<std::uint32_t>(pb);
+  return p;
+}
+}  // namespace
+
+TEST(authors_pushback_loses_a_push_back_that_arrives_during_the_delay_sleep) {
+  // Hand-worked trace, N = 3, tau seed 90 ms (ms below). Start offsets 0, 30, 60.
+  //  w0: turn 0, infers 150 -> report at 150, over 60: w1 += dist 2 * 60 / 3 = 40, w2 += 1 * 60 / 3 = 20.
+  //  w1: turn 30, infers 80 -> report at 110, publishes at 30 + 90 = 120; turn 120, infers 80 -> report
+  //      at 200, publishes at 120 + tau_max 150 = 270; at 270 it sleeps its 40 ms push-back: to 310.
+  //  w2: turn 60, infers 230 -> report at 290 (inside w1's sleep), over 230 - 150 = 80: w1 += 1 * 80 / 3.
+  // Paper rule: w1's turn is 310 + 26.67 ms. The authors' code (sleep(delay[i]); delay[i] = 0): 310.
+  for (auto pb : {StaggerPushback::kPaper, StaggerPushback::kAuthors}) {
+    auto p = with_pushback(params(3, 90 * kMs), pb);
+    Created<StaggerSchedule> s(p);
+    for (int i = 0; i < 3; ++i) s.join(0);
+    CHECK_EQ(s.poll_turn(0, 0), 0);
+    CHECK_EQ(s.poll_turn(1, 0), 30 * kMs);
+    CHECK_EQ(s.poll_turn(2, 0), 60 * kMs);
+    CHECK_EQ(s.poll_turn(1, 30 * kMs), 30 * kMs);
+    CHECK_EQ(s.poll_turn(2, 60 * kMs), 60 * kMs);
+    CHECK_EQ(s.report(1, 80 * kMs, 110 * kMs), 120 * kMs);
+    CHECK_EQ(s.poll_turn(1, 120 * kMs), 120 * kMs);
+    CHECK_EQ(s.report(0, 150 * kMs, 150 * kMs), 150 * kMs);
+    CHECK_EQ(s.pending_delay_ns(1), 40 * kMs);
+    CHECK_EQ(s.pending_delay_ns(2), 20 * kMs);
+    CHECK_EQ(s.report(1, 80 * kMs, 200 * kMs), 270 * kMs);
+    CHECK_EQ(s.poll_turn(1, 270 * kMs), 310 * kMs);  // sleeping the 40 ms push-back
+    CHECK_EQ(s.report(2, 230 * kMs, 290 * kMs), 290 * kMs);
+    CHECK_EQ(s.pending_delay_ns(1), 80 * kMs / 3);
+    CHECK_EQ(s.pending_delay_ns(0), 2 * 80 * kMs / 3);
+    const std::int64_t turn = s.poll_turn(1, 310 * kMs);
+    CHECK_EQ(turn, pb == StaggerPushback::kPaper ? 310 * kMs + 80 * kMs / 3 : 310 * kMs);
+    CHECK_EQ(s.pending_delay_ns(1), 0);
+    // w0 was not sleeping a push-back when w2's arrived: kept under both rules (its loop top is 150).
+    CHECK_EQ(s.poll_turn(0, 150 * kMs), 150 * kMs + 2 * 80 * kMs / 3);
+  }
+}
+
+TEST(mean_mode_publish_queue_a_slow_inference_delays_only_its_own_action) {
+  // N = 4, constant 100 ms except one 160 ms inference: the others publish on their slots, 25 ms apart.
+  auto p = params(4, 100 * kMs, StaggerMode::kMean, 8);
+  Created<StaggerSchedule> s(p);
+  std::vector<int> ws;
+  for (int i = 0; i < 4; ++i) ws.push_back(s.join(0));
+  Driver d(s, ws);
+  int k = 0;
+  d.run_until(3000 * kMs, [&](int) { return k++ == 40 ? 160 * kMs : 100 * kMs; });
+  CHECK_EQ(s.pushbacks(), 0u);  // no push-back in mean mode
+  // Every publish is at least one slot (mean / N) after the previous one, and the queue absorbs the outlier:
+  // the spacing is back to exactly 25 ms (the mean of the last 8 is 100 again) by the end.
+  auto all = d.intervals(0);
+  for (auto x : all) CHECK(x >= 25 * kMs - 1);
+  auto late = d.intervals(2000 * kMs);
+  CHECK(late.size() > 30);
+  for (auto x : late) CHECK(x >= 25 * kMs - 1 && x <= 25 * kMs + 1);
+}
+
+TEST(mean_mode_min_interval_floors_the_publish_slots) {
+  // 4 workers at 100 ms would publish every 25 ms; with min_interval 40 ms the slots are 40 ms apart and
+  // each worker waits for its slot (its cycle becomes 160 ms).
+  auto p = params(4, 100 * kMs, StaggerMode::kMean, 8);
+  p.min_interval_ns = 40 * kMs;
+  Created<StaggerSchedule> s(p);
+  std::vector<int> ws;
+  for (int i = 0; i < 4; ++i) ws.push_back(s.join(0));
+  Driver d(s, ws);
+  d.run_until(3000 * kMs, [](int) { return 100 * kMs; });
+  auto iv = d.intervals(500 * kMs);
+  CHECK(iv.size() > 30);
+  for (auto x : iv) CHECK_EQ(x, 40 * kMs);
+  p.min_interval_ns = -1;
+  CHECK_THROWS(StaggerSchedule::validate(p), InvalidArgument);
+}
+
+TEST(mean_mode_publish_queue_hands_out_distinct_slots_under_racing_reports) {
+  // 8 threads report concurrently; every report takes its own slot, so the publish instants, sorted,
+  // are at least min_interval apart (min_interval dominates mean / N here).
+  auto p = params(8, 5 * kMs, StaggerMode::kMean, 32, 1000000 * kMs);
+  p.min_interval_ns = 10 * kMs;
+  Created<StaggerSchedule> owner(p);
+  std::vector<std::vector<std::int64_t>> got(8);
+  on_threads(owner, p, 8, [&](StaggerSchedule& s, int t) {
+    const int w = s.join(0, t);
+    for (int k = 0; k < 200; ++k) got[t].push_back(s.report(w, 1000 + k, k * kMs));
+  });
+  std::vector<std::int64_t> all;
+  for (auto& g : got) all.insert(all.end(), g.begin(), g.end());
+  std::sort(all.begin(), all.end());
+  CHECK_EQ(all.size(), 1600u);
+  for (std::size_t i = 1; i < all.size(); ++i) CHECK(all[i] - all[i - 1] >= 10 * kMs);
+}
