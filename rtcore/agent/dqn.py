@@ -28,6 +28,9 @@ Beta anneals linearly from ``priority_beta`` to 1 over ``priority_beta_steps`` a
 constant, as the authors' realtime learner). One departure from the authors' Rainbow: they add a
 1-step loss to the n-step loss (from a second buffer); here the loss is the n-step one alone, as in
 Hessel et al.'s Rainbow, since the replay buffer computes one n.
+
+Length: the loss, the crash-safe shared Adam and the learner whose apply journals each update belong
+together (one update's steps and its recovery are read side by side).
 """
 
 from __future__ import annotations

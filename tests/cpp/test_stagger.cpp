@@ -430,8 +430,7 @@ int main() { return rtcore_test::run_all(); }
 
 TEST(a_pass_longer_than_the_horizon_is_a_stall_not_a_new_maximum) {
   auto p = params(3, 42 * kMs, StaggerMode::kMax, 32, 600000 * kMs, 64);
-  HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
-  StaggerSchedule s(m.p, m.size, p, true);
+  Created<StaggerSchedule> s(p);
   CHECK_EQ(s.horizon_ns(), 1000 * kMs);  // max(1 s, 16 * 42 ms)
   for (int w = 0; w < 3; ++w) s.join(0, w);
   CHECK(s.poll_turn(0, 0) <= 0);
@@ -456,8 +455,7 @@ TEST(a_pass_longer_than_the_horizon_is_a_stall_not_a_new_maximum) {
 
 TEST(paper_mode_has_no_stalls) {
   auto p = params(2, 42 * kMs);
-  HeapMem m(StaggerSchedule::bytes_needed(p), kGarbage);
-  StaggerSchedule s(m.p, m.size, p, true);
+  Created<StaggerSchedule> s(p);
   s.join(0, 0);
   s.poll_turn(0, 0);
   s.report(0, 3100 * kMs, 3100 * kMs);

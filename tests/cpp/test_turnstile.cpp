@@ -164,7 +164,7 @@ TEST(a_dead_holders_slot_is_reclaimed_by_a_join_and_its_turn_taken_over) {
   CHECK_EQ(waitpid(child, &status, 0), child);
   CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   CHECK_EQ(t.holder(), 0);
-  CHECK_THROWS(t.join(50 * kMs, 0), InvalidArgument);  // heartbeat fresh: not looked up yet
+  CHECK_THROWS(t.join(50 * kMs, 0), SlotError);  // heartbeat fresh: not looked up yet
   CHECK_EQ(t.join(200 * kMs, 0), 0);                    // its process has exited: the slot is free
   CHECK(t.try_turn(0, 200 * kMs) >= 0);                 // the replacement holds the turn it left
   t.pass_turn(0, 210 * kMs);
