@@ -49,6 +49,60 @@ def test_count_function_handles_other_frame_sizes():
         assert model(example_input(model, 1)).shape == (1, 4)
 
 
+@pytest.mark.parametrize("spec,obs_shape", [
+    ("minatar", (4, 10, 10)), ("minatar:k=2,dueling=1,hidden=64", (10, 10)), ("mlp", (4,)),
+    ("mlp:hidden=32,layers=1", (10, 10)), ("mlp:layers=3,dueling=1", (7,)), ("mlp:layers=0", (3, 5, 5)),
+    ("impala:k=1", (3, 64, 48)), ("nature:k=1", (2, 36, 36)), ("impala:k=0.5", (29, 29)),
+])
+@pytest.mark.parametrize("backend", ["script", "eager"])
+def test_small_observations_build_count_and_run(spec, obs_shape, backend):
+    torch.manual_seed(0)
+    model = build_model(spec, 2, 5, obs_shape=obs_shape)
+    assert model.obs_shape == obs_shape
+    assert count_parameters(spec, 2, 5, obs_shape=obs_shape) == n_params(model)
+    x = example_input(model, 3)
+    assert x.shape == (3, 2, *obs_shape)
+    assert x.dtype == (torch.float32 if len(obs_shape) == 1 else torch.uint8)
+    with torch.no_grad():
+        ref = model(x)
+        got = load_for_inference(model, backend=backend)(x)
+    assert ref.shape == (3, 5)
+    torch.testing.assert_close(got, ref)
+    assert str(parse_model_spec(model.spec)) == model.spec
+
+
+def test_minatar_net_is_the_papers():
+    # Young & Tian 2019: conv 3x3, 16 channels -> 128 hidden units -> actions; 4 channels of 10x10 in, 6 actions
+    model = build_model("minatar", 1, 6, obs_shape=(4, 10, 10))
+    assert [tuple(p.shape) for p in model.parameters()] == [(16, 4, 3, 3), (16,), (128, 1024), (128,), (6, 128), (6,)]
+    assert str(parse_model_spec("mlp")) == "mlp" and str(parse_model_spec("mlp:hidden=64,layers=1")) == "mlp:hidden=64,layers=1"
+
+
+@pytest.mark.parametrize("spec,minimum", [("impala:k=1", 29), ("impala:k=1,deep=1", 53), ("nature", 36), ("minatar", 3)])
+def test_too_small_frames_name_the_minimum(spec, minimum):
+    with pytest.raises(ValueError, match=f"at least {minimum}x{minimum}"):
+        build_model(spec, 1, 3, obs_shape=(minimum - 1, minimum - 1))
+    with pytest.raises(ValueError, match=f"at least {minimum}x{minimum}"):
+        count_parameters(spec, 1, 3, obs_shape=(4, minimum - 1, minimum))
+    build_model(spec, 1, 3, obs_shape=(minimum, minimum))
+
+
+def test_conv_nets_refuse_vectors_and_mlp_uses_them_unscaled():
+    for spec in ("impala", "nature", "minatar"):
+        with pytest.raises(ValueError, match="use 'mlp' for vectors"):
+            build_model(spec, 4, 2, obs_shape=(8,))
+    model = build_model("mlp:layers=0", 1, 1, obs_shape=(2,))
+    with torch.no_grad():
+        model.head.weight.fill_(1.0)
+        model.head.bias.zero_()
+    assert model(torch.tensor([[[3.0, 4.0]]])).item() == pytest.approx(7.0)  # vectors go in as they are
+    pixels = build_model("mlp:layers=0", 1, 1, obs_shape=(1, 2))
+    with torch.no_grad():
+        pixels.head.weight.fill_(1.0)
+        pixels.head.bias.zero_()
+    assert pixels(torch.tensor([[[[255, 255]]]], dtype=torch.uint8)).item() == pytest.approx(2.0)  # frames by 1/255
+
+
 def test_model_scales_uint8_frames_itself():
     model = build_model("nature:k=1", 1, 3)
     x = example_input(model, 2)

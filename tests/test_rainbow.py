@@ -26,7 +26,8 @@ def test_rainbow_turns_on_the_authors_combination():
     assert (c.priority_alpha, c.priority_beta, c.priority_beta_steps, c.priority_eps) == (0.2, 0.6, 0, 1e-6)
     assert c.max_grad_norm == 10.0
     assert RunConfig(agent="rainbow", model="nature").model_spec() == "nature:k=2,dueling=1,noisy=1,atoms=51,vmin=0,vmax=200"
-    assert RunConfig(noisy=True).model_spec() == "impala:k=1,noisy=1"
+    assert RunConfig(model="impala:k=1", noisy=True).model_spec() == "impala:k=1,noisy=1"
+    assert RunConfig(noisy=True).model_spec() == "nature:k=2,noisy=1"  # the default model
     plain = RunConfig().resolved()
     assert not (plain.noisy or plain.distributional or plain.prioritized)
 

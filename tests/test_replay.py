@@ -82,15 +82,23 @@ class Model:
             frames.append(slots[q].frame)
         return np.stack(frames[::-1])
 
-    def expected(self, s: int, j: int) -> dict:
+    def _ep_off(self, s: int, p: int) -> int:
+        slots, off = self.slots[s], 0
+        while not slots[p - off].episode_start:
+            off += 1
+        return off
+
+    def expected(self, s: int, j: int, acted: bool = False) -> dict:
         slots = self.slots[s]
         k = self._chain(s, j)
+        # acted: both stacks end delay steps earlier, never before the episode's first frame
+        shift = min(slots[j].delay, self._ep_off(s, j)) if acted else 0
         ret = sum(self.gamma**t * slots[j + t].reward for t in range(k))
         last = slots[j + k - 1]
         done = last.terminated
         return dict(
-            obs=self._stack(s, j),
-            next_obs=self._stack(s, j + k),
+            obs=self._stack(s, j - shift),
+            next_obs=self._stack(s, j + k - shift),
             action=slots[j].action,
             reward=ret,
             done=done,
@@ -100,12 +108,12 @@ class Model:
         )
 
 
-def check_batch(model: Model, buf: ReplayBuffer, batch: ReplayBatch) -> None:
+def check_batch(model: Model, buf: ReplayBuffer, batch: ReplayBatch, acted: bool = False) -> None:
     valid = set(model.sampleable())
     for i in range(batch.batch_size):
         s, j = int(batch.index[i]) % buf.streams, int(batch.index[i]) // buf.streams
         assert (s, j) in valid, f"row {i}: transition {(s, j)} is not sampleable"
-        e = model.expected(s, j)
+        e = model.expected(s, j, acted)
         np.testing.assert_array_equal(batch.obs[i], e["obs"], err_msg=f"row {i} obs of {(s, j)}")
         np.testing.assert_array_equal(batch.next_obs[i], e["next_obs"], err_msg=f"row {i} next_obs of {(s, j)}")
         assert batch.action[i] == e["action"]
@@ -162,6 +170,45 @@ def test_samples_match_reference_model(rng, shape, dtype, K, n, streams, capacit
             assert len(buf) == len(model.sampleable())
             b = min(len(buf), 64)
             check_batch(model, buf, buf.sample(b))
+
+
+@pytest.mark.parametrize(
+    "shape,dtype,K,n,streams,capacity",
+    [
+        ((6, 5), "uint8", 4, 3, 3, 3 * 40),  # wraps around: some acted stacks have left the ring
+        ((2, 2, 3), "int16", 2, 5, 2, 2 * 25),
+        ((3,), "float32", 1, 1, 1, 500),  # no wrap
+    ],
+)
+def test_acted_samples_end_delay_steps_earlier(rng, shape, dtype, K, n, streams, capacity):
+    gamma = 0.9
+    with ReplayBuffer(capacity, shape, dtype, frame_stack=K, streams=streams, n_step=n, gamma=gamma) as buf:
+        model = Model(capacity, streams, K, n, gamma)
+        buf.seed(2)
+        shifted = 0
+        for _ in range(6):
+            random_run(rng, buf, model, steps=37)
+            b = min(len(buf), 64)
+            batch = buf.sample(b, learn_on="acted")
+            check_batch(model, buf, batch, acted=True)
+            shifted += int((batch.delay > 0).sum())
+            check_batch(model, buf, buf.sample(b, learn_on="applied"))
+        assert shifted > 0  # the test saw delayed transitions
+
+
+def test_acted_pairs_the_action_with_the_frame_it_was_computed_from():
+    with ReplayBuffer(100, (1,), "int32", frame_stack=1, n_step=1) as buf:
+        f = lambda v: np.array([v], np.int32)  # noqa: E731
+        for t in range(6):  # frame t; the action applied at t was computed from frame t - 2 (t - t at the start)
+            buf.add(0, f(t), 100 + t, 0.0, t == 5, False, next_obs=f(6) if t == 5 else None, delay=min(t, 2))
+        seen = {}
+        for _ in range(30):
+            batch = buf.sample(6, learn_on="acted")
+            for a, o, no in zip(batch.action, batch.obs, batch.next_obs):
+                seen[int(a) - 100] = (int(o[0, 0]), int(no[0, 0]))
+        assert seen == {0: (0, 1), 1: (0, 1), 2: (0, 1), 3: (1, 2), 4: (2, 3), 5: (3, 4)}
+        with pytest.raises(ValueError, match="learn_on"):
+            buf.sample(2, learn_on="seen")
 
 
 def test_stack_is_padded_with_the_episode_first_frame():

@@ -63,7 +63,9 @@ def _cli(tmp_path: Path, *args: str, timeout: float = 240) -> subprocess.Complet
 
 RUN = ["--env", "gb/TestRom", "--model", "impala:k=1", "--frame-stack", "2", "--replay-capacity", "4000",
        "--latency-iters", "5", "--workers", "2", "--learners", "1", "--learning-starts", "64", "--batch-size", "8",
-       "--json", "--no-tensorboard", "--no-plots", "--metrics-interval", "0.5", "--seed", "3"]
+       "--json", "--no-tensorboard", "--no-plots", "--metrics-interval", "0.5", "--seed", "3",
+       # the learning settings this test was written with (the defaults changed for runs of minutes)
+       "--updates-per-step", "0", "--target-update", "2000", "--epsilon-decay-steps", "100000"]
 
 
 def _rows(run_dir: Path) -> list[dict[str, str]]:

@@ -197,7 +197,7 @@ class ReplayHandle {
 
   void sample(const py::array& obs, const py::array& next_obs, const py::array& action, const py::array& reward,
               const py::array& done, const py::array& discount, const py::array& was_default, const py::array& delay,
-              const py::array& index, const py::object& weight, double beta) {
+              const py::array& index, const py::object& weight, double beta, bool acted) {
     const StatePtr st = live();  // held until the GIL-free copy below is done: close() cannot unmap under it
     float* wptr = nullptr;
     if (!weight.is_none()) {
@@ -238,9 +238,9 @@ class ReplayHandle {
     } unbusy{busy_};
     py::gil_scoped_release nogil;
     if (wptr)
-      st->prio->sample(static_cast<std::size_t>(b), out, wptr, beta, rng_, scratch_);
+      st->prio->sample(static_cast<std::size_t>(b), out, wptr, beta, rng_, scratch_, acted);
     else
-      st->ring.sample(static_cast<std::size_t>(b), out, rng_, scratch_);
+      st->ring.sample(static_cast<std::size_t>(b), out, rng_, scratch_, acted);
   }
 
   // Validates every (index, priority) pair first, then applies them; returns how many were applied
@@ -416,7 +416,7 @@ void bind_replay(py::module_& m) {
            py::arg("episode_start"))
       .def("sample", &ReplayHandle::sample, py::arg("obs"), py::arg("next_obs"), py::arg("action"), py::arg("reward"),
            py::arg("done"), py::arg("discount"), py::arg("was_default"), py::arg("delay"), py::arg("index"),
-           py::arg("weight") = py::none(), py::arg("beta") = 0.0)
+           py::arg("weight") = py::none(), py::arg("beta") = 0.0, py::arg("acted") = false)
       .def("update_priorities", &ReplayHandle::update_priorities, py::arg("index"), py::arg("priority"))
       .def("priority_value", &ReplayHandle::priority_value, py::arg("index"))
       .def("max_priority_value", &ReplayHandle::max_priority_value)

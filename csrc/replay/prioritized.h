@@ -108,7 +108,8 @@ class Prioritized {
   // weight[row] with its importance weight for exponent beta (see the file comment). Throws
   // InvalidArgument if fewer than `batch` transitions are sampleable or all have priority 0, Timeout if
   // kMaxRefusals draws in a row are refused.
-  void sample(std::size_t batch, const SampleOut& out, float* weight, double beta, Rng& rng, SampleScratch& sc) const {
+  void sample(std::size_t batch, const SampleOut& out, float* weight, double beta, Rng& rng, SampleScratch& sc,
+              bool acted = false) const {
     if (batch == 0) return;
     const std::uint64_t available = ring_.size();
     if (available < batch)
@@ -135,7 +136,7 @@ class Prioritized {
         std::uint64_t refused = 0;
         for (;;) {
           if (d.value != 0) {
-            const int r = ring_.copy_slot(d.s, d.slot, row, out);
+            const int r = ring_.copy_slot(d.s, d.slot, row, out, acted);
             if (r == Ring::kSlotCopied) {
               weight[row] = static_cast<float>(std::pow(double(available) * double(d.value) / double(d.total), -beta));
               wmax = std::max(wmax, double(weight[row]));  // the largest stored weight divides to exactly 1

@@ -325,7 +325,10 @@ class Ring {
   // Fills `batch` rows of `out` with uniformly drawn transitions (with replacement). Lock-free; never
   // allocates. Throws InvalidArgument if fewer than `batch` transitions are sampleable, Timeout if
   // writers overwrite every draw before it is copied.
-  void sample(std::size_t batch, const SampleOut& out, Rng& rng, SampleScratch& sc) const {
+  // `acted`: both stacks end `delay` positions earlier (the observation the action was computed from,
+  // and the same lag before the bootstrap position), never before the episode's first frame; the
+  // n-step rewards are the same. A draw whose earlier frames have left the ring is drawn again.
+  void sample(std::size_t batch, const SampleOut& out, Rng& rng, SampleScratch& sc, bool acted = false) const {
     if (batch == 0) return;
     std::uint64_t total = snapshot(sc);
     const std::uint64_t available = size();
@@ -344,7 +347,7 @@ class Ring {
       for (;;) {
         const Draw d = next;
         next = draw(total, rng, sc);
-        const int r = try_copy(d.s, d.j, row, obs_row, next_row, out);
+        const int r = try_copy(d.s, d.j, row, obs_row, next_row, out, acted);
         if (r == kCopied) break;
         if (r == kNotTransition) continue;  // a terminal-obs slot: draw again (keeps the draw uniform)
         ++sc.collisions;
@@ -362,7 +365,7 @@ class Ring {
   // kSlotSkipped (empty, being written, a terminal obs, or outside the sampleable window) or
   // kSlotOverwritten (overwritten while copied). Lock-free, like sample().
   static constexpr int kSlotCopied = 0, kSlotSkipped = 1, kSlotOverwritten = 2;
-  int copy_slot(std::uint32_t s, std::uint64_t slot, std::size_t row, const SampleOut& out) const {
+  int copy_slot(std::uint32_t s, std::uint64_t slot, std::size_t row, const SampleOut& out, bool acted = false) const {
     const std::uint64_t st = meta_[s * S_ + slot].stamp.load(std::memory_order_acquire);  // acquire: pairs with write_slot
     if (st == 0 || st % 2 == 1) return kSlotSkipped;
     const std::uint64_t j = st / 2 - 1;
@@ -370,7 +373,7 @@ class Ring {
     window(streams_[s].pub.load(std::memory_order_acquire), lo, ready);  // acquire: slots below head are written
     if (j < lo || j >= ready) return kSlotSkipped;
     const std::size_t row_bytes = p_.frame_stack * p_.frame_bytes;
-    const int r = try_copy(s, j, row, out.obs + row * row_bytes, out.next_obs + row * row_bytes, out);
+    const int r = try_copy(s, j, row, out.obs + row * row_bytes, out.next_obs + row * row_bytes, out, acted);
     return r == kCopied ? kSlotCopied : r == kNotTransition ? kSlotSkipped : kSlotOverwritten;
   }
   // Prefetches what copy_slot(s, slot) reads first (its metadata and oldest stack frame's first lines).
@@ -474,19 +477,25 @@ class Ring {
   }
 
   int try_copy(std::uint32_t s, std::uint64_t j, std::size_t row, std::uint8_t* obs_row, std::uint8_t* next_row,
-               const SampleOut& out) const {
+               const SampleOut& out, bool acted) const {
     const std::size_t K = p_.frame_stack;
     const std::size_t fb = p_.frame_bytes;
     const SlotMeta& mj = meta(s, j);
     if (mj.stamp.load(std::memory_order_acquire) != stamp_done(j)) return kOverwritten;  // acquire: payload below is this new
     const std::uint32_t ef = __atomic_load_n(&mj.ep_off_flags, __ATOMIC_RELAXED);  // relaxed: validated at the end
-    const std::uint64_t ep_off = ef >> 8;
+    const std::int32_t delay = __atomic_load_n(&mj.delay, __ATOMIC_RELAXED);       // relaxed: validated at the end
+    // acted: the stacks end `shift` positions earlier, never before the episode start (ep_off back)
+    const std::uint64_t shift = acted ? std::min<std::uint64_t>(delay > 0 ? std::uint64_t(delay) : 0, ef >> 8) : 0;
+    const std::uint64_t ep_off = (ef >> 8) - shift;  // of the obs stack's newest position js
+    const std::uint64_t js = j - shift;
     const std::uint64_t back = std::min<std::uint64_t>(ep_off, K - 1);
-    const std::uint64_t e = j - back;  // oldest position read
+    const std::uint64_t e = js - back;  // oldest position read
     if (ef & kTerminalObs) {
       std::atomic_thread_fence(std::memory_order_acquire);  // acquire: the flag load completes before the check
       return meta(s, e).stamp.load(std::memory_order_relaxed) == stamp_done(e) ? kNotTransition : kOverwritten;  // relaxed: fenced
     }
+    if (shift > 0 && meta(s, e).stamp.load(std::memory_order_relaxed) != stamp_done(e))  // relaxed: re-checked at the end
+      return kNotTransition;  // the earlier frames have left the ring: not sampleable as `acted`
     // The n-step chain: rewards up to n steps or the episode end.
     double ret = 0.0, g = 1.0;
     bool done = false;
@@ -505,23 +514,23 @@ class Ring {
         break;
       }
     }
-    const std::uint64_t b = j + k;  // bootstrap position: the n-th next obs, or the episode's terminal obs
-    // Obs stack: positions max(j - (K-1-i), e), written without unsigned underflow.
+    // bootstrap position: the n-th next obs, or the episode's terminal obs (acted: `shift` earlier)
+    const std::uint64_t b = j + k - shift;
+    // Obs stack: positions max(js - (K-1-i), e), written without unsigned underflow.
     for (std::size_t i = 0; i < K; ++i) {
-      const std::uint64_t p = j - std::min<std::uint64_t>(K - 1 - i, back);
+      const std::uint64_t p = js - std::min<std::uint64_t>(K - 1 - i, back);
       seq_load(obs_row + i * fb, frame(s, p), fb);
     }
     // Next stack: positions max(b - (K-1-i), episode start); reuse frames already copied into obs_row.
     const std::uint64_t back_b = std::min<std::uint64_t>(ep_off + k, K - 1);
     for (std::size_t i = 0; i < K; ++i) {
       const std::uint64_t q = b - std::min<std::uint64_t>(K - 1 - i, back_b);
-      if (q <= j)
-        std::memcpy(next_row + i * fb, obs_row + (K - 1 - (j - q)) * fb, fb);  // q >= e: already in the obs stack
+      if (q <= js)
+        std::memcpy(next_row + i * fb, obs_row + (K - 1 - (js - q)) * fb, fb);  // q >= e: already in the obs stack
       else
         seq_load(next_row + i * fb, frame(s, q), fb);
     }
     const std::int64_t action = __atomic_load_n(&mj.action, __ATOMIC_RELAXED);  // relaxed: validated below
-    const std::int32_t delay = __atomic_load_n(&mj.delay, __ATOMIC_RELAXED);    // relaxed: validated below
     std::atomic_thread_fence(std::memory_order_acquire);  // acquire: every load above completes before the check
     if (meta(s, e).stamp.load(std::memory_order_relaxed) != stamp_done(e)) return kOverwritten;  // relaxed: fenced
     out.action[row] = action;

@@ -33,6 +33,7 @@ __all__ = ["RunConfig", "add_config_arguments", "config_from_args", "field_docs"
 
 MODES = ("staggered", "sequential")
 AGENTS = ("dqn", "rainbow")
+LEARN_ON = ("applied", "acted")
 STAGGER_MODES = ("max", "mean")
 SEQUENTIAL_ORDERS = ("inflearn", "learninf")
 DEFAULT_ACTIONS = ("noop", "random")
@@ -44,15 +45,15 @@ class RunConfig:
 
     # --- what to play, with what
     env: str = "ALE/Pong-v5"
-    """Environment id for ``rtcore.make``: any ``ALE/...`` id, ``gb/Tetris``, ``gb/PokemonRed``, ``gb/PokemonBlue``."""
+    """Environment id for ``rtcore.make``: any ``ALE/...`` id, ``gb/Tetris``, ``gb/PokemonRed``, ``gb/PokemonBlue``, ``rtcore/Catch``, ``minatar/<Game>`` (Asterix, Breakout, Freeway, Seaquest, SpaceInvaders), any registered Gymnasium id, or ``package.module:factory`` (a callable returning a ``gymnasium.Env``)."""
     rom: Optional[str] = None
     """Game Boy ROM file (needed by the ``gb/...`` environments; ignored by Atari)."""
     frequency: Optional[float] = None
-    """Environment steps per second of wall clock (default: the game's native frame rate, 60 Hz for Atari)."""
-    model: str = "impala:k=1"
-    """Q-network spec (``rtcore.models.parse_model_spec``): ``impala:k=1``, ``impala:k=7,deep=1``, ``nature``, ``...,dueling=1``."""
+    """Environment steps per second of wall clock (default: the env's native rate ``1 / frame_time``: 60 Hz for Atari, 100 Hz for MinAtar, 400 Hz for Catch; required for an env without ``frame_time``)."""
+    model: str = "nature"
+    """Q-network spec (``rtcore.models.parse_model_spec``): ``nature``, ``impala:k=1``, ``impala:k=7,deep=1``, ``minatar``, ``mlp:hidden=256,layers=2``, ``...,dueling=1``. Default ``nature`` (was ``impala:k=1``): on a 2-core CPU its gradient (batch 32, 84x84x4) took 0.27 s against 5.1 s for ``impala:k=1`` (same load), so the default minute of Pong learns from ~20x more updates; the paper's Impala family is one option away."""
     frame_stack: int = 4
-    """Frames per observation (84x84 grayscale each), stacked by the boards and the replay buffer, not by copies."""
+    """Observations per model input (frames of any size, or vectors), stacked by the boards and the replay buffer, not by copies."""
     device: str = "cpu"
     """Device of the inference workers: ``cpu`` or ``cuda`` (several workers share one GPU)."""
     learner_device: Optional[str] = None
@@ -76,7 +77,7 @@ class RunConfig:
     pushback: str = "lattice"
     """How ``max`` staggering re-spaces the workers after a pass slower than tau_max: ``lattice`` (every worker moves onto an even grid at the new tau_max / N within one cycle) or ``paper`` (Algorithm 1's ``delay[j] += dist(j, i) * (t - tau_max) / N``, which leaves the spacing uneven after an overshoot; see docs/design/stagger.md) or ``authors`` (``paper`` as the authors' code runs it: a push-back arriving while a worker sleeps an earlier one is lost). ``mean`` staggering has no push-back (a publish queue)."""
     default_action: str = "noop"
-    """What the env applies on a step with no fresh action (inaction): ``noop`` (the env's default action) or ``random`` (a uniformly random action, seeded: the authors' ``--random_not_noop``)."""
+    """What the env applies on a step with no fresh action (inaction): ``noop`` (the env's own ``default_action``, e.g. Atari's NOOP), an action index ``N`` (required for an env without a default action, e.g. a Gymnasium id; it also replaces the env's own), or ``random`` (a uniformly random action, seeded: the authors' ``--random_not_noop``)."""
     tau_window: int = 256
     """Forget inference times older than the last ``tau_window`` passes (all workers) when computing tau_max, so one stall (a busy machine, a GC pause) does not widen the action spacing for the rest of the run. 0 = the paper's all-time running maximum. At most 1024."""
     realtime: bool = False
@@ -91,8 +92,8 @@ class RunConfig:
     """Exploration rate at env step 0 (epsilon-greedy)."""
     epsilon_end: float = 0.05
     """Exploration rate after ``epsilon_decay_steps`` env steps (linear decay, as in the paper)."""
-    epsilon_decay_steps: int = 100_000
-    """Env steps over which epsilon falls linearly from ``epsilon_start`` to ``epsilon_end``."""
+    epsilon_decay_steps: int = 10_000
+    """Env steps over which epsilon falls linearly from ``epsilon_start`` to ``epsilon_end``. 10k (was 100k, the Atari figure for millions of steps): a realtime run of minutes is 5k-30k steps (100 s at 100 Hz, 3 min at 60 Hz), and with 100k it ended still acting at random (epsilon > 0.9 for the whole default minute of Pong)."""
 
     # --- learning
     learners: int = 1
@@ -100,7 +101,7 @@ class RunConfig:
     replay_capacity: int = 100_000
     """Transitions kept in the shared replay buffer."""
     learning_starts: int = 1_000
-    """Transitions in the replay buffer before learners start updating."""
+    """Transitions in the replay buffer before learners start updating (1k: 10 s at 100 Hz, 2.5 s of Catch; enough to decorrelate the first batches, short against a run of minutes)."""
     batch_size: int = 32
     """Transitions per gradient step."""
     lr: float = 1e-4
@@ -111,8 +112,10 @@ class RunConfig:
     """Discount factor."""
     n_step: int = 3
     """n-step return length of the DQN targets (computed by the replay buffer)."""
-    target_update: int = 2_000
-    """Hard-update the target network every this many applied updates (all learners together)."""
+    learn_on: str = "acted"
+    """Which observation a stored transition learns from: ``acted`` (the stack the worker computed the action from, ``delay`` steps before the step it was applied at; bootstraps from the stack ``delay`` steps before the n-th next one, as a delayed-observation env would give) or ``applied`` (the stack at the step the action was applied). Both read the frames already in the replay ring (no copy). Default ``acted``, measured with bench/learning.py (median final return of 3 seeds): Catch at a delay of ~3.5 steps 0.84 acted vs 0.64 applied; at 8 steps Catch -1.84 vs -1.66 and MinAtar Breakout 0.33 vs 0.31 (both near random play in a minute). No difference stands out of the seed-to-seed spread; ``acted`` is the default because it is the problem the agent actually faces (the Q-function is trained on what the worker sees when it acts, as with ``DelayWrapper``)."""
+    target_update: int = 500
+    """Hard-update the target network every this many applied updates (all learners together). 500 (was 2000): a CPU learner applies 10-100 updates/s, so 2000 left the first target in place for most of a run of minutes; Catch learns with 50, MinAtar with 500."""
     double_dqn: bool = True
     """Double DQN targets (online network picks the next action, target network values it)."""
     agent: str = "dqn"
@@ -141,8 +144,8 @@ class RunConfig:
     """Added to every new priority, so no transition is starved (the authors: 1e-6)."""
     max_grad_norm: float = 10.0
     """Clip each gradient to this global L2 norm (0 = no clipping)."""
-    updates_per_step: float = 0.0
-    """Cap on learner updates per env step, all learners together (0 = as fast as the learners go)."""
+    updates_per_step: float = 1.0
+    """Cap on learner updates per env step, all learners together (0 = as fast as the learners go). 1.0 (was 0): the replay ratio of the MinAtar DQN; uncapped, fast learners on a small game ran many updates per new transition and fitted the first few hundred over and over. Slow learners (Pong's Impala on a CPU, ~1-10 updates/s at 60 Hz) never reach the cap."""
     learner_threads: int = 1
     """torch CPU threads per learner process."""
     learner_nice: int = 10
@@ -187,6 +190,8 @@ class RunConfig:
             bad("env", "an environment id such as 'ALE/Pong-v5'")
         if self.frequency is not None and not (self.frequency > 0 and math.isfinite(self.frequency)):
             bad("frequency", "a positive number of steps per second, or None for the native rate")
+        if self.learn_on not in LEARN_ON:
+            bad("learn_on", " or ".join(repr(m) for m in LEARN_ON))
         if not isinstance(self.frame_stack, int) or not 1 <= self.frame_stack <= 16:
             bad("frame_stack", "an integer in [1, 16]")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
@@ -201,8 +206,11 @@ class RunConfig:
             bad("sequential_order", " or ".join(repr(m) for m in SEQUENTIAL_ORDERS))
         if self.stagger not in STAGGER_MODES:
             bad("stagger", " or ".join(repr(m) for m in STAGGER_MODES))
-        if self.default_action not in DEFAULT_ACTIONS:
-            bad("default_action", " or ".join(repr(m) for m in DEFAULT_ACTIONS))
+        if isinstance(self.default_action, int) and not isinstance(self.default_action, bool) and self.default_action >= 0:
+            self.default_action = str(self.default_action)
+        if not isinstance(self.default_action, str) or not (self.default_action in DEFAULT_ACTIONS
+                                                           or self.default_action.isdigit()):
+            bad("default_action", " or ".join(repr(m) for m in DEFAULT_ACTIONS) + " or an action index N >= 0")
         from rtcore.shared.sched import PUSHBACKS, TAU_WINDOW_MAX
 
         if self.pushback not in PUSHBACKS:
@@ -429,8 +437,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type = RunConfig)
     defaults = cls()
     from rtcore.shared.sched import PUSHBACKS
 
-    choices = {"mode": MODES, "stagger": STAGGER_MODES, "pushback": PUSHBACKS, "sequential_order": SEQUENTIAL_ORDERS,
-               "default_action": DEFAULT_ACTIONS, "backend": ("script", "export", "eager")}
+    choices = {"mode": MODES, "learn_on": LEARN_ON, "stagger": STAGGER_MODES, "pushback": PUSHBACKS,
+               "sequential_order": SEQUENTIAL_ORDERS,
+               "backend": ("script", "export", "eager")}
     for f in fields(cls):
         tp, optional = _base_type(hints[f.name])
         flag = "--" + f.name.replace("_", "-")

@@ -61,6 +61,7 @@ class LearnerConfig:
     double_dqn: bool = True
     target_update: int = 2000
     max_grad_norm: float = 10.0
+    learn_on: str = "applied"
     turn_timeout: float = 0.05
     prioritized: bool = False
     priority_beta: float = 0.6
@@ -299,9 +300,9 @@ class DQNLearner:
         """Samples a batch into the preallocated arrays; returns it as tensors on the learner's device."""
         if self.cfg.prioritized:
             beta = beta_at(int(self.control[Control.UPDATES]), self.cfg.priority_beta, self.cfg.priority_beta_steps)
-            self.replay.sample(self.cfg.batch_size, out=self._np_batch, beta=beta)
+            self.replay.sample(self.cfg.batch_size, out=self._np_batch, beta=beta, learn_on=self.cfg.learn_on)
         else:
-            self.replay.sample(self.cfg.batch_size, out=self._np_batch)
+            self.replay.sample(self.cfg.batch_size, out=self._np_batch, learn_on=self.cfg.learn_on)
         if self.device.type == "cuda":
             return {k: t.to(self.device, non_blocking=True) for k, t in self._host.items()}
         return self._host

@@ -178,6 +178,7 @@ class WorkerSpec:
     obs_shape: tuple[int, ...]
     turn_timeout: float = 0.05
     realtime: bool = False
+    obs_dtype: str = "uint8"
 
 
 def worker_main(spec: WorkerSpec) -> None:
@@ -189,7 +190,7 @@ def worker_main(spec: WorkerSpec) -> None:
     row = tel.workers[spec.worker]
     row[WorkerCol.PID] = os.getpid()
     row[WorkerCol.HEARTBEAT] = time.monotonic()
-    actor = Actor(spec.actor, spec.obs_board, spec.params, spec.frame_stack, spec.obs_shape)
+    actor = Actor(spec.actor, spec.obs_board, spec.params, spec.frame_stack, spec.obs_shape, spec.obs_dtype)
     actor.warmup()  # so the first timed turn is not TorchScript's profiling run
     quiet_gc()
     row[WorkerCol.STARTS] += 1  # ready: the runner starts the env when every worker is

@@ -44,6 +44,7 @@ class LearnerSpec:
     telemetry: Telemetry
     obs_board: Any
     seed: int
+    obs_shape: tuple[int, ...] = (84, 84)  # one observation frame, as the env gives it
 
 
 def _wait_for_data(replay: Any, needed: int, tel: Telemetry, beat: np.ndarray) -> bool:
@@ -89,7 +90,7 @@ def learner_main(spec: LearnerSpec) -> None:
     row[LearnerCol.STARTS] += 1
     row[LearnerCol.READY] = 0
     row[LearnerCol.HEARTBEAT] = time.monotonic()
-    model = build_model(spec.model_spec, spec.in_frames, spec.n_actions)
+    model = build_model(spec.model_spec, spec.in_frames, spec.n_actions, obs_shape=spec.obs_shape)
     learner = DQNLearner(model, params=spec.params, replay=spec.replay, moments=spec.moments.array,
                          target_params=spec.target_params.array, control=tel.control, config=spec.config,
                          device=spec.device, turnstile=spec.turnstile, learner=spec.learner, stats=row, seed=spec.seed)

@@ -66,7 +66,10 @@ STOP_TIMEOUT = 5.0       # seconds a child gets to leave its loop before it is k
 
 # ---------------------------------------------------------------------- helpers
 def _env_kwargs(cfg: RunConfig) -> dict[str, Any]:
-    return {"rom": cfg.rom} if cfg.rom else {}
+    kw: dict[str, Any] = {"rom": cfg.rom} if cfg.rom else {}
+    if cfg.default_action.isdigit():  # an action index: the env's no-op (or the one for an env without any)
+        kw["default_action"] = int(cfg.default_action)
+    return kw
 
 
 def _make_env(env_id: str, kwargs: dict[str, Any]):
@@ -116,15 +119,23 @@ class _Runner:
         cfg = self.cfg
         env = _make_env(cfg.env, _env_kwargs(cfg))
         try:
-            self.obs_shape = tuple(env.observation_space.shape)
+            # the observation spec comes from the env (rtcore.make normalizes it: rtcore.envs.adapter)
+            self.obs_shape = tuple(int(d) for d in env.observation_space.shape)
             self.obs_dtype = np.dtype(env.observation_space.dtype)
             self.n_actions = int(env.action_space.n)
-            self.frame_time = float(getattr(env, "frame_time", 1 / 60))
+            frame_time = getattr(env, "frame_time", None)
         finally:
             env.close()
-        self.tau_m = 1.0 / cfg.frequency if cfg.frequency else self.frame_time
+        if cfg.frequency:
+            self.tau_m = 1.0 / cfg.frequency
+        elif frame_time:
+            self.tau_m = float(frame_time)
+        else:
+            raise ValueError(f"env {cfg.env!r} has no frame_time (its native seconds per step): give the step "
+                             f"frequency with --frequency HZ")
+        self.frame_time = self.tau_m
         torch.manual_seed(cfg.seed)
-        self.model = build_model(self.model_spec, cfg.frame_stack, self.n_actions, frame_size=self.obs_shape[-2:])
+        self.model = build_model(self.model_spec, cfg.frame_stack, self.n_actions, obs_shape=self.obs_shape)
         self.numel = sum(p.numel() for p in self.model.parameters())
         self.identity = Identity(env=cfg.env, model=self.model_spec, obs_shape=tuple(int(x) for x in self.obs_shape),
                                  obs_dtype=self.obs_dtype.name, n_actions=self.n_actions, frame_stack=cfg.frame_stack,
@@ -219,7 +230,8 @@ class _Runner:
         lcfg = LearnerConfig(batch_size=cfg.batch_size, lr=cfg.lr, adam_eps=cfg.adam_eps, double_dqn=cfg.double_dqn,
                              target_update=cfg.target_update, max_grad_norm=cfg.max_grad_norm,
                              prioritized=cfg.prioritized, priority_beta=cfg.priority_beta,
-                             priority_beta_steps=cfg.priority_beta_steps, priority_eps=cfg.priority_eps)
+                             priority_beta_steps=cfg.priority_beta_steps, priority_eps=cfg.priority_eps,
+                             learn_on=cfg.learn_on)
 
         def learner_spec(j: int) -> LearnerSpec:
             return LearnerSpec(learner=j, model_spec=self.model_spec, in_frames=cfg.frame_stack, n_actions=self.n_actions,
@@ -228,12 +240,12 @@ class _Runner:
                                learning_starts=cfg.learning_starts, updates_per_step=cfg.updates_per_step,
                                params=self.params, replay=self.replay, turnstile=self.turnstile, moments=self.moments,
                                target_params=self.target, telemetry=self.telemetry, obs_board=self.obs_board,
-                               seed=self.seed + 1000 + j)
+                               seed=self.seed + 1000 + j, obs_shape=self.obs_shape)
 
         if cfg.mode == "sequential":
             spec = SequentialSpec(order=cfg.sequential_order, actor=actor, learner=learner_spec(0),
                                   action_board=self.action_board, frame_stack=cfg.frame_stack, obs_shape=self.obs_shape,
-                                  realtime=cfg.realtime)
+                                  realtime=cfg.realtime, obs_dtype=self.obs_dtype.name)
             if self.n_learners == 0:
                 spec.learner.learning_starts = 1 << 62  # act only
             self.children.append(Child("agent", 0, sequential_main, spec, ctx))
@@ -242,7 +254,8 @@ class _Runner:
             a = ActorConfig(**{**asdict(actor), "seed": self.seed + 1 + w})
             spec = WorkerSpec(worker=w, actor=a, obs_board=self.obs_board, action_board=self.action_board,
                               schedule=self.schedule, params=self.params, telemetry=self.telemetry,
-                              frame_stack=cfg.frame_stack, obs_shape=self.obs_shape, realtime=cfg.realtime)
+                              frame_stack=cfg.frame_stack, obs_shape=self.obs_shape, realtime=cfg.realtime,
+                              obs_dtype=self.obs_dtype.name)
             self.children.append(Child("worker", w, worker_main, spec, ctx))
         for j in range(self.n_learners):
             self.children.append(Child("learner", j, learner_main, learner_spec(j), ctx))
@@ -285,7 +298,8 @@ class _Runner:
             env_fn = functools.partial(recording_env, env_fn, self.record)
         self.driver = EnvDriver(env_fn, self.obs_board, self.action_board, replay=self.replay, stream=0,
                                 frequency=1.0 / self.tau_m, seed=self.seed, realtime=cfg.realtime,
-                                first_step=self.step_offset, default_action=cfg.default_action)
+                                first_step=self.step_offset,
+                                default_action="random" if cfg.default_action == "random" else "noop")
         self.driver.start()
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while self.obs_board.published < 1:  # the run's clock starts at the env's first frame
@@ -523,6 +537,16 @@ def check_options(cfg: RunConfig) -> None:
     from rtcore.models import parse_model_spec
 
     check_env_id(cfg.env, cfg.rom)
+    if not cfg.env.startswith(("ALE/", "gb/", "rtcore/", "minatar/")):
+        # a Gymnasium id or a user's factory: only the env itself says whether it has a default action
+        # and a frame time, so build it once (rtcore's own envs always have both)
+        env = _make_env(cfg.env, _env_kwargs(cfg))  # ValueError without a default action
+        try:
+            if cfg.frequency is None and getattr(env, "frame_time", None) is None:
+                raise ValueError(f"env {cfg.env!r} has no frame_time (its native seconds per step): give the step "
+                                 f"frequency with --frequency HZ")
+        finally:
+            env.close()
     parse_model_spec(cfg.model)
     if cfg.resume:
         check_resumable(cfg)

@@ -29,6 +29,7 @@ class SequentialSpec:
     frame_stack: int
     obs_shape: tuple[int, ...]
     realtime: bool = False
+    obs_dtype: str = "uint8"
 
 
 def sequential_main(spec: SequentialSpec) -> None:
@@ -48,9 +49,9 @@ def sequential_main(spec: SequentialSpec) -> None:
     for r, col_pid, col_beat in ((wrow, WorkerCol.PID, WorkerCol.HEARTBEAT), (lrow, LearnerCol.PID, LearnerCol.HEARTBEAT)):
         r[col_pid] = os.getpid()
         r[col_beat] = time.monotonic()
-    actor = Actor(spec.actor, ls.obs_board, ls.params, spec.frame_stack, spec.obs_shape)
+    actor = Actor(spec.actor, ls.obs_board, ls.params, spec.frame_stack, spec.obs_shape, spec.obs_dtype)
     actor.warmup()
-    learner = DQNLearner(build_model(ls.model_spec, ls.in_frames, ls.n_actions), params=ls.params, replay=ls.replay,
+    learner = DQNLearner(build_model(ls.model_spec, ls.in_frames, ls.n_actions, obs_shape=ls.obs_shape), params=ls.params, replay=ls.replay,
                          moments=ls.moments.array, target_params=ls.target_params.array, control=tel.control,
                          config=ls.config, device=ls.device, turnstile=None, learner=0, stats=lrow, seed=ls.seed)
     learner.join()

@@ -100,7 +100,8 @@ def save_model(model: nn.Module, path: str | os.PathLike[str], format: str = "ch
             raise ValueError(f"model has no {attr!r} attribute; save models made by rtcore.models.build_model")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     torch.save({"format": _CHECKPOINT_FORMAT, "spec": str(model.spec), "in_frames": int(model.in_frames),
-                "n_actions": int(model.n_actions), "frame_size": tuple(model.frame_size), "state_dict": state}, path)
+                "n_actions": int(model.n_actions), "frame_size": tuple(model.frame_size),
+                "obs_shape": tuple(getattr(model, "obs_shape", model.frame_size)), "state_dict": state}, path)
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> nn.Module:
@@ -108,7 +109,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> nn.Module:
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(ckpt, dict) or ckpt.get("format") != _CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an rtcore model checkpoint (expected format {_CHECKPOINT_FORMAT!r})")
-    model = build_model(ckpt["spec"], ckpt["in_frames"], ckpt["n_actions"], frame_size=tuple(ckpt["frame_size"]))
+    model = build_model(ckpt["spec"], ckpt["in_frames"], ckpt["n_actions"], frame_size=tuple(ckpt["frame_size"]),
+                        obs_shape=tuple(ckpt.get("obs_shape", ckpt["frame_size"])))
     model.load_state_dict(ckpt["state_dict"])
     return model
 

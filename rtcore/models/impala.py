@@ -24,7 +24,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rtcore.models.layers import conv_out, head_parameters, make_head, pool_out, scale_frames
+from rtcore.models.layers import (conv_out, head_parameters, image_geometry, make_head, min_frame_side, pool_out,
+                                  scale_frames)
 from rtcore.models.spec import ModelSpec
 
 __all__ = ["ImpalaCNN", "impala_channels", "impala_parameters", "POOL_STRIDES", "DEEP_POOL_STRIDES"]
@@ -39,14 +40,23 @@ def impala_channels(k: float, deep: bool) -> list[int]:
     return [int(16 * k)] + [int(32 * k)] * (n - 1)
 
 
-def _feature_hw(frame_size: tuple[int, int], strides: Sequence[int]) -> tuple[int, int]:
+def _raw_feature_hw(frame_size: tuple[int, int], strides: Sequence[int]) -> tuple[int, int]:
     h, w = frame_size
     for s in strides:
         h, w = pool_out(conv_out(h, 3), 3, s), pool_out(conv_out(w, 3), 3, s)
         if h < 1 or w < 1:
-            raise ValueError(f"frames of {frame_size[0]}x{frame_size[1]} are too small for this network; "
-                             f"expected at least 84x84-like sizes")
+            raise ValueError("too small")
     return h, w
+
+
+def _feature_hw(frame_size: tuple[int, int], strides: Sequence[int]) -> tuple[int, int]:
+    try:
+        return _raw_feature_hw(frame_size, strides)
+    except ValueError:
+        side = min_frame_side(lambda fs: _raw_feature_hw(fs, strides))
+        name = "impala:deep=1 (30 conv layers)" if len(strides) > 3 else "impala (15 conv layers)"
+        raise ValueError(f"frames of {frame_size[0]}x{frame_size[1]} are too small for {name}: it needs at "
+                         f"least {side}x{side}; use 'minatar' or 'mlp' for small frames") from None
 
 
 class ResidualBlock(nn.Module):
@@ -76,17 +86,24 @@ class ConvStack(nn.Module):
 
 
 class ImpalaCNN(nn.Module):
-    """Impala ResNet Q-network of width multiplier ``k``; input uint8 frames (B, in_frames, H, W)."""
+    """Impala ResNet Q-network of width multiplier ``k``; input uint8 frames (B, in_frames, *obs_shape).
+
+    ``obs_shape`` is one frame, ``(H, W)`` or ``(C, H, W)`` (default: ``frame_size``); the stack's frames
+    and channels become the first convolution's input channels.
+    """
 
     def __init__(self, in_frames: int, n_actions: int, k: float = 1.0, deep: bool = False, dueling: bool = False,
                  hidden: int = 512, frame_size: tuple[int, int] = (84, 84), noisy: bool = False, atoms: int = 1,
-                 v_min: float = 0.0, v_max: float = 200.0) -> None:
+                 v_min: float = 0.0, v_max: float = 200.0, obs_shape: tuple[int, ...] | None = None) -> None:
         super().__init__()
+        obs_shape = tuple(int(d) for d in (obs_shape if obs_shape is not None else frame_size))
+        c_in, fh, fw = image_geometry("impala", in_frames, obs_shape)
+        frame_size = (fh, fw)
         strides = DEEP_POOL_STRIDES if deep else POOL_STRIDES
         channels = impala_channels(k, deep)
         h, w = _feature_hw(frame_size, strides)
         stacks = []
-        c_in = in_frames
+        self.in_channels = c_in
         for c, s in zip(channels, strides):
             stacks.append(ConvStack(c_in, c, s))
             c_in = c
@@ -96,10 +113,12 @@ class ImpalaCNN(nn.Module):
         self.in_frames = in_frames
         self.n_actions = n_actions
         self.frame_size = (int(frame_size[0]), int(frame_size[1]))
+        self.obs_shape = obs_shape
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
         """What the head sees: (B, features)."""
-        return F.relu(self.stacks(scale_frames(obs))).flatten(1)
+        x = obs.reshape(-1, self.in_channels, self.frame_size[0], self.frame_size[1])
+        return F.relu(self.stacks(scale_frames(x))).flatten(1)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(obs))
@@ -110,12 +129,13 @@ class ImpalaCNN(nn.Module):
 
 
 def impala_parameters(spec: ModelSpec, in_frames: int, n_actions: int,
-                      frame_size: tuple[int, int] = (84, 84)) -> int:
+                      frame_size: tuple[int, int] = (84, 84), obs_shape: tuple[int, ...] | None = None) -> int:
     """Exact parameter count of ``ImpalaCNN`` for this spec, without building it."""
+    c_in, fh, fw = image_geometry("impala", in_frames, tuple(obs_shape if obs_shape is not None else frame_size))
     strides = DEEP_POOL_STRIDES if spec.deep else POOL_STRIDES
     channels = impala_channels(spec.k, spec.deep)
-    h, w = _feature_hw(frame_size, strides)
-    total, c_in = 0, in_frames
+    h, w = _feature_hw((fh, fw), strides)
+    total = 0
     for c in channels:
         total += c_in * c * 9 + c  # the stack's conv
         total += 4 * (c * c * 9 + c)  # two residual blocks of two convs

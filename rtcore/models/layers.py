@@ -10,6 +10,30 @@ from rtcore.models.distributional import DistributionalHead
 from rtcore.models.noisy import linear_layer
 
 __all__ = ["LinearHead", "DuelingHead", "make_head", "head_parameters", "conv_out", "pool_out", "scale_frames"]
+__all__ = ["LinearHead", "DuelingHead", "make_head", "head_parameters", "conv_out", "pool_out", "scale_frames",
+           "image_geometry", "min_frame_side"]
+
+
+def image_geometry(arch: str, in_frames: int, obs_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """``(input channels, H, W)`` of a conv net over ``in_frames`` stacked frames of ``obs_shape``
+    (``(H, W)`` greyscale or ``(C, H, W)``): the stack's frames and channels become conv channels."""
+    if len(obs_shape) == 2:
+        return in_frames, int(obs_shape[0]), int(obs_shape[1])
+    if len(obs_shape) == 3:
+        return in_frames * int(obs_shape[0]), int(obs_shape[1]), int(obs_shape[2])
+    raise ValueError(f"model {arch!r} needs image frames, (H, W) or (C, H, W); got observations of shape "
+                     f"{tuple(obs_shape)}: use 'mlp' for vectors")
+
+
+def min_frame_side(feature_hw, limit: int = 4096) -> int:
+    """The smallest square frame side a network's ``feature_hw((side, side))`` accepts (for error messages)."""
+    for side in range(1, limit):
+        try:
+            feature_hw((side, side))
+            return side
+        except ValueError:
+            continue
+    return limit
 
 
 def scale_frames(obs: torch.Tensor) -> torch.Tensor:

@@ -375,7 +375,8 @@ class ReplayBuffer(SharedObject):
             weight=np.ones(b, np.float32),
         )
 
-    def sample(self, batch_size: int, out: ReplayBatch | None = None, beta: float | None = None) -> ReplayBatch:
+    def sample(self, batch_size: int, out: ReplayBatch | None = None, beta: float | None = None,
+               learn_on: str = "applied") -> ReplayBatch:
         """Draw ``batch_size`` transitions (with replacement) from all streams: uniformly, or in
         proportion to ``priority**alpha`` for a prioritized buffer, whose ``out.weight`` receives the
         importance weights for exponent ``beta`` (default: this handle's :attr:`beta`).
@@ -384,7 +385,15 @@ class ReplayBuffer(SharedObject):
         while transitions are selected and copied. Raises ``ValueError`` if fewer than
         ``batch_size`` transitions are sampleable, ``rtcore.BusyError`` if another thread is sampling
         through this handle (attach one handle per thread).
+
+        ``learn_on`` picks which observation a transition pairs with its action: ``"applied"`` (the
+        stack ending at the step the action was applied) or ``"acted"`` (the stack ending ``delay``
+        steps earlier, the one the action was computed from; ``next_obs`` ends ``delay`` steps before
+        the bootstrap step, as a delayed-observation env would show it). Stacks never reach back
+        before their episode's first frame. Both read frames already in the ring: no copy is kept.
         """
+        if learn_on not in ("applied", "acted"):
+            raise ValueError(f"learn_on must be 'applied' or 'acted', got {learn_on!r}")
         b = self._batch_size(batch_size)
         if out is None:
             out = self.empty_batch(b)
@@ -392,15 +401,16 @@ class ReplayBuffer(SharedObject):
             raise TypeError(f"out must be a ReplayBatch (see empty_batch()), got {type(out).__name__}")
         elif out.action.shape != (b,):
             raise ValueError(f"out holds a batch of {out.action.shape}, expected ({b},) for batch_size={b}")
+        acted = learn_on == "acted"
         if self._prioritized:
             b_exp = self._beta if beta is None else _unit("beta", beta)
             self._h.sample(out.obs, out.next_obs, out.action, out.reward, out.done, out.discount, out.was_default,
-                           out.delay, out.index, out.weight, b_exp)
+                           out.delay, out.index, out.weight, b_exp, acted)
         else:
             if beta is not None:
                 raise ValueError("beta applies to prioritized buffers only (this one was created with prioritized=False)")
             self._h.sample(out.obs, out.next_obs, out.action, out.reward, out.done, out.discount, out.was_default,
-                           out.delay, out.index)
+                           out.delay, out.index, None, 0.0, acted)
         return out
 
     def _batch_size(self, batch_size: Any) -> int:
