@@ -95,7 +95,7 @@ def test_learner_update_with_prioritized_replay_sets_priorities():
     numel = sum(p.numel() for p in model.parameters())
     rng = np.random.default_rng(0)
     with rtcore.ReplayBuffer(500, (36, 36), frame_stack=2, n_step=3, prioritized=True, alpha=0.2, beta=0.6) as rb, \
-            rtcore.ParamStore(numel, buffers=3) as params, SharedArray((2, numel), "float32") as mom, \
+            rtcore.ParamStore(numel, buffers=3) as params, SharedArray((4, numel), "float32") as mom, \
             SharedArray((numel,), "float32") as tgt:
         for t in range(120):
             end = t % 40 == 39
@@ -124,7 +124,7 @@ def test_learner_update_with_prioritized_replay_sets_priorities():
         assert not torch.equal(eps_before, learner.online.head.advantage.weight_epsilon)  # new noise
     with pytest.raises(ValueError, match="prioritized ReplayBuffer"):
         with rtcore.ReplayBuffer(100, (36, 36), frame_stack=2) as plain, rtcore.ParamStore(numel, buffers=3) as p2, \
-                SharedArray((2, numel), "float32") as m2, SharedArray((numel,), "float32") as t2:
+                SharedArray((4, numel), "float32") as m2, SharedArray((numel,), "float32") as t2:
             DQNLearner(model, params=p2, replay=plain, moments=m2.array, target_params=t2.array,
                        control=np.zeros(Control.COUNT, np.int64), config=cfg)
 

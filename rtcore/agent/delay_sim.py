@@ -76,7 +76,7 @@ def simulate_delay(config: RunConfig, delay: int, steps: int, *, sequential: boo
         closers.append(params)
         flat = bind_flat(model).numpy().copy()
         params.publish(flat)
-        moments = SharedArray((2, numel), "float32")
+        moments = SharedArray((4, numel), "float32")  # SharedAdam's two banks
         target = SharedArray((numel,), "float32")
         closers += [moments, target]
         target.array[:] = flat
