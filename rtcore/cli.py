@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("rtcore.simulation", "simulate staggered inference on a virtual clock (deterministic)"),
     "bench": ("rtcore.benchmarks", "measure model latency and other figures the runner sizes itself by"),
     "report": ("rtcore.agent.report", "redraw the plots and summary of a run directory"),
+    "cleanup": ("rtcore.shared.cleanup", "remove shared-memory segments left by killed rtcore processes"),
     "repro": ("rtcore.repro", "the paper's experiments: inaction | scaling | delay-learning (figure, CSV, JSON line)"),
     "gb-record-state": ("rtcore.envs.gameboy", "record a PyBoy save state after a scripted button sequence"),
 }

@@ -88,6 +88,7 @@ class SimulationResult:
     outlier: tuple[int, float] | None = None
     pushback: str = "lattice"
     min_interval: float = 0.0
+    stalls: int = 0  # passes the schedule took as stalls, not inference times (tau_window > 0)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (for JSON)."""
@@ -243,6 +244,7 @@ def simulate(
         applied_gap_mean=d["applied_gap"]["mean"],
         pushbacks=d["pushbacks"],
         restaggers=d["restaggers"],
+        stalls=d["stalls"],
         late_inaction_fraction=d["late_inaction_fraction"],
         tau_window=tw,
         outlier=out,
@@ -324,6 +326,6 @@ def main(args: argparse.Namespace) -> int:
         print(
             f"  schedule        tau_max {r.tau_max_final * 1e3:.3f} ms, mean {r.mean_tau_final * 1e3:.3f} ms, "
             f"target interval {r.target_interval * 1e3:.3f} ms, {r.pushbacks} push-backs, "
-            f"tau_window {r.tau_window or 'all-time'}"
+            f"{r.stalls} stall(s), tau_window {r.tau_window or 'all-time'}"
         )
     return 0

@@ -265,3 +265,152 @@ def test_bad_options_are_reported_without_a_traceback(tmp_path):
         assert p.returncode == 2
         assert "rtcore run: error: " in p.stderr and expected in p.stderr, p.stderr
         assert "Traceback" not in p.stderr
+
+
+# ---------------------------------------------------------------------- faults (issue 11)
+def shm_left() -> set[str]:
+    prefix = os.environ["RTCORE_SHM_PREFIX"]
+    return {n for n in os.listdir("/dev/shm") if n.startswith(prefix + "-")}
+
+
+@pytest.mark.timeout(240)
+def test_sigkilled_runner_leaves_no_child_and_no_segment(tmp_path):
+    """SIGKILL of the runner (no handler runs): every child (workers, learner, env driver) is gone within
+    2 s (they die with it), and a fresh ``rtcore cleanup`` right after removes every segment it left
+    (creator dead), so none is left 2 s after the kill. Before: the children ran on for 600 s and 13
+    segments stayed."""
+    before = shm_left()
+    p = rtcore_run(tmp_path, "--seconds", "120", "--inference-delay", str(DELAY), "--tau-theta", str(TAU_THETA),
+                   "--workers", "2", "--learners", "1", "--learning-starts", "60", "--batch-size", "8", "--no-plots")
+    run_dir = tmp_path / "run"
+    children: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 180
+        while not (run_dir / "processes.json").exists():  # the env runs: every kind of child is up
+            assert p.poll() is None, p.stderr.read()
+            assert time.monotonic() < deadline, "the run did not start"
+            time.sleep(0.1)
+        children = descendants(p.pid)
+        kinds = {c["kind"] for c in json.loads((run_dir / "processes.json").read_text())["children"]}
+        assert kinds == {"worker", "learner", "env"} and len(children) >= 4
+        assert shm_left() - before
+        t0 = time.monotonic()
+        p.kill()
+        p.wait(10)
+        _, alive = psutil.wait_procs(children, timeout=max(0.0, 2.0 - (time.monotonic() - t0)))
+        alive = [c for c in alive if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+        assert not alive, f"children outlived the runner by 2 s: {[(c.pid, c.cmdline()[-1:]) for c in alive]}"
+        out = subprocess.run([sys.executable, "-m", "rtcore", "cleanup", "--json"], capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["removed"]
+        assert not shm_left() - before, "segments left after rtcore cleanup"
+    finally:
+        if p.poll() is None:
+            kill_tree(p.pid)
+        finish(p, timeout=30)
+        for c in children:
+            try:
+                c.kill()
+            except psutil.NoSuchProcess:
+                pass
+        for n in shm_left() - before:  # so a failure here does not cascade
+            os.unlink(f"/dev/shm/{n}")
+
+
+@pytest.mark.timeout(240)
+def test_no_respawn_worker_death_goes_on_and_sigterm_exits_143_with_a_summary(tmp_path):
+    """--no-respawn: a SIGKILLed worker is written off, the others go on re-staggered, and the summary
+    says so (before: RuntimeError out of the runner, no summary, exit 1). SIGTERM then stops the run
+    cleanly: summary, final checkpoint, exit code 143."""
+    # what a SIGKILLed earlier run left (a creator that is dead): reclaimed when this run starts
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = f"/dev/shm/{os.environ['RTCORE_SHM_PREFIX']}-replay-{dead.pid}.1-0badf00d"
+    Path(stale).write_bytes(b"\0" * 4096)
+    p = rtcore_run(tmp_path, "--seconds", "120", "--inference-delay", str(DELAY), "--tau-theta", str(TAU_THETA),
+                   "--workers", "3", "--learners", "0", "--no-respawn", "--no-plots", "--metrics-interval", "0.5")
+    run_dir = tmp_path / "run"
+    children: list[psutil.Process] = []
+    try:
+        wait_for_rows(run_dir, 2, p, timeout=180)
+        children = descendants(p.pid)
+        victim = kill_child(run_dir, "worker", 1)
+        from rtcore.agent.metrics import read_metrics
+
+        rows = len(read_metrics(run_dir)["live_workers"])
+        wait_for_rows(run_dir, rows + 4, p, timeout=60)  # the run goes on (wait_for_rows fails if it ended)
+        m = read_metrics(run_dir)
+        p.send_signal(signal.SIGTERM)
+    finally:
+        code, s, err = finish(p, timeout=120)
+    assert code == 143, err[-3000:]
+    assert s["stopped_by"] == "sigterm" and s["workers_lost"] == 1 and s["worker_restarts"] == 0, s
+    assert any("worker 1 died" in f and "not respawned" in f for f in s["faults"]), s["faults"]
+    assert m["live_workers"][-1] == 2  # dropped from the schedule: the survivors re-staggered
+    assert psutil.pid_exists(victim) is False or psutil.Process(victim).status() == psutil.STATUS_ZOMBIE
+    assert (run_dir / "summary.json").exists() and (run_dir / "checkpoints" / "final.pt").exists()
+    assert json.loads((run_dir / "summary.json").read_text())["faults"] == s["faults"]
+    assert s["reclaimed_segments"] >= 1 and not os.path.exists(stale)
+    assert_all_gone(children)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_sole_learner_killed_mid_update_is_replaced_and_updates_resume(tmp_path):
+    """One learner, SIGKILLed repeatedly while it updates (it spends most of its time in updates): each
+    replacement takes its slot (and the interrupted update) over, and the updates go on. Before: the
+    replacement failed 'learner slot 0 is taken by a live learner' for the rest of the run."""
+    p = rtcore_run(tmp_path, "--seconds", "40", "--inference-delay", str(DELAY), "--tau-theta", str(TAU_THETA),
+                   "--learners", "1", "--learning-starts", "60", "--batch-size", "8", "--updates-per-step", "0.2",
+                   "--no-plots", "--metrics-interval", "0.5")
+    run_dir = tmp_path / "run"
+    children: list[psutil.Process] = []
+    from rtcore.agent.metrics import read_metrics
+
+    try:
+        wait_for_rows(run_dir, 4, p, timeout=180)
+        children = descendants(p.pid)
+        deadline = time.monotonic() + 60
+        while read_metrics(run_dir)["learner_updates"][-1] < 3:
+            assert time.monotonic() < deadline, "no learner updates"
+            time.sleep(0.2)
+        for _ in range(2):
+            kill_child(run_dir, "learner", 0)
+            at_kill = read_metrics(run_dir)["learner_updates"][-1]
+            deadline = time.monotonic() + 60
+            while read_metrics(run_dir)["learner_updates"][-1] < at_kill + 3:
+                assert time.monotonic() < deadline, f"updates did not resume after the kill (at {at_kill})"
+                assert p.poll() is None
+                time.sleep(0.2)
+            time.sleep(1.0)  # so the next kill hits the replacement, not its start-up
+    finally:
+        code, s, err = finish(p, timeout=200)
+    assert code == 0, err[-3000:]
+    assert s["learner_restarts"] == 2 and "taken by a live learner" not in err
+    assert s["param_version"] == 1 + s["learner_updates"]  # every update published once, none twice
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_sigstopped_worker_is_a_stall_and_the_run_recovers(tmp_path):
+    """A worker SIGSTOPped for 3 s, then SIGCONT: the pass is a stall (summary), tau_max does not keep it,
+    and the inaction of the last rows is back under 5 %."""
+    p = rtcore_run(tmp_path, "--seconds", "30", "--inference-delay", str(DELAY), "--tau-theta", str(TAU_THETA),
+                   "--workers", "4", "--learners", "0", "--no-plots", "--metrics-interval", "1")
+    run_dir = tmp_path / "run"
+    try:
+        wait_for_rows(run_dir, 4, p, timeout=180)
+        pid = json.loads((run_dir / "processes.json").read_text())["children"][1]["pid"]
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(3.0)  # the fault itself lasts 3 s
+        os.kill(pid, signal.SIGCONT)
+    finally:
+        code, s, err = finish(p, timeout=200)
+    assert code == 0, err[-3000:]
+    from rtcore.agent.metrics import read_metrics
+
+    m = read_metrics(run_dir)
+    tail = m["inaction_window"][-5:]
+    assert all(math.isfinite(x) and x <= 0.05 for x in tail), (tail, s["faults"])
+    assert s["action_interval_target"] < 0.1  # tau_max / N at the end: the 3 s stop was not kept

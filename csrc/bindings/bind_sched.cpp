@@ -131,6 +131,8 @@ class ScheduleHandle : public SegmentHandle {
   std::uint64_t epoch() { return (live(), s_->epoch()); }
   std::uint64_t drops() { return (live(), s_->drops()); }
   std::uint64_t pushbacks() { return (live(), s_->pushbacks()); }
+  std::uint64_t stalls() { return (live(), s_->stalls()); }
+  std::int64_t horizon_ns() { return (live(), s_->horizon_ns()); }
   std::uint64_t samples() { return (live(), s_->samples()); }
   void set_stop(bool on) { (live(), s_->set_stop(on)); }
   bool stopped() { return (live(), s_->stopped()); }
@@ -286,6 +288,7 @@ py::dict simulate(std::int64_t tau_m_ns, std::int64_t tau_theta_ns, int workers,
       "target_interval"_a = r.target_interval,
       "pushbacks"_a = r.pushbacks,
       "restaggers"_a = r.restaggers,
+      "stalls"_a = r.stalls,
       "sim_seconds"_a = r.sim_seconds);
 }
 
@@ -318,6 +321,8 @@ void bind_sched(py::module_& m) {
       .def_property_readonly("epoch", &ScheduleHandle::epoch)
       .def_property_readonly("drops", &ScheduleHandle::drops)
       .def_property_readonly("pushbacks", &ScheduleHandle::pushbacks)
+      .def_property_readonly("stalls", &ScheduleHandle::stalls)
+      .def_property_readonly("horizon_ns", &ScheduleHandle::horizon_ns)
       .def_property_readonly("samples", &ScheduleHandle::samples)
       .def_property_readonly("n_workers", &ScheduleHandle::n_workers)
       .def_property_readonly("mode", &ScheduleHandle::mode)

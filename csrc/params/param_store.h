@@ -56,6 +56,7 @@
 #include <type_traits>
 
 #include "common/errors.h"
+#include "common/liveness.h"
 #include "common/seqlock.h"
 
 namespace rtcore::params {
@@ -66,61 +67,12 @@ constexpr std::uint32_t kMaxReaders = 4096;
 constexpr std::size_t kPage = 4096;
 constexpr std::uint64_t kReclaiming = 1;         // owner value while a slot's pin is being dropped
 
-// ---- process liveness -------------------------------------------------------------------------------
-
-// Start time of a process in clock ticks since boot (field 22 of /proc/<pid>/stat), and whether it is a
-// zombie. Returns false if the process does not exist.
-inline bool read_proc_stat(int pid, std::uint64_t* start_ticks, bool* zombie) noexcept {
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", pid);
-  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  char buf[1024];
-  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
-  ::close(fd);
-  if (n <= 0) return false;
-  buf[n] = '\0';
-  const char* p = std::strrchr(buf, ')');  // the command name may contain spaces and parentheses
-  if (p == nullptr || p[1] != ' ') return false;
-  p += 2;
-  *zombie = (*p == 'Z' || *p == 'X');
-  for (int field = 3; field < 22 && *p; ++p)  // fields after ')' start at 3 (state)
-    if (*p == ' ') ++field;
-  *start_ticks = std::strtoull(p, nullptr, 10);
-  return true;
-}
-
-// A token naming this process: pid in the high 32 bits, the low 32 bits of its start time in the low
-// ones (never 0 or kReclaiming: the pid of a live process is at least 1).
-inline std::uint64_t make_token(int pid, std::uint64_t start_ticks) noexcept {
-  return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(pid)) << 32) | (start_ticks & 0xffffffffULL);
-}
-
-inline std::uint64_t self_token() noexcept {
-  static std::atomic<std::uint64_t> cached{0};
-  const int pid = static_cast<int>(::getpid());
-  std::uint64_t t = cached.load(std::memory_order_relaxed);  // relaxed: recomputed if stale (fork)
-  if (t == 0 || static_cast<int>(t >> 32) != pid) {
-    std::uint64_t start = 0;
-    bool zombie = false;
-    read_proc_stat(pid, &start, &zombie);
-    t = make_token(pid, start);
-    cached.store(t, std::memory_order_relaxed);  // relaxed: a per-process cache of a pure function
-  }
-  return t;
-}
-
-// True unless the process named by `token` has exited (or is a zombie, or its pid now names another
-// process). Costs one open/read of /proc: only the writer's slow path calls it.
-inline bool process_alive(std::uint64_t token) noexcept {
-  const int pid = static_cast<int>(token >> 32);
-  if (pid <= 0) return false;
-  if (pid == static_cast<int>(::getpid())) return true;
-  std::uint64_t start = 0;
-  bool zombie = false;
-  if (!read_proc_stat(pid, &start, &zombie)) return ::kill(pid, 0) == 0 || errno == EPERM;
-  return !zombie && (start & 0xffffffffULL) == (token & 0xffffffffULL);
-}
+// ---- process liveness (common/liveness.h: pid + start time tokens, shared with the turnstile and
+// the stagger schedule) -------------------------------------------------------------------------------
+using proc::make_token;
+using proc::process_alive;
+using proc::read_proc_stat;
+using proc::self_token;
 
 using LivenessFn = bool (*)(std::uint64_t token);
 

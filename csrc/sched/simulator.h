@@ -69,7 +69,7 @@ struct SimResult {
   SimStats delay;            // steps between the frame used and the tick applied
   SimStats applied_gap;      // ticks between consecutive applied actions
   double tau_max_final = 0, mean_tau_final = 0, target_interval = 0;
-  std::int64_t pushbacks = 0, restaggers = 0;
+  std::int64_t pushbacks = 0, restaggers = 0, stalls = 0;
   double sim_seconds = 0;
 };
 
@@ -289,6 +289,7 @@ inline SimResult simulate(const SimConfig& c) {
     r.target_interval = clock::to_sec(sched->action_interval_ns());
     r.pushbacks = static_cast<std::int64_t>(sched->pushbacks());
     r.restaggers = static_cast<std::int64_t>(sched->epoch());
+    r.stalls = static_cast<std::int64_t>(sched->stalls());
   }
   return r;
 }

@@ -15,9 +15,19 @@
 // - Publish queue (mean mode): an overrun delays only its own action; re-staggering everyone on each
 //   overrun made each worker's cycle 4x the model's time under 10 % jitter.
 // - tau_window: forgets old maxima so one stall does not widen the spacing for good; a fall smaller than
-//   a quarter of an interval is ignored so jitter does not re-stagger at every report.
+//   a quarter of an interval is ignored so jitter does not re-stagger at every report. The window is
+//   bounded in time as well (each sample's report time is kept): a sample older than the horizon
+//   H = max(1 s, 16 * tau_seed) no longer counts, since after a slow pass the reports come slowly and
+//   W of them could take minutes.
+// - Stalls (tau_window > 0): a pass longer than H (a SIGSTOPped or descheduled worker) is not an
+//   inference time: counted (`stalls`), kept out of the window and the mean, it raises nothing and
+//   pushes no one back; the late worker publishes at once and everyone re-staggers around it. A second
+//   stall within H is taken as the model's real pace (so a seed far too small still adapts); both are
+//   forgotten H later. Paper mode (tau_window = 0) keeps every time, as the paper does.
 // - Membership (join / leave / heartbeat drop) bumps `epoch`; each live worker re-staggers on the lattice
-//   at `base` at its next turn, never moving earlier than half an interval, so no cycle collapses.
+//   at `base` at its next turn, never moving earlier than half an interval, so no cycle collapses. A slot
+//   records its claimer's process (pid + start time, common/liveness.h): a worker silent for longer than
+//   max(kDeadCheckNs, tau_max + kPollNs) whose process has exited is dropped then, not at the timeout.
 // - Progress: no locks; CAS on slot words, tau_max and the queue head, fetch_add on delays and ring
 //   indices; every operation is lock-free, O(n_workers + window + tau_window), and a process killed at any
 //   instruction leaves every word consistent (its own slot is released by the heartbeat drop).
@@ -35,6 +45,7 @@
 #include <vector>
 
 #include "common/errors.h"
+#include "common/liveness.h"
 #include "common/seqlock.h"
 #include "sched/clock.h"
 
@@ -70,11 +81,14 @@ enum class WaitResult { kReady, kTimeout, kStopped };
 
 class StaggerSchedule {
  public:
-  static constexpr std::uint32_t kLayoutVersion = 3;  // 3: mean mode's publish queue (slot_next_ns)
+  static constexpr std::uint32_t kLayoutVersion = 4;  // 3: mean mode's publish queue; 4: tau window times, slot owners, Faults
   static constexpr std::uint32_t kMaxWorkers = 4096;
   static constexpr std::uint32_t kMaxWindow = 65536;
   static constexpr std::uint32_t kMaxTauWindow = 1024;  // each report rescans the window: keep it O(1 us)
   static constexpr std::int64_t kPollNs = 50000000;  // waits re-check (heartbeat, stop, delays) every 50 ms
+  static constexpr std::int64_t kDeadCheckNs = 100000000;   // silence after which a worker's process is looked up
+  static constexpr std::int64_t kMinHorizonNs = 1000000000;  // the tau window's time bound: at least 1 s ...
+  static constexpr std::int64_t kHorizonSeeds = 16;          // ... and at least 16 seeded inference times
 
   struct alignas(kCacheLine) Shared {
     std::atomic<std::int64_t> tau_max_ns;   // running maximum (CAS max)
@@ -97,6 +111,12 @@ class StaggerSchedule {
     std::atomic<std::int64_t> last_ns;         // owner-written: last inference time
     std::atomic<std::uint64_t> epoch_seen;     // owner-written: epoch of its last re-stagger
   };
+  // After the rings (layout v3): what the stall rule needs.
+  struct Faults {
+    std::atomic<std::uint64_t> stalls;        // passes reported as stalls
+    std::atomic<std::int64_t> last_stall_ns;  // report time of the newest stall (0: none)
+  };
+  static_assert(sizeof(Faults) == 16 && std::is_standard_layout_v<Faults>, "lives in shared memory");
   static_assert(sizeof(Slot) == kCacheLine, "one slot per cache line");
   static_assert(sizeof(Shared) == kCacheLine, "shared words on their own line");
   static_assert(std::is_standard_layout_v<Slot> && std::is_standard_layout_v<Shared>, "lives in shared memory");
@@ -119,7 +139,10 @@ class StaggerSchedule {
     if (p.min_interval_ns < 0) throw InvalidArgument("min_interval must be >= 0 seconds (0: none)");
   }
   static std::size_t bytes_needed(const StaggerParams& p) {
-    return sizeof(Shared) + sizeof(Slot) * p.n_workers + sizeof(std::atomic<std::int64_t>) * (std::size_t{p.window} + p.tau_window);
+    // rings: mean (window), tau window samples and their times (2 * tau_window), slot owners (n_workers)
+    return sizeof(Shared) + sizeof(Slot) * p.n_workers +
+           sizeof(std::atomic<std::int64_t>) * (std::size_t{p.window} + 2 * std::size_t{p.tau_window} + p.n_workers) +
+           sizeof(Faults);
   }
 
   // A view over `size` bytes at `base` (64-byte aligned). `init`: the memory is fresh (zeroed or not)
@@ -133,6 +156,9 @@ class StaggerSchedule {
     slots_ = reinterpret_cast<Slot*>(b + sizeof(Shared));
     ring_ = reinterpret_cast<std::atomic<std::int64_t>*>(b + sizeof(Shared) + sizeof(Slot) * p.n_workers);
     tau_ring_ = ring_ + p.window;
+    tau_time_ = tau_ring_ + p.tau_window;
+    owner_ = reinterpret_cast<std::atomic<std::uint64_t>*>(tau_time_ + p.tau_window);
+    faults_ = reinterpret_cast<Faults*>(owner_ + p.n_workers);
     if (init) {
       new (sh_) Shared{};
       sh_->tau_max_ns.store(p.tau_seed_ns, std::memory_order_relaxed);      // relaxed: published by the segment's ready flag
@@ -140,6 +166,9 @@ class StaggerSchedule {
       for (std::uint32_t i = 0; i < p.n_workers; ++i) new (&slots_[i]) Slot{};
       for (std::uint32_t i = 0; i < p.window; ++i) new (&ring_[i]) std::atomic<std::int64_t>(0);
       for (std::uint32_t i = 0; i < p.tau_window; ++i) new (&tau_ring_[i]) std::atomic<std::int64_t>(0);
+      for (std::uint32_t i = 0; i < p.tau_window; ++i) new (&tau_time_[i]) std::atomic<std::int64_t>(0);
+      for (std::uint32_t i = 0; i < p.n_workers; ++i) new (&owner_[i]) std::atomic<std::uint64_t>(0);
+      new (faults_) Faults{};
     }
   }
 
@@ -181,12 +210,19 @@ class StaggerSchedule {
   // Drops every live worker whose heartbeat is older than the grace (see the header). Returns how many.
   int reap(std::int64_t now) {
     const std::int64_t grace = std::max<std::int64_t>(p_.heartbeat_timeout_ns, 2 * tau_max_ns());
+    // a live worker is silent for a whole pass (~tau_max): look its process up only past that, so the
+    // /proc reads (every waiter, every poll) are for the dead and the stopped, not for every pass
+    const std::int64_t dead_check = std::max(kDeadCheckNs, tau_max_ns() + kPollNs);
     int dropped = 0;
     for (std::uint32_t i = 0; i < p_.n_workers; ++i) {
       Slot& s = slots_[i];
       std::uint64_t st = s.state.load(std::memory_order_acquire);  // acquire: the heartbeat read below is the claimer's or newer
       if (!(st & 1)) continue;
-      if (now - s.heartbeat_ns.load(std::memory_order_relaxed) <= grace) continue;  // relaxed: staleness check only
+      const std::int64_t silent = now - s.heartbeat_ns.load(std::memory_order_relaxed);  // relaxed: staleness check only
+      if (silent <= dead_check) continue;
+      // relaxed: the owner of this claim or a newer one (ordered by the state acquire); a claim in
+      // progress has a fresh heartbeat, so its predecessor's token is never read for it
+      if (silent <= grace && proc::process_alive(owner_[i].load(std::memory_order_relaxed))) continue;
       if (s.state.compare_exchange_strong(st, st & ~std::uint64_t{1}, std::memory_order_acq_rel,  // acq_rel: as leave
                                           std::memory_order_relaxed)) {
         ++dropped;
@@ -263,10 +299,25 @@ class StaggerSchedule {
     Slot& s = slots_[w];
     s.heartbeat_ns.store(now, std::memory_order_relaxed);  // relaxed: staleness only
     s.last_ns.store(duration_ns, std::memory_order_relaxed);  // relaxed: a statistic
+    if (p_.tau_window && duration_ns > horizon_ns()) {
+      faults_->stalls.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+      const std::int64_t prev = faults_->last_stall_ns.exchange(now, std::memory_order_relaxed);  // relaxed: a timestamp
+      if (prev == 0 || now - prev > horizon_ns()) {
+        // An isolated stall (see the header): not an inference time. Publish at once and let every
+        // live worker re-stagger around the late one.
+        restagger(now);
+        s.publish_ns.store(now, std::memory_order_relaxed);    // relaxed: owner-written
+        s.next_turn_ns.store(now, std::memory_order_relaxed);  // relaxed: owner-written
+        return now;
+      }
+    }
     // The mean estimator (both modes; it spaces the workers in mean mode) and the tau window.
     const std::uint64_t idx = sh_->samples.fetch_add(1, std::memory_order_relaxed);  // relaxed: a ring index
     ring_[idx % p_.window].store(duration_ns, std::memory_order_relaxed);           // relaxed: a sample, read approximately
-    if (p_.tau_window) tau_ring_[idx % p_.tau_window].store(duration_ns, std::memory_order_relaxed);  // relaxed: published by the CAS below
+    if (p_.tau_window) {
+      tau_ring_[idx % p_.tau_window].store(duration_ns, std::memory_order_relaxed);  // relaxed: published by the CAS below
+      tau_time_[idx % p_.tau_window].store(now, std::memory_order_relaxed);          // relaxed: as the sample
+    }
     // Running maximum (both modes). The window's samples are written before tau_max moves, and tau_max
     // is read with acquire, so a reporter that sees a maximum also sees the sample that set it and
     // cannot lower tau_max past it.
@@ -277,7 +328,7 @@ class StaggerSchedule {
     }
     bool lowered = false;
     if (p_.tau_window && duration_ns <= old_max) {
-      const std::int64_t wmax = window_max_ns();
+      const std::int64_t wmax = window_max_ns(now);
       const std::int64_t n = std::max(live_count(), 1);
       if ((old_max - wmax) * 4 * n > old_max &&
           sh_->tau_max_ns.compare_exchange_strong(old_max, wmax, std::memory_order_acq_rel,  // acq_rel: as the raise
@@ -341,17 +392,23 @@ class StaggerSchedule {
     for (std::uint64_t i = 0; i < n; ++i) sum += ring_[i].load(std::memory_order_relaxed);  // relaxed: as above
     return sum / static_cast<std::int64_t>(n);
   }
-  // Maximum of the last min(samples, tau_window) reported times; tau_max_ns() if tau_window is 0 or
-  // nothing was reported yet.
-  std::int64_t window_max_ns() const {
+  // Maximum of the last min(samples, tau_window) reported times, of those reported within the horizon
+  // before `now` (all of them when now is omitted); tau_max_ns() if tau_window is 0 or none counts.
+  std::int64_t window_max_ns(std::int64_t now = std::numeric_limits<std::int64_t>::max()) const {
     const std::uint64_t reported = sh_->samples.load(std::memory_order_relaxed);  // relaxed: approximate by design
     const std::uint64_t n = std::min<std::uint64_t>(reported, p_.tau_window);
-    if (n == 0) return tau_max_ns();
-    std::int64_t m = 0;
+    const std::int64_t oldest = now == std::numeric_limits<std::int64_t>::max() ? std::numeric_limits<std::int64_t>::min()
+                                                                                : now - horizon_ns();
+    std::int64_t m = -1;
     for (std::uint64_t i = 0; i < n; ++i)
-      m = std::max(m, tau_ring_[i].load(std::memory_order_relaxed));  // relaxed: ordered by report's acquire
-    return m;
+      if (tau_time_[i].load(std::memory_order_relaxed) >= oldest)     // relaxed: approximate, as the samples
+        m = std::max(m, tau_ring_[i].load(std::memory_order_relaxed));  // relaxed: ordered by report's acquire
+    return m < 0 ? tau_max_ns() : m;
   }
+  // The tau window's time bound (see the header): max(1 s, 16 * tau_seed).
+  std::int64_t horizon_ns() const { return std::max(kMinHorizonNs, kHorizonSeeds * std::min(p_.tau_seed_ns, kMinHorizonNs * 3600)); }
+  // Passes reported as stalls (longer than the horizon; tau_window > 0 only).
+  std::uint64_t stalls() const { return faults_->stalls.load(std::memory_order_relaxed); }  // relaxed: a statistic
   // The spacing tau of the mode: tau_max (max) or the mean (mean).
   std::int64_t tau_ns() const { return mode() == StaggerMode::kMax ? tau_max_ns() : mean_tau_ns(); }
   // The target interval between actions: tau / N_live (tau if nobody is live); mean mode: at least min_interval.
@@ -419,6 +476,7 @@ class StaggerSchedule {
       return false;
     gens_[w] = gen;
     in_delay_[w] = 0;
+    owner_[w].store(proc::self_token(), std::memory_order_relaxed);  // relaxed: read for liveness only, after kDeadCheckNs
     s.delay_ns.store(0, std::memory_order_relaxed);       // relaxed: owner's from now on
     s.next_turn_ns.store(now, std::memory_order_relaxed);  // relaxed: owner-written
     s.turn_start_ns.store(now, std::memory_order_relaxed);
@@ -481,6 +539,9 @@ class StaggerSchedule {
   Slot* slots_ = nullptr;
   std::atomic<std::int64_t>* ring_ = nullptr;
   std::atomic<std::int64_t>* tau_ring_ = nullptr;  // tau_window samples (none if tau_window is 0)
+  std::atomic<std::int64_t>* tau_time_ = nullptr;  // their report times
+  std::atomic<std::uint64_t>* owner_ = nullptr;    // per slot: proc token of the last claimer (0: none yet)
+  Faults* faults_ = nullptr;
   std::vector<std::uint64_t> gens_;  // this handle's claim generation per slot (0: not claimed here)
   std::vector<char> in_delay_;       // kAuthors: the owner is sleeping a push-back (owner-only, so per handle)
 };

@@ -10,6 +10,11 @@
 // Dead learners: a holder whose heartbeat is older than heartbeat_timeout is dropped (its slot freed)
 // and skipped by whoever waits next; a dropped learner that calls again is taken back in if its slot
 // is still free. Every wait takes a timeout and fails with a message naming the holder.
+// Each slot also records its holder's process (pid + start time, common/liveness.h): a slot whose
+// process has exited is reclaimed at once (by a join of that slot, or by a waiter when it holds the
+// turn), whatever it was doing, once its heartbeat is older than kDeadCheckNs (a fresh claim has a
+// fresh heartbeat, so it is never mistaken for the previous, dead holder before it writes its token).
+// A stopped (SIGSTOP) process is alive: it is dropped by the heartbeat timeout only.
 //
 // Progress: join/leave/pass/skip are CAS on single words (lock-free; a CAS retries only when another
 // learner changed the word in between). Waiting is a futex sleep on a wake counter with a deadline;
@@ -29,6 +34,7 @@
 
 #include "board/futex.h"
 #include "common/errors.h"
+#include "common/liveness.h"
 #include "common/seqlock.h"
 #include "sched/clock.h"
 #include "sched/stagger.h"
@@ -44,10 +50,11 @@ static_assert(std::is_trivially_copyable_v<TurnstileParams>);
 
 class Turnstile {
  public:
-  static constexpr std::uint32_t kLayoutVersion = 1;
+  static constexpr std::uint32_t kLayoutVersion = 2;  // 2: Slot::owner (holder's pid + start time)
   static constexpr std::uint32_t kMaxLearners = 4096;
   static constexpr std::uint64_t kNone = 0xFFFF;  // no holder
   static constexpr std::int64_t kPollNs = 50000000;
+  static constexpr std::int64_t kDeadCheckNs = 100000000;  // heartbeat age before the holder's process is looked up
 
   struct alignas(kCacheLine) Shared {
     std::atomic<std::uint64_t> turn;    // u << 16 | holder
@@ -59,6 +66,7 @@ class Turnstile {
   struct alignas(kCacheLine) Slot {
     std::atomic<std::uint64_t> state;        // generation << 1 | alive
     std::atomic<std::int64_t> heartbeat_ns;  // last call from the owner
+    std::atomic<std::uint64_t> owner;        // proc token (pid, start time) of the last claimer; 0: none yet
   };
   static_assert(sizeof(Slot) == kCacheLine && sizeof(Shared) == kCacheLine);
   static_assert(std::is_standard_layout_v<Slot> && std::is_standard_layout_v<Shared>, "lives in shared memory");
@@ -89,12 +97,14 @@ class Turnstile {
   int join(std::int64_t now, int learner = -1) {
     if (learner >= 0) {
       check_id(learner);
-      if (!claim(learner, now))
+      if (!claim(learner, now) && !(reclaim_dead(learner, now) && claim(learner, now)))
         throw SlotError("learner slot " + std::to_string(learner) + " is taken by a live learner; pass learner=None for a free one");
       return learner;
     }
     for (std::uint32_t i = 0; i < p_.n_learners; ++i)
       if (claim(static_cast<int>(i), now)) return static_cast<int>(i);
+    for (std::uint32_t i = 0; i < p_.n_learners; ++i)
+      if (reclaim_dead(static_cast<int>(i), now) && claim(static_cast<int>(i), now)) return static_cast<int>(i);
     throw SlotError("all " + std::to_string(p_.n_learners) + " learner slots are taken; create the turnstile with a larger n_learners");
   }
 
@@ -134,8 +144,10 @@ class Turnstile {
       if (h == static_cast<std::uint64_t>(j)) return static_cast<std::int64_t>(t >> 16);
       if (h != kNone && live(static_cast<int>(h))) {
         const std::int64_t hb = slots_[h].heartbeat_ns.load(std::memory_order_relaxed);  // relaxed: staleness only
-        if (now - hb <= p_.heartbeat_timeout_ns) return -1;
-        drop(static_cast<int>(h));
+        if (now - hb > p_.heartbeat_timeout_ns)
+          drop(static_cast<int>(h));
+        else if (!reclaim_dead(static_cast<int>(h), now))  // its process has not exited: wait for it
+          return -1;
       }
       // Holder dead, gone or none: hand the turn to the next live learner after h.
       const std::uint64_t next = advance(t, h == kNone ? -1 : static_cast<int>(h));
@@ -221,8 +233,23 @@ class Turnstile {
                                          std::memory_order_relaxed))
       return false;
     gens_[j] = gen;
+    s.owner.store(proc::self_token(), std::memory_order_relaxed);  // relaxed: read for liveness only, after kDeadCheckNs
     wake_all();
     return true;
+  }
+
+  // Drops j if it is claimed by a process that has exited (heartbeat older than kDeadCheckNs, so a
+  // claim in progress is never taken for its dead predecessor). True if j is free now.
+  bool reclaim_dead(int j, std::int64_t now) {
+    Slot& s = slots_[j];
+    std::uint64_t st = s.state.load(std::memory_order_acquire);  // acquire: the owner and heartbeat of this claim or newer
+    if (!(st & 1)) return true;
+    if (now - s.heartbeat_ns.load(std::memory_order_relaxed) <= kDeadCheckNs) return false;  // relaxed: staleness only
+    const std::uint64_t owner = s.owner.load(std::memory_order_relaxed);  // relaxed: ordered by the state acquire
+    if (owner == 0 || proc::process_alive(owner)) return false;
+    return s.state.compare_exchange_strong(st, st & ~std::uint64_t{1}, std::memory_order_acq_rel,  // acq_rel: as leave
+                                           std::memory_order_relaxed) ||
+           !(s.state.load(std::memory_order_relaxed) & 1);  // relaxed: someone else dropped it first
   }
 
   void own(int j, std::int64_t now) {

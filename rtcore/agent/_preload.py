@@ -9,6 +9,7 @@ OpenMP pool or CUDA context may exist in a process that forks.
 """
 
 import gc
+import sys
 
 import numpy  # noqa: F401
 import torch  # noqa: F401
@@ -27,3 +28,10 @@ import rtcore.shared.params  # noqa: F401
 # imported above and un-share its page.
 gc.collect()
 gc.freeze()
+
+# In the fork server itself (not wherever this module is merely imported): die with the runner, so the
+# children forked from here, which die with their parent (the server), follow the runner too.
+if any("multiprocessing.forkserver" in a for a in getattr(sys, "orig_argv", ())):
+    from rtcore.shared._liveness import die_with_parent
+
+    die_with_parent()

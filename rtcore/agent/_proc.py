@@ -11,6 +11,7 @@ import time
 from typing import Any, Callable
 
 from rtcore.errors import SlotError
+from rtcore.shared._liveness import die_with_parent
 
 __all__ = ["Child", "WORKER_RT_PRIORITY", "apply_realtime", "child_setup", "heartbeat_thread", "join_slot",
            "process_context", "quiet_gc"]
@@ -39,8 +40,11 @@ def process_context(kind: str | None = None):
 
 
 def child_setup(threads: int = 1) -> None:
-    """Common start of every child: the runner handles Ctrl-C and tells children to stop; torch gets
+    """Common start of every child: it dies with the runner (``PR_SET_PDEATHSIG``: a SIGKILLed runner
+    leaves no child behind; its loops also check :func:`rtcore.shared._liveness.parent_gone` through
+    ``Telemetry.stopping``); the runner handles Ctrl-C and tells children to stop; torch gets
     ``threads`` intra-op threads and one inter-op thread."""
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     import torch
@@ -75,14 +79,15 @@ def quiet_gc() -> None:
 def join_slot(join: Callable[[int], int], slot: int, timeout: float, should_stop: Callable[[], bool]) -> int | None:
     """Joins ``slot`` of a schedule or turnstile, waiting while it still counts as taken.
 
-    A respawned process takes the slot of the one that died; the slot frees once the dead process's
-    heartbeat is older than the timeout (only the process that joined can leave). None if told to stop.
+    A respawned process takes the slot of the one that died; the slot frees as soon as the schedule or
+    turnstile sees that the holder's process has exited (pid + start time, ~0.1 s), or once a silent
+    holder's heartbeat is older than the timeout. None if told to stop.
     """
     deadline = time.monotonic() + timeout
     while True:
         try:
             return join(slot)
-        except SlotError:  # still held by the dead process until its heartbeat goes stale
+        except SlotError:  # still held: a live holder, or a dead one for the ~0.1 s before its process is looked up
             if time.monotonic() > deadline:
                 raise
             if should_stop():
@@ -113,6 +118,7 @@ class Child:
         self.kind, self.index, self.target, self.spec, self.ctx = kind, index, target, spec, ctx
         self.proc: Any = None
         self.restarts = 0
+        self.lost = False  # died and was not respawned (--no-respawn)
         self.start()
 
     def start(self) -> None:

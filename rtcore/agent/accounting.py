@@ -58,6 +58,14 @@ class RunSummary:
     overruns: int
     stopped_by: str
     env_error: str | None = None
+    # faults the run lived through, in order (a child's death, respawned or not; stalled passes), and
+    # what they cost: workers/learners lost for good (--no-respawn), passes taken as stalls, segments
+    # of dead earlier runs reclaimed at the start
+    faults: list[str] = field(default_factory=list)
+    workers_lost: int = 0
+    learners_lost: int = 0
+    stalls: int = 0
+    reclaimed_segments: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -223,6 +231,11 @@ class RunAccounting:
             overruns=int(_field(st, "overruns", 0)),
             stopped_by=r.stopped_by,
             env_error=r.env_error,
+            faults=list(r.faults),
+            workers_lost=sum(c.lost for c in r.children if c.kind == "worker"),
+            learners_lost=sum(c.lost for c in r.children if c.kind == "learner"),
+            stalls=int(getattr(r, "final_stalls", 0)),
+            reclaimed_segments=int(getattr(r, "reclaimed_segments", 0)),
             extra={"learner_time_per_update_s": self._learner_time_per_update(r),
                    "act_time_mean_s": self._act_time(r),
                    "driver_cost_us": 1e6 * float(_field(st, "cost_mean")),
@@ -294,6 +307,14 @@ def print_summary(s: RunSummary) -> None:
     ]
     if s.env_error:
         rows.append(("env error", s.env_error))
+    if s.workers_lost or s.learners_lost:
+        rows.append(("lost for good (workers / learners)", f"{s.workers_lost} / {s.learners_lost}"))
+    if s.stalls:
+        rows.append(("stalled passes (not inference times)", f"{s.stalls}"))
+    for i, fault in enumerate(s.faults[:20]):
+        rows.append(("fault" if i == 0 else "", fault))
+    if len(s.faults) > 20:
+        rows.append(("", f"... {len(s.faults) - 20} more in summary.json"))
     for k, v in rows:
         t.add_row(k, v)
     Console().print(t)

@@ -196,7 +196,7 @@ def write_checkpoint(r: Any, tag: str, final: bool = False) -> Path:
     (ckpt_dir / f"{tag}.json").write_text(json.dumps({"param_version": int(version),
                                                       "learner_updates": int(c[Control.UPDATES])}))
     # the learner state: exact at the end (every child has stopped); a live snapshot in between
-    # (the parameters are one whole version, the moments may be one update newer)
+    # (the parameters are one whole version; the moments are those of the opt_step saved with them)
     elapsed = (getattr(r, "t_stop", None) or time.monotonic()) - getattr(r, "t_env0", time.monotonic())
     resumes = 0 if r.start is None or r.params_only else r.start.resumes + 1
     save_state(ckpt_dir / f"{tag}{STATE_SUFFIX}", LearnerState(

@@ -12,14 +12,22 @@ What a run does:
 3. When every worker has loaded its model, starts the environment driver on the wall clock.
 4. Every ``--metrics-interval`` seconds: one row of metrics (CSV, TensorBoard), the live view, and
    a look at every child. A dead worker is dropped by the schedule (the others are re-staggered)
-   and respawned; a dead learner is respawned; a dead environment ends the run.
-5. At the end (time up, Ctrl-C or SIGTERM): stops every child, writes the final checkpoint, the
-   summary and the plots, and unlinks every shared segment.
+   and respawned; a dead learner is respawned (its slot, and an update it was killed in the middle
+   of, are taken over). With ``--no-respawn`` the run goes on with the others. A dead environment,
+   the sequential agent's death, or the loss of every worker ends the run.
+5. At the end (time up, Ctrl-C, SIGTERM, a fault): stops every child, writes the final checkpoint,
+   the summary (with every fault it lived through) and the plots, and unlinks every shared segment.
+   Exit codes: 0, 130 after Ctrl-C, 143 after SIGTERM, 1 when a fault ended the run.
+
+Nothing outlives the runner, also when it is SIGKILLed: every child dies with it (``PR_SET_PDEATHSIG``
+and a parent check in each loop), and the segments it could not unlink are reclaimed by the next
+run's start or by ``rtcore cleanup``.
 
 ``--json`` prints one JSON object with the summary (see :class:`RunSummary`).
 
-Length: the run's whole life (set-up, spawn, supervise, stop) is one class read top to bottom; what it
-counts is in ``accounting``, its checkpoints in ``checkpoint``, child plumbing in ``_proc``.
+Length: the run's whole life (set-up, spawn, supervise, stop, and what it does on every fault) is one
+class read top to bottom; what it counts is in ``accounting``, its checkpoints in ``checkpoint``, child
+plumbing in ``_proc``.
 """
 
 from __future__ import annotations
@@ -94,6 +102,8 @@ class _Runner:
         self.driver: Any = None
         self.stopped_by = "time"
         self.env_error: str | None = None
+        self.faults: list[str] = []
+        self.stalls_seen = 0
         self.accounting = RunAccounting()
         self.retiring: list[Child] = []  # workers elastic N told to leave, until they have exited
         self._quiet_since: float | None = None
@@ -370,7 +380,8 @@ class _Runner:
                 self.env_error = str(err) if err else f"env driver exited with code {getattr(self.driver, 'exitcode', None)}"
                 self.stopped_by = "env"
                 break
-            self.check_children(intervals)
+            if self.check_children(intervals):
+                break
             self.apply_delay_schedule(now)
             if self.elastic:
                 self.resize_workers(now, intervals)
@@ -451,13 +462,39 @@ class _Runner:
             return True
         return False
 
-    def check_children(self, intervals: PostIntervals) -> None:
+    def fault(self, msg: str) -> None:
+        """A fault the run lives through: said now, and kept for the summary."""
+        self.faults.append(msg)
+        self.log(f"rtcore: {msg}")
+
+    def check_children(self, intervals: PostIntervals) -> bool:
+        """Respawns (or, with --no-respawn, writes off) dead children; True when the run must end."""
+        if self.schedule is not None and self.schedule.stalls > self.stalls_seen:
+            n = self.schedule.stalls - self.stalls_seen
+            self.stalls_seen += n
+            self.fault(f"{n} inference pass(es) stalled (longer than {self.schedule.horizon:.1f} s: a stopped or "
+                       f"descheduled process); not taken as inference times, the workers re-staggered")
         for c in self.children:
-            if not c.dead or self.telemetry.stopping:
+            if c.lost or not c.dead or self.telemetry.stopping:
                 continue
-            if c.kind == "agent" or not self.cfg.respawn:
-                raise RuntimeError(f"{c.kind} {c.index} died (exit code {c.proc.exitcode}); see its traceback above")
-            self.log(f"rtcore: {c.kind} {c.index} died (exit code {c.proc.exitcode}); respawning")
+            code = c.proc.exitcode
+            how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+            if c.kind == "agent":
+                c.lost = True
+                self.fault(f"the sequential agent died ({how}); the run ends")
+                self.stopped_by = "agent"
+                return True
+            if not self.cfg.respawn:
+                c.lost = True
+                left = sum(not x.lost for x in self.children if x.kind == c.kind)
+                self.fault(f"{c.kind} {c.index} died ({how}); not respawned (--no-respawn): {left} {c.kind}(s) go on"
+                           + (" (re-staggered)" if c.kind == "worker" and left else ""))
+                if c.kind == "worker" and left == 0:
+                    self.fault("no worker left; the run ends")
+                    self.stopped_by = "workers"
+                    return True
+                continue
+            self.fault(f"{c.kind} {c.index} died ({how}); respawned")
             # the schedule (turnstile) drops it once its heartbeat is older than the timeout, and the
             # survivors re-stagger (the turn moves on); the new process joins the same slot once it is free
             if c.kind == "worker":
@@ -466,6 +503,7 @@ class _Runner:
             c.restarts += 1
             c.start()
             self.write_processes()
+        return False
 
     def checkpoint(self, tag: str, final: bool = False) -> Path:
         """Writes ``checkpoints/<tag>.pt`` (the model) and ``<tag>.state.pt`` (the whole learner state).
@@ -505,6 +543,7 @@ class _Runner:
             self.final_stats = self.driver.stats
             if self.schedule is not None:
                 self.final_target = float(self.schedule.action_interval)
+                self.final_stalls = int(self.schedule.stalls)
         if getattr(self, "telemetry", None) is not None:
             self.telemetry.control[Control.STOP] = 1
         for obj in (getattr(self, "schedule", None), getattr(self, "turnstile", None)):
@@ -549,7 +588,15 @@ def run(config: RunConfig | None = None) -> RunSummary:
 
 def execute(cfg: RunConfig, prepare: Callable[[_Runner], None] | None = None) -> RunSummary:
     """Runs a validated ``cfg``; ``prepare(runner)`` may set where it starts from (resume, play)."""
+    from rtcore.shared._shm import reclaim_dead_segments
+
     r = _Runner(cfg)
+    # what killed runs (SIGKILL, OOM) left in /dev/shm: only segments whose creator is dead
+    gone = reclaim_dead_segments()
+    r.reclaimed_segments = len(gone)
+    if gone:
+        r.log(f"rtcore: reclaimed {len(gone)} shared-memory segment(s) ({sum(s.size for s in gone) / 2**20:.1f} MiB) "
+              f"left by dead processes")
     if prepare is not None:
         prepare(r)
     old_term = None
@@ -585,6 +632,16 @@ def execute(cfg: RunConfig, prepare: Callable[[_Runner], None] | None = None) ->
         except _Terminate:
             r.stopped_by = "sigterm"
             r.t_stop = time.monotonic()
+        except Exception as exc:
+            if r.driver is None:  # before the env started: nothing to sum up
+                raise
+            # a fault in the runner itself mid-run: the run still ends with its summary and checkpoint
+            r.stopped_by = "error"
+            r.t_stop = time.monotonic()
+            r.fault(f"the runner failed: {type(exc).__name__}: {exc}")
+            import traceback
+
+            traceback.print_exc()
         finally:
             if view is not None:
                 view.close()
@@ -660,6 +717,4 @@ def main(args: argparse.Namespace) -> int:
         print(json.dumps(summary.to_dict()))
     elif not cfg.quiet:
         print_summary(summary)
-    if summary.stopped_by == "env":
-        return 1
-    return 130 if summary.stopped_by == "interrupt" else 0
+    return {"time": 0, "interrupt": 130, "sigterm": 143}.get(summary.stopped_by, 1)  # 1: a fault ended it

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rtcore.shared._liveness import parent_gone
+
 __all__ = ["Control", "LearnerCol", "PostIntervals", "Telemetry", "WorkerCol"]
 
 
@@ -103,7 +105,8 @@ class Telemetry:
     # --- written by children
     @property
     def stopping(self) -> bool:
-        return bool(self.control[Control.STOP])
+        """The runner asked every child to stop, or (in a child) the runner is gone."""
+        return bool(self.control[Control.STOP]) or parent_gone()
 
     def record_post(self, worker: int, t: float) -> None:
         """Worker ``worker`` posted an action at monotonic time ``t`` (one writer per row)."""

@@ -216,8 +216,10 @@ def _driver_main(env_fn: Callable[[], Any], obs_board: Any, action_board: Any, r
     the reason and exits 1."""
     import signal
 
+    from rtcore.shared._liveness import die_with_parent, parent_gone
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops us
-    parent = os.getppid()
+    die_with_parent()  # a SIGKILLed parent cannot stop us: the kernel does (the check below covers the rest)
     env = None
     code = 0
     try:
@@ -228,7 +230,7 @@ def _driver_main(env_fn: Callable[[], Any], obs_board: Any, action_board: Any, r
 
         def should_stop() -> bool:
             ticks[0] += 1
-            if ticks[0] % 64 == 0 and os.getppid() != parent:  # orphaned (parent killed): stop
+            if ticks[0] % 64 == 0 and parent_gone():  # orphaned (parent killed): stop
                 return True
             return block.a[STOP] != 0.0
 

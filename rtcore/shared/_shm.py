@@ -8,21 +8,32 @@ ownership: ownership is tied to the creating pid.
 
 Shared objects pickle as their segment name, so they can be handed to ``spawn``-ed processes, which
 attach on unpickling.
+
+A process killed by SIGKILL (or the OOM killer) runs no exit handler, so its segments stay in
+``/dev/shm``. Default names carry the creator's pid *and start time*, so
+:func:`reclaim_dead_segments` (run when a run starts, and by ``rtcore cleanup``) can tell a dead
+creator from a live one, even when the pid was handed to another process since; it never touches a
+segment whose creator runs.
 """
 
 from __future__ import annotations
 
 import atexit
 import os
+import re
 import secrets
 import weakref
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from rtcore import _core
 from rtcore._validate import as_name
 from rtcore.errors import ClosedError
+from rtcore.shared._liveness import alive, self_start_time
 
-__all__ = ["SharedObject", "default_name", "owned_segments"]
+__all__ = ["SharedObject", "default_name", "owned_segments", "SegmentInfo", "list_segments", "reclaim_dead_segments"]
+
+SHM_DIR = "/dev/shm"
 
 # Tests set RTCORE_SHM_PREFIX so that leak checks see only their own segments.
 _PREFIX = os.environ.get("RTCORE_SHM_PREFIX", "rtcore")
@@ -31,8 +42,67 @@ _owned: dict[str, int] = {}
 
 
 def default_name(kind: str) -> str:
-    """A fresh segment name: ``rtcore-<kind>-<pid>-<random>``."""
-    return f"{_PREFIX}-{kind}-{os.getpid()}-{secrets.token_hex(4)}"
+    """A fresh segment name: ``rtcore-<kind>-<pid>.<start>-<random>`` (``start``: the creating process's
+    start time in clock ticks since boot, so the name tells whether its creator still runs)."""
+    return f"{_PREFIX}-{kind}-{os.getpid()}.{self_start_time()}-{secrets.token_hex(4)}"
+
+
+# <prefix>-<kind>-<pid>[.<start>]-<8 hex>; names without a start time come from rtcore before it
+_NAME = re.compile(r"^(?P<prefix>.+)-(?P<kind>[a-z_]+)-(?P<pid>[0-9]+)(?:\.(?P<start>[0-9]+))?-(?P<token>[0-9a-f]{8})$")
+
+
+@dataclass(frozen=True)
+class SegmentInfo:
+    """A segment in ``/dev/shm`` named by :func:`default_name`."""
+
+    name: str
+    kind: str
+    pid: int
+    start: int | None  # None: an older name without the start time (only the pid can be checked)
+    size: int          # bytes
+    creator_alive: bool
+
+
+def list_segments(prefix: str | None = None, shm_dir: str = SHM_DIR) -> list[SegmentInfo]:
+    """The segments in ``shm_dir`` with default names of ``prefix`` (default: ``$RTCORE_SHM_PREFIX`` or
+    ``rtcore``), with whether their creator still runs. Other names are never listed."""
+    prefix = _PREFIX if prefix is None else prefix
+    out = []
+    try:
+        names = sorted(os.listdir(shm_dir))
+    except FileNotFoundError:
+        return []
+    for name in names:
+        m = _NAME.match(name)
+        if m is None or m["prefix"] != prefix:
+            continue
+        try:
+            size = os.stat(os.path.join(shm_dir, name)).st_size
+        except FileNotFoundError:
+            continue
+        pid, start = int(m["pid"]), (int(m["start"]) if m["start"] is not None else None)
+        out.append(SegmentInfo(name, m["kind"], pid, start, size, alive(pid, start)))
+    return out
+
+
+def reclaim_dead_segments(prefix: str | None = None, *, dry_run: bool = False,
+                          shm_dir: str = SHM_DIR) -> list[SegmentInfo]:
+    """Unlinks the segments of ``prefix`` whose creating process is dead (killed before it could unlink
+    them); returns them. A segment whose creator runs is never touched. Processes that still map a
+    reclaimed segment keep their mapping (unlinking only removes the name)."""
+    gone = []
+    for seg in list_segments(prefix, shm_dir):
+        if seg.creator_alive:
+            continue
+        if not dry_run:
+            try:
+                os.unlink(os.path.join(shm_dir, seg.name))
+            except FileNotFoundError:  # another cleaner was first
+                continue
+            except PermissionError:  # another user's segment (/dev/shm is sticky): theirs to remove
+                continue
+        gone.append(seg)
+    return gone
 
 
 def owned_segments() -> list[str]:

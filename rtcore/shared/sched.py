@@ -120,8 +120,12 @@ class StaggerSchedule(SharedObject):
             the maximum of the last ``W`` reported inference times (the seed counts until the first
             report); a new maximum still raises it at once, and when the window's maximum falls below
             it by more than a quarter of an action interval, ``tau_max`` drops to the window's maximum
-            and (``mode="max"``) the live workers re-stagger on it. A stall is forgotten ``W`` reports
-            after it (about ``W * tau_max / N`` seconds while it is the maximum).
+            and (``mode="max"``) the live workers re-stagger on it. The window is bounded in time as well:
+            a time older than :attr:`horizon` (``max(1 s, 16 * tau_max seed)``) no longer counts, so a
+            slow pass is forgotten within seconds however slowly the reports come after it. A pass
+            longer than the horizon is a *stall* (a stopped or descheduled process), not an inference
+            time: it is counted in :attr:`stalls`, raises nothing, and the workers re-stagger around it
+            (a second stall within the horizon counts as the model's pace).
     """
 
     _KIND = "sched"
@@ -277,6 +281,18 @@ class StaggerSchedule(SharedObject):
     def pushbacks(self) -> int:
         """Reports that pushed the other workers back (a new maximum, or above the mean)."""
         return int(self._h.pushbacks)
+
+    @property
+    def stalls(self) -> int:
+        """Passes taken as stalls, not inference times (``tau_window > 0``): longer than :attr:`horizon`
+        (a stopped or descheduled process). Such a pass widens nothing; the workers re-stagger around it."""
+        return int(self._h.stalls)
+
+    @property
+    def horizon(self) -> float:
+        """Seconds the ``tau_window`` remembers a time for, at most (``max(1 s, 16 * seed)``); a pass
+        longer than this is a stall."""
+        return self._h.horizon_ns * 1e-9
 
     @property
     def reports(self) -> int:

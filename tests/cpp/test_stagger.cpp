@@ -1,5 +1,9 @@
 // The stagger schedule on the virtual clock: offsets, push-backs, clamping, join/leave/drop re-staggering,
 // mean mode; plus a multi-thread stress for the sanitizers.
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -288,7 +292,8 @@ TEST(tau_window_validation_and_layout) {
   CHECK_THROWS(StaggerSchedule::validate(p), InvalidArgument);
   p.tau_window = StaggerSchedule::kMaxTauWindow;
   StaggerSchedule::validate(p);
-  CHECK_EQ(StaggerSchedule::bytes_needed(p), StaggerSchedule::bytes_needed(params(4, 100 * kMs)) + 8 * StaggerSchedule::kMaxTauWindow);
+  // the samples and their report times
+  CHECK_EQ(StaggerSchedule::bytes_needed(p), StaggerSchedule::bytes_needed(params(4, 100 * kMs)) + 16 * StaggerSchedule::kMaxTauWindow);
 }
 
 TEST(tau_window_forgets_an_outlier_and_respaces_at_tau_over_n) {
@@ -422,6 +427,64 @@ TEST(concurrent_reports_with_a_tau_window) {
 }
 
 int main() { return rtcore_test::run_all(); }
+
+TEST(a_pass_longer_than_the_horizon_is_a_stall_not_a_new_maximum) {
+  auto p = params(3, 42 * kMs, StaggerMode::kMax, 32, 600000 * kMs, 64);
+  Created<StaggerSchedule> s(p);
+  CHECK_EQ(s.horizon_ns(), 1000 * kMs);  // max(1 s, 16 * 42 ms)
+  for (int w = 0; w < 3; ++w) s.join(0, w);
+  CHECK(s.poll_turn(0, 0) <= 0);
+  const auto ep = s.epoch();
+  // worker 0 was stopped for 3.1 s in its pass: it publishes at once, everyone re-staggers, nothing widens
+  CHECK_EQ(s.report(0, 3100 * kMs, 3100 * kMs), 3100 * kMs);
+  CHECK_EQ(s.tau_max_ns(), 42 * kMs);
+  CHECK_EQ(s.stalls(), 1u);
+  CHECK_EQ(s.pushbacks(), 0u);
+  CHECK(s.epoch() > ep);
+  CHECK_EQ(s.samples(), 0u);  // not an inference time: not in the window, not in the mean
+  // a second stall within the horizon is the model's real pace: it raises tau_max
+  s.report(1, 3000 * kMs, 3200 * kMs);
+  CHECK_EQ(s.stalls(), 2u);
+  CHECK_EQ(s.tau_max_ns(), 3000 * kMs);
+  // ... and the time bound forgets it one horizon later, however few reports came since
+  s.report(2, 42 * kMs, 4300 * kMs);
+  CHECK_EQ(s.tau_max_ns(), 42 * kMs);
+  CHECK_EQ(s.window_max_ns(4300 * kMs), 42 * kMs);
+  CHECK_EQ(s.window_max_ns(), 3000 * kMs);  // without the time bound it would still count
+}
+
+TEST(paper_mode_has_no_stalls) {
+  auto p = params(2, 42 * kMs);
+  Created<StaggerSchedule> s(p);
+  s.join(0, 0);
+  s.poll_turn(0, 0);
+  s.report(0, 3100 * kMs, 3100 * kMs);
+  CHECK_EQ(s.stalls(), 0u);
+  CHECK_EQ(s.tau_max_ns(), 3100 * kMs);  // the paper's all-time maximum
+}
+
+TEST(a_dead_workers_slot_is_dropped_by_liveness_before_the_heartbeat_timeout) {
+  auto p = params(2, 50 * kMs, StaggerMode::kMax, 32, 600000 * kMs);
+  const std::size_t bytes = (StaggerSchedule::bytes_needed(p) + 4095) / 4096 * 4096;
+  void* mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  CHECK(mem != MAP_FAILED);
+  StaggerSchedule s(mem, bytes, p, true);
+  s.join(0, 0);
+  const pid_t child = fork();
+  if (child == 0) {  // another process claims slot 1 and exits without leaving
+    StaggerSchedule c(mem, bytes, p, false);
+    c.join(0, 1);
+    _exit(0);
+  }
+  int status = 0;
+  CHECK_EQ(waitpid(child, &status, 0), child);
+  CHECK(s.workers() == (std::vector<int>{0, 1}));
+  CHECK_EQ(s.reap(50 * kMs), 0);   // silent for less than kDeadCheckNs: not looked up yet
+  CHECK_EQ(s.reap(200 * kMs), 1);  // its process has exited: dropped long before the 600 s timeout
+  CHECK(s.workers() == (std::vector<int>{0}));  // worker 0 (this live process) is as silent, and stays
+  CHECK_EQ(s.join(300 * kMs, 1), 1);
+  munmap(mem, bytes);
+}
 
 namespace {
 StaggerParams with_pushback(StaggerParams p, StaggerPushback pb) {

@@ -1,5 +1,9 @@
 // The round-robin turnstile: order, congruence with the live count, joins and leaves, dead-holder skip,
 // and a multi-thread run where every turn is taken exactly once, in order.
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -143,3 +147,27 @@ TEST(threads_take_every_turn_once_in_order) {
 }
 
 int main() { return rtcore_test::run_all(); }
+
+TEST(a_dead_holders_slot_is_reclaimed_by_a_join_and_its_turn_taken_over) {
+  auto p = params(1, 600000 * kMs);  // a heartbeat timeout no test waits for: only liveness frees it
+  const std::size_t bytes = (Turnstile::bytes_needed(p) + 4095) / 4096 * 4096;
+  void* mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  CHECK(mem != MAP_FAILED);
+  Turnstile t(mem, bytes, p, true);
+  const pid_t child = fork();
+  if (child == 0) {  // the sole learner takes the turn and dies in it ("mid-update")
+    Turnstile c(mem, bytes, p, false);
+    c.join(0, 0);
+    _exit(c.try_turn(0, 0) >= 0 ? 0 : 1);
+  }
+  int status = 0;
+  CHECK_EQ(waitpid(child, &status, 0), child);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  CHECK_EQ(t.holder(), 0);
+  CHECK_THROWS(t.join(50 * kMs, 0), SlotError);  // heartbeat fresh: not looked up yet
+  CHECK_EQ(t.join(200 * kMs, 0), 0);                    // its process has exited: the slot is free
+  CHECK(t.try_turn(0, 200 * kMs) >= 0);                 // the replacement holds the turn it left
+  t.pass_turn(0, 210 * kMs);
+  CHECK(t.try_turn(0, 220 * kMs) >= 0);
+  munmap(mem, bytes);
+}
