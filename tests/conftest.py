@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("RTCORE_SHM_PREFIX", f"rtcoretest{os.getpid()}")
+# Subprocesses (`python -m rtcore`, `python -c`) started from the repository root must import the rtcore
+# this session imports (installed, or on PYTHONPATH), not the source tree the cwd would put first.
+os.environ.setdefault("PYTHONSAFEPATH", "1")
 
 import glob  # noqa: E402
 import random  # noqa: E402

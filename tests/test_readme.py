@@ -25,7 +25,12 @@ from pathlib import Path
 
 import pytest
 
+import rtcore
+
 ROOT = Path(__file__).resolve().parent.parent
+# Where the rtcore this session imports lives: the source tree (a developer's in-place build on
+# PYTHONPATH) or site-packages (CI installs the package); README commands must run that one.
+IMPORTED_FROM = str(Path(rtcore.__file__).resolve().parent.parent)
 README = ROOT / "README.md"
 
 # How each README command is checked: (pattern on the command, check).
@@ -97,7 +102,7 @@ def shell_env(tmp_path_factory) -> dict[str, str]:
     """The environment README commands run in: `rtcore` on PATH (a shim to this interpreter when the
     package is not installed) and this tree importable."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [IMPORTED_FROM, env.get("PYTHONPATH", "")]))
     env["RTCORE_README_TEST"] = "1"
     bindir = tmp_path_factory.mktemp("bin")
     if shutil.which("rtcore") is None:
@@ -189,7 +194,7 @@ def test_readme_command_parses(cmd, tmp_path, monkeypatch):
         check_pip_parses(argv)
     elif argv[0] == "python":  # a bench script: its --help parses, and names every option the command gives
         p = subprocess.run([sys.executable, str(ROOT / argv[1]), "--help"], capture_output=True, text=True, timeout=120,
-                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+                           env={**os.environ, "PYTHONPATH": IMPORTED_FROM})
         assert p.returncode == 0, f"{argv[1]} --help exited {p.returncode}: {p.stderr[-1000:]}"
         for a in argv[2:]:
             if a.startswith("--"):

@@ -31,12 +31,30 @@ def process_context(kind: str | None = None):
     import multiprocessing as mp
 
     kind = kind or os.environ.get("RTCORE_START_METHOD", "forkserver")
-    if kind not in mp.get_all_start_methods():
+    if kind not in mp.get_all_start_methods() or (kind == "forkserver" and sys.version_info < (3, 11)):
         kind = "spawn"
     ctx = mp.get_context(kind)
     if kind == "forkserver":
         ctx.set_forkserver_preload(["rtcore.agent._preload"])
+        _start_forkserver()
     return ctx
+
+
+def _start_forkserver() -> None:
+    """Starts the fork server with PYTHONSAFEPATH: its ``python -c`` would otherwise put the cwd first on
+    sys.path and, run from a source checkout, import that tree (without its compiled core) instead of
+    the installed package the runner uses (Python >= 3.11)."""
+    from multiprocessing import forkserver
+
+    old = os.environ.get("PYTHONSAFEPATH")
+    os.environ["PYTHONSAFEPATH"] = "1"
+    try:
+        forkserver.ensure_running()
+    finally:
+        if old is None:
+            del os.environ["PYTHONSAFEPATH"]
+        else:
+            os.environ["PYTHONSAFEPATH"] = old
 
 
 def child_setup(threads: int = 1) -> None:
