@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from rtcore.repro_wallclock import GAMEBOY_TAU_M, WallclockPool
+from rtcore.repro.wallclock import GAMEBOY_TAU_M, WallclockPool
 from rtcore.simulation import simulate
 
 TAU = 8 * GAMEBOY_TAU_M

@@ -67,7 +67,7 @@ def inaction(quick: bool, out: str, seeds: int = 3) -> dict[str, Any]:
                              "theory": max(0.0, 1 - n * TAU_M / tau), "steps": steps, "seeds": seeds})
     wall = [(f, n) for f in PAPER_FRAMES for n in _wall_grid(f, quick)]
     if wall:
-        from rtcore.repro_wallclock import WallclockPool
+        from rtcore.repro.wallclock import WallclockPool
 
         with WallclockPool(max(n for _, n in wall)) as pool:
             for f, n in wall:
