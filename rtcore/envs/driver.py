@@ -13,11 +13,7 @@ spin), the driver
 5. on an episode end, resets and carries on: the reset is wall-clock time too (the timer does not wait
    for it, ticks it overran are counted as missed) and is reported.
 
-With an action history (an ObsBoard made with ``action_history=K``, ``--action-history K``), the
-driver brackets step 1 with :meth:`~rtcore.ObsBoard.begin_apply` and :meth:`~rtcore.ObsBoard.end_apply`,
-so the board records the action applied at each published step and workers read the history (and the
-pending post) consistently with the stack.
-
+With an action history (``--action-history K``), ObsBoard.begin_apply/end_apply bracket step 1.
 Step indices: the first observation is step 0 (or the step after the board's newest, when a driver
 restarts on a board that was published to) and every tick adds 1; the first frame of a new episode
 takes the index of the terminal frame it replaces (the terminal frame itself goes to the replay buffer

@@ -69,8 +69,8 @@ class ActionHistoryNet(nn.Module):
 
 
 def q_head(model: nn.Module) -> nn.Module:
-    """The Q-value head of an rtcore model, wrapped in an :class:`ActionHistoryNet` or not."""
-    return model.base.head if isinstance(model, ActionHistoryNet) else model.head
+    """The Q-value head of an rtcore model, wrapped in an :class:`ActionHistoryNet` or not (None: no ``head``)."""
+    return getattr(model.base if isinstance(model, ActionHistoryNet) else model, "head", None)
 
 
 def example_history(model: nn.Module, batch: int = 1, *, device: str | torch.device = "cpu",
