@@ -157,8 +157,9 @@ def draw(results: list[dict], games: list[str], delay_games: list[str], args: ar
             ax.set_title(title, fontsize=10)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8, loc="upper left")
-    fig.suptitle("rtcore: realtime DQN, return while learning in real time (median of seeds; band: min..max)",
-                 fontsize=11)
+    title = ("rtcore: realtime DQN, return while learning in real time (median of seeds; band: min..max)" if cols >= 3
+             else "rtcore: realtime DQN\n(median of seeds; band: min..max)")  # one or two panels: a short title
+    fig.suptitle(title, fontsize=11 if cols >= 3 else 9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
