@@ -354,3 +354,15 @@ def test_action_history_is_validated():
         RunConfig(action_history=65).validate()
     with pytest.raises(ValueError, match="action_history must be an integer"):
         build_model("mlp", 1, 3, obs_shape=(4,), action_history=1.5)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_rainbow_learns_with_an_action_history_in_the_delay_simulation():
+    """Every Rainbow part (noisy, C51 + dueling, prioritized replay) takes the history as its second input."""
+    from rtcore import RunConfig
+    from rtcore.agent.delay_sim import simulate_delay
+
+    cfg = RunConfig(env="rtcore/Catch", agent="rainbow", model="mlp:hidden=32", frame_stack=1, action_history=2,
+                    replay_capacity=2_000, learning_starts=64, batch_size=16, seed=0)
+    r = simulate_delay(cfg, delay=2, steps=300)
+    assert r.updates > 200 and np.isfinite(r.last_loss)
