@@ -275,6 +275,39 @@ def test_features_seen_at_act_time_are_the_features_sampled(tmp_path, rng):
             env.close()
 
 
+def test_delay_wrapper_history_is_the_one_the_buffer_gathers(rng):
+    """The delay simulation's act-time history (DelayWrapper's info) against the sampled one."""
+    import rtcore
+
+    K, delay = 3, 3
+    env = rtcore.make("rtcore/Catch", delay=delay, action_history=K)
+    with ReplayBuffer(3000, (10, 10), frame_stack=1, n_step=2, action_history=K) as rb:
+        seen = {}
+        obs, info = env.reset(seed=0)
+        assert info["action_history"].tolist() == [NO_ACTION] * (K + 1)
+        for _ in range(600):
+            a = int(rng.integers(3))
+            seen[rb.head(0)] = info["action_history"]
+            nxt, r, term, trunc, info = env.step(a)
+            end = term or trunc
+            rb.add(0, obs, a, r, term, trunc, next_obs=nxt if end else None)
+            obs = nxt
+            if end:
+                obs, info = env.reset()
+        env.close()
+        rb.seed(1)
+        checked = 0
+        for _ in range(10):
+            batch = rb.sample(128, learn_on="applied")
+            for i in range(128):
+                j = int(batch.index[i])
+                assert batch.action_history[i].tolist() == seen[j].tolist(), f"position {j}"
+                checked += 1
+        assert checked == 1280
+    with pytest.raises(ValueError, match="needs delay"):
+        rtcore.make("rtcore/Catch", action_history=2)
+
+
 # --- learning: the history helps under delay -----------------------------------------------------
 
 
