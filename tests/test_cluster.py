@@ -106,6 +106,77 @@ def _wait_for(pred, timeout: float, what: str):
         time.sleep(0.1)
 
 
+def test_a_lost_shard_or_learner_group_is_dropped_and_the_rest_goes_on(cluster):
+    """The fast version of a lost node: its actors die (``ray.kill``); a learner's batches come from the
+    shards left, a follower says the group is gone; with no shard left the learner says so."""
+    import numpy as np
+
+    from rtcore.cluster.learners import LearnerGroup
+    from rtcore.cluster.params import ParamFollower
+    from rtcore.cluster.sampler import ShardBatches, ShardSampler
+
+    replay = rtcore.ReplayBuffer(256, (3,), obs_dtype="float32", frame_stack=1, n_step=1)
+    board = rtcore.ObsBoard((3,), dtype="float32", frame_stack=1)
+    store = rtcore.ParamStore(5, buffers=3, max_readers=2)
+    group = None
+    try:
+        for k in range(100):
+            replay.add(0, np.full(3, k, np.float32), k % 2, 1.0, k % 25 == 24, False,
+                       next_obs=np.zeros(3, np.float32) if k % 25 == 24 else None)
+        board.publish(np.zeros(3, np.float32), 99)
+        samplers = [ray.remote(ShardSampler).options(num_cpus=0).remote(replay.name, board.name, i) for i in range(2)]
+        batches = ShardBatches(list(enumerate(samplers)), 8, "applied", False, 1, (3,), "float32", prefetch=2)
+        out = batches.empty_batch(8)
+        batches.sample(8, out=out)
+        assert len(batches) > 0 and batches.step == 2 * 99
+        ray.kill(samplers[1])
+        for _ in range(6):
+            batches.sample(8, out=out)
+        assert batches.lost == [1] and sorted(batches.shards) == [0]
+        assert batches.step == 2 * 99  # the lost shard's steps still count for the throttle
+        ray.kill(samplers[0])
+        with pytest.raises(RuntimeError, match="every replay shard is lost"):
+            for _ in range(4):
+                batches.sample(8, out=out)
+
+        group = ray.remote(LearnerGroup).options(num_cpus=0, max_concurrency=4).remote(
+            np.arange(5, dtype=np.float32), 1, "cpu", 0.01, 1.0)
+        follower = ParamFollower(group, store, have=-1).start()
+        try:
+            _wait_for(lambda: follower.received >= 1, 30, "the first parameter version")
+            with store.read() as (_, view):
+                assert view.tolist() == [0, 1, 2, 3, 4]
+            pid = ray.get(group.status.remote())["pid"]
+            ray.kill(group)
+            _wait_for(lambda: follower.lost, 30, "the follower to see the group is gone")
+            assert "learner group is gone" in follower.lost
+            _wait_for(lambda: not alive(pid), 30, "the group's process to exit")
+            from rtcore.shared._shm import reclaim_dead_segments
+
+            gone = reclaim_dead_segments()  # what a killed actor leaves (a run reclaims it at its end too)
+            assert gone and {g.pid for g in gone} == {pid}
+        finally:
+            follower.stop()
+    finally:
+        for obj in (replay, board, store):
+            obj.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_remote_inference_workers_act_through_a_relay(cluster, tmp_path):
+    """``--workers-on gpu`` with no GPU: remote worker actors on other nodes; the env node's relays take
+    their turns, the round trip counts as the pass and is measured."""
+    s = rtcore.run(cluster_config(tmp_path, env_nodes=1, workers="2", workers_on="gpu", cluster_placement="spread",
+                                  seconds=8.0))
+    c = s.extra["cluster"]
+    assert s.stopped_by == "time" and not s.faults, s.faults
+    relay = c["nodes"][0]["relay"]
+    assert relay["round_trips"] > 100 and relay["round_trip_ms_p50"] > relay["network_ms_p50"] > 0
+    assert s.actions_posted > 100 and s.learner_updates > 0 and s.worker_versions_picked_up > 0
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_a_node_killed_mid_run_is_written_off_and_the_run_goes_on(cluster, tmp_path):
     import threading

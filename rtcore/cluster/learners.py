@@ -20,6 +20,7 @@ and hands it to the learners as CUDA IPC handles (as a local run's GPU learners 
 
 from __future__ import annotations
 
+import os
 import pickle
 import threading
 import time
@@ -118,7 +119,7 @@ class LearnerGroup:
 
         c = self.telemetry.control
         put = np.asarray(self.put_s[-1000:])
-        return {"updates": int(c[Control.UPDATES]), "version": int(self.params.version),
+        return {"updates": int(c[Control.UPDATES]), "version": int(self.params.version), "pid": os.getpid(),
                 "learners": self.telemetry.learners[: max(1, self.n)].copy(),
                 "param_put_ms_p50": float(np.median(put) * 1e3) if put.size else float("nan"),
                 "versions_put": len(self.put_s), "error": getattr(self, "error", None)}
