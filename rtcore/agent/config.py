@@ -367,6 +367,10 @@ class RunConfig:
                 bad("elastic", "off with --workers-on gpu (elastic N grows local worker processes)")
             if self.learner_gpus > 0 and self.learner_device not in (None, "cuda"):
                 bad("learner_device", "None or 'cuda' with --learner-gpus > 0 (Ray picks the GPU)")
+            if self.learner_gpus > 0 and self.learners * self.learner_gpus > 0.99:
+                raise ValueError(f"learner_gpus = {self.learner_gpus!r} x learners = {self.learners}: the learners of a "
+                                 f"cluster run share one GPU with their group's state (0.01 of it); expected "
+                                 f"learners x learner_gpus <= 0.99")
             if self.worker_gpus > 0 and self.device not in ("cpu", "cuda"):
                 bad("device", "'cpu' or 'cuda' with --worker-gpus > 0 (Ray picks the GPU)")
         for name, default in (("env_nodes", 1), ("workers_on", "env"), ("worker_gpus", 0.0), ("learner_gpus", 0.0),
