@@ -50,5 +50,8 @@ def main(args: argparse.Namespace) -> int:
     if cfg.json:
         print(json.dumps(summary.to_dict()))
     elif not cfg.quiet:
+        from rtcore.cluster.summary import print_cluster
+
         print_summary(summary)
+        print_cluster(summary)
     return {"time": 0, "interrupt": 130, "sigterm": 143}.get(summary.stopped_by, 1)  # 1: a fault ended it

@@ -84,6 +84,10 @@ def test_two_env_nodes_and_a_learner_node_learn_together(cluster, tmp_path):
     assert (Path(s.run_dir) / "checkpoints" / "final.params.npy").is_file()
     assert (Path(s.run_dir) / "node-0" / "metrics.csv").is_file()
     assert (Path(s.run_dir) / "cluster_metrics.csv").read_text().count("\n") >= 3
+    for i in (0, 1):  # every process of the env nodes (actor, env driver, workers) is gone after the run
+        info = json.loads((Path(s.run_dir) / f"node-{i}" / "processes.json").read_text())
+        for pid in [info["runner"]] + [p["pid"] for p in info["children"]]:
+            _wait_for(lambda: not alive(pid), 15, f"process {pid} of env node {i} to exit")
 
 
 def _raylet_of(pid: int, c) -> object:

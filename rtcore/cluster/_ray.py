@@ -58,11 +58,13 @@ def connect(cluster: str, *, num_cpus: int | None = None) -> tuple[Any, bool]:
     ``started`` when a local instance was started here (the caller shuts it down).
 
     An existing connection (``ray.is_initialized()``, e.g. a test's cluster) is used as it is."""
+    import sys
+
     address = cluster[4:] if cluster.startswith("ray:") else None
     loopback = address is None or _is_loopback(address)
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        return sys.modules["ray"], False  # connected already (a test's cluster, the user's own ray.init)
     ray = import_ray(loopback)
-    if ray.is_initialized():
-        return ray, False
     kw: dict[str, Any] = dict(include_dashboard=False)
     if loopback:
         kw["_node_ip_address"] = LOOPBACK

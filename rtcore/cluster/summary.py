@@ -164,3 +164,30 @@ def cluster_summary(run: Any, wall: float) -> RunSummary:
 
 def median_ms(xs: list[float]) -> float:
     return float(np.median(xs) * 1e3) if xs else math.nan
+
+
+def print_cluster(s: RunSummary) -> None:
+    """The cluster's part of a summary, after :func:`rtcore.agent.accounting.print_summary`: one line per
+    env node, the learners and what was lost."""
+    from rich.console import Console
+    from rich.table import Table
+
+    c = s.extra.get("cluster") or {}
+    t = Table(title=f"cluster ({c.get('address')}, {c.get('placement')}, workers on {c.get('workers_on')})")
+    for col in ("env node", "steps", "inaction", "delay mean", "versions in", "fetch / age p50", "ended"):
+        t.add_column(col, justify="right")
+    for i, n in sorted((c.get("nodes") or {}).items(), key=lambda kv: int(kv[0])):
+        f = n.get("params_follow") or {}
+        inaction = n.get("inaction_fraction")
+        delay = n.get("delay_mean")
+        t.add_row(str(i), f"{n.get('env_steps', 0):,}",
+                  f"{inaction:.2%}" if isinstance(inaction, float) and math.isfinite(inaction) else "-",
+                  f"{delay:.2f}" if isinstance(delay, float) and math.isfinite(delay) else "-",
+                  str(f.get("versions_received", "-")),
+                  f"{_num(f.get('fetch_ms_p50')):.1f} / {_num(f.get('age_ms_p50')):.1f} ms" if f else "-",
+                  str(n.get("ended")))
+    Console().print(t)
+    lost = c.get("env_nodes_lost") or []
+    print(f"learners: {s.learners} ({s.learner_updates:,} updates, parameter versions put: {c.get('versions_put')}, "
+          f"put p50 {_num(c.get('param_put_ms_p50')):.1f} ms); env nodes lost: {lost or 'none'}; learner group lost: "
+          f"{c.get('learner_group_lost')}")
