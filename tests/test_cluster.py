@@ -13,7 +13,8 @@ left behind (segments: conftest's leak check; processes: the killed node's child
 from __future__ import annotations
 
 import json
-import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -65,27 +66,37 @@ def cluster_config(tmp_path, **kw) -> RunConfig:
 
 
 def test_two_env_nodes_and_a_learner_node_learn_together(cluster, tmp_path):
-    s = rtcore.run(cluster_config(tmp_path))
-    c = s.extra["cluster"]
-    assert s.stopped_by == "time" and not s.faults, s.faults
+    """``rtcore run --cluster ray:ADDRESS`` from the command line, as a user runs it on a cluster."""
+    cfg = cluster_config(tmp_path, cluster=f"ray:{cluster.address}")
+    argv = [sys.executable, "-m", "rtcore", "run", "--json"]
+    for k, v in cfg.to_dict().items():
+        if v != getattr(RunConfig(), k):
+            flag = "--" + k.replace("_", "-")
+            argv += [flag] if v is True else [f"--no-{flag[2:]}"] if v is False else [flag, str(v)]
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    s = json.loads(p.stdout)  # --json: one JSON object and nothing else on stdout
+    c = s["extra"]["cluster"]
+    assert s["stopped_by"] == "time" and not s["faults"], s["faults"]
     # each env node and the learner group on a node of its own, none on the head
-    nodes = {c["node_ids"][0], c["node_ids"][1], c["learner_node_id"]}
-    assert len(nodes) == 3 and ray.get_runtime_context().get_node_id() not in nodes
-    for i in (0, 1):
+    nodes = {c["node_ids"]["0"], c["node_ids"]["1"], c["learner_node_id"]}
+    assert len(nodes) == 3 and cluster.head_node.node_id not in nodes
+    for i in ("0", "1"):
         n = c["nodes"][i]
         assert n["env_steps"] > 500, n  # 400 Hz for 8 s, less what a loaded machine misses
         assert n["params_follow"]["versions_received"] > 0, n
         assert n["global_version_picked_up"] > 0, n  # the learners' versions reached this node's workers
-    assert s.learner_updates > 0 and s.param_version > 1
-    assert s.worker_versions_picked_up > 0
-    learner = c["learners"][0]
-    assert learner["batches"] >= s.learner_updates and not learner["shards_lost"]
-    assert s.workers == 2 and s.env_steps == c["nodes"][0]["env_steps"] + c["nodes"][1]["env_steps"]
-    assert (Path(s.run_dir) / "checkpoints" / "final.params.npy").is_file()
-    assert (Path(s.run_dir) / "node-0" / "metrics.csv").is_file()
-    assert (Path(s.run_dir) / "cluster_metrics.csv").read_text().count("\n") >= 3
+    assert s["learner_updates"] > 0 and s["param_version"] > 1
+    assert s["worker_versions_picked_up"] > 0
+    learner = c["learners"]["0"]
+    assert learner["batches"] >= s["learner_updates"] and not learner["shards_lost"]
+    assert s["workers"] == 2 and s["env_steps"] == c["nodes"]["0"]["env_steps"] + c["nodes"]["1"]["env_steps"]
+    run_dir = Path(s["run_dir"])
+    assert (run_dir / "checkpoints" / "final.params.npy").is_file()
+    assert (run_dir / "node-0" / "metrics.csv").is_file()
+    assert (run_dir / "cluster_metrics.csv").read_text().count("\n") >= 3
     for i in (0, 1):  # every process of the env nodes (actor, env driver, workers) is gone after the run
-        info = json.loads((Path(s.run_dir) / f"node-{i}" / "processes.json").read_text())
+        info = json.loads((run_dir / f"node-{i}" / "processes.json").read_text())
         for pid in [info["runner"]] + [p["pid"] for p in info["children"]]:
             _wait_for(lambda: not alive(pid), 15, f"process {pid} of env node {i} to exit")
 
@@ -204,7 +215,7 @@ def test_a_node_killed_mid_run_is_written_off_and_the_run_goes_on(cluster, tmp_p
     s = out["s"]
     c = s.extra["cluster"]
     assert s.stopped_by == "time", s.faults
-    assert c["env_nodes_lost"] == [1] or (victim is not extra and c["env_nodes_lost"] == [1]), c
+    assert c["env_nodes_lost"] == [1], c
     assert any("env node 1 lost" in f for f in s.faults), s.faults
     assert c["nodes"][0]["ended"] == "time" and c["nodes"][0]["env_steps"] > 1000
     assert c["nodes"][1]["env_steps"] > 0  # what the lost node did before, from its last row

@@ -53,11 +53,12 @@ def _is_loopback(address: str) -> bool:
     return host in ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
-def connect(cluster: str, *, num_cpus: int | None = None) -> tuple[Any, bool]:
+def connect(cluster: str, *, num_cpus: int | None = None, log_to_driver: bool = True) -> tuple[Any, bool]:
     """Connects this process to Ray for ``cluster`` (``ray`` or ``ray:ADDRESS``); returns ``(ray, started)``,
     ``started`` when a local instance was started here (the caller shuts it down).
 
-    An existing connection (``ray.is_initialized()``, e.g. a test's cluster) is used as it is."""
+    An existing connection (``ray.is_initialized()``, e.g. a test's cluster) is used as it is.
+    ``log_to_driver``: print the actors' output here (off for ``--json``, whose stdout is one object)."""
     import sys
 
     address = cluster[4:] if cluster.startswith("ray:") else None
@@ -65,7 +66,7 @@ def connect(cluster: str, *, num_cpus: int | None = None) -> tuple[Any, bool]:
     if "ray" in sys.modules and sys.modules["ray"].is_initialized():
         return sys.modules["ray"], False  # connected already (a test's cluster, the user's own ray.init)
     ray = import_ray(loopback)
-    kw: dict[str, Any] = dict(include_dashboard=False)
+    kw: dict[str, Any] = dict(include_dashboard=False, log_to_driver=log_to_driver)
     if loopback:
         kw["_node_ip_address"] = LOOPBACK
     if address is None:

@@ -362,7 +362,7 @@ def run_cluster(cfg: RunConfig) -> RunSummary:
     """Runs a validated ``cfg`` with ``cfg.cluster`` set; returns the summary over every env node."""
     from rtcore.shared._shm import reclaim_dead_segments
 
-    ray, started = connect(cfg.cluster, num_cpus=local_cpus(cfg))
+    ray, started = connect(cfg.cluster, num_cpus=local_cpus(cfg), log_to_driver=not cfg.json)
     address = "local instance on 127.0.0.1" if started else (cfg.cluster[4:] if cfg.cluster.startswith("ray:") else
                                                              "the Ray instance this process is connected to")
     run = _ClusterRun(cfg, ray, address)
