@@ -30,11 +30,18 @@ needs rtcore installed and the same versions of Python, torch and Ray.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rtcore.agent.accounting import RunSummary
+    from rtcore.agent.config import RunConfig
+
 __all__ = ["run_cluster"]
 
 
-def run_cluster(cfg):  # noqa: ANN001, ANN201  (imports Ray only when called)
-    """Runs ``cfg`` (with ``cfg.cluster`` set) on Ray; see :func:`rtcore.cluster.runner.run_cluster`."""
+def run_cluster(cfg: "RunConfig") -> "RunSummary":
+    """Runs ``cfg`` (with ``cfg.cluster`` set) on Ray; see :func:`rtcore.cluster.runner.run_cluster`.
+    Ray is imported only here, so ``import rtcore.cluster`` works without it."""
     from rtcore.cluster.runner import run_cluster as run
 
     return run(cfg)
