@@ -8,7 +8,8 @@ and the coefficient of variation of the interval between published actions, next
 prediction for the same setting (constant inference at the tau_max the schedule settled on), in one
 run. The peer: the same N* workers free-running without a schedule ("none"), measured in the same run.
 
-Process count: one pool of worker processes, spawned once and reused (at most --max-procs, default 24;
+Process count: one pool of worker processes (rtcore.repro.wallclock.WallclockPool, the pool of
+``rtcore repro inaction``, here with a constant inference time), spawned once and reused (at most --max-procs, default 24;
 settings that need more are skipped and listed). The workers mostly sleep, so 21 of them fit a 2-core
 machine; the env's Timer spins the last 200 us of each tick. Figures on a loaded machine are noisy.
 
@@ -21,139 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import sys
-import time
-
-import numpy as np
 
 import rtcore
-from rtcore.shared.shared_array import SharedArray
+from rtcore.repro.wallclock import GAMEBOY_TAU_M, WallclockPool
 from rtcore.simulation import simulate
-from rtcore.shared.timer import monotonic, sleep_until
 
-TAU_M = 1 / 59.7275
-CAP = 4096  # post timestamps kept per worker per setting
-
-
-def _worker_main(q_in, q_out, times_name: str, counts_name: str) -> None:
-    times = SharedArray.attach(times_name).array
-    counts = SharedArray.attach(counts_name).array
-    while True:
-        cmd = q_in.get()
-        if cmd is None:
-            break
-        mode, sched_name, obs_name, act_name, tau_theta, wid = cmd
-        sched = rtcore.StaggerSchedule.attach(sched_name)
-        obs = rtcore.ObsBoard.attach(obs_name)
-        act = rtcore.ActionBoard.attach(act_name)
-        buf = np.empty(obs.stack_shape, obs.dtype)
-        n = 0
-        if mode == "max":
-            w = sched.join(wid)
-            while sched.wait_turn(w, timeout=10.0):
-                _, step = obs.read(out=buf)
-                t0 = monotonic()
-                sleep_until(t0 + tau_theta)
-                sched.report(w, monotonic() - t0)
-                if not sched.wait_publish(w, timeout=10.0):
-                    break
-                act.post(step % 4, step, w)
-                times[wid, n % CAP] = monotonic()
-                n += 1
-                counts[wid] = n
-            sched.leave(w)
-        else:  # free-running, unstaggered
-            while not sched.stopped:
-                _, step = obs.read(out=buf)
-                t0 = monotonic()
-                sleep_until(t0 + tau_theta)
-                act.post(step % 4, step, wid)
-                times[wid, n % CAP] = monotonic()
-                n += 1
-                counts[wid] = n
-        for o in (sched, obs, act):
-            o.close()
-        q_out.put(wid)
-
-
-class Pool:
-    def __init__(self, n: int) -> None:
-        ctx = mp.get_context("spawn")
-        self.times = SharedArray((n, CAP), "float64")
-        self.counts = SharedArray((n,), "int64")
-        self.q_in = [ctx.Queue() for _ in range(n)]
-        self.q_out = ctx.Queue()
-        self.procs = [
-            ctx.Process(target=_worker_main, args=(self.q_in[i], self.q_out, self.times.name, self.counts.name), daemon=True)
-            for i in range(n)
-        ]
-        for p in self.procs:
-            p.start()
-
-    def run(self, mode: str, n: int, tau_theta: float, warm_ticks: int, ticks: int) -> dict:
-        sched = rtcore.StaggerSchedule(n, tau_theta, heartbeat_timeout=max(2.0, 4 * tau_theta))
-        obs = rtcore.ObsBoard((8,), "uint8")
-        act = rtcore.ActionBoard(max_workers=n)
-        frame = np.zeros(8, np.uint8)
-        step = 0
-        obs.publish(frame, step)
-        self.counts.array[:] = 0
-        try:
-            for i in range(n):
-                self.q_in[i].put((mode, sched.name, obs.name, act.name, tau_theta, i))
-            deadline = time.monotonic() + 60
-            if mode == "max":
-                while sched.live_workers < n:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("workers did not join within 60 s")
-                    time.sleep(0.005)
-            timer = rtcore.Timer(TAU_M)
-            idle = 0
-            t_start = 0.0
-            for k in range(warm_ticks + ticks):
-                timer.wait(timeout=5.0)
-                if k == warm_ticks:
-                    t_start = monotonic()
-                got = act.take()
-                if k >= warm_ticks and got is None:
-                    idle += 1
-                step += 1
-                obs.publish(frame, step)
-            t_end = monotonic()
-            lateness = timer.stats()
-            tau_max = sched.tau_max
-            sched.stop()
-            for _ in range(n):
-                self.q_out.get(timeout=30)
-        finally:
-            for o in (sched, obs, act):
-                o.close()
-        counts = self.counts.array[:n].copy()
-        if (counts > CAP).any():
-            raise RuntimeError("more posts than the timestamp ring holds; raise CAP")
-        stamps = np.sort(np.concatenate([self.times.array[i, : counts[i]] for i in range(n)]))
-        stamps = stamps[(stamps >= t_start) & (stamps <= t_end)]
-        iv = np.diff(stamps)
-        cv = float(iv.std() / iv.mean()) if iv.size > 1 else float("nan")
-        return {
-            "inaction": idle / ticks,
-            "cv": cv,
-            "interval_mean": float(iv.mean()) if iv.size else float("nan"),
-            "tau_max": tau_max,
-            "timer_overruns": int(lateness.get("overruns", 0)),
-        }
-
-    def close(self) -> None:
-        for q in self.q_in:
-            q.put(None)
-        for p in self.procs:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.kill()
-                p.join()
-        self.times.close()
-        self.counts.close()
+TAU_M = GAMEBOY_TAU_M
 
 
 def main() -> int:
@@ -179,7 +54,7 @@ def main() -> int:
           f"{', quick' if args.quick else ''}; figures on a shared machine are noisy")
     if skipped:
         print(f"skipped (more than --max-procs={args.max_procs} workers): {skipped}")
-    pool = Pool(pool_size)
+    pool = WallclockPool(pool_size, TAU_M)
     rows = []
     try:
         print(f"{'tau_theta':>10} {'N*':>3} {'N':>3} {'mode':>5} | {'inaction':>9} {'sim':>7} | {'CV':>7} {'sim CV':>7} | {'tau_max ms':>10}")
@@ -193,7 +68,8 @@ def main() -> int:
                 cycles = 4 if args.quick else 10
                 ticks = max(90 if args.quick else 300, int(cycles * tau / TAU_M))
                 warm = int(2 * tau / TAU_M) + 20
-                r = pool.run(mode, n, tau, warm, ticks)
+                r = pool.run(tau, n, mode=mode, ticks=ticks, jitter=0.0, warm_ticks=warm)
+                r["cv"] = r["interval_cv"]
                 sim_tau = r["tau_max"] if mode == "max" else tau
                 sim = simulate(TAU_M, sim_tau, n, mode=mode, steps=20000)
                 row = {

@@ -109,8 +109,9 @@ def make_learner(model, replay, *, turnstile=None, learner=0, shared=None, **cfg
         flat = bind_flat(model).numpy().copy()
         store = ParamStore(flat.size, buffers=8)
         store.publish(flat)
-        state = np.zeros((4, flat.size), np.float32)
-        state[0] = state[3] = flat
+        from rtcore.agent.optim import STATE_ROWS, init_learner_state
+
+        state = init_learner_state(np.zeros((STATE_ROWS, flat.size), np.float32), flat)
         shared = {"params": store, "state": state, "control": np.zeros(Control.COUNT, np.int64)}
     lrn = DQNLearner(model, params=shared["params"], replay=replay, state=shared["state"],
                      control=shared["control"], config=LearnerConfig(**cfg),
@@ -273,8 +274,9 @@ def test_a_skipped_publish_loses_no_update(rng, one_torch_thread):
     with _small_replay(rng) as replay:
         model = MLP(4, 2)
         flat = bind_flat(model).detach().numpy().copy()
-        state = np.zeros((4, flat.size), np.float32)
-        state[0] = state[3] = flat
+        from rtcore.agent.optim import STATE_ROWS, init_learner_state
+
+        state = init_learner_state(np.zeros((STATE_ROWS, flat.size), np.float32), flat)
         control = np.zeros(Control.COUNT, np.int64)
         with ParamStore(flat.size, buffers=2) as store, ParamStore.attach(store.name) as other:
             store.publish(flat)
@@ -286,12 +288,15 @@ def test_a_skipped_publish_loses_no_update(rng, one_torch_thread):
             assert info.version == 2 and store.version == 2 and store.stats()["skipped_no_buffer"] == 1
             other.unpin()
             assert control[Control.UPDATES] == 2  # the update was applied to the master all the same
-            before = state[0].copy()
+            from rtcore.agent.optim import bank
+
+            before = bank(state, control[Control.OPT_STEP])[0].copy()
             info = lrn.update()
             assert info.version == 3
+            master = bank(state, control[Control.OPT_STEP])[0]
             with store.read() as (_, view):
-                np.testing.assert_array_equal(view, state[0])  # the published version is the master
-            assert not np.array_equal(before, state[0])
+                np.testing.assert_array_equal(view, master)  # the published version is the master
+            assert not np.array_equal(before, master)
 
 
 def test_replicas_of_the_learner_state_stay_in_step(rng, one_torch_thread):
@@ -304,9 +309,9 @@ def test_replicas_of_the_learner_state_stay_in_step(rng, one_torch_thread):
     with _small_replay(rng) as replay:
         model = MLP(4, 2)
         flat = bind_flat(model).detach().numpy().copy()
-        replicas = [np.zeros((4, flat.size), np.float32) for _ in range(2)]
-        for s in replicas:
-            s[0] = s[3] = flat
+        from rtcore.agent.optim import STATE_ROWS, TARGET, bank, init_learner_state
+
+        replicas = [init_learner_state(np.zeros((STATE_ROWS, flat.size), np.float32), flat) for _ in range(2)]
         control = np.zeros(Control.COUNT, np.int64)
         with ParamStore(flat.size, buffers=3) as store:
             store.publish(flat)
@@ -315,7 +320,7 @@ def test_replicas_of_the_learner_state_stay_in_step(rng, one_torch_thread):
             for _ in range(7):
                 lrn.update()
             np.testing.assert_array_equal(replicas[0], replicas[1])  # master, moments and target alike
-            assert not np.array_equal(replicas[0][0], flat) and not np.array_equal(replicas[0][3], flat)
+            assert not np.array_equal(bank(replicas[0], 7)[0], flat) and not np.array_equal(replicas[0][TARGET], flat)
             assert control[Control.OPT_STEP] == 7  # one Adam step per update, not one per replica
 
 

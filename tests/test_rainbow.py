@@ -86,6 +86,7 @@ def test_c51_losses_match_the_projection_by_hand():
 
 def test_learner_update_with_prioritized_replay_sets_priorities():
     import rtcore
+    from rtcore.agent.optim import STATE_ROWS, init_learner_state
     from rtcore.shared.params import bind_flat
     from rtcore.shared.shared_array import SharedArray
 
@@ -95,14 +96,14 @@ def test_learner_update_with_prioritized_replay_sets_priorities():
     numel = sum(p.numel() for p in model.parameters())
     rng = np.random.default_rng(0)
     with rtcore.ReplayBuffer(500, (36, 36), frame_stack=2, n_step=3, prioritized=True, alpha=0.2, beta=0.6) as rb, \
-            rtcore.ParamStore(numel, buffers=3) as params, SharedArray((4, numel), "float32") as state:
+            rtcore.ParamStore(numel, buffers=3) as params, SharedArray((STATE_ROWS, numel), "float32") as state:
         for t in range(120):
             end = t % 40 == 39
             rb.add(0, rng.integers(0, 256, (36, 36), dtype=np.uint8), int(t % 3), float(t % 5), end, False,
                    next_obs=np.zeros((36, 36), np.uint8) if end else None)
         flat = bind_flat(model).numpy().copy()
         params.publish(flat)
-        state.array[0] = state.array[3] = flat
+        init_learner_state(state.array, flat)
         control = np.zeros(Control.COUNT, np.int64)
         cfg = LearnerConfig(batch_size=16, lr=1e-3, prioritized=True, priority_beta=0.6, priority_eps=1e-6)
         learner = DQNLearner(model, params=params, replay=rb, state=state.array, control=control, config=cfg, seed=1)
@@ -122,7 +123,7 @@ def test_learner_update_with_prioritized_replay_sets_priorities():
         assert not torch.equal(eps_before, learner.online.head.advantage.weight_epsilon)  # new noise
     with pytest.raises(ValueError, match="prioritized ReplayBuffer"):
         with rtcore.ReplayBuffer(100, (36, 36), frame_stack=2) as plain, rtcore.ParamStore(numel, buffers=3) as p2, \
-                SharedArray((4, numel), "float32") as s2:
+                SharedArray((STATE_ROWS, numel), "float32") as s2:
             DQNLearner(model, params=p2, replay=plain, state=s2.array, control=np.zeros(Control.COUNT, np.int64),
                        config=cfg)
 

@@ -414,3 +414,40 @@ def test_sigstopped_worker_is_a_stall_and_the_run_recovers(tmp_path):
     tail = m["inaction_window"][-5:]
     assert all(math.isfinite(x) and x <= 0.05 for x in tail), (tail, s["faults"])
     assert s["action_interval_target"] < 0.1  # tau_max / N at the end: the 3 s stop was not kept
+
+
+@pytest.mark.timeout(200)
+def test_learner_killed_mid_update_is_replaced_and_updates_resume_fast(tmp_path):
+    """The default suite's version of the slow test above: one SIGKILL of the only learner while it
+    updates; its replacement takes the slot over, settles the interrupted optimizer step (rolled back or
+    completed, never half applied: tests/test_optim_journal.py checks the state bit for bit) and updates
+    go on. Ended early by SIGTERM."""
+    p = rtcore_run(tmp_path, "--seconds", "60", "--inference-delay", str(DELAY), "--tau-theta", str(TAU_THETA),
+                   "--learners", "1", "--learning-starts", "60", "--batch-size", "8", "--updates-per-step", "0.2",
+                   "--no-plots", "--metrics-interval", "0.5")
+    run_dir = tmp_path / "run"
+    children: list[psutil.Process] = []
+    from rtcore.agent.metrics import read_metrics
+
+    try:
+        wait_for_rows(run_dir, 2, p, timeout=120)
+        children = descendants(p.pid)
+        deadline = time.monotonic() + 60
+        while read_metrics(run_dir)["learner_updates"][-1] < 3:
+            assert time.monotonic() < deadline, "no learner updates"
+            time.sleep(0.1)
+        kill_child(run_dir, "learner", 0)
+        at_kill = read_metrics(run_dir)["learner_updates"][-1]
+        deadline = time.monotonic() + 60
+        while read_metrics(run_dir)["learner_updates"][-1] < at_kill + 3:
+            assert time.monotonic() < deadline, f"updates did not resume after the kill (at {at_kill})"
+            assert p.poll() is None
+            time.sleep(0.1)
+        p.send_signal(signal.SIGTERM)
+    finally:
+        code, s, err = finish(p, timeout=120)
+    assert code == 143, err[-3000:]
+    assert s["learner_restarts"] == 1 and "taken by a live learner" not in err
+    assert s["steps_rolled_back"] + s["steps_completed"] <= 1
+    assert s["learner_updates"] >= at_kill + 3
+    assert_all_gone(children)

@@ -66,6 +66,10 @@ class RunSummary:
     learners_lost: int = 0
     stalls: int = 0
     reclaimed_segments: int = 0
+    # optimizer steps a learner died in (rtcore.agent.optim): rolled back before their commit, or
+    # completed by the next turn holder after it; never half applied
+    steps_rolled_back: int = 0
+    steps_completed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -236,6 +240,8 @@ class RunAccounting:
             learners_lost=sum(c.lost for c in r.children if c.kind == "learner"),
             stalls=int(getattr(r, "final_stalls", 0)),
             reclaimed_segments=int(getattr(r, "reclaimed_segments", 0)),
+            steps_rolled_back=int(tel.control[Control.STEPS_ROLLED_BACK]),
+            steps_completed=int(tel.control[Control.STEPS_COMPLETED]),
             extra={"learner_time_per_update_s": self._learner_time_per_update(r),
                    "act_time_mean_s": self._act_time(r),
                    "driver_cost_us": 1e6 * float(_field(st, "cost_mean")),
@@ -307,6 +313,8 @@ def print_summary(s: RunSummary) -> None:
     ]
     if s.env_error:
         rows.append(("env error", s.env_error))
+    if s.steps_rolled_back or s.steps_completed:
+        rows.append(("optimizer steps interrupted (rolled back / completed)", f"{s.steps_rolled_back} / {s.steps_completed}"))
     if s.workers_lost or s.learners_lost:
         rows.append(("lost for good (workers / learners)", f"{s.workers_lost} / {s.learners_lost}"))
     if s.stalls:

@@ -186,7 +186,7 @@ def write_checkpoint(r: Any, tag: str, final: bool = False) -> Path:
     ckpt_dir = r.run_dir / "checkpoints"
     ckpt_dir.mkdir(exist_ok=True)
     flat = bind_flat(r.model)
-    version, params, target, moments = r.learner_arrays(final)
+    version, params, target, moments, opt_step = r.learner_arrays(final)
     flat.copy_(torch.from_numpy(params))
     path = ckpt_dir / f"{tag}.pt"
     tmp = path.with_suffix(".tmp")
@@ -201,7 +201,7 @@ def write_checkpoint(r: Any, tag: str, final: bool = False) -> Path:
     resumes = 0 if r.start is None or r.params_only else r.start.resumes + 1
     save_state(ckpt_dir / f"{tag}{STATE_SUFFIX}", LearnerState(
         identity=r.identity, params=flat.detach().numpy(), target=target,
-        moments=moments, opt_step=int(c[Control.OPT_STEP]), updates=int(c[Control.UPDATES]),
+        moments=moments, opt_step=int(opt_step), updates=int(c[Control.UPDATES]),
         target_version=int(c[Control.TARGET_VERSION]), param_version=int(version),
         env_steps=max(r.step_offset, int(r.obs_board.step) + 1), seconds=r.time_offset + max(0.0, elapsed),
         resumes=resumes, rng=rng_state()))

@@ -47,6 +47,7 @@ def simulate_delay(config: RunConfig, delay: int, steps: int, *, sequential: boo
 
     import rtcore
     from rtcore.agent.dqn import DQNLearner, LearnerConfig
+    from rtcore.agent.optim import STATE_ROWS, init_learner_state
     from rtcore.agent.telemetry import Control
     from rtcore.models import build_model
     from rtcore.shared.params import bind_flat
@@ -76,9 +77,9 @@ def simulate_delay(config: RunConfig, delay: int, steps: int, *, sequential: boo
         closers.append(params)
         flat = bind_flat(model).numpy().copy()
         params.publish(flat)
-        state = SharedArray((4, numel), "float32")  # the learner state: master, Adam's moments, target
+        state = SharedArray((STATE_ROWS, numel), "float32")  # the learner state (rtcore.agent.optim)
         closers.append(state)
-        state.array[0] = state.array[3] = flat
+        init_learner_state(state.array, flat)
         control = np.zeros(Control.COUNT, np.int64)
         lcfg = LearnerConfig(batch_size=cfg.batch_size, lr=cfg.lr, adam_eps=cfg.adam_eps, double_dqn=cfg.double_dqn,
                              target_update=cfg.target_update, max_grad_norm=cfg.max_grad_norm,

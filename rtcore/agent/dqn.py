@@ -35,7 +35,6 @@ the shared state it applies to (SharedAdam, the learner-state rows and replicas)
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -43,6 +42,7 @@ from typing import Any, Callable
 import numpy as np
 
 from rtcore.agent._proc import join_slot
+from rtcore.agent.optim import STATE_ROWS, TARGET, NonFiniteStep, SharedAdam, StepJournal, bank, new_learner_state
 from rtcore.agent.telemetry import Control, LearnerCol
 from rtcore.shared.params import bind_flat
 
@@ -145,78 +145,9 @@ def c51_losses(online: Any, target: Any, obs: Any, action: Any, reward: Any, dis
     return losses, q_taken, losses.detach()
 
 
-class SharedAdam:
-    """Adam (Kingma & Ba) whose moments and step count live in shared memory.
-
-    ``moments`` is a float32 array or tensor of shape ``(2, numel)`` (first and second moment; a numpy
-    array in host shared memory, or a tensor on a GPU shared between processes), ``control`` the run's
-    int64 control array (slot ``Control.OPT_STEP`` is the step count). Every learner applies with the
-    same state, one at a time (the caller holds the turn). Numerically identical to ``torch.optim.Adam``
-    without weight decay or amsgrad.
-    """
-
-    def __init__(self, moments: Any, control: np.ndarray, lr: float, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8) -> None:
-        import torch
-
-        shape, dtype = tuple(moments.shape), str(moments.dtype).replace("torch.", "")
-        if len(shape) != 2 or shape[0] != 2 or dtype != "float32":
-            raise ValueError(f"moments has shape {shape} and dtype {dtype}, expected (2, numel) float32")
-        if isinstance(moments, np.ndarray):
-            moments = torch.from_numpy(moments)
-        self.m = moments[0]
-        self.v = moments[1]
-        self.control = control
-        self.lr, self.betas, self.eps = float(lr), (float(betas[0]), float(betas[1])), float(eps)
-        self._denom = torch.empty_like(self.v)
-
-    @property
-    def step_count(self) -> int:
-        return int(self.control[Control.OPT_STEP])
-
-    def step(self, param: Any, grad: Any, t: int | None = None) -> None:
-        """``param -= lr * m_hat / (sqrt(v_hat) + eps)`` in place, with ``grad`` (flat float32 tensors on the
-        moments' device). ``t`` (default: the shared step count + 1) is the step number; the caller that
-        passes it advances the shared count itself (several replicas take one step)."""
-        import torch
-
-        b1, b2 = self.betas
-        advance = t is None
-        if t is None:
-            t = int(self.control[Control.OPT_STEP]) + 1
-        self.m.mul_(b1).add_(grad, alpha=1.0 - b1)
-        self.v.mul_(b2).addcmul_(grad, grad, value=1.0 - b2)
-        bc1 = 1.0 - b1 ** t
-        bc2 = 1.0 - b2 ** t
-        torch.sqrt(self.v, out=self._denom)
-        self._denom.div_(math.sqrt(bc2)).add_(self.eps)
-        param.addcdiv_(self.m, self._denom, value=-self.lr / bc1)
-        if advance:
-            self.control[Control.OPT_STEP] = t
-
-
-# Rows of a learner state: the master parameters the learners apply to, Adam's two moments, the target network.
-MASTER, MOMENT1, MOMENT2, TARGET = 0, 1, 2, 3
-STATE_ROWS = 4
-
-
-def new_learner_state(flat: Any, device: Any = "cpu") -> Any:
-    """A learner state for the flat parameters ``flat``: a ``(4, numel)`` float32 tensor on ``device`` with
-    rows master = target = ``flat`` and zero moments. On CUDA it pickles (to a spawned process, with the
-    ``multiprocessing`` of a process that imported torch) as a CUDA IPC handle: every learner on that GPU
-    applies to the same memory. On the CPU a run keeps it in a :class:`rtcore.shared.shared_array.SharedArray`
-    instead (see the runner)."""
-    import torch
-
-    flat = torch.as_tensor(flat, dtype=torch.float32).reshape(-1)
-    state = torch.zeros((STATE_ROWS, flat.numel()), dtype=torch.float32, device=device)
-    state[MASTER].copy_(flat)
-    state[TARGET].copy_(flat)
-    return state
-
-
 class _Replica:
-    """One copy of the learner state (master, moments, target) on one device, and its parameter mirror."""
+    """One copy of the learner state (two banks of master and moments, the target; see
+    :mod:`rtcore.agent.optim`) on one device, and its parameter mirror."""
 
     def __init__(self, state: Any, mirror: Any, control: np.ndarray, config: LearnerConfig, numel: int) -> None:
         import torch
@@ -228,9 +159,8 @@ class _Replica:
                              f"expected ({STATE_ROWS}, {numel}) float32")
         self.device = state.device
         self.state = state
-        self.master = state[MASTER]
         self.target = state[TARGET]
-        self.adam = SharedAdam(state[MOMENT1:MOMENT2 + 1], control, config.lr, config.betas, config.adam_eps)
+        self.adam = SharedAdam(state[1:3], control, config.lr, config.betas, config.adam_eps)
         self.mirror = mirror
         if mirror is not None and mirror.device != state.device:
             raise ValueError(f"parameter mirror is on {mirror.device}, its learner state on {state.device}")
@@ -264,7 +194,8 @@ class DQNLearner:
 
     ``online`` is an eager model (built from the run's spec) on ``device``; the target network is a
     deep copy refreshed from the shared target row. ``state`` is the shared learner state (master
-    parameters, Adam moments, target: ``(4, numel)`` float32, see :func:`new_learner_state`), or a list
+    parameters and Adam moments in two banks, target: ``(7, numel)`` float32, see
+    :func:`rtcore.agent.optim.new_learner_state`), or a list
     of replicas of it on several devices, all updated in each turn so they stay in step. ``mirrors``
     (optional, one per replica) are ``(params.buffers, numel)`` tensors on the replicas' devices that
     hold the published versions by buffer index (:func:`rtcore.shared.params.device_mirror`): readers on
@@ -322,6 +253,7 @@ class DQNLearner:
         for r in self.replicas:
             if r.device != self.device:
                 r.grad = torch.empty(self.numel, dtype=torch.float32, device=r.device)
+        self.journal = StepJournal(control)
         self._params = list(self.online.parameters())
         self._grad = torch.empty(self.numel, dtype=torch.float32, device=self.device)
         self._host_views = [torch.from_numpy(params.buffer_view(b)) for b in range(params.buffers)]
@@ -414,49 +346,43 @@ class DQNLearner:
         """Applies the gradient to the shared master parameters in this learner's turn (every replica), and
         publishes them; returns the newest version.
 
-        A publish that finds no free buffer (every spare one pinned by a reader) is skipped: the master
-        keeps the update and the next publish carries it. Also refreshes the shared target network every
-        ``target_update`` updates and picks up a new target, all while holding the turn (so no one writes
-        the shared state at the same time).
+        All or nothing (:class:`rtcore.agent.optim.StepJournal`): the step is journaled, written into the
+        other bank of the state and committed with one store; a step its learner died in is rolled back or
+        completed by the next turn holder (here, first). A step whose parameters come out non-finite is not
+        committed (``ValueError``: a diverged learner must not hand NaNs to every worker). A publish that
+        finds no free buffer (every spare one pinned by a reader) is skipped: the master keeps the update
+        and the next publish carries it. Also refreshes the shared target network every ``target_update``
+        updates, all while holding the turn.
         """
-        t = int(self.control[Control.OPT_STEP]) + 1
+        grads = []
         for r in self.replicas:
             if r.grad is not None:
                 r.grad.copy_(self._grad, non_blocking=True)
-                r.adam.step(r.master, r.grad, t)
-            else:
-                r.adam.step(r.master, self._grad, t)
-        self.control[Control.OPT_STEP] = t
-        updates = int(self.control[Control.UPDATES]) + 1
-        refresh = updates % self.cfg.target_update == 0
-        if refresh:
-            for r in self.replicas:
-                r.target.copy_(r.master)
-        version = self._publish()
-        for r in self.replicas:
-            r.sync()  # the next turn holder (another process) reads what this one wrote
-        self._release_snapshot()
-        self.control[Control.UPDATES] = updates
-        if refresh:
-            self.control[Control.TARGET_VERSION] += 1
+            grads.append(r.grad if r.grad is not None else self._grad)
+        try:
+            version = self.journal.apply(self.replicas, grads, self.cfg.target_update, self._publish)
+        except NonFiniteStep as e:
+            raise ValueError(f"learner {self.learner}: {e}; the update was rolled back and nothing was "
+                             f"published") from None
+        finally:
+            self._release_snapshot()
         self._sync_target()
         return version
 
-    def _publish(self) -> int:
-        import torch
+    def recover(self) -> str | None:
+        """In the turn: settles a step whose learner died in it (``"rolled back"`` or ``"completed"``)."""
+        return self.journal.recover(self.replicas, self._publish)
 
-        if not bool(torch.isfinite(self.local.master.sum())):  # one reduction; a diverged learner must not
-            raise ValueError(f"learner {self.learner}: the parameters have a non-finite value after this update; "
-                             f"nothing was published")  # hand NaNs to every worker (as ParamStore.publish)
+    def _publish(self, t: int) -> int:
         b = self.params.begin_write(0.0)
         if b < 0:
             return self.params.version
         try:
             for r in self.replicas:
                 if r.mirror is not None:
-                    r.mirror[b].copy_(r.master)
+                    r.mirror[b].copy_(bank(r.state, t)[0])
             if self.host:
-                self._host_views[b].copy_(self.local.master)
+                self._host_views[b].copy_(bank(self.local.state, t)[0])
             for r in self.replicas:
                 r.sync()  # the version is complete on every device before readers can pin it
         except BaseException:
@@ -491,6 +417,7 @@ class DQNLearner:
         if not self._wait_turn(should_stop):
             return False
         try:
+            self.recover()
             self._sync_target()
         finally:
             if self.turnstile is not None:

@@ -39,7 +39,7 @@ class LearnerSpec:
     params: Any
     replay: Any
     turnstile: Any
-    state: Any          # the learner state (master, moments, target): SharedArray (4, numel) float32 on
+    state: Any          # the learner state (rtcore.agent.optim): SharedArray (7, numel) float32 on
                         # the CPU, a CUDA tensor (IPC-shared), or a list of replicas, one per GPU
     telemetry: Telemetry
     obs_board: Any
@@ -172,10 +172,11 @@ def measure_updates_per_second(model_spec: str, learners: int, seconds: float = 
             state: Any = new_learner_state(flat, device)
             mirrors = device_mirror(params, device)
         else:
-            state = SharedArray((4, flat.size), "float32")
+            from rtcore.agent.optim import STATE_ROWS, init_learner_state
+
+            state = SharedArray((STATE_ROWS, flat.size), "float32")
             objs.append(state)
-            state.array[0] = flat
-            state.array[3] = flat
+            init_learner_state(state.array, flat)
         tel = Telemetry(1, learners)
         objs.append(tel)
         turnstile = rtcore.Turnstile(learners)

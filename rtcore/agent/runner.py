@@ -229,12 +229,16 @@ class _Runner:
         self.params.publish(params)
         # the learners' state (master parameters, Adam moments, target): host shared memory, or on each
         # learner GPU (one replica per GPU, CUDA IPC-shared by the learners on it, kept in step)
-        rows = np.stack([params, st.moments[0], st.moments[1], st.target] if resume else
-                        [params, np.zeros_like(flat), np.zeros_like(flat), flat]).astype(np.float32)
+        from rtcore.agent.optim import STATE_ROWS, init_learner_state
+
+        opt_step = st.opt_step if resume else 0
+        rows = init_learner_state(np.zeros((STATE_ROWS, self.numel), np.float32), params,
+                                  target=st.target if resume else flat, moments=st.moments if resume else None,
+                                  opt_step=opt_step)
         self.learner_devices = learner_devices(cfg)
         self.mirrors: dict[str, Any] = {}
         if all(d == "cpu" for d in self.learner_devices):
-            self.state = keep(SharedArray((4, self.numel), "float32"))
+            self.state = keep(SharedArray((STATE_ROWS, self.numel), "float32"))
             self.state.array[:] = rows
         else:
             import torch
@@ -254,9 +258,12 @@ class _Runner:
         self.closers.append(self.telemetry)
         self.telemetry.control[Control.INFERENCE_DELAY_NS] = int(round(cfg.inference_delay * 1e9))
         self.telemetry.control[Control.ACTIVE_WORKERS] = self.n_workers
+        from rtcore.agent.optim import StepJournal
+
+        StepJournal(self.telemetry.control).reset(opt_step)  # nothing pending (resumed: the saved step)
         if resume:  # the whole learner state
             c = self.telemetry.control
-            c[Control.UPDATES], c[Control.TARGET_VERSION], c[Control.OPT_STEP] = st.updates, st.target_version, st.opt_step
+            c[Control.UPDATES], c[Control.TARGET_VERSION] = st.updates, st.target_version
             self.step_offset, self.time_offset = st.env_steps, st.seconds
 
     def spawn(self) -> None:
@@ -511,16 +518,19 @@ class _Runner:
         update even when the last publish was skipped."""
         return write_checkpoint(self, tag, final=final)
 
-    def learner_arrays(self, final: bool = False) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
-        """``(version, params, target, moments)`` as host float32 arrays, for a checkpoint. During the run
-        the parameters are the newest published version (one whole version: pinned) and target and moments
-        a live snapshot; ``final``: the master copy, exact (every learner has stopped)."""
+    def learner_arrays(self, final: bool = False) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, int]:
+        """``(version, params, target, moments, opt_step)`` as host float32 arrays, for a checkpoint: the
+        moments are those of optimizer step ``opt_step`` (one committed step, read whole while learners
+        apply). During the run the parameters are the newest published version (one whole version: pinned);
+        ``final``: the master copy of ``opt_step``, exact (every learner has stopped)."""
         import torch
 
-        state = self.state.array if not self.mirrors else next(iter(self.state.values())).cpu().numpy()
-        target, moments = state[3].copy(), state[1:3].copy()
+        from rtcore.agent.optim import read_learner_state
+
+        state = self.state.array if not self.mirrors else next(iter(self.state.values()))
+        opt_step, master, target, moments = read_learner_state(state, self.telemetry.control)
         if final and self.n_learners > 0:
-            return self.params.version, state[0].copy(), target, moments
+            return self.params.version, master, target, moments, opt_step
         if self.mirrors:
             mirror = next(iter(self.mirrors.values()))
             version, b = self.params.pin_buffer()
@@ -529,9 +539,9 @@ class _Runner:
                 torch.cuda.synchronize(mirror.device)
             finally:
                 self.params.unpin()
-            return version, params, target, moments
+            return version, params, target, moments, opt_step
         with self.params.read() as (version, view):
-            return version, view.copy(), target, moments
+            return version, view.copy(), target, moments, opt_step
 
     def stop_all(self) -> None:
         # the env first: once it stops, nothing more is counted, so the agents' shutdown costs no steps

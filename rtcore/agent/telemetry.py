@@ -66,7 +66,14 @@ class Control:
     OPT_STEP = 3        # Adam's step count (written by the turn holder only)
     ACTIVE_WORKERS = 4  # elastic N: workers with an index >= this retire (0: no limit; written by the runner)
     INFERENCE_DELAY_NS = 5  # emulated extra latency per pass, ns (written by the runner; read by workers each pass)
-    COUNT = 8
+    # the optimizer-step journal (rtcore.agent.optim): written by the turn holder only
+    JOURNAL_STEP = 6       # the step being applied (> OPT_STEP until its commit)
+    JOURNAL_UPDATES = 7    # UPDATES once that step is done
+    JOURNAL_TARGET = 8     # TARGET_VERSION once that step is done
+    JOURNAL_DONE = 9       # the last step whose tail (target refresh, publish, counters) finished
+    STEPS_ROLLED_BACK = 10  # steps whose learner died before the commit (nothing of them kept)
+    STEPS_COMPLETED = 11    # committed steps whose learner died in the tail (the next turn holder finished it)
+    COUNT = 16
 
 
 class Telemetry:

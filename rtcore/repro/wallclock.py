@@ -4,7 +4,9 @@ An env ticks on an :class:`rtcore.Timer` every ``tau_m`` seconds in the calling 
 newest fresh action (else it idles: inaction). A pool of spawned worker processes runs the worker loop
 of :mod:`rtcore.sched` (``StaggerSchedule`` + ``ObsBoard`` + ``ActionBoard``) with an emulated
 inference: a precise sleep of a time drawn from ``N(tau_theta, (jitter * tau_theta)^2)`` (seeded per
-worker, truncated at 0.1 ms). The pool is spawned once and reused across settings.
+worker, truncated at 0.1 ms). ``mode="none"`` is the peer: the same workers free-running, unstaggered
+(each reads, infers and posts as fast as it can). The pool is spawned once and reused across settings
+(``rtcore repro inaction``, ``bench/stagger.py``).
 
     with WallclockPool(12) as pool:
         r = pool.run(tau_theta=8 / 59.7275, n=8, mode="mean", ticks=600, jitter=0.1)
@@ -36,24 +38,26 @@ def _worker_main(q_in: Any, q_out: Any, times_name: str, counts_name: str) -> No
         cmd = q_in.get()
         if cmd is None:
             break
-        sched_name, obs_name, act_name, wid, tau, sd, seed = cmd
+        sched_name, obs_name, act_name, wid, tau, sd, seed, staggered = cmd
         sched, obs, act = StaggerSchedule.attach(sched_name), ObsBoard.attach(obs_name), ActionBoard.attach(act_name)
         rng = np.random.default_rng([seed, wid])
         buf = np.empty(obs.stack_shape, obs.dtype)
         n = 0
-        w = sched.join(wid)
-        while sched.wait_turn(w, timeout=30.0):
+        w = sched.join(wid) if staggered else wid
+        while sched.wait_turn(w, timeout=30.0) if staggered else not sched.stopped:
             _, step = obs.read(out=buf)
             t0 = monotonic()
             sleep_until(t0 + max(1e-4, float(rng.normal(tau, sd))))
-            sched.report(w, monotonic() - t0)
-            if not sched.wait_publish(w, timeout=30.0):
-                break
+            if staggered:
+                sched.report(w, monotonic() - t0)
+                if not sched.wait_publish(w, timeout=30.0):
+                    break
             act.post(int(step) % 4, int(step), w)
             times[wid, n % _CAP] = monotonic()
             n += 1
             counts[wid] = n
-        sched.leave(w)
+        if staggered:
+            sched.leave(w)
         for o in (sched, obs, act):
             o.close()
         q_out.put(wid)
@@ -85,14 +89,18 @@ class WallclockPool:
         """One setting: ``warm_ticks`` (default two inference times) then ``ticks`` measured env ticks.
 
         Returns inaction (measured ticks without a fresh action), the action-interval coefficient of
-        variation over the measured span, and the schedule's tau_max and mean at the end.
+        variation over the measured span, the schedule's tau_max and mean at the end, and the env timer's
+        overruns. ``mode``: the schedule's (``"max"``: Algorithm 1, ``"mean"``: Algorithm 2) or ``"none"``
+        (unstaggered, free-running workers).
         """
         if not 1 <= n <= self.size:
             raise ValueError(f"n must be in [1, {self.size}] (the pool's size), got {n}")
-        if mode not in MODES or pushback not in PUSHBACKS:
-            raise ValueError(f"mode must be one of {MODES} and pushback one of {PUSHBACKS}, got {mode!r}, {pushback!r}")
+        if (mode not in MODES and mode != "none") or pushback not in PUSHBACKS:
+            raise ValueError(f"mode must be one of {MODES + ('none',)} and pushback one of {PUSHBACKS}, "
+                             f"got {mode!r}, {pushback!r}")
+        staggered = mode != "none"
         warm = int(2 * tau_theta / self.tau_m) + 20 if warm_ticks is None else warm_ticks
-        sched = StaggerSchedule(n, tau_theta, mode=mode, heartbeat_timeout=max(2.0, 4 * tau_theta), pushback=pushback,
+        sched = StaggerSchedule(n, tau_theta, mode=mode if staggered else "max", heartbeat_timeout=max(2.0, 4 * tau_theta), pushback=pushback,
                                 min_interval=MEAN_SLOT_FLOOR * self.tau_m if min_interval is None else min_interval)
         obs, act = ObsBoard((8,), "uint8"), ActionBoard(max_workers=n)
         frame, step = np.zeros(8, np.uint8), 0
@@ -100,9 +108,9 @@ class WallclockPool:
         self.counts.array[:] = 0
         try:
             for i in range(n):
-                self.q_in[i].put((sched.name, obs.name, act.name, i, tau_theta, jitter * tau_theta, seed))
+                self.q_in[i].put((sched.name, obs.name, act.name, i, tau_theta, jitter * tau_theta, seed, staggered))
             deadline = time.monotonic() + 60
-            while sched.live_workers < n:
+            while staggered and sched.live_workers < n:
                 if time.monotonic() > deadline:
                     raise RuntimeError("wall-clock workers did not join within 60 s")
                 time.sleep(0.005)
@@ -117,6 +125,7 @@ class WallclockPool:
                 step += 1
                 obs.publish(frame, step)
             t_end = monotonic()
+            overruns = int(timer.stats().get("overruns", 0))
             tau_max, mean_tau = sched.tau_max, sched.mean_tau
             sched.stop()
             for _ in range(n):
@@ -132,6 +141,7 @@ class WallclockPool:
             "interval_cv": float(iv.std() / iv.mean()) if iv.size > 1 else float("nan"),
             "tau_max": float(tau_max),
             "mean_tau": float(mean_tau),
+            "timer_overruns": overruns,
         }
 
     def close(self) -> None:
