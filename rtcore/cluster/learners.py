@@ -51,20 +51,19 @@ class LearnerGroup:
         readers = self.n + 4
         self.params = rtcore.ParamStore(numel, buffers=readers + 2, max_readers=readers)
         self.params.publish(params0)
-        rows = np.stack([params0, np.zeros_like(params0), np.zeros_like(params0), params0]).astype(np.float32)
-        if device == "cpu":
-            self.state: Any = SharedArray((4, numel), "float32")
-            self.state.array[:] = rows
+        from rtcore.agent.optim import STATE_ROWS, StepJournal, init_learner_state, new_learner_state
+
+        if device == "cpu":  # as a local run's learner state (rtcore.agent.optim): two banks and the target
+            self.state: Any = SharedArray((STATE_ROWS, numel), "float32")
+            init_learner_state(self.state.array, params0)
         else:
             import torch
 
-            from rtcore.agent.dqn import new_learner_state
-
             self.state = new_learner_state(params0, device)
-            self.state.copy_(torch.from_numpy(rows))
             torch.cuda.synchronize()
         self.turnstile = rtcore.Turnstile(max(1, self.n), heartbeat_timeout=max(2.0, heartbeat_timeout))
         self.telemetry = Telemetry(1, max(1, self.n))
+        StepJournal(self.telemetry.control).reset(0)  # step 0, nothing pending
         self.interval = float(param_interval)
         self.cond = threading.Condition()
         self.latest: tuple[int, float, list[Any]] = (-1, 0.0, [])
@@ -136,8 +135,11 @@ class LearnerGroup:
 
     def final(self) -> tuple[int, np.ndarray]:
         """The learners' master parameters (every applied update; call after they stopped) and the version."""
-        state = self.state.array if self.device == "cpu" else self.state.cpu().numpy()
-        return int(self.params.version), np.array(state[0], dtype=np.float32)
+        from rtcore.agent.optim import read_learner_state
+
+        state = self.state.array if self.device == "cpu" else self.state
+        _, params, _, _ = read_learner_state(state, self.telemetry.control)
+        return int(self.params.version), np.asarray(params, dtype=np.float32)
 
     def close(self) -> None:
         self.stop()
