@@ -19,7 +19,9 @@ from rtcore.cli import main
     (["--cluster", "ray", "--env-nodes", "0"], "env_nodes = 0: expected an integer in [1, 256]"),
     (["--cluster", "ray", "--worker-gpus", "-1"], "worker_gpus = -1.0: expected a number of GPUs"),
     (["--cluster", "ray", "--mode", "sequential"], "mode = 'sequential': expected 'staggered' with --cluster"),
-    (["--cluster", "ray", "--workers-on", "gpu", "--elastic"], "elastic = True: expected off with --workers-on gpu"),
+    (["--cluster", "ray", "--workers-on", "gpu", "--workers", "2", "--elastic"],
+     "elastic = True: expected off with --workers-on gpu"),
+    (["--cluster", "ray", "--workers-on", "gpu"], "workers = 'auto': expected a number with --workers-on gpu"),
     (["--cluster", "ray", "--learners", "2", "--learner-gpus", "0.5"], "learners x learner_gpus <= 0.99"),
     (["--cluster", "ray", "--param-interval", "0"], "param_interval = 0.0: expected seconds in [0.001, 60]"),
 ])

@@ -365,6 +365,9 @@ class RunConfig:
                 bad("resume", "None with --cluster (a cluster run does not resume; it writes its final parameters)")
             if self.workers_on == "gpu" and self.elastic:
                 bad("elastic", "off with --workers-on gpu (elastic N grows local worker processes)")
+            if self.workers_on == "gpu" and str(self.workers).strip().lower() == "auto":
+                bad("workers", "a number with --workers-on gpu (auto sizes N from the forward pass measured on the "
+                               "env node, which leaves out the network round trip)")
             if self.learner_gpus > 0 and self.learner_device not in (None, "cuda"):
                 bad("learner_device", "None or 'cuda' with --learner-gpus > 0 (Ray picks the GPU)")
             if self.learner_gpus > 0 and self.learners * self.learner_gpus > 0.99:
