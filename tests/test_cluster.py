@@ -227,3 +227,32 @@ def test_a_node_killed_mid_run_is_written_off_and_the_run_goes_on(cluster, tmp_p
     if victim is not extra:
         cluster.add_node(**_node_args())
         cluster.wait_for_nodes()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_the_learner_node_killed_mid_run_leaves_the_env_nodes_acting(cluster, tmp_path):
+    import threading
+
+    cluster.add_node(**_node_args())  # a 4th node: the one killed leaves the module's three
+    cluster.wait_for_nodes()
+    cfg = cluster_config(tmp_path, seconds=14.0)
+    out: dict = {}
+    t = threading.Thread(target=lambda: out.update(s=rtcore.run(cfg)), daemon=True)
+    t.start()
+    placement = Path(cfg.run_dir) / "placement.json"
+    metrics = Path(cfg.run_dir) / "cluster_metrics.csv"
+    _wait_for(lambda: placement.is_file() and metrics.is_file() and metrics.read_text().count("\n") >= 4, 150,
+              "the run to start and learn for a while")
+    learner_node = json.loads(placement.read_text())["learner_node"]
+    victim = next(n for n in cluster.worker_nodes if n.node_id == learner_node)
+    cluster.remove_node(victim, allow_graceful=False)
+    t.join(200)
+    assert not t.is_alive(), "the run did not end after the learner node was killed"
+    s = out["s"]
+    c = s.extra["cluster"]
+    assert s.stopped_by == "time" and c["learner_group_lost"] and c["env_nodes_lost"] == [], s.faults
+    assert any("learner group is lost" in f for f in s.faults), s.faults
+    assert s.learners_lost == 1 and s.extra["final_params"] is None
+    for i in (0, 1):  # both env nodes acted to the end, on the last version they had
+        assert c["nodes"][i]["ended"] == "time" and c["nodes"][i]["params_follow"]["lost"], c["nodes"][i]

@@ -15,6 +15,8 @@
    the final parameters are saved (``checkpoints/final.params.npy``, flat float32 in the model's
    ``parameters()`` order), every actor and the placement group are removed, and segments that dead
    actors left on this machine are reclaimed.
+
+``placement.json`` in the run directory says which Ray node each env node and the learner group run on.
 """
 
 from __future__ import annotations
@@ -180,6 +182,9 @@ class _ClusterRun:
             per_node = self.start_remote_workers(params0, version0, model_bytes, suffix)
         starts = [self.nodes[i].start.remote(self.group, version0, per_node[i]) for i in range(E)]
         ray.get(starts, timeout=STARTUP_TIMEOUT)
+        placement = {"address": self.address, "env_nodes": {i: self.infos[i]["node_id"] for i in range(E)},
+                     "learner_node": self.learner_node_id}
+        (self.run_dir / "placement.json").write_text(json.dumps(placement, indent=1) + "\n")  # where each role runs
 
     def group_node_id(self) -> Any:
         @self.ray.remote(num_cpus=0)
