@@ -15,7 +15,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from rtcore.agent.accounting import RunSummary
 
@@ -160,10 +159,6 @@ def cluster_summary(run: Any, wall: float) -> RunSummary:
         extra={"cluster": cluster, "params": int(info.get("numel", 0)),
                "final_params": str(run.final_params_path) if run.final_params_path else None},
     )
-
-
-def median_ms(xs: list[float]) -> float:
-    return float(np.median(xs) * 1e3) if xs else math.nan
 
 
 def print_cluster(s: RunSummary) -> None:
