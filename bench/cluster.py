@@ -14,7 +14,9 @@ a network (add the wire's latency and bandwidth for a real cluster). Paths:
 * **replay batch** of 32 transitions of 4x84x84 uint8 stacks: a learner actor on node B drawing
   batches from a :class:`rtcore.cluster.sampler.ShardSampler` on node A through
   :class:`~rtcore.cluster.sampler.ShardBatches`, with 2 batches in flight (the run's default) and with 1
-  (each batch waited for). Peer: ``ReplayBuffer.sample(32, out=)`` in the learner's own process.
+  (each batch waited for), back to back; and the wait for a batch when the learner spends
+  ``--gradient-ms`` (20) between batches (a sleep, as for a gradient on a GPU), 2 in flight: what
+  prefetching hides. Peer: ``ReplayBuffer.sample(32, out=)`` in the learner's own process.
 * **parameter broadcast**, flat float32 vectors of Impala k=1 (903,718) and k=29 (104,682,918 params,
   419 MB): ``ray.put`` on node B (the learner group), ``ray.get`` + ``ParamStore.publish`` on node A (an
   env node's follower). Peer: ``ParamStore.publish`` + a reader's pin of the new version (what a worker
@@ -57,7 +59,7 @@ class Far:
     def act(self, stack: np.ndarray, step: int) -> int:
         return int(stack[-1, 0, 0]) & 7
 
-    def batches(self, sampler: object, n: int, prefetch: int) -> list[float]:
+    def batches(self, sampler: object, n: int, prefetch: int, compute_s: float = 0.0) -> list[float]:
         from rtcore.cluster.sampler import ShardBatches
 
         b = ShardBatches([(0, sampler)], 32, "applied", False, STACK, SHAPE, "uint8", prefetch=prefetch)
@@ -69,6 +71,9 @@ class Far:
             t0 = time.perf_counter()
             b.sample(32, out=out)
             times.append(time.perf_counter() - t0)
+            if compute_s:
+                time.sleep(compute_s)  # a gradient on another device (a GPU): the CPU is free meanwhile
+        b.close()
         return times
 
     def put(self, numel: int) -> tuple[float, list]:
@@ -151,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--n-roundtrip", type=int, default=10_000)
     ap.add_argument("--store-mb", type=int, default=1000, help="object store per node (k=29 needs 2 x 419 MB)")
+    ap.add_argument("--gradient-ms", type=float, default=20.0,
+                    help="a learner's gradient time the prefetched batches travel behind (a sleep: a GPU gradient)")
     args = ap.parse_args(argv)
     n_batches = 100 if args.quick else 500
     n_versions = 3 if args.quick else 10
@@ -172,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         board = rtcore.ObsBoard(SHAPE, "uint8", frame_stack=STACK)
         board.publish(np.zeros(SHAPE, np.uint8), 4_999)
         sampler = ray.remote(ShardSampler).options(num_cpus=0, resources={"node_a": 1}).remote(replay.name, board.name, 0)
-        res: dict[str, list] = {k: [] for k in ("rt_local", "rt_remote", "b_local", "b_remote2", "b_remote1",
+        res: dict[str, list] = {k: [] for k in ("rt_local", "rt_remote", "b_local", "b_remote2", "b_remote1", "b_behind",
                                                 "p1_local", "p1_put", "p1_fetch", "p1_pub", "p29_local", "p29_put",
                                                 "p29_fetch", "p29_pub")}
         out = replay.empty_batch(32)
@@ -192,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
             for pf in (2, 1):
                 t = ray.get(far.batches.remote(sampler, n_batches, pf))
                 res[f"b_remote{pf}"].append(statistics.median(t) * 1e3)
+            t = ray.get(far.batches.remote(sampler, n_batches, 2, args.gradient_ms / 1e3))
+            res["b_behind"].append(statistics.median(t) * 1e3)
             for tag, numel in (("p1", K1), ("p29", K29)):
                 print(f"run {run + 1}/{args.runs}: parameters {tag}", flush=True)
                 res[f"{tag}_local"].append(statistics.median(local_params(numel, n_versions)) * 1e3)
@@ -224,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
                                        "remote_p50": med("rt_remote", 0), "remote_p99": med("rt_remote", 1),
                                        "samples": args.n_roundtrip},
                       "batch_ms": {"local": med("b_local"), "remote_prefetch2": med("b_remote2"),
-                                   "remote_prefetch1": med("b_remote1"), "batches": n_batches}}
+                                   "remote_prefetch1": med("b_remote1"), "remote_wait_behind_gradient": med("b_behind"),
+                                   "gradient_ms": args.gradient_ms, "batches": n_batches}}
     rows = [("obs->action round trip p50", f"{med('rt_local', 0):.1f} us", f"{med('rt_remote', 0):.0f} us",
              med("rt_remote", 0) / med("rt_local", 0)),
             ("obs->action round trip p99", f"{med('rt_local', 1):.1f} us", f"{med('rt_remote', 1):.0f} us",
@@ -232,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
             ("replay batch 32x4x84x84, 2 in flight", f"{med('b_local'):.3f} ms", f"{med('b_remote2'):.2f} ms",
              med("b_remote2") / med("b_local")),
             ("replay batch, 1 in flight", f"{med('b_local'):.3f} ms", f"{med('b_remote1'):.2f} ms",
-             med("b_remote1") / med("b_local"))]
+             med("b_remote1") / med("b_local")),
+            (f"replay batch wait behind a {args.gradient_ms:g} ms gradient, 2 in flight", f"{med('b_local'):.3f} ms",
+             f"{med('b_behind'):.2f} ms", med("b_behind") / med("b_local"))]
     for tag, name in (("p1", "k=1 (3.6 MB)"), ("p29", "k=29 (419 MB)")):
         total = med(f"{tag}_put") + med(f"{tag}_fetch") + med(f"{tag}_pub")
         out_json[f"params_{tag}_ms"] = {"local_publish_pin": med(f"{tag}_local"), "put": med(f"{tag}_put"),

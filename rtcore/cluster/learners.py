@@ -173,6 +173,9 @@ class Learner:
                            updates_per_step=setup["updates_per_step"], params=objs["params"], replay=batches,
                            turnstile=objs["turnstile"], state=objs["state"], telemetry=objs["telemetry"],
                            obs_board=batches, seed=setup["seed"] + 1000 + j, obs_shape=tuple(setup["obs_shape"]))
-        learner_main(spec)
+        try:
+            learner_main(spec)
+        finally:
+            batches.close()
         return {"updates": int(objs["telemetry"].learners[j, LearnerCol.UPDATES]), "batches": batches.batches,
                 "batch_wait_s": batches.wait_s, "shards_lost": list(batches.lost)}

@@ -9,14 +9,15 @@ node (one copy into the store here, zero-copy numpy views out of it there).
 the ``ReplayBuffer`` methods :class:`rtcore.agent.dqn.DQNLearner` and
 :func:`rtcore.agent.learner.learner_main` use (``sample(n, out=)``, ``empty_batch``, ``__len__``,
 ``seed``, ``prioritized``, ``update_priorities``) and the ``ObsBoard`` ones the learner's throttle uses
-(``step``, ``wait_step``). It keeps ``prefetch`` requests in flight per shard and takes batches round-robin
-over the shards, so a batch travels while the learner computes on the previous one; the wait for one
-that has not arrived yet is counted in the learner's sample time. A shard whose actor is gone (its node
+(``step``, ``wait_step``). A fetcher thread keeps ``prefetch`` requests in flight per shard and pulls the
+batches to the learner's node round-robin over the shards, so a batch travels while the learner computes
+on the previous one; the wait for one that has not arrived yet is counted in the learner's sample time. A shard whose actor is gone (its node
 was lost) is dropped and counted; the others carry on.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -71,13 +72,19 @@ class ShardSampler:
 
 
 class ShardBatches:
-    """A learner's replay: batches from every live shard's sampler, round-robin, ``prefetch`` in flight each.
+    """A learner's replay: batches from every live shard's sampler, round-robin, fetched ahead by a thread.
 
     ``shards``: ``[(node index, ShardSampler handle)]``; ``frame_stack``, ``obs_shape``, ``obs_dtype``: the
-    shape of a batch (as the shards' ReplayBuffers have it)."""
+    shape of a batch (as the shards' ReplayBuffers have it). A fetcher thread (started by the first
+    :meth:`sample`) keeps ``prefetch`` requests in flight per shard and ``ray.get``s them in turn (Ray pulls
+    an object to this node only when it is asked for, so the transfer itself must be asked for ahead), and
+    holds up to ``prefetch`` fetched batches for the learner: it moves the next batches while the learner
+    computes on this one."""
 
     def __init__(self, shards: list[tuple[int, Any]], batch_size: int, learn_on: str, prioritized: bool,
                  frame_stack: int, obs_shape: tuple[int, ...], obs_dtype: str, prefetch: int = 2) -> None:
+        import queue
+
         import ray
 
         self._ray = ray
@@ -90,7 +97,7 @@ class ShardBatches:
         self.obs_shape = tuple(int(d) for d in obs_shape)
         self.obs_dtype = np.dtype(obs_dtype)
         self.prefetch = int(prefetch)
-        self.inflight: dict[int, list[Any]] = {i: [] for i in self.shards}
+        self.inflight: dict[int, list[Any]] = {i: [] for i in self.shards}  # the fetcher's only
         self.sizes = {i: 0 for i in self.shards}
         self.steps = {i: 0 for i in self.shards}
         self.lost: list[int] = []
@@ -98,6 +105,10 @@ class ShardBatches:
         self._turn = 0
         self._last_shard: int | None = None
         self._refreshed = 0.0
+        self._lock = threading.Lock()  # shards, sizes, steps: written by the fetcher, read by the learner
+        self._ready: Any = queue.Queue(maxsize=max(1, self.prefetch))
+        self._closing = threading.Event()
+        self._thread: threading.Thread | None = None
         self.batches = 0
         self.wait_s = 0.0
 
@@ -108,7 +119,8 @@ class ShardBatches:
 
     def __len__(self) -> int:
         self._refresh()
-        return int(sum(self.sizes.values()))
+        with self._lock:
+            return int(sum(self.sizes.values()))
 
     def empty_batch(self, batch_size: int):
         from rtcore.shared.replay import ReplayBatch
@@ -121,53 +133,56 @@ class ShardBatches:
                            delay=np.zeros(b, np.int32), index=np.zeros(b, np.int64), weight=np.ones(b, np.float32))
 
     def sample(self, batch_size: int, out: Any = None, beta: float | None = None, learn_on: str | None = None):
-        """Fills ``out`` with the next batch to arrive (round-robin over the shards)."""
+        """Fills ``out`` with the next fetched batch (round-robin over the shards); waits for one if none is
+        ready. ``RuntimeError`` once every shard is lost."""
+        import queue
+
         if batch_size != self.batch_size or (learn_on is not None and learn_on != self.learn_on):
             raise ValueError(f"this learner's shards sample batches of {self.batch_size} on {self.learn_on!r}, "
                              f"got {batch_size} on {learn_on!r}")
         self.beta = beta
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._fetch, name="rtcore-batch-fetcher", daemon=True)
+            self._thread.start()
         out = out if out is not None else self.empty_batch(batch_size)
         t0 = time.perf_counter()
         while True:
-            if not self.shards:
-                raise RuntimeError(f"every replay shard is lost (env nodes {self.lost})")
-            order = sorted(self.shards)
-            i = order[self._turn % len(order)]
-            self._turn += 1
-            self._fill(i)
-            if not self.inflight.get(i):
-                continue
-            ref = self.inflight[i].pop(0)
             try:
-                arrays, stats = self._ray.get(ref)
-            except self._lost:
-                self._drop(i)
-                continue
-            self.sizes[i], self.steps[i] = stats["size"], stats["steps"]
-            self._fill(i)
-            if arrays is None:  # this shard is still filling: another one, or wait a little
-                if not any(self.sizes[j] >= self.batch_size for j in self.shards):
-                    time.sleep(0.01)
-                continue
-            for k in BATCH_FIELDS:
-                np.copyto(getattr(out, k), arrays[k])
-            self._last_shard = i
-            self.batches += 1
-            self.wait_s += time.perf_counter() - t0
-            return out
+                item = self._ready.get(timeout=0.5)
+                break
+            except queue.Empty:
+                if not self._thread.is_alive():
+                    raise RuntimeError("the batch fetcher stopped") from None
+        if isinstance(item, BaseException):
+            self._ready.put(item)  # every later call says the same
+            raise item
+        i, arrays = item
+        for k in BATCH_FIELDS:
+            np.copyto(getattr(out, k), arrays[k])
+        self._last_shard = i
+        self.batches += 1
+        self.wait_s += time.perf_counter() - t0
+        return out
 
     def update_priorities(self, index: Any, priority: Any) -> int:
         """Sends the new priorities to the shard the last batch came from (no wait)."""
-        i = self._last_shard
-        if i is not None and i in self.shards:
-            self.shards[i].update_priorities.remote(np.asarray(index), np.asarray(priority))
+        with self._lock:
+            s = self.shards.get(self._last_shard) if self._last_shard is not None else None
+        if s is not None:
+            s.update_priorities.remote(np.asarray(index), np.asarray(priority))
         return len(index)
+
+    def close(self) -> None:
+        self._closing.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
 
     # --- the ObsBoard face (the learner's throttle: updates per env step, all env nodes together)
     @property
     def step(self) -> int:
         self._refresh()
-        return int(sum(self.steps.values()))  # lost shards' last counts included
+        with self._lock:
+            return int(sum(self.steps.values()))  # lost shards' last counts included
 
     def wait_step(self, step: int, timeout: float) -> int:
         deadline = time.monotonic() + timeout
@@ -177,9 +192,44 @@ class ShardBatches:
                 return self.step
         raise TimeoutError("no new env step")
 
-    # --- plumbing
+    # --- the fetcher thread
+    def _fetch(self) -> None:
+        import queue
+
+        while not self._closing.is_set():
+            with self._lock:
+                order = sorted(self.shards)
+            if not order:
+                self._ready.put(RuntimeError(f"every replay shard is lost (env nodes {self.lost})"))
+                return
+            i = order[self._turn % len(order)]
+            self._turn += 1
+            self._fill(i)
+            ref = self.inflight[i].pop(0)
+            try:
+                arrays, stats = self._ray.get(ref)  # the transfer to this node happens here, ahead of the learner
+            except self._lost:
+                self._drop(i)
+                continue
+            with self._lock:
+                self.sizes[i], self.steps[i] = stats["size"], stats["steps"]
+            self._fill(i)
+            if arrays is None:  # this shard is still filling: another one, or wait a little
+                with self._lock:
+                    filling = not any(self.sizes[j] >= self.batch_size for j in self.shards)
+                if filling:
+                    self._closing.wait(0.01)
+                continue
+            while not self._closing.is_set():
+                try:
+                    self._ready.put((i, arrays), timeout=0.2)  # blocks while the learner has enough ready
+                    break
+                except queue.Full:
+                    pass
+
     def _fill(self, i: int) -> None:
-        s = self.shards.get(i)
+        with self._lock:
+            s = self.shards.get(i)
         if s is None:
             return
         q = self.inflight[i]
@@ -188,17 +238,19 @@ class ShardBatches:
             q.append(s.sample.remote(self.batch_size, self.learn_on, beta))
 
     def _drop(self, i: int) -> None:
-        self.shards.pop(i, None)
+        with self._lock:
+            self.shards.pop(i, None)
+            self.sizes.pop(i, None)
+            self.lost.append(i)  # its last step count stays in the sum: the throttle counts the steps it gave
         self.inflight.pop(i, None)
-        self.sizes.pop(i, None)
-        self.lost.append(i)  # its last step count stays in the sum: the throttle counts the steps it gave
 
     def _refresh(self) -> None:
         now = time.monotonic()
         if now - self._refreshed < STATS_EVERY:
             return
         self._refreshed = now
-        refs = {i: s.stats.remote() for i, s in self.shards.items()}
+        with self._lock:
+            refs = {i: s.stats.remote() for i, s in self.shards.items()}
         for i, ref in refs.items():
             try:
                 st = self._ray.get(ref, timeout=5.0)
@@ -207,4 +259,6 @@ class ShardBatches:
                 continue
             except self._ray.exceptions.GetTimeoutError:
                 continue
-            self.sizes[i], self.steps[i] = st["size"], st["steps"]
+            with self._lock:
+                if i in self.shards:
+                    self.sizes[i], self.steps[i] = st["size"], st["steps"]
