@@ -36,7 +36,7 @@ _EXPORTS = {
     "ParamStore": "rtcore.shared.params",
     "make": "rtcore.envs",
     "RunConfig": "rtcore.agent.config",
-    "run": "rtcore.agent.runner",
+    "run": "rtcore.launch",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -19,7 +19,7 @@ from typing import Sequence
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("rtcore.agent.runner", "play a game in real time with a model, learning while it plays"),
+    "run": ("rtcore.launch", "play a game in real time with a model, learning while it plays"),
     "play": ("rtcore.agent.play", "play a trained policy in real time (greedy), optionally recording it"),
     "simulate": ("rtcore.simulation", "simulate staggered inference on a virtual clock (deterministic)"),
     "bench": ("rtcore.benchmarks", "measure model latency and other figures the runner sizes itself by"),

@@ -39,6 +39,8 @@ LEARN_ON = ("applied", "acted")
 STAGGER_MODES = ("max", "mean")
 SEQUENTIAL_ORDERS = ("inflearn", "learninf")
 DEFAULT_ACTIONS = ("noop", "random")
+WORKERS_ON = ("env", "gpu")
+PLACEMENTS = ("spread", "strict-spread", "pack")
 
 
 @dataclass
@@ -191,6 +193,26 @@ class RunConfig:
     json: bool = False
     """Print one JSON object with the run's summary at the end (and nothing else on stdout)."""
 
+    # --- the cluster
+    cluster: Optional[str] = None
+    """Spread the run over a Ray cluster (``pip install "rtcore[ray]"``, see rtcore.cluster): ``ray`` starts a local Ray instance on 127.0.0.1 (one node; for trying it out), ``ray:HOST:PORT`` connects to a running cluster (``ray start --head``). None: one machine, shared memory only."""
+    env_nodes: int = 1
+    """With ``--cluster``: game instances, each an env-node actor with its own env driver, boards, replay shard, stagger schedule and (by default) inference workers."""
+    workers_on: str = "env"
+    """With ``--cluster``: where the inference workers run: ``env`` (worker processes on each env node, in its shared memory) or ``gpu`` (remote worker actors, each with ``--worker-gpus`` of a GPU, placed by Ray; observations go to them and actions come back over the network, and that time counts as inference time and delay; with ``--worker-gpus 0`` they are remote CPU actors)."""
+    worker_gpus: float = 0.0
+    """With ``--cluster``: GPUs per inference worker (``0.25``: four workers share a GPU); workers on a GPU run on ``cuda``."""
+    learner_gpus: float = 0.0
+    """With ``--cluster``: GPUs per learner; > 0 puts the learners on GPU nodes and runs them on ``cuda``."""
+    cluster_placement: str = "spread"
+    """With ``--cluster``: Ray placement strategy of the run's bundles (one per env node, one for the learner group): ``spread`` (different nodes where possible), ``strict-spread`` (each on its own node, or the run does not start) or ``pack``."""
+    env_node_cpus: int = 0
+    """With ``--cluster``: CPUs each env node's bundle reserves (env driver + local workers); 0 = 1 + workers (2 with ``--workers auto``, 1 with ``--workers-on gpu``)."""
+    param_interval: float = 0.05
+    """With ``--cluster``: the learner group puts a new parameter version into Ray's object store at most this often (seconds); each env node copies the newest one into its local ParamStore."""
+    batch_prefetch: int = 2
+    """With ``--cluster``: replay batches each learner keeps in flight per env-node shard (sampled next to the shard, moved through Ray's object store while the learner computes)."""
+
     # ------------------------------------------------------------------ validation
     def validate(self) -> "RunConfig":
         """Checks every field; raises ``ValueError`` naming the field, its value and what was expected."""
@@ -327,9 +349,58 @@ class RunConfig:
             parse_model_spec(self.model_spec())
         except ValueError as e:
             raise ValueError(f"model = {self.model!r}: {e}") from None
+        self._validate_cluster(bad)
         if self.mode == "sequential" and w not in ("auto", "1"):
             bad("workers", "1 or 'auto' in sequential mode (one process acts and learns)")
         return self
+
+    def _validate_cluster(self, bad: Any) -> None:
+        """The ``--cluster`` options: only with a cluster, and a clear error when Ray is missing."""
+        c = self.cluster
+        if c is not None:
+            if not isinstance(c, str) or not (c == "ray" or (c.startswith("ray:") and len(c) > 4)):
+                bad("cluster", "'ray' (a local Ray instance on 127.0.0.1) or 'ray:HOST:PORT' (a running cluster)")
+            import importlib.util
+
+            if importlib.util.find_spec("ray") is None:
+                raise ValueError(f"cluster = {c!r}: Ray is not installed; install it with pip install \"rtcore[ray]\"")
+            if self.mode != "staggered":
+                bad("mode", "'staggered' with --cluster (the sequential baseline runs on one machine)")
+            if self.resume is not None:
+                bad("resume", "None with --cluster (a cluster run does not resume; it writes its final parameters)")
+            if self.workers_on == "gpu" and self.elastic:
+                bad("elastic", "off with --workers-on gpu (elastic N grows local worker processes)")
+            if self.workers_on == "gpu" and str(self.workers).strip().lower() == "auto":
+                bad("workers", "a number with --workers-on gpu (auto sizes N from the forward pass measured on the "
+                               "env node, which leaves out the network round trip)")
+            if self.learner_gpus > 0 and self.learner_device not in (None, "cuda"):
+                bad("learner_device", "None or 'cuda' with --learner-gpus > 0 (Ray picks the GPU)")
+            if self.learner_gpus > 0 and self.learners * self.learner_gpus > 0.99:
+                raise ValueError(f"learner_gpus = {self.learner_gpus!r} x learners = {self.learners}: the learners of a "
+                                 f"cluster run share one GPU with their group's state (0.01 of it); expected "
+                                 f"learners x learner_gpus <= 0.99")
+            if self.worker_gpus > 0 and self.device not in ("cpu", "cuda"):
+                bad("device", "'cpu' or 'cuda' with --worker-gpus > 0 (Ray picks the GPU)")
+        for name, default in (("env_nodes", 1), ("workers_on", "env"), ("worker_gpus", 0.0), ("learner_gpus", 0.0),
+                              ("cluster_placement", "spread"), ("env_node_cpus", 0)):
+            if c is None and getattr(self, name) != default:
+                bad(name, f"{default!r} without --cluster (it places roles on the nodes of a Ray cluster)")
+        if not isinstance(self.env_nodes, int) or not 1 <= self.env_nodes <= 256:
+            bad("env_nodes", "an integer in [1, 256]")
+        if self.workers_on not in WORKERS_ON:
+            bad("workers_on", " or ".join(repr(m) for m in WORKERS_ON))
+        for name in ("worker_gpus", "learner_gpus"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and 0 <= v <= 8):
+                bad(name, "a number of GPUs in [0, 8] (a fraction shares one GPU)")
+        if self.cluster_placement not in PLACEMENTS:
+            bad("cluster_placement", " or ".join(repr(m) for m in PLACEMENTS))
+        if not isinstance(self.env_node_cpus, int) or not 0 <= self.env_node_cpus <= 1024:
+            bad("env_node_cpus", "an integer in [0, 1024] (0 = auto)")
+        if not (math.isfinite(self.param_interval) and 0.001 <= self.param_interval <= 60):
+            bad("param_interval", "seconds in [0.001, 60]")
+        if not isinstance(self.batch_prefetch, int) or not 1 <= self.batch_prefetch <= 16:
+            bad("batch_prefetch", "an integer in [1, 16]")
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -494,7 +565,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type = RunConfig)
     from rtcore.shared.sched import PUSHBACKS
 
     choices = {"mode": MODES, "learn_on": LEARN_ON, "stagger": STAGGER_MODES, "pushback": PUSHBACKS,
-               "sequential_order": SEQUENTIAL_ORDERS,
+               "sequential_order": SEQUENTIAL_ORDERS, "workers_on": WORKERS_ON, "cluster_placement": PLACEMENTS,
                "backend": ("script", "export", "eager")}
     for f in fields(cls):
         tp, optional = _base_type(hints[f.name])
@@ -524,6 +595,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type = RunConfig)
             metavar = "N|auto"
         elif f.name == "frequency":
             metavar = "HZ"
+        elif f.name == "cluster":
+            metavar = "ray[:ADDRESS]"
         target.add_argument(flag, dest=f.name, type=convert, default=default, choices=choices.get(f.name),
                             metavar=None if f.name in choices else metavar,
                             help=f"{help_text} (default: {default})")

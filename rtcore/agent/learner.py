@@ -99,6 +99,7 @@ def learner_main(spec: LearnerSpec) -> None:
     row[LearnerCol.PID] = os.getpid()
     row[LearnerCol.STARTS] += 1
     row[LearnerCol.READY] = 0
+    row[LearnerCol.TURN_BEAT] = 0.0
     row[LearnerCol.HEARTBEAT] = time.monotonic()
     model = build_model(spec.model_spec, spec.in_frames, spec.n_actions, obs_shape=spec.obs_shape,
                         action_history=spec.action_history)
@@ -115,8 +116,12 @@ def learner_main(spec: LearnerSpec) -> None:
             return
         if spec.turnstile is not None:
             turnstile, slot = spec.turnstile, learner._slot
-            heartbeat_thread(lambda: turnstile.heartbeat(slot), lambda: tel.stopping,
-                             turnstile.heartbeat_timeout / 4, "rtcore-learner-heartbeat")
+
+            def beat() -> None:  # the turnstile's heartbeat, and the same beat for the runner's stall check
+                turnstile.heartbeat(slot)
+                row[LearnerCol.TURN_BEAT] = time.monotonic()
+
+            heartbeat_thread(beat, lambda: tel.stopping, turnstile.heartbeat_timeout / 4, "rtcore-learner-heartbeat")
         while not tel.stopping:
             if not _throttle(spec.updates_per_step, tel, spec.obs_board, row, spec.turnstile, spec.learner):
                 break
@@ -126,6 +131,7 @@ def learner_main(spec: LearnerSpec) -> None:
         traceback.print_exc()
         raise
     finally:
+        row[LearnerCol.TURN_BEAT] = 0.0
         learner.leave()
 
 

@@ -476,6 +476,30 @@ class _Runner:
         self.faults.append(msg)
         self.log(f"rtcore: {msg}")
 
+    def kill_stalled_learners(self) -> None:
+        """SIGKILLs a learner in the turnstile whose heartbeat thread has been silent for half the turnstile's
+        timeout (stopped or descheduled): the turnstile would hand its turn on at the full timeout, and a
+        learner that woke up after that would write the shared learner state out of turn
+        (:mod:`rtcore.agent.optim`). Dead, it is respawned like any dead learner."""
+        ts = getattr(self, "turnstile", None)
+        if ts is None or self.telemetry.stopping:
+            return
+        limit = 0.5 * ts.heartbeat_timeout
+        now = time.monotonic()
+        for c in self.children:
+            if c.kind != "learner" or c.lost or c.dead:
+                continue
+            beat = float(self.telemetry.learners[c.index, LearnerCol.TURN_BEAT])
+            if beat > 0 and now - beat > limit:
+                try:
+                    os.kill(c.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    continue
+                self.telemetry.learners[c.index, LearnerCol.TURN_BEAT] = 0.0
+                self.fault(f"learner {c.index} stalled (no heartbeat for {now - beat:.1f} s: a stopped or descheduled "
+                           f"process); killed before the turnstile hands its turn on, so it cannot write the shared "
+                           f"state out of turn")
+
     def check_children(self, intervals: PostIntervals) -> bool:
         """Respawns (or, with --no-respawn, writes off) dead children; True when the run must end."""
         if self.schedule is not None and self.schedule.stalls > self.stalls_seen:
@@ -483,6 +507,7 @@ class _Runner:
             self.stalls_seen += n
             self.fault(f"{n} inference pass(es) stalled (longer than {self.schedule.horizon:.1f} s: a stopped or "
                        f"descheduled process); not taken as inference times, the workers re-staggered")
+        self.kill_stalled_learners()
         for c in self.children:
             if c.lost or not c.dead or self.telemetry.stopping:
                 continue
