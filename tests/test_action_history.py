@@ -275,6 +275,39 @@ def test_features_seen_at_act_time_are_the_features_sampled(tmp_path, rng):
             env.close()
 
 
+def test_delay_wrapper_history_is_the_one_the_buffer_gathers(rng):
+    """The delay simulation's act-time history (DelayWrapper's info) against the sampled one."""
+    import rtcore
+
+    K, delay = 3, 3
+    env = rtcore.make("rtcore/Catch", delay=delay, action_history=K)
+    with ReplayBuffer(3000, (10, 10), frame_stack=1, n_step=2, action_history=K) as rb:
+        seen = {}
+        obs, info = env.reset(seed=0)
+        assert info["action_history"].tolist() == [NO_ACTION] * (K + 1)
+        for _ in range(600):
+            a = int(rng.integers(3))
+            seen[rb.head(0)] = info["action_history"]
+            nxt, r, term, trunc, info = env.step(a)
+            end = term or trunc
+            rb.add(0, obs, a, r, term, trunc, next_obs=nxt if end else None)
+            obs = nxt
+            if end:
+                obs, info = env.reset()
+        env.close()
+        rb.seed(1)
+        checked = 0
+        for _ in range(10):
+            batch = rb.sample(128, learn_on="applied")
+            for i in range(128):
+                j = int(batch.index[i])
+                assert batch.action_history[i].tolist() == seen[j].tolist(), f"position {j}"
+                checked += 1
+        assert checked == 1280
+    with pytest.raises(ValueError, match="needs delay"):
+        rtcore.make("rtcore/Catch", action_history=2)
+
+
 # --- learning: the history helps under delay -----------------------------------------------------
 
 
@@ -366,3 +399,28 @@ def test_rainbow_learns_with_an_action_history_in_the_delay_simulation():
                     replay_capacity=2_000, learning_starts=64, batch_size=16, seed=0)
     r = simulate_delay(cfg, delay=2, steps=300)
     assert r.updates > 200 and np.isfinite(r.last_loss)
+
+
+@pytest.mark.parametrize("backend", ["script", "export", "eager"])
+def test_models_with_history_take_obs_and_history_on_every_backend(tmp_path, backend):
+    import torch
+
+    from rtcore.models import build_model, count_parameters, example_history, example_input
+    from rtcore.models.export import load_checkpoint, load_for_inference, save_model
+
+    torch.manual_seed(0)
+    for spec, shape in (("mlp:hidden=16", (10, 10)), ("minatar", (4, 10, 10)), ("nature:dueling=1", (36, 36))):
+        model = build_model(spec, 2, 3, obs_shape=shape, action_history=2)
+        assert sum(p.numel() for p in model.parameters()) == count_parameters(spec, 2, 3, obs_shape=shape,
+                                                                              action_history=2)
+        x, h = example_input(model, 4), example_history(model, 4)
+        q = model(x, h)
+        run = load_for_inference(model, backend=backend)
+        assert int(run.action_history) == 2
+        torch.testing.assert_close(run(x, h), q, rtol=1e-4, atol=1e-5)
+        h2 = h.clone()
+        h2[:, -1] = (h2[:, -1] + 2) % 3  # another pending action: another input
+        assert not torch.equal(model(x, h2), q)
+    path = tmp_path / "m.pt"
+    save_model(model, path)
+    assert load_checkpoint(path).action_history == 2

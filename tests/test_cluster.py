@@ -182,6 +182,16 @@ def test_a_lost_shard_or_learner_group_is_dropped_and_the_rest_goes_on(cluster):
             obj.close()
 
 
+@pytest.mark.timeout(240)
+def test_an_action_history_crosses_nodes_with_the_batches_and_the_stacks(cluster, tmp_path):
+    """``--action-history 2``: the shard samplers send the histories with the batches (learner node), the
+    relays send each stack's history to the remote workers."""
+    s = rtcore.run(cluster_config(tmp_path, env_nodes=1, workers="2", workers_on="gpu", cluster_placement="spread",
+                                  seconds=8.0, action_history=2))
+    assert s.stopped_by == "time" and not s.faults, s.faults
+    assert s.actions_posted > 100 and s.learner_updates > 0 and s.worker_versions_picked_up > 0
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_remote_inference_workers_act_through_a_relay(cluster, tmp_path):

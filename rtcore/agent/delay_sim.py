@@ -11,7 +11,7 @@ prioritized one when configured), then ``updates_per_step`` learner updates with
 ``config.action_history`` K > 0 feeds the model the agent's last K actions (the delay-aware observation,
 :mod:`rtcore.models.history`): here every action is applied at the agent step it is chosen (its effect
 shows ``delay`` steps later), so the history holds the actions already on their way and the pending
-slot is always none. At act time the loop keeps the last K actions of the episode; at sample time the
+slot is always none. At act time it is the DelayWrapper's ``info["action_history"]``; at sample time the
 replay buffer gathers the same from the stored steps (``learn_on="applied"``: a stored step pairs the
 delayed observation the agent acted on with its action).
 
@@ -69,10 +69,10 @@ def simulate_delay(config: RunConfig, delay: int, steps: int, *, sequential: boo
     spec = cfg.model_spec()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    env = rtcore.make(cfg.env, delay=delay, sequential=sequential)
+    env = rtcore.make(cfg.env, delay=delay, sequential=sequential, action_history=cfg.action_history)
     closers: list[Any] = []
     try:
-        obs, _ = env.reset(seed=cfg.seed)
+        obs, info = env.reset(seed=cfg.seed)
         shape = tuple(obs.shape)
         n_actions = int(env.action_space.n)
         model = build_model(spec, cfg.frame_stack, n_actions, frame_size=shape[-2:], obs_shape=shape,
@@ -102,8 +102,10 @@ def simulate_delay(config: RunConfig, delay: int, steps: int, *, sequential: boo
         stack = np.repeat(obs[None], k, axis=0)  # padded with the episode's first frame, as the buffer does
         x = torch.from_numpy(stack).unsqueeze(0)
         K = cfg.action_history
-        hist = np.full(K + 1, NO_ACTION, np.int64)  # the last K actions of the episode, then pending (none)
+        hist = np.full(K + 1, NO_ACTION, np.int64)  # the wrapper's info["action_history"], copied in
         h = torch.from_numpy(hist).unsqueeze(0)
+        if K:
+            hist[:] = info["action_history"]
         returns: list[float] = []
         ret, updates, loss = 0.0, 0, float("nan")
         for t in range(steps):
@@ -114,23 +116,21 @@ def simulate_delay(config: RunConfig, delay: int, steps: int, *, sequential: boo
                 with torch.no_grad():
                     q = learner.online(x) if K == 0 else learner.online(x, h)
                     action = int(q.argmax(1)[0])
-            nxt, reward, term, trunc, _ = env.step(action)
+            nxt, reward, term, trunc, info = env.step(action)
             end = bool(term or trunc)
             replay.add(0, obs, action, float(reward), bool(term), bool(trunc), next_obs=nxt if end else None)
             ret += float(reward)
             if end:
                 returns.append(ret)
                 ret = 0.0
-                obs, _ = env.reset()
+                obs, info = env.reset()
                 stack[:] = obs
-                hist[:] = NO_ACTION
             else:
-                if K:
-                    hist[:K - 1] = hist[1:K]
-                    hist[K - 1] = action
                 obs = nxt
                 stack[:-1] = stack[1:].copy()
                 stack[-1] = obs
+            if K:
+                hist[:] = info["action_history"]
             if len(replay) >= max(cfg.learning_starts, cfg.batch_size):
                 for _ in range(updates_per_step):
                     loss = learner.update().loss

@@ -78,7 +78,8 @@ class Actor:
         self.rng = np.random.default_rng(cfg.seed)
         self.module = load_for_inference(cfg.model_path, self.device, backend=cfg.backend)
         k = int(cfg.action_history)
-        model_k = int(getattr(self.module, "action_history", 0))
+        # an exported program keeps no attributes: its inputs are checked by the first forward pass (warmup)
+        model_k = int(getattr(self.module, "action_history", k if cfg.backend == "export" else 0))
         board_k = int(getattr(obs_board, "action_history", 0))
         if model_k != k or board_k != k:
             raise ValueError(f"action_history: the actor is configured with {k}, its model takes {model_k} and its "

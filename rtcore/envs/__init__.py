@@ -126,27 +126,32 @@ def env_ids() -> list[str]:
 
 
 def make(env_id: str, *, delay: int | None = None, sequential: bool = False, delay_convention: str = "rtcore",
-         default_action: int | None = None, frame_time: float | None = None, **kwargs: Any) -> gym.Env:
+         default_action: int | None = None, frame_time: float | None = None, action_history: int = 0,
+         **kwargs: Any) -> gym.Env:
     """Build the rtcore env ``env_id`` (see the module docstring); kwargs go to its constructor.
 
     ``default_action`` and ``frame_time``: for an env that has no such attribute (Gymnasium ids and
     factories); ``default_action`` given here also replaces the env's own. ``delay=d`` wraps it in
     :class:`DelayWrapper` (the paper's delay simulation; ``sequential=True`` also applies ``d``
     default actions after every action; ``delay_convention="authors"``: the authors' observation age
-    and zero padding). Raises ValueError for an unknown id, naming the ids that exist, and for an env
+    and zero padding; ``action_history=K``: ``info["action_history"]``, the agent's last K actions, see
+    :class:`DelayWrapper`). Raises ValueError for an unknown id, naming the ids that exist, and for an env
     without a default action when none is given.
     """
     if not isinstance(env_id, str):
         raise TypeError(f"env_id must be a string such as 'ALE/Pong-v5' or 'gb/Tetris', got {env_id!r}")
     if delay is None and sequential:
         raise ValueError("sequential=True needs delay=<frames>")
+    if delay is None and action_history:
+        raise ValueError("action_history=K needs delay=<frames> (the DelayWrapper reports it)")
     env = _make(env_id, default_action, frame_time, **kwargs)
     if delay is None:
         return env
     from rtcore.envs.delay import DelayWrapper
 
     try:
-        return DelayWrapper(env, delay=delay, sequential=sequential, convention=delay_convention)
+        return DelayWrapper(env, delay=delay, sequential=sequential, convention=delay_convention,
+                            action_history=action_history)
     except Exception:
         env.close()
         raise

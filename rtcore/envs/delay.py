@@ -15,6 +15,12 @@ At the start of an episode the agent sees the first frame until ``d`` frames hav
 carries ``frames`` (env frames this step) and ``obs_frame`` (the env frame index of the returned
 observation; the reset frame is 0).
 
+``action_history=K`` (the delay-aware observation, ``--action-history K``): ``info["action_history"]`` is
+int64 ``(K + 1,)``: the agent's last K actions of the episode (oldest first, -1 before the episode start),
+then the pending slot, always -1 here (every action is applied at the step it is chosen). With ``K >=
+delay`` it holds every action whose effect the returned observation does not show yet; the replay buffer
+gathers the same from the stored steps (:meth:`rtcore.ReplayBuffer.sample`, ``learn_on="applied"``).
+
 ``convention="authors"`` reproduces the authors' delay simulation (CERC-AAI/realtime_rl,
 ``simulate_delay_atari.py`` / ``simulate_delay_tetris.py`` with ``--delay d [--noops d]``): the agent
 acts on the observation ``d - 1`` agent steps old (the newest one for ``d <= 1``), with all-zero
@@ -48,12 +54,18 @@ class DelayWrapper(gym.Wrapper):
     observations before the episode start; see the module docstring).
     """
 
-    def __init__(self, env: gym.Env, delay: int, sequential: bool = False, convention: str = "rtcore") -> None:
+    def __init__(self, env: gym.Env, delay: int, sequential: bool = False, convention: str = "rtcore",
+                 action_history: int = 0) -> None:
         super().__init__(env)
         if isinstance(delay, bool) or not isinstance(delay, int) or delay < 0:
             raise ValueError(f"delay must be an int >= 0 (frames), got {delay!r}")
         if convention not in CONVENTIONS:
             raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+        if isinstance(action_history, bool) or not isinstance(action_history, int) or not 0 <= action_history <= 1024:
+            raise ValueError(f"action_history must be an int in [0, 1024] (agent actions reported in info), "
+                             f"got {action_history!r}")
+        self.action_history = action_history
+        self._history = np.full(action_history + 1, -1, np.int64)  # the last K actions, then pending (none)
         default = getattr(env.unwrapped, "default_action", getattr(env, "default_action", None))
         if default is None and sequential:
             raise ValueError("sequential=True needs an env with a default_action")
@@ -80,7 +92,11 @@ class DelayWrapper(gym.Wrapper):
             per_step = self.delay + 1 if self.sequential else 1  # env frames per agent step
             self._frames.extend([np.zeros_like(obs)] * self._age + [obs])
             self._frame_ids.extend([-per_step * k for k in range(self._age, 0, -1)] + [0])
-        return self._frames[0], {**info, "frames": 0, "obs_frame": self._frame_ids[0]}
+        info = {**info, "frames": 0, "obs_frame": self._frame_ids[0]}
+        if self.action_history:
+            self._history[:] = -1
+            info["action_history"] = self._history.copy()
+        return self._frames[0], info
 
     def _advance(self, action: Any):
         obs, reward, terminated, truncated, info = self.env.step(action)
@@ -106,4 +122,9 @@ class DelayWrapper(gym.Wrapper):
             self._frames.append(self._last)
             self._frame_ids.append(self._frame)
         info = {**info, "frames": frames, "obs_frame": self._frame_ids[0]}
+        k = self.action_history
+        if k:
+            self._history[:k - 1] = self._history[1:k]
+            self._history[k - 1] = int(action)
+            info["action_history"] = self._history.copy()
         return self._frames[0], total, terminated, truncated, info

@@ -188,7 +188,10 @@ def load_for_inference(model: nn.Module | str | os.PathLike[str], device: str | 
             with _quiet_jit():
                 module = torch.jit.optimize_for_inference(torch.jit.freeze(module.eval()))
     elif backend == "export":
+        k = int(getattr(module, "action_history", 0))
         module = export_model(module, example_input(module, batch=2, device=device)).module()
+        if k:
+            module.action_history = k  # the exported module keeps no attributes of its own
     return module
 
 

@@ -231,7 +231,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print exactly one JSON line")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per setting (default 3)")
     parser.add_argument("--device", default=None, help="scaling, delay-learning: torch device (default: cuda if present)")
-    parser.add_argument("--action-history", type=int, default=0,
+    parser.add_argument("--action-history", type=int, default=0, metavar="K",
                         help="delay-learning: feed every agent its last K actions beside the delayed observation "
                              "(the delay-aware observation; default 0: off)")
 

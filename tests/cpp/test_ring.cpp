@@ -127,8 +127,31 @@ std::string verify_row(const World& w, const Params& p, Batch& b, std::size_t i)
   return "";
 }
 
-Params small_params(std::uint64_t capacity, std::uint32_t streams, std::uint32_t K, std::uint32_t n, std::uint32_t words) {
-  return make_params(capacity, streams, K, n, 0.9, {std::int64_t(words)}, 8, "<u8");
+Params small_params(std::uint64_t capacity, std::uint32_t streams, std::uint32_t K, std::uint32_t n, std::uint32_t words,
+                    std::uint32_t history = 0) {
+  return make_params(capacity, streams, K, n, 0.9, {std::int64_t(words)}, 8, "<u8", history);
+}
+
+// Checks the action histories of row `i` (learn_on applied: the pending slots are none) against the
+// world: the actions of the H steps before the obs stack's newest step t and before the bootstrap step.
+std::string verify_history(const World& w, const Params& p, const Batch& b, const std::vector<std::int64_t>& hist,
+                           const std::vector<std::int64_t>& next_hist, std::size_t i) {
+  const std::uint32_t H = p.action_history, words = w.frame_words, K = p.frame_stack;
+  const std::uint64_t last = b.obs[(i * K + K - 1) * words];
+  const std::uint32_t s = std::uint32_t(last >> 48);
+  const std::uint64_t t = last & ((1ull << 47) - 1), L = w.L(s), e0 = t - t % L;
+  const std::uint64_t m = std::min<std::uint64_t>(p.n_step, L - t % L);
+  for (int which = 0; which < 2; ++which) {
+    const std::int64_t* h = (which ? next_hist.data() : hist.data()) + i * (H + 1);
+    const std::uint64_t u = which ? t + m : t;  // the bootstrap stack ends m steps later (or at the terminal obs)
+    for (std::uint32_t k = 0; k < H; ++k) {
+      const std::int64_t q = std::int64_t(u) - std::int64_t(H) + std::int64_t(k);
+      const std::int64_t want = q >= std::int64_t(e0) ? World::action(s, std::uint64_t(q)) : -1;
+      if (h[k] != want) return std::string(which ? "next " : "") + "history slot " + std::to_string(k) + " mismatch";
+    }
+    if (h[H] != -1) return "a pending slot with learn_on applied";
+  }
+  return "";
 }
 
 }  // namespace
@@ -603,6 +626,53 @@ void race_writers_and_samplers(World w, std::uint64_t streaming_bytes, bool expe
   CHECK_EQ(bad.load(), 0u);
   CHECK(rows.load() >= 16 * 3);
   for (std::uint32_t s = 0; s < streams; ++s) CHECK_EQ(ring.head(s), steps + steps / w.L(s));
+}
+
+TEST(action_histories_never_tear_under_concurrent_writers) {
+  // Histories reach further back than the stacks (6 actions, 4 frames): the oldest position a sample
+  // reads is the history's, and its stamp check must cover it while writers lap the ring.
+  World w{4};
+  const std::uint32_t streams = 2, K = 4, n = 3, H = 6;
+  const Params p = small_params(streams * 40, streams, K, n, w.frame_words, H);
+  HeapSpan mem(p.total_bytes);
+  Ring ring(mem.ptr, mem.size, p);
+  const std::uint64_t steps = 200000;
+  std::atomic<int> writers_left{int(streams)};
+  std::atomic<std::uint64_t> rows{0}, bad{0};
+  std::vector<std::thread> threads;
+  for (std::uint32_t s = 0; s < streams; ++s)
+    threads.emplace_back([&, s] {
+      std::vector<std::uint64_t> a(w.frame_words), b(w.frame_words);
+      for (std::uint64_t t = 0; t < steps; ++t) w.add(ring, s, t, a, b);
+      writers_left.fetch_sub(1, std::memory_order_release);  // release: the samplers stop after the last add
+    });
+  for (int k = 0; k < 2; ++k)
+    threads.emplace_back([&, k] {
+      Batch bt(16, K, w.frame_words * 8);
+      std::vector<std::int64_t> hist(16 * (H + 1)), next_hist(16 * (H + 1));
+      Rng rng(200 + k);
+      SampleScratch sc;
+      sc.resize(streams);
+      while (ring.size() < 16) std::this_thread::yield();
+      bool last_round = false;
+      while (!last_round) {
+        last_round = writers_left.load(std::memory_order_acquire) == 0;  // acquire: see the final adds
+        SampleOut out = bt.out();
+        out.hist = hist.data();
+        out.next_hist = next_hist.data();
+        ring.sample(16, out, rng, sc);
+        for (std::size_t i = 0; i < 16; ++i) {
+          std::string err = verify_row(w, p, bt, i);
+          if (err.empty()) err = verify_history(w, p, bt, hist, next_hist, i);
+          if (!err.empty() && bad.fetch_add(1, std::memory_order_relaxed) < 5) std::printf("  sampler %d: %s\n", k, err.c_str());
+        }
+        rows.fetch_add(16, std::memory_order_relaxed);  // relaxed: a counter read after join
+      }
+    });
+  for (auto& t : threads) t.join();
+  std::printf("  %llu rows checked\n", (unsigned long long)rows.load());
+  CHECK_EQ(bad.load(), 0u);
+  CHECK(rows.load() >= 16 * 2);
 }
 
 TEST(concurrent_writers_and_samplers_never_tear) {
