@@ -11,8 +11,8 @@ the ``ReplayBuffer`` methods :class:`rtcore.agent.dqn.DQNLearner` and
 ``seed``, ``prioritized``, ``update_priorities``) and the ``ObsBoard`` ones the learner's throttle uses
 (``step``, ``wait_step``). A fetcher thread keeps ``prefetch`` requests in flight per shard and pulls the
 batches to the learner's node round-robin over the shards, so a batch travels while the learner computes
-on the previous one; the wait for one that has not arrived yet is counted in the learner's sample time. A shard whose actor is gone (its node
-was lost) is dropped and counted; the others carry on.
+on the previous one; the wait for one that has not arrived yet is counted in the learner's sample time.
+A shard whose actor is gone (its node was lost) is dropped and counted; the others carry on.
 """
 
 from __future__ import annotations
