@@ -8,7 +8,9 @@ emulated by ``--inference-delay`` (so a small network stands in for one that tak
   staggered workers act on every step, the sequential agent acts once per forward pass (and learns in
   between), so the env applies its default action in the gaps;
 * ``--learn-on acted`` vs ``applied`` (the peer) at a delay of ``--delay-steps`` env steps
-  (inference delay = delay-steps * tau_M; staggered).
+  (inference delay = delay-steps * tau_M; staggered), and ``acted`` with ``--action-history K`` (the
+  delay-aware observation: the last K applied actions and the pending post as an input; K =
+  ``--action-history``, default the delay in steps; 0 leaves this variant out).
 
 Each configuration runs ``--seeds`` seeds (default 3); the figure shows the median curve over seeds
 (shaded: min..max), the table and the JSON give the median final return (mean of the last <= 100
@@ -18,6 +20,7 @@ where the OS allows it), so no run competes with another.
 
     python bench/learning.py --quick --lr 1e-3           # 24 runs of 60 s: about an hour on a loaded 2-core machine
     python bench/learning.py --seconds 300 --out docs/figures/learning.png
+    python bench/learning.py --quick --games '' --delay-games Catch --seconds 30 --delay-steps 4   # history vs learn-on
 
 Ends with ONE JSON line.
 """
@@ -53,15 +56,20 @@ def freq(game: str, args: argparse.Namespace) -> float:
     return CATCH["frequency"] if game == "Catch" else args.frequency
 
 
+def variant_name(learn_on: str, action_history: int) -> str:
+    """The delay comparison's variants: ``acted``, ``applied``, ``acted+h4`` (with an action history of 4)."""
+    return f"{learn_on}+h{action_history}" if action_history else learn_on
+
+
 def one_run(game: str, mode: str, seed: int, args: argparse.Namespace, inference_delay: float, learn_on: str,
-            root: Path, kind: str) -> dict:
+            root: Path, kind: str, action_history: int = 0) -> dict:
     import rtcore
     from rtcore.agent.metrics import read_metrics
 
-    run_dir = root / f"{game}-{mode}-{learn_on}-{inference_delay:g}-s{seed}"
+    run_dir = root / f"{game}-{mode}-{variant_name(learn_on, action_history)}-{inference_delay:g}-s{seed}"
     settings = game_settings(game, args)
     cfg = rtcore.RunConfig(**settings, seconds=args.seconds, seed=seed, mode=mode,
-                           inference_delay=inference_delay, learn_on=learn_on,
+                           inference_delay=inference_delay, learn_on=learn_on, action_history=action_history,
                            # N* + 1 (one spare for a slow pass), fixed: "auto" sizes N from a latency
                            # measured on a loaded machine and varies between runs
                            workers=str(math.ceil(inference_delay * settings["frequency"] - 1e-9) + 1)
@@ -74,7 +82,8 @@ def one_run(game: str, mode: str, seed: int, args: argparse.Namespace, inference
     s = rtcore.run(cfg)
     m = read_metrics(run_dir)
     keep = ("time_s", "env_steps", "mean_return", "episodes", "learner_updates", "inaction_fraction")
-    return {"game": game, "kind": kind, "mode": mode, "learn_on": learn_on, "seed": seed,
+    return {"game": game, "kind": kind, "mode": mode, "learn_on": learn_on, "action_history": action_history,
+            "variant": variant_name(learn_on, action_history), "seed": seed,
             "inference_delay": inference_delay, "frequency": settings["frequency"],
             "final_return": s.mean_return, "episodes": s.episodes, "env_steps": s.env_steps,
             "updates": s.learner_updates, "inaction": s.inaction_fraction, "delay_mean": s.delay_mean,
@@ -121,8 +130,11 @@ def draw(results: list[dict], games: list[str], delay_games: list[str], args: ar
     cols = len(games) + len(delay_games)
     fig, axes = plt.subplots(2, cols, figsize=(3.8 * cols, 6.6), squeeze=False)
     panels = [(g, "mode", ("staggered", "sequential"), "main") for g in games]
-    panels += [(g, "learn_on", ("acted", "applied"), "delay") for g in delay_games]
-    colors = {"staggered": "tab:blue", "sequential": "tab:red", "acted": "tab:green", "applied": "tab:purple"}
+    hist = variant_name("acted", args.action_history)
+    delay_variants = ("acted", "applied") + ((hist,) if args.action_history else ())
+    panels += [(g, "variant", delay_variants, "delay") for g in delay_games]
+    colors = {"staggered": "tab:blue", "sequential": "tab:red", "acted": "tab:green", "applied": "tab:purple",
+              hist: "tab:orange"}
     for c, (game, key, variants, kind) in enumerate(panels):
         for row, (x_key, label) in enumerate((("time_s", "wall-clock seconds"), ("env_steps", "env steps"))):
             ax = axes[row][c]
@@ -133,7 +145,7 @@ def draw(results: list[dict], games: list[str], delay_games: list[str], args: ar
                 top = max(max(r["curve"].get(x_key, [0]) or [0]) for r in runs)
                 grid = np.linspace(0, top, 200)
                 med, lo, hi = band(runs, x_key, grid)
-                name = v if key == "mode" else f"learn-on {v}"
+                name = v if key == "mode" else f"learn-on {v.replace('+h', ' + history ')}"
                 ax.plot(grid, med, color=colors[v], label=f"{name} (median of {len(runs)})")
                 ax.fill_between(grid, lo, hi, color=colors[v], alpha=0.15)
             ax.set_xlabel(label)
@@ -145,8 +157,9 @@ def draw(results: list[dict], games: list[str], delay_games: list[str], args: ar
             ax.set_title(title, fontsize=10)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8, loc="upper left")
-    fig.suptitle("rtcore: realtime DQN, return while learning in real time (median of seeds; band: min..max)",
-                 fontsize=11)
+    title = ("rtcore: realtime DQN, return while learning in real time (median of seeds; band: min..max)" if cols >= 3
+             else "rtcore: realtime DQN\n(median of seeds; band: min..max)")  # one or two panels: a short title
+    fig.suptitle(title, fontsize=11 if cols >= 3 else 9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -165,6 +178,9 @@ def main() -> int:
                    help="emulated model latency in env steps (staggered vs sequential): 30 ms at 100 Hz")
     p.add_argument("--delay-steps", type=int, default=8, help="delay of the --learn-on comparison, in env steps")
     p.add_argument("--learn-on", default="acted", help="--learn-on of the staggered vs sequential runs")
+    p.add_argument("--action-history", type=int, default=None,
+                   help="K of the delay comparison's third variant, --learn-on acted --action-history K "
+                        "(default: --delay-steps; 0: leave it out)")
     p.add_argument("--model", default="minatar")
     p.add_argument("--frame-stack", type=int, default=1, help="MinAtar's state already shows motion (trail channels)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: RunConfig's)")
@@ -177,6 +193,8 @@ def main() -> int:
     args = p.parse_args()
     if args.seconds is None:
         args.seconds = 60.0 if args.quick else 300.0
+    if args.action_history is None:
+        args.action_history = args.delay_steps
     import rtcore
 
     if args.lr is None:
@@ -188,10 +206,11 @@ def main() -> int:
                    else (["Breakout"] if args.quick else games))
     delay_games = [g for g in delay_games if g]
     root = Path(tempfile.mkdtemp(prefix="rtcore-learning-"))
-    plan = [(g, m, s, args.inference_steps / freq(g, args), args.learn_on, "main") for g in games
+    plan = [(g, m, s, args.inference_steps / freq(g, args), args.learn_on, "main", 0) for g in games
             for s in range(args.seeds) for m in ("staggered", "sequential")]
-    plan += [(g, "staggered", s, args.delay_steps / freq(g, args), lo, "delay") for g in delay_games
-             for s in range(args.seeds) for lo in ("acted", "applied")]
+    delay_variants = [("acted", 0), ("applied", 0)] + ([("acted", args.action_history)] if args.action_history else [])
+    plan += [(g, "staggered", s, args.delay_steps / freq(g, args), lo, "delay", k) for g in delay_games
+             for s in range(args.seeds) for lo, k in delay_variants]
     print(f"bench/learning.py: {len(plan)} runs of {args.seconds:g} s (run dirs under {root})", file=sys.stderr)
     results = []
     for path in args.merge:
@@ -199,40 +218,46 @@ def main() -> int:
             if "kind" not in r:  # files of the first version: the delay runs are the learn-on ones at delay_steps
                 f = r.get("frequency", args.frequency)
                 r["kind"] = "delay" if abs(r["inference_delay"] - args.delay_steps / f) < 1e-9 else "main"
+            r.setdefault("action_history", 0)  # files from before the action history
+            r.setdefault("variant", variant_name(r["learn_on"], r["action_history"]))
             results.append(r)
             for names in (games, delay_games):
                 if r["game"] not in names and ((r["kind"] == "main") == (names is games)):
                     names.append(r["game"])
-    for i, (g, m, s, d, lo, kind) in enumerate(plan):
-        r = one_run(g, m, s, args, d, lo, root, kind)
+    for i, (g, m, s, d, lo, kind, k) in enumerate(plan):
+        r = one_run(g, m, s, args, d, lo, root, kind, k)
         results.append(r)
-        print(f"[{i + 1}/{len(plan)}] {g:14s} {m:10s} learn-on {lo:7s} delay {1e3 * d:5.0f} ms seed {s}: "
+        print(f"[{i + 1}/{len(plan)}] {g:14s} {m:10s} learn-on {variant_name(lo, k):10s} delay {1e3 * d:5.0f} ms seed {s}: "
               f"final return {r['final_return']:7.2f}  episodes {r['episodes']:4d}  steps {r['env_steps']:6d}  "
               f"updates {r['updates']:6d}  inaction {r['inaction']:.3f}  delay {r['delay_mean']:.1f} steps  "
               f"N {r['workers']}", file=sys.stderr, flush=True)
     summary: dict = {"bench": "learning", "frequency": args.frequency, "seconds": args.seconds, "seeds": args.seeds,
                      "inference_steps": args.inference_steps, "delay_steps": args.delay_steps, "model": args.model,
-                     "frame_stack": args.frame_stack, "lr": args.lr, "learning_starts": args.learning_starts, "quick": args.quick, "games": {}}
+                     "frame_stack": args.frame_stack, "lr": args.lr, "learning_starts": args.learning_starts, "quick": args.quick,
+                     "action_history": args.action_history, "games": {}}
+    hist = variant_name("acted", args.action_history)
     print(f"\n{'game':14s} {'staggered':>10s} {'sequential':>10s} {'ratio':>7s} {'acted':>8s} {'applied':>8s} "
-          f"{'inaction st/seq':>16s}  (median final return over {args.seeds} seeds)")
+          f"{hist:>9s} {'inaction st/seq':>16s}  (median final return over {args.seeds} seeds)")
     for g in sorted(set(games) | set(delay_games)):
         def med(key, value, kind, field="final_return"):
             return median([r[field] for r in results if r["game"] == g and r[key] == value and r["kind"] == kind])
 
         st = med("mode", "staggered", "main")
         sq = med("mode", "sequential", "main")
-        ac = med("learn_on", "acted", "delay")
-        ap = med("learn_on", "applied", "delay")
+        ac = med("variant", "acted", "delay")
+        ap = med("variant", "applied", "delay")
+        ah = med("variant", hist, "delay") if args.action_history else math.nan
         ratio = st / sq if sq and sq == sq and sq > 0 else math.nan
         summary["games"][g] = {"staggered": st, "sequential": sq, "staggered_over_sequential": ratio,
                                "acted_delay": ac, "applied_delay": ap,
                                "acted_over_applied": ac / ap if ap and ap == ap and ap > 0 else math.nan,
+                               "acted_history_delay": ah,
                                "inaction_staggered": med("mode", "staggered", "main", "inaction"),
                                "inaction_sequential": med("mode", "sequential", "main", "inaction"),
                                "updates_staggered": med("mode", "staggered", "main", "updates"),
                                "updates_sequential": med("mode", "sequential", "main", "updates"),
-                               "delay_steps_measured": med("learn_on", "acted", "delay", "delay_mean")}
-        print(f"{g:14s} {st:10.2f} {sq:10.2f} {ratio:7.2f} {ac:8.2f} {ap:8.2f} "
+                               "delay_steps_measured": med("variant", "acted", "delay", "delay_mean")}
+        print(f"{g:14s} {st:10.2f} {sq:10.2f} {ratio:7.2f} {ac:8.2f} {ap:8.2f} {ah:9.2f} "
               f"{summary['games'][g]['inaction_staggered']:7.3f}/{summary['games'][g]['inaction_sequential']:.3f}")
     out = Path(args.out)
     draw(results, games, delay_games, args, out)

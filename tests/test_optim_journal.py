@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from rtcore.agent._proc import process_context
-from rtcore.agent.optim import (STATE_ROWS, TARGET, NonFiniteStep, SharedAdam, StepJournal, bank, init_learner_state,
+from rtcore.agent.optim import (STATE_ROWS, TARGET, LostTurn, NonFiniteStep, SharedAdam, StepJournal, bank, init_learner_state,
                                 read_learner_state)
 from rtcore.agent.telemetry import Control
 
@@ -163,3 +163,21 @@ def test_appliers_sigkilled_at_random_never_leave_a_half_applied_step(kill_alive
     for k in (Control.OPT_STEP, Control.UPDATES, Control.TARGET_VERSION):
         assert control[k] == want_c[k]
     assert (published[1:] >= 1).all(), "a committed step was never published"
+
+
+def test_a_learner_that_lost_its_turn_while_stalled_does_not_commit():
+    """A (stalled past the turnstile's timeout) journaled step 5; B, the next turn holder, rolled it back
+    and applied its own step 5. A wakes up: its commit is refused, B's step stands."""
+    n = 1024
+    want, _ = reference(n, 5)
+    state, control = reference(n, 4)
+    a, b = StepJournal(control, owner=111), StepJournal(control, owner=222)
+    ra, rb = Replica(state, control), Replica(state, control)
+    t, _ = a.begin(TARGET_UPDATE)
+    assert b.recover([rb], lambda t: t) == "rolled back"
+    b.apply([rb], [grad_of(5, n)], TARGET_UPDATE, lambda t: t)
+    with pytest.raises(LostTurn, match="step 5 lost its turn"):
+        a.commit(t)
+    assert control[Control.OPT_STEP] == 5
+    np.testing.assert_array_equal(bank(state, 5), bank(want, 5))
+    del ra

@@ -182,7 +182,7 @@ def test_bad_priority_updates_raise_and_change_nothing():
 
 def test_prioritized_segment_layout_is_checked_on_attach():
     with ReplayBuffer(64, (2,), prioritized=True) as buf:
-        assert rtcore._core.Replay.layout_version == (2 << 16) | 1  # (ring layout << 16) | tree layout
+        assert rtcore._core.Replay.layout_version == (3 << 16) | 1  # (ring layout << 16) | tree layout
         again = ReplayBuffer.attach(buf.name)
         assert again.prioritized and again.alpha == 0.6
         again.close()

@@ -60,3 +60,9 @@ def test_a_sequential_run_counts_its_no_op_frames_against_the_budget():
     # an episode ends after an action and its no-ops (d + 1 = 6 frames) or inside the no-ops: gaps >= 1 frame,
     # and far fewer agent steps than frames
     assert run_one("minatar/Breakout", 5, True, 900, 0) == curve  # seeded
+
+
+def test_delay_learning_runs_with_an_action_history():
+    curve = run_one("minatar/Breakout", 3, False, 700, 0, action_history=3)
+    assert curve and all(f <= 700 for f, _ in curve)
+    assert run_one("minatar/Breakout", 3, False, 700, 0, action_history=3) == curve  # seeded

@@ -451,3 +451,43 @@ def test_learner_killed_mid_update_is_replaced_and_updates_resume_fast(tmp_path)
     assert s["steps_rolled_back"] + s["steps_completed"] <= 1
     assert s["learner_updates"] >= at_kill + 3
     assert_all_gone(children)
+
+
+@pytest.mark.timeout(200)
+def test_stalled_learner_is_killed_before_its_turn_is_handed_on(tmp_path):
+    """A learner SIGSTOPped for 3 s (longer than half the turnstile's 2 s timeout): the runner kills it
+    and respawns it, so it cannot wake up and write the shared learner state out of turn; updates go on."""
+    p = rtcore_run(tmp_path, "--seconds", "60", "--inference-delay", str(DELAY), "--tau-theta", str(TAU_THETA),
+                   "--learners", "1", "--learning-starts", "60", "--batch-size", "8", "--updates-per-step", "0.2",
+                   "--no-plots", "--metrics-interval", "0.5")
+    run_dir = tmp_path / "run"
+    children: list[psutil.Process] = []
+    from rtcore.agent.metrics import read_metrics
+
+    try:
+        wait_for_rows(run_dir, 2, p, timeout=120)
+        children = descendants(p.pid)
+        deadline = time.monotonic() + 60
+        while read_metrics(run_dir)["learner_updates"][-1] < 2:
+            assert time.monotonic() < deadline, "no learner updates"
+            time.sleep(0.1)
+        procs = json.loads((run_dir / "processes.json").read_text())["children"]
+        pid = next(c["pid"] for c in procs if c["kind"] == "learner")
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(3.0)
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+        at = read_metrics(run_dir)["learner_updates"][-1]
+        deadline = time.monotonic() + 60
+        while read_metrics(run_dir)["learner_updates"][-1] < at + 2:
+            assert time.monotonic() < deadline, f"updates did not resume after the stall (at {at})"
+            time.sleep(0.1)
+        p.send_signal(signal.SIGTERM)
+    finally:
+        code, s, err = finish(p, timeout=120)
+    assert code == 143, err[-3000:]
+    assert any("learner 0 stalled" in f and "killed" in f for f in s["faults"]), s["faults"]
+    assert s["learner_restarts"] == 1 and "lost its turn" not in err
+    assert_all_gone(children)

@@ -20,6 +20,7 @@
 #include "bindings/segment_handle.h"
 #include "bindings/wait_util.h"
 #include "board/action_board.h"
+#include "board/action_history.h"
 #include "board/obs_board.h"
 #include "common/checked.h"
 #include "common/errors.h"
@@ -109,21 +110,29 @@ struct ObsParams {
   ArraySpec frame;
   std::uint64_t frame_bytes;
   std::uint32_t frame_stack;
-  std::uint32_t reserved;
+  std::uint32_t action_history;  // K (layout 2; was reserved)
 };
+static_assert(std::is_trivially_copyable_v<ObsParams> && sizeof(ObsParams) == sizeof(ArraySpec) + 16, "ObsParams layout");
+
+class ActionBoardHandle;
 
 class ObsBoardHandle : public SegmentHandle {
  public:
   static std::unique_ptr<ObsBoardHandle> create(const std::string& name, const std::vector<std::int64_t>& shape,
-                                                const py::dtype& dtype, std::int64_t frame_stack) {
+                                                const py::dtype& dtype, std::int64_t frame_stack,
+                                                std::int64_t action_history) {
     if (frame_stack < 1 || frame_stack > board::ObsBoardView::kMaxFrameStack)
       throw InvalidArgument("frame_stack must be in [1, " + std::to_string(board::ObsBoardView::kMaxFrameStack) + "], got " +
                             std::to_string(frame_stack));
+    if (action_history < 0 || action_history > board::ObsBoardView::kMaxActionHistory)
+      throw InvalidArgument("action_history must be in [0, " + std::to_string(board::ObsBoardView::kMaxActionHistory) +
+                            "], got " + std::to_string(action_history));
     ObsParams p{};
     p.frame = make_spec(shape, dtype, false, "obs_shape");
     p.frame_bytes = spec_bytes(p.frame);
     p.frame_stack = static_cast<std::uint32_t>(frame_stack);
-    const std::size_t bytes = board::ObsBoardView::bytes_needed(p.frame_bytes, p.frame_stack);  // checked
+    p.action_history = static_cast<std::uint32_t>(action_history);
+    const std::size_t bytes = board::ObsBoardView::bytes_needed(p.frame_bytes, p.frame_stack, p.action_history);  // checked
     auto seg = std::make_shared<Segment>(
         Segment::create(name, Kind::kObsBoard, board::ObsBoardView::kLayoutVersion, &p, sizeof p, bytes));
     shm::UnlinkOnThrow guard(seg->name());
@@ -142,7 +151,9 @@ class ObsBoardHandle : public SegmentHandle {
       throw LayoutMismatch(what + " has a corrupt layout: frame_stack " + std::to_string(p.frame_stack));
     if (spec_bytes(p.frame) != p.frame_bytes)
       throw LayoutMismatch(what + " has a corrupt layout: frame_bytes does not match the frame's shape");
-    if (board::ObsBoardView::bytes_needed(p.frame_bytes, p.frame_stack) > seg->payload_size())
+    if (p.action_history > board::ObsBoardView::kMaxActionHistory)
+      throw LayoutMismatch(what + " has a corrupt layout: action_history " + std::to_string(p.action_history));
+    if (board::ObsBoardView::bytes_needed(p.frame_bytes, p.frame_stack, p.action_history) > seg->payload_size())
       throw LayoutMismatch(what + " has a corrupt layout: it needs more bytes than the segment has");
     return std::unique_ptr<ObsBoardHandle>(new ObsBoardHandle(std::move(seg)));
   }
@@ -153,6 +164,20 @@ class ObsBoardHandle : public SegmentHandle {
     const void* data = frame.data();
     py::gil_scoped_release nogil;
     view_.publish(data, step, episode_start);
+  }
+
+  // read() with the action history (board/action_history.h) into `history`, (action_history + 1,) int64;
+  // `actions` (an ActionBoard handle or None) resolves the pending slot. Defined after ActionBoardHandle.
+  std::tuple<py::array, std::int64_t> read_history(std::optional<py::array> out, const py::array& history,
+                                                   const py::object& actions);
+
+  void begin_apply(std::int64_t step) {
+    auto seg = live();
+    view_.begin_apply(step);
+  }
+  void end_apply(std::int64_t step, std::int64_t action, bool was_default) {
+    auto seg = live();
+    view_.end_apply(step, action, was_default);
   }
 
   std::tuple<py::array, std::int64_t> read(std::optional<py::array> out) {
@@ -191,12 +216,13 @@ class ObsBoardHandle : public SegmentHandle {
   std::vector<std::int64_t> obs_shape() const { return shape_; }
   py::dtype dtype() const { return dtype_; }
   std::uint32_t frame_stack() const { return view_.frame_stack(); }
+  std::uint32_t action_history() const { return view_.action_history(); }
 
  private:
   explicit ObsBoardHandle(SegmentPtr seg)
       : SegmentHandle(std::move(seg), "ObsBoard"),
         params_(seg_->params<ObsParams>()),
-        view_(seg_->payload(), seg_->payload_size(), params_.frame_bytes, params_.frame_stack) {
+        view_(seg_->payload(), seg_->payload_size(), params_.frame_bytes, params_.frame_stack, params_.action_history) {
     shape_ = spec_shape(params_.frame);
     dtype_ = spec_dtype(params_.frame);
     if (spec_bytes(params_.frame) != params_.frame_bytes)
@@ -256,6 +282,15 @@ class ActionBoardHandle : public SegmentHandle {
     if (!view_.take(&t)) return py::none();
     return py::make_tuple(t.action, t.obs_step, t.worker);
   }
+  py::object peek() {
+    auto seg = live();
+    board::Taken t{};
+    if (!view_.peek(&t)) return py::none();
+    return py::make_tuple(t.action, t.obs_step, t.worker);
+  }
+  // For ObsBoardHandle::read_history: the view and a reference that keeps the segment mapped.
+  const board::ActionBoardView& view() const { return view_; }
+  SegmentPtr keep() const { return live(); }
   std::uint64_t posted() { return (live(), view_.posted()); }
   std::uint64_t taken() { return (live(), view_.taken()); }
   std::uint64_t superseded() { return (live(), view_.superseded()); }
@@ -268,6 +303,37 @@ class ActionBoardHandle : public SegmentHandle {
         view_(seg_->payload(), seg_->payload_size(), seg_->params<ActionParams>().max_workers) {}
   board::ActionBoardView view_;
 };
+
+std::tuple<py::array, std::int64_t> ObsBoardHandle::read_history(std::optional<py::array> out, const py::array& history,
+                                                                 const py::object& actions) {
+  auto seg = live();
+  if (view_.action_history() == 0)
+    throw InvalidArgument("ObsBoard '" + name_ + "' has action_history=0: it keeps no action history");
+  check_array("history", history, std::array<std::int64_t, 1>{std::int64_t(view_.action_history()) + 1},
+              py::dtype::of<std::int64_t>(), /*writeable=*/true);
+  const board::ActionBoardView* av = nullptr;
+  SegmentPtr aseg;
+  if (!actions.is_none()) {
+    auto* ah = actions.cast<ActionBoardHandle*>();  // a wrong type: pybind11's cast_error (a TypeError)
+    aseg = ah->keep();
+    av = &ah->view();
+  }
+  py::array arr;
+  if (out) {
+    check_array("out", *out, stack_shape_, dtype_, /*writeable=*/true);
+    arr = *out;
+  } else {
+    arr = py::array(dtype_, stack_shape_);
+  }
+  void* data = arr.mutable_data();
+  auto* hist = static_cast<std::int64_t*>(const_cast<void*>(history.data()));
+  std::int64_t step;
+  {
+    py::gil_scoped_release nogil;
+    step = board::read_with_history(view_, av, data, hist);
+  }
+  return {arr, step};
+}
 
 // ---- SharedArray ---------------------------------------------------------------------------------
 
@@ -312,10 +378,14 @@ class SharedArrayHandle : public SegmentHandle {
 void bind_board(py::module_& m) {
   py::class_<ObsBoardHandle>(m, "ObsBoard")
       .def_static("create", &ObsBoardHandle::create, py::arg("name"), py::arg("shape"), py::arg("dtype"),
-                  py::arg("frame_stack"))
+                  py::arg("frame_stack"), py::arg("action_history") = 0)
       .def_static("attach", &ObsBoardHandle::attach, py::arg("name"))
       .def("publish", &ObsBoardHandle::publish, py::arg("frame"), py::arg("step"), py::arg("episode_start"))
       .def("read", &ObsBoardHandle::read, py::arg("out") = py::none())
+      .def("read_history", &ObsBoardHandle::read_history, py::arg("out"), py::arg("history"), py::arg("actions"))
+      .def("begin_apply", &ObsBoardHandle::begin_apply, py::arg("step"))
+      .def("end_apply", &ObsBoardHandle::end_apply, py::arg("step"), py::arg("action"), py::arg("was_default"))
+      .def_property_readonly("action_history", &ObsBoardHandle::action_history)
       .def("wait_step", &ObsBoardHandle::wait_step, py::arg("after"), py::arg("timeout"), py::arg("spin") = 0.0)
       .def_property_readonly("step", &ObsBoardHandle::step)
       .def_property_readonly("published", &ObsBoardHandle::published)
@@ -330,6 +400,7 @@ void bind_board(py::module_& m) {
       .def_static("attach", &ActionBoardHandle::attach, py::arg("name"))
       .def("post", &ActionBoardHandle::post, py::arg("action"), py::arg("obs_step"), py::arg("worker"))
       .def("take", &ActionBoardHandle::take)
+      .def("peek", &ActionBoardHandle::peek)
       .def_property_readonly("posted", &ActionBoardHandle::posted)
       .def_property_readonly("taken", &ActionBoardHandle::taken)
       .def_property_readonly("superseded", &ActionBoardHandle::superseded)

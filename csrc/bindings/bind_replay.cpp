@@ -85,10 +85,11 @@ class ReplayHandle {
   static std::unique_ptr<ReplayHandle> create(const std::string& name, std::uint64_t capacity,
                                               const std::vector<std::int64_t>& shape, const py::dtype& dtype,
                                               std::uint32_t frame_stack, std::uint32_t streams, std::uint32_t n_step,
-                                              double gamma, bool prioritized, double alpha, double beta) {
+                                              double gamma, bool prioritized, double alpha, double beta,
+                                              std::uint32_t action_history) {
     const std::string dstr = py::str(dtype.attr("str")).cast<std::string>();
     const Params p = replay::make_params(capacity, streams, frame_stack, n_step, gamma, shape,
-                                         static_cast<std::uint64_t>(dtype.itemsize()), dstr);
+                                         static_cast<std::uint64_t>(dtype.itemsize()), dstr, action_history);
     const ReplayLayout l = replay::make_layout(p, prioritized, alpha, beta);
     shm::Segment seg =
         shm::Segment::create(name, shm::Kind::kReplay, replay::kSegmentLayoutVersion, &l, sizeof l, l.total_bytes);
@@ -249,7 +250,8 @@ class ReplayHandle {
 
   void sample(const py::array& obs, const py::array& next_obs, const py::array& action, const py::array& reward,
               const py::array& done, const py::array& discount, const py::array& was_default, const py::array& delay,
-              const py::array& index, const py::object& weight, double beta, bool acted) {
+              const py::array& index, const py::object& weight, double beta, bool acted, const py::object& history,
+              const py::object& next_history) {
     const StatePtr st = live();  // held until the GIL-free copy below is done: close() cannot unmap under it
     float* wptr = nullptr;
     if (!weight.is_none()) {
@@ -281,6 +283,23 @@ class ReplayHandle {
                           static_cast<bool*>(const_cast<void*>(was_default.data())),
                           static_cast<std::int32_t*>(const_cast<void*>(delay.data())),
                           static_cast<std::int64_t*>(const_cast<void*>(index.data()))};
+    // Action histories: both arrays exactly when the buffer gathers them, (b, action_history + 1) int64.
+    py::array hist_arr, next_hist_arr;
+    if (p_.action_history > 0) {
+      if (history.is_none() || next_history.is_none())
+        throw InvalidArgument("ReplayBuffer '" + name_ + "' has action_history=" + std::to_string(p_.action_history) +
+                              ": out.action_history and out.next_action_history are required (see empty_batch())");
+      hist_arr = py::array::ensure(history);
+      next_hist_arr = py::array::ensure(next_history);
+      if (!hist_arr || !next_hist_arr) throw InvalidArgument("out.action_history must be arrays");
+      const std::array<std::int64_t, 2> hshape{b, std::int64_t(p_.action_history) + 1};
+      check_array("out.action_history", hist_arr, hshape, py::dtype::of<std::int64_t>(), true);
+      check_array("out.next_action_history", next_hist_arr, hshape, py::dtype::of<std::int64_t>(), true);
+      out.hist = static_cast<std::int64_t*>(const_cast<void*>(hist_arr.data()));
+      out.next_hist = static_cast<std::int64_t*>(const_cast<void*>(next_hist_arr.data()));
+    } else if (!history.is_none() || !next_history.is_none()) {
+      throw InvalidArgument("ReplayBuffer '" + name_ + "' has action_history=0: it gathers no action history");
+    }
     if (busy_.exchange(true, std::memory_order_acquire))  // acquire: pairs with the release below
       throw BusyError("ReplayBuffer '" + name_ +
                       "': sample() called from two threads at once on one handle; attach one handle per thread");
@@ -475,7 +494,8 @@ void bind_replay(py::module_& m) {
   py::class_<ReplayHandle>(m, "Replay", "Handle on a shared-memory replay ring. Use rtcore.ReplayBuffer.")
       .def_static("create", &ReplayHandle::create, py::arg("name"), py::arg("capacity"), py::arg("obs_shape"),
                   py::arg("dtype"), py::arg("frame_stack"), py::arg("streams"), py::arg("n_step"), py::arg("gamma"),
-                  py::arg("prioritized") = false, py::arg("alpha") = 0.6, py::arg("beta") = 0.4)
+                  py::arg("prioritized") = false, py::arg("alpha") = 0.6, py::arg("beta") = 0.4,
+                  py::arg("action_history") = 0)
       .def_static("attach", &ReplayHandle::attach, py::arg("name"))
       .def("add", &ReplayHandle::add, py::arg("stream"), py::arg("obs"), py::arg("action"), py::arg("reward"),
            py::arg("terminated"), py::arg("truncated"), py::arg("next_obs"), py::arg("was_default"), py::arg("delay"),
@@ -488,7 +508,8 @@ void bind_replay(py::module_& m) {
            py::arg("episode_start"))
       .def("sample", &ReplayHandle::sample, py::arg("obs"), py::arg("next_obs"), py::arg("action"), py::arg("reward"),
            py::arg("done"), py::arg("discount"), py::arg("was_default"), py::arg("delay"), py::arg("index"),
-           py::arg("weight") = py::none(), py::arg("beta") = 0.0, py::arg("acted") = false)
+           py::arg("weight") = py::none(), py::arg("beta") = 0.0, py::arg("acted") = false,
+           py::arg("history") = py::none(), py::arg("next_history") = py::none())
       .def("update_priorities", &ReplayHandle::update_priorities, py::arg("index"), py::arg("priority"))
       .def("priority_value", &ReplayHandle::priority_value, py::arg("index"))
       .def("max_priority_value", &ReplayHandle::max_priority_value)
@@ -505,6 +526,7 @@ void bind_replay(py::module_& m) {
       .def_property_readonly("obs_shape", &ReplayHandle::obs_shape)
       .def_property_readonly("dtype", [](const ReplayHandle& h) { return std::string(h.params().dtype); })
       .def_property_readonly("frame_stack", [](const ReplayHandle& h) { return h.params().frame_stack; })
+      .def_property_readonly("action_history", [](const ReplayHandle& h) { return h.params().action_history; })
       .def_property_readonly("streams", [](const ReplayHandle& h) { return h.params().streams; })
       .def_property_readonly("n_step", [](const ReplayHandle& h) { return h.params().n_step; })
       .def_property_readonly("gamma", [](const ReplayHandle& h) { return h.params().gamma; })

@@ -22,6 +22,8 @@
 //     only if no published post is newer than the last one taken;
 //   - superseded is exact: every seq between two consecutive takes was posted (or is still being
 //     posted) and can never be taken. At rest, posted == taken + superseded + (1 if a post is pending).
+// peek(): what take() would return now, without taking it (the pending post; readers of an action
+// history, board/action_history.h). Lock-free; loads only.
 // Progress: post() is lock-free (the CAS-max loop retries only when another post was published, and
 // never waits for the taker or another worker); it never blocks. take() is lock-free (it retries only
 // when a newer post was published or another taker won) and never waits for a poster.
@@ -183,6 +185,32 @@ class ActionBoardView {
     w.claim.store(static_cast<std::uint64_t>(r ^ 1) << 1, std::memory_order_release);
     if (published) *published = won;
     return seq;
+  }
+
+  // The newest published post not taken yet, without taking it; false if there is none. A reader that
+  // sees a post taken here (last_taken moved past it) also sees every store the taker made before its
+  // take: last_taken is loaded with acquire, pairing with the taker's acq_rel CAS.
+  bool peek(Taken* out) const noexcept {
+    const Control& c = control();
+    for (;;) {
+      const std::uint64_t last = c.last_taken.load(std::memory_order_acquire);  // acquire: see above
+      const std::uint64_t packed = c.latest.load(std::memory_order_acquire);  // acquire: the named record is complete
+      const std::uint64_t seq = packed >> kIndexBits;
+      if (seq <= last) return false;
+      const std::uint64_t index = packed & ((std::uint64_t{1} << kIndexBits) - 1);
+      const Record& rec = workers()[index / 2].rec[index % 2];
+      const std::uint64_t s0 = rec.state.load(std::memory_order_acquire);  // acquire: the fields below are at least this new
+      const std::int64_t action = rec.action.load(std::memory_order_relaxed);      // relaxed: validated below
+      const std::int64_t obs_step = rec.obs_step.load(std::memory_order_relaxed);  // relaxed: validated below
+      std::atomic_thread_fence(std::memory_order_acquire);  // acquire: the field loads complete before the re-read
+      const std::uint64_t s1 = rec.state.load(std::memory_order_relaxed);  // relaxed: ordered by the fence above
+      if (s0 != (seq << 1) || s1 != s0) continue;  // the worker has moved on twice since: `latest` has moved past it
+      out->action = action;
+      out->obs_step = obs_step;
+      out->worker = static_cast<std::int32_t>(index / 2);
+      out->seq = seq;
+      return true;
+    }
   }
 
   // Takes the newest published post not taken yet. Returns false if there is none.

@@ -34,11 +34,13 @@
 
 namespace rtcore::replay {
 
-constexpr std::uint32_t kLayoutVersion = 2;  // 2: StreamState::writer (a restarted writer never joins episodes)
+constexpr std::uint32_t kLayoutVersion = 3;  // 2: StreamState::writer (a restarted writer never joins episodes); 3: Params::action_history
 constexpr std::uint32_t kMaxDims = 8;
 constexpr std::uint32_t kMaxNStep = 255;     // head - ready <= n_step must fit pub's low byte
 constexpr std::uint32_t kMaxFrameStack = 1024;
-constexpr std::uint32_t kEpOffMax = (1u << 24) - 1;  // offsets saturate: only min(off, stack-1) matters
+constexpr std::uint32_t kEpOffMax = (1u << 24) - 1;  // offsets saturate: only min(off, max(stack-1, history)) matters
+constexpr std::uint32_t kMaxActionHistory = 1024;
+constexpr std::int64_t kNoAction = -1;  // the "none" token of action histories (before an episode start; no pending post)
 
 // Slot flags (low byte of SlotMeta::ep_off_flags).
 constexpr std::uint32_t kTerminated = 1u << 0;
@@ -63,9 +65,17 @@ struct Params {
   std::int64_t shape[kMaxDims];
   double gamma;
   char dtype[16];  // numpy dtype.str of an observation, e.g. "|u1", "<f4"
+  std::uint32_t action_history;  // K: actions applied before each sampled stack (0: none gathered)
+  std::uint32_t reserved;
 };
 static_assert(std::is_trivially_copyable_v<Params> && std::is_standard_layout_v<Params>, "Params is in shared memory");
-static_assert(sizeof(Params) == 56 + 16 + 8 * kMaxDims + 8 + 16, "Params layout changed: bump kLayoutVersion");
+static_assert(sizeof(Params) == 56 + 16 + 8 * kMaxDims + 8 + 16 + 8, "Params layout changed: bump kLayoutVersion");
+
+// Positions a sampled stack reaches back from its newest frame: its older frames, and the actions of
+// its history (both stop at the episode start).
+inline std::uint64_t reach_back(const Params& p) {
+  return std::max<std::uint64_t>(p.frame_stack - 1, p.action_history);
+}
 
 struct alignas(kCacheLine) StreamState {
   std::atomic<std::uint64_t> pub;     // head << 8 | (head - ready); written only by the stream's writer
@@ -96,7 +106,7 @@ inline std::uint64_t round_up(std::uint64_t n, std::uint64_t a) { return (n + a 
 // (every size is checked arithmetic: a capacity or shape whose bytes overflow is refused, not wrapped).
 inline Params make_params(std::uint64_t capacity, std::uint32_t streams, std::uint32_t frame_stack,
                           std::uint32_t n_step, double gamma, const std::vector<std::int64_t>& shape,
-                          std::uint64_t itemsize, const std::string& dtype) {
+                          std::uint64_t itemsize, const std::string& dtype, std::uint32_t action_history = 0) {
   using std::to_string;
   if (streams < 1) throw InvalidArgument("streams must be >= 1, got " + to_string(streams));
   if (frame_stack < 1 || frame_stack > kMaxFrameStack)
@@ -104,6 +114,8 @@ inline Params make_params(std::uint64_t capacity, std::uint32_t streams, std::ui
   if (n_step < 1 || n_step > kMaxNStep)
     throw InvalidArgument("n_step must be in [1, " + to_string(kMaxNStep) + "], got " + to_string(n_step));
   if (!(gamma >= 0.0 && gamma <= 1.0)) throw InvalidArgument("gamma must be in [0, 1], got " + std::to_string(gamma));
+  if (action_history > kMaxActionHistory)
+    throw InvalidArgument("action_history must be in [0, " + to_string(kMaxActionHistory) + "], got " + to_string(action_history));
   if (shape.size() > kMaxDims)
     throw InvalidArgument("obs_shape has " + to_string(shape.size()) + " dimensions, at most " + to_string(kMaxDims) +
                           " are supported");
@@ -115,12 +127,14 @@ inline Params make_params(std::uint64_t capacity, std::uint32_t streams, std::ui
     frame_bytes = checked_mul(frame_bytes, static_cast<std::uint64_t>(d), "obs_shape");
   }
   if (frame_bytes > (1ull << 40)) throw InvalidArgument("obs_shape is too large: one observation is larger than 1 TiB");
-  const std::uint64_t per_stream_min = std::uint64_t(frame_stack) + n_step + 1;
+  const std::uint64_t per_stream_min = std::max<std::uint64_t>(frame_stack, std::uint64_t(action_history) + 1) + n_step + 1;
   if (capacity / streams < per_stream_min)
     throw InvalidArgument("capacity " + to_string(capacity) + " is too small for " + to_string(streams) +
-                          " stream(s) with frame_stack=" + to_string(frame_stack) + " and n_step=" + to_string(n_step) +
-                          ": each stream needs at least frame_stack + n_step + 1 = " + to_string(per_stream_min) +
-                          " slots, so capacity must be >= " + to_string(std::uint64_t(streams) * per_stream_min));
+                          " stream(s) with frame_stack=" + to_string(frame_stack) + ", action_history=" +
+                          to_string(action_history) + " and n_step=" + to_string(n_step) +
+                          ": each stream needs at least max(frame_stack, action_history + 1) + n_step + 1 = " +
+                          to_string(per_stream_min) + " slots, so capacity must be >= " +
+                          to_string(std::uint64_t(streams) * per_stream_min));
   Params p{};
   p.capacity = capacity;
   p.slots_per_stream = capacity / streams;
@@ -133,6 +147,7 @@ inline Params make_params(std::uint64_t capacity, std::uint32_t streams, std::ui
   for (std::size_t i = 0; i < shape.size(); ++i) p.shape[i] = shape[i];
   p.gamma = gamma;
   std::memcpy(p.dtype, dtype.data(), dtype.size());
+  p.action_history = action_history;
   const std::uint64_t slots = p.slots_per_stream * streams;  // <= capacity
   p.meta_offset = round_up(sizeof(StreamState) * std::uint64_t{streams}, kCacheLine);  // streams < 2^32: no overflow
   p.frames_offset = checked_round_up(checked_add(p.meta_offset, checked_mul(sizeof(SlotMeta), slots, "capacity"), "capacity"),
@@ -152,7 +167,7 @@ inline void check_params(const Params& stored, std::uint64_t payload_size, std::
   try {
     expect = make_params(stored.capacity, stored.streams, stored.frame_stack, stored.n_step, stored.gamma,
                          std::vector<std::int64_t>(stored.shape, stored.shape + stored.ndim), itemsize,
-                         std::string(stored.dtype));
+                         std::string(stored.dtype), stored.action_history);
   } catch (const InvalidArgument& e) {
     throw bad(e.what());
   }
@@ -173,6 +188,9 @@ struct SampleOut {
   bool* was_default;
   std::int32_t* delay;
   std::int64_t* index;
+  // Action histories, rows of action_history + 1 (null: not gathered; both or neither). See Ring::sample.
+  std::int64_t* hist = nullptr;
+  std::int64_t* next_hist = nullptr;
 };
 
 // xoshiro256**: a fast, small-state generator, one per sampler handle.
@@ -491,6 +509,13 @@ class Ring {
   // `acted`: both stacks end `delay` positions earlier (the observation the action was computed from,
   // and the same lag before the bootstrap position), never before the episode's first frame; the
   // n-step rewards are the same. A draw whose earlier frames have left the ring is drawn again.
+  //
+  // Action history (out.hist / out.next_hist non-null, K = action_history): for a stack whose newest
+  // frame is position u and whose own action is applied at position v (v = j for obs, j + k for
+  // next_obs), K + 1 entries: the actions applied at positions u-K .. u-1 (the ones that led to frames
+  // u-K+1 .. u; kNoAction before the episode start), then the pending slot: the action applied at u
+  // when u < v and it was a posted one (not the default), else kNoAction. At act time that is the post
+  // pending (or being applied) when frame u was read; it differs only if a newer post superseded it.
   void sample(std::size_t batch, const SampleOut& out, Rng& rng, SampleScratch& sc, bool acted = false) const {
     if (batch == 0) return;
     std::uint64_t total = snapshot(sc);
@@ -584,7 +609,7 @@ class Ring {
   void window(std::uint64_t pub, std::uint64_t& lo, std::uint64_t& ready) const {
     const std::uint64_t head = pub >> 8;
     ready = head - (pub & 0xff);
-    const std::uint64_t reach = S_ - (p_.frame_stack - 1);  // stack frames of lo must still be in the ring
+    const std::uint64_t reach = S_ - reach_back(p_);  // stack frames and history of lo must still be in the ring
     lo = head > reach ? head - reach : 0;
   }
 
@@ -680,7 +705,8 @@ class Ring {
     const std::uint64_t ep_off = (ef >> 8) - shift;  // of the obs stack's newest position js
     const std::uint64_t js = j - shift;
     const std::uint64_t back = std::min<std::uint64_t>(ep_off, K - 1);
-    const std::uint64_t e = js - back;  // oldest position read
+    const std::uint64_t H = out.hist ? p_.action_history : 0;
+    const std::uint64_t e = js - std::min<std::uint64_t>(ep_off, std::max<std::uint64_t>(K - 1, H));  // oldest position read
     if (ef & kTerminalObs) {
       std::atomic_thread_fence(std::memory_order_acquire);  // acquire: the flag load completes before the check
       return meta(s, e).stamp.load(std::memory_order_relaxed) == stamp_done(e) ? kNotTransition : kOverwritten;  // relaxed: fenced
@@ -721,6 +747,10 @@ class Ring {
       else
         seq_load(next_row + i * fb, frame(s, q), fb);
     }
+    if (out.hist) {
+      gather_history(s, js, ep_off, j, out.hist + row * (H + 1));
+      gather_history(s, b, ep_off + k, j + k, out.next_hist + row * (H + 1));
+    }
     const std::int64_t action = __atomic_load_n(&mj.action, __ATOMIC_RELAXED);  // relaxed: validated below
     std::atomic_thread_fence(std::memory_order_acquire);  // acquire: every load above completes before the check
     if (meta(s, e).stamp.load(std::memory_order_relaxed) != stamp_done(e)) return kOverwritten;  // relaxed: fenced
@@ -732,6 +762,24 @@ class Ring {
     out.delay[row] = delay;
     out.index[row] = static_cast<std::int64_t>(j * p_.streams + s);
     return kCopied;
+  }
+
+  // The history of a stack ending at position u (`off` positions after its episode's start), whose own
+  // action is applied at position v >= u (see sample()). Positions read are >= the caller's oldest e.
+  void gather_history(std::uint32_t s, std::uint64_t u, std::uint64_t off, std::uint64_t v, std::int64_t* h) const {
+    const std::uint64_t H = p_.action_history;
+    for (std::uint64_t i = 0; i < H; ++i) {
+      const std::uint64_t back = H - i;  // position u - back
+      h[i] = back <= off ? __atomic_load_n(&meta(s, u - back).action, __ATOMIC_RELAXED)  // relaxed: validated by the caller
+                         : kNoAction;
+    }
+    if (u < v) {
+      const SlotMeta& m = meta(s, u);
+      const std::uint32_t f = __atomic_load_n(&m.ep_off_flags, __ATOMIC_RELAXED);  // relaxed: validated by the caller
+      h[H] = (f & kWasDefault) ? kNoAction : __atomic_load_n(&m.action, __ATOMIC_RELAXED);  // relaxed: as above
+    } else {
+      h[H] = kNoAction;
+    }
   }
 
   Params p_;

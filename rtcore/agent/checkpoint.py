@@ -48,6 +48,7 @@ class Identity:
     n_actions: int
     frame_stack: int
     numel: int
+    action_history: int = 0  # (a state saved before action histories existed has none)
 
     def check(self, other: "Identity", source: str) -> None:
         """Raises :class:`CheckpointMismatch` naming every field in which ``other`` (from ``source``) differs."""
@@ -76,13 +77,13 @@ class LearnerState:
 
 
 def check_resumable(cfg: Any) -> None:
-    """Refuses ``cfg.resume`` before anything starts when its newest checkpoint is of another env, model or
-    frame stack than ``cfg`` (the parameter count and observation shape are checked once the model is
+    """Refuses ``cfg.resume`` before anything starts when its newest checkpoint is of another env, model,
+    frame stack or action history than ``cfg`` (the parameter count and observation shape are checked once the model is
     built)."""
     path = find_state(cfg.resume)
     ident = load_state(path).identity
     diffs = [f"{k}: checkpoint has {getattr(ident, k)!r}, this run {getattr(cfg, k)!r}"
-             for k in ("env", "model", "frame_stack") if getattr(ident, k) != getattr(cfg, k)]
+             for k in ("env", "model", "frame_stack", "action_history") if getattr(ident, k) != getattr(cfg, k)]
     if diffs:
         raise CheckpointMismatch(f"{path} belongs to another model or env ({'; '.join(diffs)})")
 

@@ -126,6 +126,8 @@ class RunConfig:
     """n-step return length of the DQN targets (computed by the replay buffer)."""
     learn_on: str = "acted"
     """Which observation a stored transition learns from: ``acted`` (the stack the worker computed the action from, ``delay`` steps before the step it was applied at; bootstraps from the stack ``delay`` steps before the n-th next one, as a delayed-observation env would give) or ``applied`` (the stack at the step the action was applied). Both read the frames already in the replay ring (no copy). Default ``acted``, measured with bench/learning.py (median final return of 3 seeds): Catch at a delay of ~3.5 steps 0.84 acted vs 0.64 applied; at 8 steps Catch -1.84 vs -1.66 and MinAtar Breakout 0.33 vs 0.31 (both near random play in a minute). No difference stands out of the seed-to-seed spread; ``acted`` is the default because it is the problem the agent actually faces (the Q-function is trained on what the worker sees when it acts, as with ``DelayWrapper``)."""
+    action_history: int = 0
+    """Delay-aware observations (0 = off): feed the model, beside the frames, the last K actions applied before the newest frame and the action already posted but not yet applied when it was read (one-hot, ``none`` where there is none: before the episode start, no pending post), as rtgym does. Carried through the boards (workers read it with the frames, at act time), the replay buffer (gathered again at sample time, by the same definition, for both ``learn_on`` conventions) and the model (``forward(obs, hist)``). Checkpoints record it; resuming or playing with another K is refused. An integer in [0, 64]."""
     target_update: int = 500
     """Hard-update the target network every this many applied updates (all learners together). 500 (was 2000): a CPU learner applies 10-100 updates/s, so 2000 left the first target in place for most of a run of minutes; Catch learns with 50, MinAtar with 500."""
     double_dqn: bool = True
@@ -226,6 +228,9 @@ class RunConfig:
             bad("learn_on", " or ".join(repr(m) for m in LEARN_ON))
         if not isinstance(self.frame_stack, int) or not 1 <= self.frame_stack <= 16:
             bad("frame_stack", "an integer in [1, 16]")
+        if (not isinstance(self.action_history, int) or isinstance(self.action_history, bool)
+                or not 0 <= self.action_history <= 64):
+            bad("action_history", "an integer in [0, 64] (actions fed to the model beside the frames; 0 = off)")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             bad("device", "'cpu' or 'cuda[:index]'")
         if self.learner_device is not None and not all(d.strip() == "cpu" or d.strip().startswith("cuda")

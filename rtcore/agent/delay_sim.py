@@ -8,6 +8,13 @@ prioritized one when configured), then ``updates_per_step`` learner updates with
 :class:`rtcore.agent.dqn.DQNLearner` the realtime learners run (here with no turnstile). Every
 ``RunConfig`` flag of the agent applies, ``--agent rainbow`` included.
 
+``config.action_history`` K > 0 feeds the model the agent's last K actions (the delay-aware observation,
+:mod:`rtcore.models.history`): here every action is applied at the agent step it is chosen (its effect
+shows ``delay`` steps later), so the history holds the actions already on their way and the pending
+slot is always none. At act time the loop keeps the last K actions of the episode; at sample time the
+replay buffer gathers the same from the stored steps (``learn_on="applied"``: a stored step pairs the
+delayed observation the agent acted on with its action).
+
     >>> from rtcore.agent.delay_sim import simulate_delay
     >>> out = simulate_delay(RunConfig(env="gb/TestRom", agent="rainbow"), delay=5, steps=2_000)
 """
@@ -50,6 +57,7 @@ def simulate_delay(config: RunConfig, delay: int, steps: int, *, sequential: boo
     from rtcore.agent.optim import STATE_ROWS, init_learner_state
     from rtcore.agent.telemetry import Control
     from rtcore.models import build_model
+    from rtcore.models.history import NO_ACTION
     from rtcore.shared.params import bind_flat
     from rtcore.shared.shared_array import SharedArray
 
@@ -67,11 +75,13 @@ def simulate_delay(config: RunConfig, delay: int, steps: int, *, sequential: boo
         obs, _ = env.reset(seed=cfg.seed)
         shape = tuple(obs.shape)
         n_actions = int(env.action_space.n)
-        model = build_model(spec, cfg.frame_stack, n_actions, frame_size=shape[-2:])
+        model = build_model(spec, cfg.frame_stack, n_actions, frame_size=shape[-2:], obs_shape=shape,
+                            action_history=cfg.action_history)
         numel = sum(p.numel() for p in model.parameters())
         replay = rtcore.ReplayBuffer(cfg.replay_capacity, shape, obs_dtype=obs.dtype, frame_stack=cfg.frame_stack,
                                      n_step=cfg.n_step, gamma=cfg.gamma, prioritized=cfg.prioritized,
-                                     alpha=cfg.priority_alpha, beta=cfg.priority_beta)
+                                     alpha=cfg.priority_alpha, beta=cfg.priority_beta,
+                                     action_history=cfg.action_history)
         closers.append(replay)
         params = rtcore.ParamStore(numel, buffers=3)
         closers.append(params)
@@ -91,6 +101,9 @@ def simulate_delay(config: RunConfig, delay: int, steps: int, *, sequential: boo
         k = cfg.frame_stack
         stack = np.repeat(obs[None], k, axis=0)  # padded with the episode's first frame, as the buffer does
         x = torch.from_numpy(stack).unsqueeze(0)
+        K = cfg.action_history
+        hist = np.full(K + 1, NO_ACTION, np.int64)  # the last K actions of the episode, then pending (none)
+        h = torch.from_numpy(hist).unsqueeze(0)
         returns: list[float] = []
         ret, updates, loss = 0.0, 0, float("nan")
         for t in range(steps):
@@ -99,7 +112,8 @@ def simulate_delay(config: RunConfig, delay: int, steps: int, *, sequential: boo
                 action = int(rng.integers(n_actions))
             else:
                 with torch.no_grad():
-                    action = int(learner.online(x).argmax(1)[0])
+                    q = learner.online(x) if K == 0 else learner.online(x, h)
+                    action = int(q.argmax(1)[0])
             nxt, reward, term, trunc, _ = env.step(action)
             end = bool(term or trunc)
             replay.add(0, obs, action, float(reward), bool(term), bool(trunc), next_obs=nxt if end else None)
@@ -109,7 +123,11 @@ def simulate_delay(config: RunConfig, delay: int, steps: int, *, sequential: boo
                 ret = 0.0
                 obs, _ = env.reset()
                 stack[:] = obs
+                hist[:] = NO_ACTION
             else:
+                if K:
+                    hist[:K - 1] = hist[1:K]
+                    hist[K - 1] = action
                 obs = nxt
                 stack[:-1] = stack[1:].copy()
                 stack[-1] = obs

@@ -79,23 +79,34 @@ def beta_at(updates: int, beta0: float, steps: int) -> float:
 
 
 
+def _q(net: Any, obs: Any, hist: Any) -> Any:
+    """Q-values of a model with (``hist`` given: ``forward(obs, hist)``) or without an action history."""
+    return net(obs) if hist is None else net(obs, hist)
+
+
+def _log_dist(net: Any, obs: Any, hist: Any) -> Any:
+    return net.log_dist(obs) if hist is None else net.log_dist(obs, hist)
+
+
 def dqn_loss(online: Any, target: Any, obs: Any, action: Any, reward: Any, discount: Any, next_obs: Any,
-             double_dqn: bool = True):
+             double_dqn: bool = True, hist: Any = None, next_hist: Any = None):
     """Huber loss of ``Q(obs, action)`` against ``reward + discount * Q_target(next_obs, a*)``.
 
     ``a*`` is ``argmax_a Q_target(next_obs, a)``, or ``argmax_a Q(next_obs, a)`` with double DQN.
     ``discount`` is gamma^k for an n-step transition and 0 after a termination. Returns
-    ``(loss, q_taken)`` with ``q_taken`` detached.
+    ``(loss, q_taken)`` with ``q_taken`` detached. Models with an action history take ``hist`` (the
+    input beside ``obs``) and ``next_hist`` (beside ``next_obs``): ``ReplayBatch.action_history`` and
+    ``next_action_history``.
     """
     import torch
     import torch.nn.functional as F
 
-    q = online(obs)
+    q = _q(online, obs, hist)
     q_taken = q.gather(1, action.long().unsqueeze(1)).squeeze(1)
     with torch.no_grad():
-        q_next_target = target(next_obs)
+        q_next_target = _q(target, next_obs, next_hist)
         if double_dqn:
-            best = online(next_obs).argmax(dim=1, keepdim=True)
+            best = _q(online, next_obs, next_hist).argmax(dim=1, keepdim=True)
         else:
             best = q_next_target.argmax(dim=1, keepdim=True)
         q_next = q_next_target.gather(1, best).squeeze(1)
@@ -105,23 +116,23 @@ def dqn_loss(online: Any, target: Any, obs: Any, action: Any, reward: Any, disco
 
 
 def td_losses(online: Any, target: Any, obs: Any, action: Any, reward: Any, discount: Any, next_obs: Any,
-              double_dqn: bool = True):
+              double_dqn: bool = True, hist: Any = None, next_hist: Any = None):
     """:func:`dqn_loss` per transition: ``(huber [B], q_taken [B] detached, |TD error| [B] detached)``."""
     import torch
     import torch.nn.functional as F
 
-    q = online(obs)
+    q = _q(online, obs, hist)
     q_taken = q.gather(1, action.long().unsqueeze(1)).squeeze(1)
     with torch.no_grad():
-        q_next_target = target(next_obs)
-        best = (online(next_obs) if double_dqn else q_next_target).argmax(dim=1, keepdim=True)
+        q_next_target = _q(target, next_obs, next_hist)
+        best = (_q(online, next_obs, next_hist) if double_dqn else q_next_target).argmax(dim=1, keepdim=True)
         y = reward + discount * q_next_target.gather(1, best).squeeze(1)
     losses = F.smooth_l1_loss(q_taken, y, reduction="none")
     return losses, q_taken.detach(), (q_taken.detach() - y).abs()
 
 
 def c51_losses(online: Any, target: Any, obs: Any, action: Any, reward: Any, discount: Any, next_obs: Any,
-               double_dqn: bool = True):
+               double_dqn: bool = True, hist: Any = None, next_hist: Any = None):
     """The categorical (C51) loss per transition: ``(cross-entropy [B], Q(obs, action) [B] detached,
     cross-entropy [B] detached)``. The target distribution is the target network's at ``next_obs`` for
     the action the online network (double) or the target network picks by expected value, projected
@@ -130,14 +141,15 @@ def c51_losses(online: Any, target: Any, obs: Any, action: Any, reward: Any, dis
     import torch
 
     from rtcore.models.distributional import categorical_loss, project_distribution
+    from rtcore.models.history import q_head
 
-    support = online.head.support
+    support = q_head(online).support
     b = action.shape[0]
     rows = torch.arange(b, device=action.device)
-    log_p = online.log_dist(obs)[rows, action.long()]  # [B, atoms]
+    log_p = _log_dist(online, obs, hist)[rows, action.long()]  # [B, atoms]
     with torch.no_grad():
-        next_probs_all = target.log_dist(next_obs).exp()  # [B, A, atoms]
-        q_next = (online(next_obs) if double_dqn else (next_probs_all * support).sum(2))
+        next_probs_all = _log_dist(target, next_obs, next_hist).exp()  # [B, A, atoms]
+        q_next = (_q(online, next_obs, next_hist) if double_dqn else (next_probs_all * support).sum(2))
         best = q_next.argmax(dim=1)
         m = project_distribution(next_probs_all[rows, best], reward.float(), discount.float(), support)
         q_taken = (log_p.detach().exp() * support).sum(1)
@@ -226,9 +238,14 @@ class DQNLearner:
         self.stats = stats
         self.online = online.to(self.device).train()
         self.target = copy.deepcopy(online).to(self.device).eval()
+        from rtcore.models.history import q_head
         from rtcore.models.noisy import NoisyLinear
 
-        self.distributional = int(getattr(getattr(online, "head", None), "atoms", 1)) > 1
+        self.distributional = int(getattr(q_head(online), "atoms", 1)) > 1
+        self.action_history = int(getattr(online, "action_history", 0))
+        if self.action_history != int(getattr(replay, "action_history", 0)):
+            raise ValueError(f"the model takes an action history of {self.action_history}, the replay buffer gathers "
+                             f"{int(getattr(replay, 'action_history', 0))}: build both with the same action_history")
         self.noisy = any(isinstance(m, NoisyLinear) for m in online.modules())
         if config.prioritized and not getattr(replay, "prioritized", False):
             raise ValueError("LearnerConfig.prioritized needs a prioritized ReplayBuffer (prioritized=True)")
@@ -263,12 +280,13 @@ class DQNLearner:
         # the batch: sampled straight into these arrays (pinned when the learner is on CUDA)
         empty = replay.empty_batch(config.batch_size)
         self._np_batch = empty
+        hist = self.action_history > 0
         if self.device.type == "cuda":
-            pinned = {k: torch.from_numpy(np.asarray(v)).pin_memory() for k, v in _batch_items(empty)}
+            pinned = {k: torch.from_numpy(np.asarray(v)).pin_memory() for k, v in _batch_items(empty, hist)}
             self._np_batch = _replace_batch(empty, {k: t.numpy() for k, t in pinned.items()})
             self._host = pinned
         else:
-            self._host = {k: torch.from_numpy(np.asarray(v)) for k, v in _batch_items(empty)}
+            self._host = {k: torch.from_numpy(np.asarray(v)) for k, v in _batch_items(empty, hist)}
 
     def _release_snapshot(self) -> None:
         if self._holding:
@@ -325,7 +343,8 @@ class DQNLearner:
             reset_noise(self.target)
         losses_fn = c51_losses if self.distributional else td_losses
         losses, q, prio = losses_fn(self.online, self.target, batch["obs"], batch["action"], batch["reward"],
-                                    batch["discount"], batch["next_obs"], self.cfg.double_dqn)
+                                    batch["discount"], batch["next_obs"], self.cfg.double_dqn,
+                                    batch.get("action_history"), batch.get("next_action_history"))
         if self.cfg.prioritized:
             loss = (losses * batch["weight"]).mean()
         else:
@@ -475,8 +494,10 @@ class DQNLearner:
         return info
 
 
-def _batch_items(batch: Any) -> list[tuple[str, Any]]:
+def _batch_items(batch: Any, history: bool = False) -> list[tuple[str, Any]]:
     keys = ("obs", "next_obs", "action", "reward", "done", "discount", "weight")
+    if history:  # the model's second input, online (obs) and bootstrap (next_obs)
+        keys += ("action_history", "next_action_history")
     return [(k, getattr(batch, k)) for k in keys]
 
 

@@ -11,6 +11,10 @@ whole forward pass, so it never runs a mix of two versions. On CPU the model's p
 of the pinned shared buffer (picking up a version copies nothing); on CUDA the pinned buffer is copied
 host-to-device once per new version.
 
+With an action history (``--action-history K``) the model takes ``forward(obs, hist)``: the worker reads
+the history with the stack (:meth:`rtcore.ObsBoard.read` with ``history=``, the pending slot looked up on
+the ActionBoard) straight into a second preallocated input tensor.
+
 ``inference_delay`` adds a fixed wait after every forward pass. It EMULATES a larger model's latency on
 small hardware (the run reports it); the schedule sees the longer inference time, as it would with a
 bigger network.
@@ -49,6 +53,7 @@ class ActorConfig:
     epsilon_decay_steps: int
     inference_delay: float
     seed: int
+    action_history: int = 0
 
 
 class Actor:
@@ -60,7 +65,8 @@ class Actor:
     """
 
     def __init__(self, cfg: ActorConfig, obs_board: Any, params: Any, frame_stack: int, obs_shape: tuple[int, ...],
-                 obs_dtype: Any = np.uint8, mirror: Any = None, control: np.ndarray | None = None) -> None:
+                 obs_dtype: Any = np.uint8, mirror: Any = None, control: np.ndarray | None = None,
+                 action_board: Any = None) -> None:
         import torch
 
         from rtcore.models.export import load_for_inference
@@ -71,6 +77,13 @@ class Actor:
         self.device = torch.device(cfg.device)
         self.rng = np.random.default_rng(cfg.seed)
         self.module = load_for_inference(cfg.model_path, self.device, backend=cfg.backend)
+        k = int(cfg.action_history)
+        model_k = int(getattr(self.module, "action_history", 0))
+        board_k = int(getattr(obs_board, "action_history", 0))
+        if model_k != k or board_k != k:
+            raise ValueError(f"action_history: the actor is configured with {k}, its model takes {model_k} and its "
+                             f"ObsBoard keeps {board_k}; build all three with the same K")
+        self.action_board = action_board
         self.reader = ParamReader(params, self.module, mirror)
         # the emulated latency can change at run time: the runner writes it into the control array
         self._delay_ns = control[Control.INFERENCE_DELAY_NS:Control.INFERENCE_DELAY_NS + 1] if control is not None else None
@@ -86,6 +99,17 @@ class Actor:
             self._x = host
         self._host = host
         self.stack = host.numpy()[0]  # the ObsBoard copies the frame stack straight into the input tensor
+        self._h = self._hhost = None
+        self.history: np.ndarray | None = None  # the action history of the last read (K + 1 entries)
+        if k:
+            hh = torch.zeros((1, k + 1), dtype=torch.int64)
+            if self.device.type == "cuda":
+                hh = hh.pin_memory()
+                self._h = torch.empty_like(hh, device=self.device)
+            else:
+                self._h = hh
+            self._hhost = hh
+            self.history = hh.numpy()[0]
         self.last_infer_s = 0.0
 
     @property
@@ -108,7 +132,10 @@ class Actor:
         t0 = monotonic()
         with self.reader.pinned():
             t1 = monotonic()
-            _, step = self.obs_board.read(out=self.stack)
+            if self.history is None:
+                _, step = self.obs_board.read(out=self.stack)
+            else:
+                _, step = self.obs_board.read(out=self.stack, history=self.history, actions=self.action_board)
             if self._reset_noise is not None and self.reader.version != self._noise_version:
                 self._reset_noise()
                 self._noise_version = self.reader.version
@@ -164,7 +191,9 @@ class Actor:
         with torch.inference_mode(), torch.jit.optimized_execution(False):
             if self._x is not self._host:
                 self._x.copy_(self._host, non_blocking=True)
-            q = self.module(self._x)
+                if self._h is not None:
+                    self._h.copy_(self._hhost, non_blocking=True)
+            q = self.module(self._x) if self._h is None else self.module(self._x, self._h)
             return int(q.argmax(dim=1).item())  # .item() synchronises a CUDA stream
 
     def close(self) -> None:
@@ -200,7 +229,7 @@ def worker_main(spec: WorkerSpec) -> None:
     row[WorkerCol.PID] = os.getpid()
     row[WorkerCol.HEARTBEAT] = time.monotonic()
     actor = Actor(spec.actor, spec.obs_board, spec.params, spec.frame_stack, spec.obs_shape, spec.obs_dtype,
-                  mirror=spec.mirror, control=tel.control)
+                  mirror=spec.mirror, control=tel.control, action_board=spec.action_board)
     actor.warmup()  # so the first timed turn is not TorchScript's profiling run
     quiet_gc()
     row[WorkerCol.STARTS] += 1  # ready: the runner starts the env when every worker is

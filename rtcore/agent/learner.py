@@ -47,6 +47,7 @@ class LearnerSpec:
     obs_shape: tuple[int, ...] = (84, 84)  # one observation frame, as the env gives it
     mirrors: Any = None  # device_mirror tensors, one per replica (readers on a GPU use them)
     host: bool | None = None  # also write versions to the store's host buffers (default: no mirror)
+    action_history: int = 0  # K: the model's second input (rtcore.models.history)
 
 
 def state_arrays(state: Any) -> Any:
@@ -98,8 +99,10 @@ def learner_main(spec: LearnerSpec) -> None:
     row[LearnerCol.PID] = os.getpid()
     row[LearnerCol.STARTS] += 1
     row[LearnerCol.READY] = 0
+    row[LearnerCol.TURN_BEAT] = 0.0
     row[LearnerCol.HEARTBEAT] = time.monotonic()
-    model = build_model(spec.model_spec, spec.in_frames, spec.n_actions, obs_shape=spec.obs_shape)
+    model = build_model(spec.model_spec, spec.in_frames, spec.n_actions, obs_shape=spec.obs_shape,
+                        action_history=spec.action_history)
     learner = DQNLearner(model, params=spec.params, replay=spec.replay, state=state_arrays(spec.state),
                          control=tel.control, config=spec.config, device=spec.device, turnstile=spec.turnstile,
                          learner=spec.learner, stats=row, seed=spec.seed, mirrors=spec.mirrors, host=spec.host)
@@ -113,8 +116,12 @@ def learner_main(spec: LearnerSpec) -> None:
             return
         if spec.turnstile is not None:
             turnstile, slot = spec.turnstile, learner._slot
-            heartbeat_thread(lambda: turnstile.heartbeat(slot), lambda: tel.stopping,
-                             turnstile.heartbeat_timeout / 4, "rtcore-learner-heartbeat")
+
+            def beat() -> None:  # the turnstile's heartbeat, and the same beat for the runner's stall check
+                turnstile.heartbeat(slot)
+                row[LearnerCol.TURN_BEAT] = time.monotonic()
+
+            heartbeat_thread(beat, lambda: tel.stopping, turnstile.heartbeat_timeout / 4, "rtcore-learner-heartbeat")
         while not tel.stopping:
             if not _throttle(spec.updates_per_step, tel, spec.obs_board, row, spec.turnstile, spec.learner):
                 break
@@ -124,6 +131,7 @@ def learner_main(spec: LearnerSpec) -> None:
         traceback.print_exc()
         raise
     finally:
+        row[LearnerCol.TURN_BEAT] = 0.0
         learner.leave()
 
 

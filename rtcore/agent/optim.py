@@ -26,6 +26,12 @@ step with ``JOURNAL_DONE < OPT_STEP`` died in its tail, which is completed. A st
 out non-finite is not committed either (rolled back, and the learner raises). Both outcomes are counted
 (``Control.STEPS_ROLLED_BACK``, ``Control.STEPS_COMPLETED``) and reported in the run's summary.
 
+A learner that is not dead but stalled (SIGSTOP, a frozen cgroup, a machine swapping) is the one case
+a journal cannot settle alone: once the turnstile's heartbeat timeout hands its turn on, it could wake
+up and go on writing the bank the next holder writes. So the runner SIGKILLs a learner whose turnstile
+heartbeat is silent for half that timeout, before the turnstile moves on, and the journal records its
+owner's pid: a step whose learner lost the turn is not committed (:class:`LostTurn`).
+
 The price: one more copy of the parameters and moments (7 rows instead of 4) and the same arithmetic
 (Adam's passes write the other bank instead of their own).
 """
@@ -39,7 +45,7 @@ import numpy as np
 
 from rtcore.agent.telemetry import Control
 
-__all__ = ["SharedAdam", "StepJournal", "NonFiniteStep", "STATE_ROWS", "TARGET", "bank", "new_learner_state", "init_learner_state",
+__all__ = ["SharedAdam", "StepJournal", "NonFiniteStep", "LostTurn", "STATE_ROWS", "TARGET", "bank", "new_learner_state", "init_learner_state",
            "read_learner_state", "adam_into"]
 
 BANK_ROWS = 3      # master, first moment, second moment
@@ -172,16 +178,24 @@ class NonFiniteStep(ValueError):
     """An optimizer step made a parameter NaN or infinite; it was not committed."""
 
 
+class LostTurn(RuntimeError):
+    """This learner's step was taken over by the next turn holder while it was stalled; not committed."""
+
+
 class StepJournal:
     """The all-or-nothing protocol of the module docstring over a run's control array. The caller holds
     the turn for every call."""
 
-    def __init__(self, control: np.ndarray) -> None:
+    def __init__(self, control: np.ndarray, owner: int | None = None) -> None:
+        import os
+
         self.c = control
+        self.owner = os.getpid() if owner is None else int(owner)
 
     def begin(self, target_update: int) -> tuple[int, bool]:
         """Journals the next step; returns ``(t, refresh)``: its number and whether it refreshes the target."""
         c = self.c
+        c[Control.JOURNAL_OWNER] = self.owner
         t = int(c[Control.OPT_STEP]) + 1
         updates = int(c[Control.UPDATES]) + 1
         refresh = updates % target_update == 0
@@ -195,7 +209,16 @@ class StepJournal:
         self.c[Control.JOURNAL_STEP] = int(self.c[Control.OPT_STEP])
 
     def commit(self, t: int) -> None:
-        self.c[Control.OPT_STEP] = t
+        """Commits step ``t``, unless this learner no longer owns the journal (:class:`LostTurn`): a learner
+        stalled (stopped, descheduled) past the turnstile's timeout lost its turn, and the next holder
+        rolled its step back. The runner kills a learner stalled that long before the turnstile moves
+        on; this check is the second line."""
+        c = self.c
+        if int(c[Control.JOURNAL_OWNER]) != self.owner or int(c[Control.OPT_STEP]) != t - 1 \
+                or int(c[Control.JOURNAL_STEP]) != t:
+            raise LostTurn(f"optimizer step {t} lost its turn while it was being applied (stalled past the "
+                           f"turnstile's timeout); not committed")
+        c[Control.OPT_STEP] = t
 
     def refresh_due(self) -> bool:
         """The committed step's tail refreshes the target (a completed tail redoes the copy)."""

@@ -151,11 +151,12 @@ class _Runner:
                              f"frequency with --frequency HZ")
         self.frame_time = self.tau_m
         torch.manual_seed(cfg.seed)
-        self.model = build_model(self.model_spec, cfg.frame_stack, self.n_actions, obs_shape=self.obs_shape)
+        self.model = build_model(self.model_spec, cfg.frame_stack, self.n_actions, obs_shape=self.obs_shape,
+                                 action_history=cfg.action_history)
         self.numel = sum(p.numel() for p in self.model.parameters())
         self.identity = Identity(env=cfg.env, model=self.model_spec, obs_shape=tuple(int(x) for x in self.obs_shape),
                                  obs_dtype=self.obs_dtype.name, n_actions=self.n_actions, frame_stack=cfg.frame_stack,
-                                 numel=int(self.numel))
+                                 numel=int(self.numel), action_history=cfg.action_history)
         if self.start is not None:
             self.identity.check(self.start.identity, str(self.start_path))
         fmt = {"script": ("script", "model.pt"), "export": ("export", "model.pt2"), "eager": ("checkpoint", "model.ckpt")}
@@ -198,12 +199,13 @@ class _Runner:
             self.closers.append(obj)
             return obj
 
-        self.obs_board = keep(rtcore.ObsBoard(self.obs_shape, dtype=self.obs_dtype.name, frame_stack=cfg.frame_stack))
+        self.obs_board = keep(rtcore.ObsBoard(self.obs_shape, dtype=self.obs_dtype.name, frame_stack=cfg.frame_stack,
+                                              action_history=cfg.action_history))
         self.action_board = keep(rtcore.ActionBoard())
         self.replay = keep(rtcore.ReplayBuffer(cfg.replay_capacity, self.obs_shape, obs_dtype=self.obs_dtype.name,
                                                frame_stack=cfg.frame_stack, n_step=cfg.n_step, gamma=cfg.gamma,
                                                prioritized=cfg.prioritized, alpha=cfg.priority_alpha,
-                                               beta=cfg.priority_beta))
+                                               beta=cfg.priority_beta, action_history=cfg.action_history))
         self.schedule = None
         if cfg.mode == "staggered":
             self.schedule = keep(rtcore.StaggerSchedule(self.max_workers_run, self.tau_theta_max, mode=cfg.stagger,
@@ -277,7 +279,7 @@ class _Runner:
         actor = ActorConfig(model_path=self.model_path, device=cfg.device, backend=cfg.backend, n_actions=self.n_actions,
                             epsilon_start=cfg.epsilon_start, epsilon_end=cfg.epsilon_end,
                             epsilon_decay_steps=cfg.epsilon_decay_steps, inference_delay=cfg.inference_delay,
-                            seed=self.seed)
+                            seed=self.seed, action_history=cfg.action_history)
         lcfg = LearnerConfig(batch_size=cfg.batch_size, lr=cfg.lr, adam_eps=cfg.adam_eps, double_dqn=cfg.double_dqn,
                              target_update=cfg.target_update, max_grad_norm=cfg.max_grad_norm,
                              prioritized=cfg.prioritized, priority_beta=cfg.priority_beta,
@@ -297,7 +299,7 @@ class _Runner:
                                params=self.params, replay=self.replay, turnstile=self.turnstile, state=state,
                                telemetry=self.telemetry, obs_board=self.obs_board, seed=self.seed + 1000 + j,
                                mirrors=[self.mirrors[d] for d in devs] if devs else None, host=host,
-                               obs_shape=self.obs_shape)
+                               obs_shape=self.obs_shape, action_history=cfg.action_history)
 
         self._worker_mirror = self.mirrors.get(worker_dev)
 
@@ -474,6 +476,30 @@ class _Runner:
         self.faults.append(msg)
         self.log(f"rtcore: {msg}")
 
+    def kill_stalled_learners(self) -> None:
+        """SIGKILLs a learner in the turnstile whose heartbeat thread has been silent for half the turnstile's
+        timeout (stopped or descheduled): the turnstile would hand its turn on at the full timeout, and a
+        learner that woke up after that would write the shared learner state out of turn
+        (:mod:`rtcore.agent.optim`). Dead, it is respawned like any dead learner."""
+        ts = getattr(self, "turnstile", None)
+        if ts is None or self.telemetry.stopping:
+            return
+        limit = 0.5 * ts.heartbeat_timeout
+        now = time.monotonic()
+        for c in self.children:
+            if c.kind != "learner" or c.lost or c.dead:
+                continue
+            beat = float(self.telemetry.learners[c.index, LearnerCol.TURN_BEAT])
+            if beat > 0 and now - beat > limit:
+                try:
+                    os.kill(c.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    continue
+                self.telemetry.learners[c.index, LearnerCol.TURN_BEAT] = 0.0
+                self.fault(f"learner {c.index} stalled (no heartbeat for {now - beat:.1f} s: a stopped or descheduled "
+                           f"process); killed before the turnstile hands its turn on, so it cannot write the shared "
+                           f"state out of turn")
+
     def check_children(self, intervals: PostIntervals) -> bool:
         """Respawns (or, with --no-respawn, writes off) dead children; True when the run must end."""
         if self.schedule is not None and self.schedule.stalls > self.stalls_seen:
@@ -481,6 +507,7 @@ class _Runner:
             self.stalls_seen += n
             self.fault(f"{n} inference pass(es) stalled (longer than {self.schedule.horizon:.1f} s: a stopped or "
                        f"descheduled process); not taken as inference times, the workers re-staggered")
+        self.kill_stalled_learners()
         for c in self.children:
             if c.lost or not c.dead or self.telemetry.stopping:
                 continue

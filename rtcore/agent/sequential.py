@@ -54,9 +54,10 @@ def sequential_main(spec: SequentialSpec) -> None:
         dev = torch.device(spec.actor.device if spec.actor.device != "cuda" else "cuda:0")
         mirror = next((m for m in ls.mirrors if m.device == dev), None)
     actor = Actor(spec.actor, ls.obs_board, ls.params, spec.frame_stack, spec.obs_shape, spec.obs_dtype, mirror=mirror,
-                  control=tel.control)
+                  control=tel.control, action_board=spec.action_board)
     actor.warmup()
-    learner = DQNLearner(build_model(ls.model_spec, ls.in_frames, ls.n_actions, obs_shape=ls.obs_shape),
+    learner = DQNLearner(build_model(ls.model_spec, ls.in_frames, ls.n_actions, obs_shape=ls.obs_shape,
+                                     action_history=ls.action_history),
                          params=ls.params, replay=ls.replay, state=state_arrays(ls.state), control=tel.control,
                          config=ls.config, device=ls.device, turnstile=None, learner=0, stats=lrow, seed=ls.seed,
                          mirrors=ls.mirrors, host=ls.host)

@@ -54,7 +54,8 @@ class LearnerCol:
     VERSION = 11     # parameter version this learner last published
     STALENESS = 12   # versions published between this learner's snapshot and its update (sum)
     READY = 13       # 1 once the process has built its model and run a warm-up gradient
-    COUNT = 14
+    TURN_BEAT = 14   # the turnstile heartbeat thread's last beat (monotonic s; 0 when not in the turnstile)
+    COUNT = 15
 
 
 class Control:
@@ -73,6 +74,7 @@ class Control:
     JOURNAL_DONE = 9       # the last step whose tail (target refresh, publish, counters) finished
     STEPS_ROLLED_BACK = 10  # steps whose learner died before the commit (nothing of them kept)
     STEPS_COMPLETED = 11    # committed steps whose learner died in the tail (the next turn holder finished it)
+    JOURNAL_OWNER = 12      # pid of the learner applying JOURNAL_STEP (a stalled one that lost the turn must not commit)
     COUNT = 16
 
 

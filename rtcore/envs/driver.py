@@ -13,6 +13,7 @@ spin), the driver
 5. on an episode end, resets and carries on: the reset is wall-clock time too (the timer does not wait
    for it, ticks it overran are counted as missed) and is reported.
 
+With an action history (``--action-history K``), ObsBoard.begin_apply/end_apply bracket step 1.
 Step indices: the first observation is step 0 (or the step after the board's newest, when a driver
 restarts on a board that was published to) and every tick adds 1; the first frame of a new episode
 takes the index of the terminal frame it replaces (the terminal frame itself goes to the replay buffer
@@ -63,6 +64,7 @@ class _Loop:
                 raise ValueError(f"the {what} holds frames of shape {tuple(shape)}, but the env's observations "
                                  f"have shape {frame}")
         self.n_actions = getattr(getattr(env, "action_space", None), "n", None)
+        self.history = int(getattr(obs_board, "action_history", 0) or 0) > 0  # record applied actions on the board
         # "random" (the authors' --random_not_noop): an inaction step applies a uniformly random action
         self.random_default = default_action == "random"
         if self.random_default and self.n_actions is None:
@@ -116,6 +118,8 @@ class _Loop:
         a[SEQ] += 1.0
 
     def tick(self, now: Callable[[], float], t_wake: float, lateness: float, period: float) -> None:
+        if self.history:
+            self.obs_board.begin_apply(self.obs_step)  # before the take: see ObsBoard.begin_apply
         took = self.action_board.take()
         if took is None:
             action = int(self._rng.integers(self.n_actions)) if self.random_default else self.default_action
@@ -131,6 +135,8 @@ class _Loop:
                 )
             if self.n_actions is not None and not 0 <= int(action) < self.n_actions:
                 raise ValueError(f"the agent posted action {action}, outside the env's Discrete({self.n_actions})")
+        if self.history:
+            self.obs_board.end_apply(self.obs_step, int(action), was_default)
         t_env = now()
         next_obs, reward, terminated, truncated, _ = self.env.step(action)
         t_env_end = now()

@@ -24,6 +24,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rtcore.models.history import (MAX_ACTION_HISTORY, ActionHistoryNet, example_history, history_features,
+                                   q_head)
 from rtcore.models.impala import ImpalaCNN, impala_parameters
 from rtcore.models.nature import NatureCNN, nature_parameters
 from rtcore.models.small import MLP, MinAtarNet, minatar_parameters, mlp_parameters
@@ -31,6 +33,9 @@ from rtcore.models.spec import ARCHITECTURES, ModelSpec, parse_model_spec
 
 __all__ = [
     "ARCHITECTURES",
+    "ActionHistoryNet",
+    "example_history",
+    "q_head",
     "ImpalaCNN",
     "MLP",
     "MinAtarNet",
@@ -75,18 +80,32 @@ def _check_dims(in_frames: int, n_actions: int, frame_size: tuple[int, int],
     return (h, w)
 
 
+def _check_history(action_history: int) -> int:
+    if (not isinstance(action_history, int) or isinstance(action_history, bool)
+            or not 0 <= action_history <= MAX_ACTION_HISTORY):
+        raise ValueError(f"action_history must be an integer in [0, {MAX_ACTION_HISTORY}] (actions fed to the model "
+                         f"beside the frames; 0 = off), got {action_history!r}")
+    return action_history
+
+
 def build_model(spec: str | ModelSpec, in_frames: int, n_actions: int, *,
-                frame_size: tuple[int, int] = (84, 84), obs_shape: tuple[int, ...] | None = None) -> nn.Module:
+                frame_size: tuple[int, int] = (84, 84), obs_shape: tuple[int, ...] | None = None,
+                action_history: int = 0) -> nn.Module:
     """Builds the Q-network named by ``spec`` (see :func:`parse_model_spec`) in eval mode on the CPU.
 
     ``obs_shape`` is the shape of one observation frame: ``(H, W)``, ``(C, H, W)`` or a vector ``(D,)``
     (default: ``frame_size``, one greyscale frame). The module has attributes ``spec`` (canonical spec
     string), ``in_frames``, ``n_actions``, ``obs_shape`` and ``frame_size``, which survive TorchScript.
     A frame too small for a network raises ``ValueError`` naming the smallest size it takes.
+
+    ``action_history`` K > 0 gives an :class:`~rtcore.models.history.ActionHistoryNet` taking
+    ``forward(obs, hist)`` (``hist``: int ``(B, K + 1)``, see :mod:`rtcore.models.history`), with the
+    attribute ``action_history``; K = 0 gives the plain network, ``forward(obs)``.
     """
     s = parse_model_spec(spec)
     shape = _check_dims(in_frames, n_actions, frame_size, obs_shape)
-    head = dict(noisy=s.noisy, atoms=s.atoms, v_min=s.v_min, v_max=s.v_max)
+    k = _check_history(action_history)
+    head = dict(noisy=s.noisy, atoms=s.atoms, v_min=s.v_min, v_max=s.v_max, history_features=history_features(k, n_actions))
     if s.arch == "impala":
         model: nn.Module = ImpalaCNN(in_frames, n_actions, s.k, s.deep, s.dueling, s.hidden, obs_shape=shape, **head)
     elif s.arch == "nature":
@@ -95,21 +114,25 @@ def build_model(spec: str | ModelSpec, in_frames: int, n_actions: int, *,
         model = MinAtarNet(in_frames, n_actions, s.k, s.dueling, s.hidden, obs_shape=shape, **head)
     else:
         model = MLP(in_frames, n_actions, s.hidden, s.layers, s.dueling, obs_shape=shape, **head)
+    if k:
+        model = ActionHistoryNet(model, k, n_actions)
     return model.eval()
 
 
 def count_parameters(spec: str | ModelSpec, in_frames: int, n_actions: int, *,
-                     frame_size: tuple[int, int] = (84, 84), obs_shape: tuple[int, ...] | None = None) -> int:
+                     frame_size: tuple[int, int] = (84, 84), obs_shape: tuple[int, ...] | None = None,
+                     action_history: int = 0) -> int:
     """Exact number of parameters of ``build_model(spec, in_frames, n_actions, ...)``, computed without building it."""
     s = parse_model_spec(spec)
     shape = _check_dims(in_frames, n_actions, frame_size, obs_shape)
+    extra = history_features(_check_history(action_history), n_actions)
     if s.arch == "impala":
-        return impala_parameters(s, in_frames, n_actions, obs_shape=shape)
+        return impala_parameters(s, in_frames, n_actions, obs_shape=shape, history_features=extra)
     if s.arch == "nature":
-        return nature_parameters(s, in_frames, n_actions, obs_shape=shape)
+        return nature_parameters(s, in_frames, n_actions, obs_shape=shape, history_features=extra)
     if s.arch == "minatar":
-        return minatar_parameters(s, in_frames, n_actions, shape)
-    return mlp_parameters(s, in_frames, n_actions, shape)
+        return minatar_parameters(s, in_frames, n_actions, shape, extra)
+    return mlp_parameters(s, in_frames, n_actions, shape, extra)
 
 
 def example_input(model: nn.Module, batch: int = 1, *, device: str | torch.device = "cpu",

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rtcore.models import ModelSpec, build_model, example_input
+from rtcore.models import ModelSpec, build_model, example_history, example_input
 
 __all__ = [
     "BACKENDS",
@@ -73,10 +73,13 @@ def export_model(model: nn.Module, example: torch.Tensor | None = None) -> torch
     if example is None:
         device = next(model.parameters()).device
         example = example_input(model, batch=2, device=device)
-    if example.dim() != 4:
-        raise ValueError(f"example has shape {tuple(example.shape)}, expected (batch, frames, height, width)")
+    if example.dim() < 3:
+        raise ValueError(f"example has shape {tuple(example.shape)}, expected (batch, frames, *obs_shape)")
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     with torch.no_grad():
+        if getattr(model, "action_history", 0):  # forward(obs, hist): the history batch is dynamic too
+            hist = example_history(model, batch=example.shape[0], device=example.device)
+            return torch.export.export(model, (example, hist), dynamic_shapes=({0: batch}, {0: batch}))
         return torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
 
 
@@ -101,7 +104,8 @@ def save_model(model: nn.Module, path: str | os.PathLike[str], format: str = "ch
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     torch.save({"format": _CHECKPOINT_FORMAT, "spec": str(model.spec), "in_frames": int(model.in_frames),
                 "n_actions": int(model.n_actions), "frame_size": tuple(model.frame_size),
-                "obs_shape": tuple(getattr(model, "obs_shape", model.frame_size)), "state_dict": state}, path)
+                "obs_shape": tuple(getattr(model, "obs_shape", model.frame_size)),
+                "action_history": int(getattr(model, "action_history", 0)), "state_dict": state}, path)
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> nn.Module:
@@ -110,7 +114,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> nn.Module:
     if not isinstance(ckpt, dict) or ckpt.get("format") != _CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an rtcore model checkpoint (expected format {_CHECKPOINT_FORMAT!r})")
     model = build_model(ckpt["spec"], ckpt["in_frames"], ckpt["n_actions"], frame_size=tuple(ckpt["frame_size"]),
-                        obs_shape=tuple(ckpt.get("obs_shape", ckpt["frame_size"])))
+                        obs_shape=tuple(ckpt.get("obs_shape", ckpt["frame_size"])),
+                        action_history=int(ckpt.get("action_history", 0)))
     model.load_state_dict(ckpt["state_dict"])
     return model
 
@@ -226,6 +231,7 @@ def measure_latency(model_spec: str | ModelSpec | nn.Module, device: str | torch
         dev = torch.device(device)
         module = load_for_inference(eager, dev, backend=backend, frozen=frozen)
         frames = example_input(eager, batch=batch, seed=seed)
+        hist = example_history(eager, batch=batch, seed=seed) if getattr(eager, "action_history", 0) else None
         if dev.type == "cuda":
             frames = frames.pin_memory()
         sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -234,7 +240,8 @@ def measure_latency(model_spec: str | ModelSpec | nn.Module, device: str | torch
             for i in range(warmup + iters):
                 t0 = time.perf_counter()
                 x = frames.to(dev, non_blocking=True)
-                action = module(x).argmax(dim=1).cpu()
+                q = module(x) if hist is None else module(x, hist.to(dev, non_blocking=True))
+                action = q.argmax(dim=1).cpu()
                 sync()
                 t1 = time.perf_counter()
                 if i >= warmup:

@@ -94,7 +94,8 @@ class ImpalaCNN(nn.Module):
 
     def __init__(self, in_frames: int, n_actions: int, k: float = 1.0, deep: bool = False, dueling: bool = False,
                  hidden: int = 512, frame_size: tuple[int, int] = (84, 84), noisy: bool = False, atoms: int = 1,
-                 v_min: float = 0.0, v_max: float = 200.0, obs_shape: tuple[int, ...] | None = None) -> None:
+                 v_min: float = 0.0, v_max: float = 200.0, obs_shape: tuple[int, ...] | None = None,
+                 history_features: int = 0) -> None:
         super().__init__()
         obs_shape = tuple(int(d) for d in (obs_shape if obs_shape is not None else frame_size))
         c_in, fh, fw = image_geometry("impala", in_frames, obs_shape)
@@ -108,7 +109,7 @@ class ImpalaCNN(nn.Module):
             stacks.append(ConvStack(c_in, c, s))
             c_in = c
         self.stacks = nn.Sequential(*stacks)
-        self.head = make_head(c_in * h * w, hidden, n_actions, dueling, noisy, atoms, v_min, v_max)
+        self.head = make_head(c_in * h * w + history_features, hidden, n_actions, dueling, noisy, atoms, v_min, v_max)
         self.spec = str(ModelSpec("impala", k, deep, dueling, hidden, noisy, atoms, v_min, v_max))
         self.in_frames = in_frames
         self.n_actions = n_actions
@@ -127,9 +128,18 @@ class ImpalaCNN(nn.Module):
         """C51 models only (eager): log-probabilities (B, n_actions, atoms) of the returns on ``head.support``."""
         return self.head.log_dist(self.features(obs))
 
+    def forward_with(self, obs: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        """Q-values with ``extra`` features (B, history_features) beside the conv features (action history)."""
+        return self.head(torch.cat([self.features(obs), extra], 1))
+
+    def log_dist_with(self, obs: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        """:meth:`log_dist` with ``extra`` features, as :meth:`forward_with`."""
+        return self.head.log_dist(torch.cat([self.features(obs), extra], 1))
+
 
 def impala_parameters(spec: ModelSpec, in_frames: int, n_actions: int,
-                      frame_size: tuple[int, int] = (84, 84), obs_shape: tuple[int, ...] | None = None) -> int:
+                      frame_size: tuple[int, int] = (84, 84), obs_shape: tuple[int, ...] | None = None,
+                      history_features: int = 0) -> int:
     """Exact parameter count of ``ImpalaCNN`` for this spec, without building it."""
     c_in, fh, fw = image_geometry("impala", in_frames, tuple(obs_shape if obs_shape is not None else frame_size))
     strides = DEEP_POOL_STRIDES if spec.deep else POOL_STRIDES
@@ -140,4 +150,5 @@ def impala_parameters(spec: ModelSpec, in_frames: int, n_actions: int,
         total += c_in * c * 9 + c  # the stack's conv
         total += 4 * (c * c * 9 + c)  # two residual blocks of two convs
         c_in = c
-    return total + head_parameters(c_in * h * w, spec.hidden, n_actions, spec.dueling, spec.noisy, spec.atoms)
+    return total + head_parameters(c_in * h * w + history_features, spec.hidden, n_actions, spec.dueling, spec.noisy,
+                                   spec.atoms)

@@ -49,7 +49,7 @@ class NatureCNN(nn.Module):
 
     def __init__(self, in_frames: int, n_actions: int, k: float = 2.0, dueling: bool = False, hidden: int = 512,
                  frame_size: tuple[int, int] = (84, 84), noisy: bool = False, atoms: int = 1, v_min: float = 0.0,
-                 v_max: float = 200.0, obs_shape: tuple[int, ...] | None = None) -> None:
+                 v_max: float = 200.0, obs_shape: tuple[int, ...] | None = None, history_features: int = 0) -> None:
         super().__init__()
         obs_shape = tuple(int(d) for d in (obs_shape if obs_shape is not None else frame_size))
         c_in, fh, fw = image_geometry("nature", in_frames, obs_shape)
@@ -60,7 +60,7 @@ class NatureCNN(nn.Module):
         self.conv0 = nn.Conv2d(c_in, c1, 8, stride=4)
         self.conv1 = nn.Conv2d(c1, c2, 4, stride=2)
         self.conv2 = nn.Conv2d(c2, c3, 3, stride=1)
-        self.head = make_head(c3 * h * w, hidden, n_actions, dueling, noisy, atoms, v_min, v_max)
+        self.head = make_head(c3 * h * w + history_features, hidden, n_actions, dueling, noisy, atoms, v_min, v_max)
         self.spec = str(ModelSpec("nature", k, False, dueling, hidden, noisy, atoms, v_min, v_max))
         self.in_frames = in_frames
         self.n_actions = n_actions
@@ -81,12 +81,21 @@ class NatureCNN(nn.Module):
         """C51 models only (eager): log-probabilities (B, n_actions, atoms) of the returns on ``head.support``."""
         return self.head.log_dist(self.features(obs))
 
+    def forward_with(self, obs: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        """Q-values with ``extra`` features (B, history_features) beside the conv features (action history)."""
+        return self.head(torch.cat([self.features(obs), extra], 1))
+
+    def log_dist_with(self, obs: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        """:meth:`log_dist` with ``extra`` features, as :meth:`forward_with`."""
+        return self.head.log_dist(torch.cat([self.features(obs), extra], 1))
+
 
 def nature_parameters(spec: ModelSpec, in_frames: int, n_actions: int,
-                      frame_size: tuple[int, int] = (84, 84), obs_shape: tuple[int, ...] | None = None) -> int:
+                      frame_size: tuple[int, int] = (84, 84), obs_shape: tuple[int, ...] | None = None,
+                      history_features: int = 0) -> int:
     """Exact parameter count of ``NatureCNN`` for this spec, without building it."""
     c_in, fh, fw = image_geometry("nature", in_frames, tuple(obs_shape if obs_shape is not None else frame_size))
     c1, c2, c3 = _channels(spec.k)
     h, w = _feature_hw((fh, fw))
     convs = (c_in * c1 * 64 + c1) + (c1 * c2 * 16 + c2) + (c2 * c3 * 9 + c3)
-    return convs + head_parameters(c3 * h * w, spec.hidden, n_actions, spec.dueling, spec.noisy, spec.atoms)
+    return convs + head_parameters(c3 * h * w + history_features, spec.hidden, n_actions, spec.dueling, spec.noisy, spec.atoms)

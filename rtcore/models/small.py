@@ -37,13 +37,13 @@ class MinAtarNet(nn.Module):
 
     def __init__(self, in_frames: int, n_actions: int, k: float = 1.0, dueling: bool = False, hidden: int = 128,
                  obs_shape: tuple[int, ...] = (10, 10), noisy: bool = False, atoms: int = 1, v_min: float = 0.0,
-                 v_max: float = 200.0) -> None:
+                 v_max: float = 200.0, history_features: int = 0) -> None:
         super().__init__()
         obs_shape = tuple(int(d) for d in obs_shape)
         c_in, h, w, features = _minatar_features(k, in_frames, obs_shape)
         self.in_channels = c_in
         self.conv = nn.Conv2d(c_in, int(16 * k), 3)
-        self.head = make_head(features, hidden, n_actions, dueling, noisy, atoms, v_min, v_max)
+        self.head = make_head(features + history_features, hidden, n_actions, dueling, noisy, atoms, v_min, v_max)
         self.spec = str(ModelSpec("minatar", k, False, dueling, hidden, noisy=noisy, atoms=atoms, v_min=v_min,
                                   v_max=v_max))
         self.in_frames = in_frames
@@ -63,11 +63,20 @@ class MinAtarNet(nn.Module):
         """C51 models only (eager): log-probabilities (B, n_actions, atoms) of the returns on ``head.support``."""
         return self.head.log_dist(self.features(obs))
 
+    def forward_with(self, obs: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        """Q-values with ``extra`` features (B, history_features) beside the conv features (action history)."""
+        return self.head(torch.cat([self.features(obs), extra], 1))
 
-def minatar_parameters(spec: ModelSpec, in_frames: int, n_actions: int, obs_shape: tuple[int, ...]) -> int:
+    def log_dist_with(self, obs: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        """:meth:`log_dist` with ``extra`` features, as :meth:`forward_with`."""
+        return self.head.log_dist(torch.cat([self.features(obs), extra], 1))
+
+
+def minatar_parameters(spec: ModelSpec, in_frames: int, n_actions: int, obs_shape: tuple[int, ...],
+                       history_features: int = 0) -> int:
     c_in, _, _, features = _minatar_features(spec.k, in_frames, tuple(obs_shape))
     c = int(16 * spec.k)
-    return c_in * c * 9 + c + head_parameters(features, spec.hidden, n_actions, spec.dueling, spec.noisy, spec.atoms)
+    return c_in * c * 9 + c + head_parameters(features + history_features, spec.hidden, n_actions, spec.dueling, spec.noisy, spec.atoms)
 
 
 class MLP(nn.Module):
@@ -75,14 +84,14 @@ class MLP(nn.Module):
 
     def __init__(self, in_frames: int, n_actions: int, hidden: int = 256, layers: int = 2, dueling: bool = False,
                  obs_shape: tuple[int, ...] = (4,), noisy: bool = False, atoms: int = 1, v_min: float = 0.0,
-                 v_max: float = 200.0) -> None:
+                 v_max: float = 200.0, history_features: int = 0) -> None:
         super().__init__()
         obs_shape = tuple(int(d) for d in obs_shape)
         self.in_features = in_frames * math.prod(obs_shape)
         # image frames are pixels on a 0..255 scale, like every image model's input; vectors are used as is
         self.input_scale = 1.0 / 255.0 if len(obs_shape) >= 2 else 1.0
         body: list[nn.Module] = []
-        width = self.in_features
+        width = self.in_features + history_features  # an action history joins the input
         # the last hidden layer belongs to the head (make_head: fc -> relu -> out), as in the conv nets
         for _ in range(max(0, layers - 1)):
             body += [nn.Linear(width, hidden), nn.ReLU()]
@@ -110,9 +119,21 @@ class MLP(nn.Module):
         """C51 models only (eager): log-probabilities (B, n_actions, atoms) of the returns on ``head.support``."""
         return self.head.log_dist(self.features(obs))
 
+    def _input_with(self, obs: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        return torch.cat([obs.reshape(-1, self.in_features).to(torch.float32) * self.input_scale, extra], 1)
 
-def mlp_parameters(spec: ModelSpec, in_frames: int, n_actions: int, obs_shape: tuple[int, ...]) -> int:
-    width = in_frames * math.prod(int(d) for d in obs_shape)
+    def forward_with(self, obs: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        """Q-values with ``extra`` inputs (B, history_features) concatenated to the flattened stack."""
+        return self.head(self.body(self._input_with(obs, extra)))
+
+    def log_dist_with(self, obs: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        """:meth:`log_dist` with ``extra`` inputs, as :meth:`forward_with`."""
+        return self.head.log_dist(self.body(self._input_with(obs, extra)))
+
+
+def mlp_parameters(spec: ModelSpec, in_frames: int, n_actions: int, obs_shape: tuple[int, ...],
+                   history_features: int = 0) -> int:
+    width = in_frames * math.prod(int(d) for d in obs_shape) + history_features
     total = 0
     for _ in range(max(0, spec.layers - 1)):
         total += width * spec.hidden + spec.hidden

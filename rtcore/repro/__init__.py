@@ -231,6 +231,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print exactly one JSON line")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per setting (default 3)")
     parser.add_argument("--device", default=None, help="scaling, delay-learning: torch device (default: cuda if present)")
+    parser.add_argument("--action-history", type=int, default=0,
+                        help="delay-learning: feed every agent its last K actions beside the delayed observation "
+                             "(the delay-aware observation; default 0: off)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -245,7 +248,10 @@ def main(args: argparse.Namespace) -> int:
     else:
         from rtcore.repro.learning import delay_learning
 
-        res = delay_learning(args.quick, args.out, seeds=args.seeds, device=args.device)
+        if not 0 <= args.action_history <= 64:
+            raise SystemExit(f"rtcore repro: error: --action-history must be in [0, 64], got {args.action_history}")
+        res = delay_learning(args.quick, args.out, seeds=args.seeds, device=args.device,
+                             action_history=args.action_history)
     res["seconds"] = round(time.monotonic() - t0, 1)
     res["load_average_1min"] = round(os.getloadavg()[0], 1)  # wall-clock figures on a busy machine are noisy
     if args.json:

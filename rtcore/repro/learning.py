@@ -16,6 +16,12 @@ going to no-ops). Full: MinAtar Breakout and Space Invaders, 500,000 frames per 
 Atari games (ALE/Boxing-v5, ALE/Krull-v5, ALE/NameThisGame-v5; no frame skip, 84x84 grey) with
 2,000,000 frames per run (a bigger machine, CUDA when present).
 
+``--action-history K`` (``action_history``) feeds the network the agent's last K actions beside the
+delayed observation (the delay-aware observation of :mod:`rtcore.models.history`; one-hot, none before
+the episode start; the pending slot is always none here, since every action is applied at the agent
+step it is chosen): with K >= the delay, the agent sees the actions already on their way. The network
+keeps its layers; the one-hot history joins the features before the first fully connected layer.
+
 MinAtar comes through ``rtcore.make("minatar/<Game>")`` when the installed rtcore has it, else through
 a small wrapper private to this module (``_MinAtar``).
 """
@@ -89,20 +95,55 @@ def _make_env(env_id: str, seed: int) -> Any:
     return rtcore.make(env_id)
 
 
-def _model(obs_shape: tuple[int, ...], n_actions: int) -> Any:
+def _model(obs_shape: tuple[int, ...], n_actions: int, action_history: int = 0) -> Any:
     import torch.nn as nn
 
+    if len(obs_shape) == 3 and obs_shape[1] <= 16 and action_history:  # the same layers, with the history
+        return _MinAtarHistoryNet(obs_shape, n_actions, action_history)
     if len(obs_shape) == 3 and obs_shape[1] <= 16:  # MinAtar: the MinAtar paper's network
         c, h, w = obs_shape
         return nn.Sequential(nn.Conv2d(c, 16, 3), nn.ReLU(), nn.Flatten(), nn.Linear(16 * (h - 2) * (w - 2), 128),
                              nn.ReLU(), nn.Linear(128, n_actions))
     from rtcore.models import build_model
 
-    return build_model("nature", 1, n_actions)
+    return build_model("nature", 1, n_actions, action_history=action_history)
 
 
-def run_one(env_id: str, delay: int, sequential: bool, frames: int, seed: int, device: str = "cpu") -> list[tuple[int, float]]:
-    """One DQN run on ``env_id`` under the authors' delay simulation; returns (frame, episode return) pairs."""
+def _minatar_history_net_class() -> Any:
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    from rtcore.models.history import history_features
+
+    class MinAtarHistoryNet(nn.Module):
+        """The MinAtar net of :func:`_model` with the one-hot action history beside the conv features."""
+
+        def __init__(self, obs_shape: tuple[int, ...], n_actions: int, action_history: int) -> None:
+            super().__init__()
+            c, h, w = obs_shape
+            self.slots, self.tokens = action_history + 1, n_actions + 1
+            self.torso = nn.Sequential(nn.Conv2d(c, 16, 3), nn.ReLU(), nn.Flatten())
+            self.fc = nn.Linear(16 * (h - 2) * (w - 2) + history_features(action_history, n_actions), 128)
+            self.out = nn.Linear(128, n_actions)
+
+        def forward(self, x: Any, hist: Any) -> Any:
+            h = hist.reshape(-1, self.slots).long()
+            e = F.one_hot(torch.where(h < 0, h + self.tokens, h), self.tokens).flatten(1).float()
+            return self.out(F.relu(self.fc(torch.cat([self.torso(x), e], 1))))
+
+    return MinAtarHistoryNet
+
+
+def _MinAtarHistoryNet(obs_shape: tuple[int, ...], n_actions: int, action_history: int) -> Any:
+    return _minatar_history_net_class()(obs_shape, n_actions, action_history)
+
+
+def run_one(env_id: str, delay: int, sequential: bool, frames: int, seed: int, device: str = "cpu",
+            action_history: int = 0) -> list[tuple[int, float]]:
+    """One DQN run on ``env_id`` under the authors' delay simulation; returns (frame, episode return) pairs.
+
+    ``action_history`` K > 0: the network also sees the agent's last K actions (see the module docstring)."""
     import torch
 
     from rtcore.agent.dqn import dqn_loss
@@ -113,14 +154,18 @@ def run_one(env_id: str, delay: int, sequential: bool, frames: int, seed: int, d
     env = DelayWrapper(_make_env(env_id, seed), delay, sequential=sequential, convention="authors")
     obs, _ = env.reset(seed=seed)
     shape, n_act = tuple(obs.shape), int(env.action_space.n)
-    online = _model(shape, n_act).to(device)
-    target = _model(shape, n_act).to(device)
+    K = int(action_history)
+    online = _model(shape, n_act, K).to(device)
+    target = _model(shape, n_act, K).to(device)
     target.load_state_dict(online.state_dict())
     opt = torch.optim.Adam(online.parameters(), lr=2.5e-4, eps=1.5e-4)
     cap = min(100_000, frames)
     dt = np.uint8 if obs.dtype == np.uint8 else np.float32
     o_buf, n_buf = np.zeros((cap, *shape), dt), np.zeros((cap, *shape), dt)
     a_buf, r_buf, d_buf = np.zeros(cap, np.int64), np.zeros(cap, np.float32), np.zeros(cap, np.float32)
+    hist = np.full(K + 1, -1, np.int64)  # the episode's last K actions (-1: none), then pending (always none)
+    h_buf, nh_buf = np.zeros((cap, K + 1), np.int64), np.zeros((cap, K + 1), np.int64)
+    q_of = (lambda net, x, h: net(x)) if K == 0 else (lambda net, x, h: net(x, h))  # noqa: E731
     size = ptr = steps = updates = used = 0
     ret, curve = 0.0, []
     while used < frames:
@@ -129,22 +174,30 @@ def run_one(env_id: str, delay: int, sequential: bool, frames: int, seed: int, d
             a = int(rng.integers(n_act))
         else:
             with torch.no_grad():
-                a = int(online(torch.as_tensor(obs[None], device=device).float()).argmax(1).item())
+                x = torch.as_tensor(obs[None], device=device).float()
+                a = int(q_of(online, x, torch.as_tensor(hist[None], device=device)).argmax(1).item())
         nxt, r, term, trunc, info = env.step(a)
         used += info["frames"]
         ret += r
         o_buf[ptr], n_buf[ptr], a_buf[ptr], r_buf[ptr], d_buf[ptr] = obs, nxt, a, r, float(term)
+        h_buf[ptr] = hist
+        if K:
+            hist[:K - 1] = hist[1:K]
+            hist[K - 1] = a
+        nh_buf[ptr] = hist
         ptr, size, steps = (ptr + 1) % cap, min(size + 1, cap), steps + 1
         obs = nxt
         if term or trunc:
             curve.append((used, ret))
             ret = 0.0
             obs, _ = env.reset()
+            hist[:] = -1
         if steps % 4 == 0 and size >= 500:
             i = rng.integers(size, size=32)
             t = lambda x: torch.as_tensor(x, device=device)  # noqa: E731
             loss, _ = dqn_loss(online, target, t(o_buf[i]).float(), t(a_buf[i]), t(r_buf[i]), 0.99 * (1 - t(d_buf[i])),
-                               t(n_buf[i]).float())
+                               t(n_buf[i]).float(), hist=t(h_buf[i]) if K else None,
+                               next_hist=t(nh_buf[i]) if K else None)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(online.parameters(), 10.0)
@@ -166,8 +219,11 @@ def _binned(curve: list[tuple[int, float]], frames: int) -> list[float]:
     return out
 
 
-def delay_learning(quick: bool, out: str, seeds: int = 3, device: str | None = None) -> dict[str, Any]:
-    """All runs, the CSV (one row per run and bin), the figure (one panel per game and delay)."""
+def delay_learning(quick: bool, out: str, seeds: int = 3, device: str | None = None,
+                   action_history: int = 0) -> dict[str, Any]:
+    """All runs, the CSV (one row per run and bin), the figure (one panel per game and delay).
+
+    ``action_history`` K > 0: every agent also sees its last K actions (see the module docstring)."""
     import torch
 
     torch.set_num_threads(1)
@@ -179,11 +235,11 @@ def delay_learning(quick: bool, out: str, seeds: int = 3, device: str | None = N
         for d in PAPER_FRAMES:
             for seq in (False, True):
                 for s in range(seeds):
-                    curve = run_one(env_id, d, seq, frames, s, dev)
+                    curve = run_one(env_id, d, seq, frames, s, dev, action_history)
                     for b, v in enumerate(_binned(curve, frames)):
                         rows.append({"env": env_id, "delay": d, "setting": "sequential" if seq else "asynchronous",
                                      "seed": s, "frames": int(frames * (b + 1) / BINS), "return": v,
-                                     "episodes": len(curve)})
+                                     "episodes": len(curve), "action_history": action_history})
     os.makedirs(out, exist_ok=True)
     csv_path, fig_path = os.path.join(out, "delay_learning.csv"), os.path.join(out, "delay_learning.png")
     write_csv(csv_path, rows)
@@ -209,11 +265,13 @@ def delay_learning(quick: bool, out: str, seeds: int = 3, device: str | None = N
             if j == 0:
                 ax.set_ylabel("episode return", fontsize=7)
                 ax.legend(fontsize=6)
-    fig.suptitle(f"DQN under the authors' delay simulation ({seeds} seeds, mean +- sd)", fontsize=9)
+    hist = f", action history {action_history}" if action_history else ""
+    fig.suptitle(f"DQN under the authors' delay simulation{hist} ({seeds} seeds, mean +- sd)", fontsize=9)
     fig.tight_layout()
     fig.savefig(fig_path, dpi=70)
     plt.close(fig)
     return {"experiment": "delay-learning", "quick": quick, "figure": fig_path, "csv": csv_path, "device": dev,
             "games": [g for g, _ in games], "frames_per_run": {g: f for g, f in games}, "seeds": seeds,
+            "action_history": action_history,
             "runs": len(games) * len(PAPER_FRAMES) * 2 * seeds, "return_second_half": final,
             "run_seconds": round(time.monotonic() - t0, 1)}

@@ -22,6 +22,13 @@ and the env's tick::
 
     got = action_board.take()                           # (action, obs_step, worker) or None
     action = default_action if got is None else got[0]
+
+With an action history (``ObsBoard(..., action_history=K)``, the delay-aware observation of
+``--action-history K``), the env brackets its take with :meth:`ObsBoard.begin_apply` and
+:meth:`ObsBoard.end_apply`, and a worker reads the history with the stack::
+
+    hist = np.empty(K + 1, np.int64)
+    _, step = obs_board.read(out=obs, history=hist, actions=action_board)
 """
 
 from __future__ import annotations
@@ -59,6 +66,9 @@ class ObsBoard(SharedObject):
         frame_stack: how many of the newest frames :meth:`read` returns, oldest first (>= 1). The
             board keeps them in a ring: publishing copies one frame, never a whole stack.
         name: segment name (default: a fresh ``rtcore-obs-...``).
+        action_history: K, the actions applied before the newest frame that :meth:`read` can return
+            with the stack (0: none; at most 1024). The env reports each step's action with
+            :meth:`begin_apply` / :meth:`end_apply`.
 
     One process publishes (the environment); any number read, in any process (:meth:`attach`, or pass
     the board to a ``spawn``-ed process). Steps are the env's global step counter: ``>= 0`` and strictly
@@ -74,6 +84,7 @@ class ObsBoard(SharedObject):
         dtype: Any = "uint8",
         frame_stack: int = 1,
         name: str | None = None,
+        action_history: int = 0,
     ) -> None:
         shape = as_shape("obs_shape", obs_shape, lo=1)
         if not shape:
@@ -82,13 +93,15 @@ class ObsBoard(SharedObject):
         fs = at_least("frame_stack", frame_stack, 1)
         if fs > 1024:
             raise ValueError(f"frame_stack must be in [1, 1024], got {fs}")
+        k = in_range("action_history", action_history, 0, 1024)
         name = self._new_name(name)
-        self._adopt(self._CORE.create(name, list(shape), dt, fs), name, owner=True)
+        self._adopt(self._CORE.create(name, list(shape), dt, fs, k), name, owner=True)
 
     def _from_handle(self, handle: Any) -> None:
         self._obs_shape = tuple(handle.obs_shape)
         self._dtype = np.dtype(handle.dtype)
         self._frame_stack = int(handle.frame_stack)
+        self._action_history = int(handle.action_history)
 
     def publish(self, frame: np.ndarray, step: int, episode_start: bool = False) -> None:
         """Publish one frame (shape ``obs_shape``, dtype ``dtype``, C-contiguous) taken at env ``step``.
@@ -104,18 +117,53 @@ class ObsBoard(SharedObject):
             raise ValueError(f"step must be below 2**63, got {st}")
         self._h.publish(frame, st, bool(episode_start))
 
-    def read(self, out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    def read(self, out: np.ndarray | None = None, history: np.ndarray | None = None,
+             actions: "ActionBoard | None" = None) -> tuple[np.ndarray, int]:
         """Copy the newest stack ``[frame_stack, *obs_shape]`` (oldest frame first) and return
         ``(stack, step)``, ``step`` being the env step of the newest frame.
 
         ``out``: a C-contiguous, writeable array of that shape and dtype to copy into (no allocation);
         otherwise a new array. Before the first publish: zeros and step ``-1``. The copy is whole: a
         frame being overwritten during the read is detected and re-read. The GIL is released.
+
+        ``history`` (a board with ``action_history=K``): an int64 array of ``K + 1`` entries, filled with
+        the action history of the stack, read with it (no torn pairing): the actions applied at the K
+        steps before its newest frame ``u`` (each the action that led to the next frame, oldest first;
+        :data:`rtcore.shared.replay.NO_ACTION` before the episode start), then the *pending* slot: the
+        action the env applies at the tick of ``u`` if it has taken it (none if that was its default),
+        else the post pending on ``actions`` (the :class:`ActionBoard`; none if nothing is pending or
+        ``actions`` is None). :meth:`rtcore.ReplayBuffer.sample` gathers the same values for the
+        transition of an action computed from this stack; only the pending slot can differ, when a newer
+        post supersedes the pending one before the env takes it.
         """
         if out is not None and not isinstance(out, np.ndarray):
             raise TypeError(f"out must be a numpy array of shape {self.stack_shape} and dtype {self._dtype} or None, "
                             f"got {type(out).__name__}")
-        return self._h.read(out)
+        if history is None:
+            return self._h.read(out)
+        if not isinstance(history, np.ndarray):
+            raise TypeError(f"history must be a numpy int64 array of shape ({self._action_history + 1},), "
+                            f"got {type(history).__name__}")
+        if actions is not None and not isinstance(actions, ActionBoard):
+            raise TypeError(f"actions must be an ActionBoard or None, got {type(actions).__name__}")
+        return self._h.read_history(out, history, None if actions is None else actions._h)
+
+    def begin_apply(self, step: int) -> None:
+        """The env is about to take the action of its tick at ``step`` (the newest published step).
+
+        Call it before :meth:`ActionBoard.take` and :meth:`end_apply` after: a reader of the history
+        then never mistakes the take in progress for "nothing pending". Boards with an action history."""
+        self._h.begin_apply(step)
+
+    def end_apply(self, step: int, action: int, was_default: bool) -> None:
+        """The env applies ``action`` (>= 0) at ``step`` (the newest published step); ``was_default``:
+        it is the env's default action (no post was taken)."""
+        self._h.end_apply(step, action, bool(was_default))
+
+    @property
+    def action_history(self) -> int:
+        """K: actions applied before the newest frame that :meth:`read` returns with ``history=`` (0: none)."""
+        return self._action_history
 
     @property
     def step(self) -> int:
@@ -215,6 +263,10 @@ class ActionBoard(SharedObject):
         """The newest posted action not taken yet, as ``(action, obs_step, worker)``; ``None`` if
         nothing new was posted since the last take. Each post is returned at most once."""
         return self._h.take()
+
+    def peek(self) -> tuple[int, int, int] | None:
+        """What :meth:`take` would return now, without taking it (the pending post), or ``None``."""
+        return self._h.peek()
 
     @property
     def posted(self) -> int:

@@ -62,7 +62,10 @@ from rtcore import _core
 from rtcore._validate import INT64_MAX, as_bool, as_dtype, as_shape, at_least, clean_type_error, in_range, index
 from rtcore.shared._shm import SharedObject
 
-__all__ = ["ReplayBuffer", "ReplayBatch"]
+__all__ = ["ReplayBuffer", "ReplayBatch", "NO_ACTION"]
+
+NO_ACTION = -1
+"""The "none" token of action histories: a slot before the episode start, or no pending post."""
 
 
 @dataclasses.dataclass(eq=False)
@@ -95,6 +98,12 @@ class ReplayBatch:
     weight: np.ndarray = dataclasses.field(default_factory=lambda: np.ones(0, np.float32))
     """float32 ``[B]``: importance-sampling weight of each transition (prioritized buffers: ``(N * P(i))**-beta``
     divided by the batch's largest; uniform buffers: 1)."""
+    action_history: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0), np.int64))
+    """int64 ``[B, K + 1]`` (buffers with ``action_history=K > 0``; ``[B, 0]`` otherwise): the actions
+    applied before ``obs`` (oldest first) and the pending slot, :data:`NO_ACTION` where there is none
+    (see :meth:`ReplayBuffer.sample`)."""
+    next_action_history: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0), np.int64))
+    """int64 ``[B, K + 1]``: the same for ``next_obs`` (the bootstrap target's input)."""
 
     @property
     def batch_size(self) -> int:
@@ -131,6 +140,8 @@ class ReplayBuffer(SharedObject):
         alpha: priority exponent in [0, 1] (0 = uniform); shared by every process.
         beta: default importance-sampling exponent in [0, 1] for :meth:`sample` (each handle may
             change its own with the :attr:`beta` setter or per call).
+        action_history: K, the actions :meth:`sample` gathers before each stack (0: none; at most
+            1024); see :meth:`sample`. Each stream then needs ``max(frame_stack, K + 1) + n_step + 1`` slots.
 
     The creating process owns the segment and unlinks it on :meth:`close`, garbage collection or exit.
     Other processes use :meth:`attach`; the object pickles as its name.
@@ -152,6 +163,7 @@ class ReplayBuffer(SharedObject):
         prioritized: bool = False,
         alpha: float = 0.6,
         beta: float = 0.4,
+        action_history: int = 0,
     ) -> None:
         capacity = at_least("capacity", capacity, 1)
         if capacity > INT64_MAX:
@@ -166,11 +178,12 @@ class ReplayBuffer(SharedObject):
             raise TypeError(f"prioritized must be a bool, got {prioritized!r}")
         alpha = _unit("alpha", alpha)
         beta = _unit("beta", beta)
+        action_history = in_range("action_history", action_history, 0, 1024)
         if streams > 2**31 or frame_stack > 2**31 or n_step > 2**31:
             raise ValueError("streams, frame_stack and n_step must be below 2**31")
         name = self._new_name(name)
         handle = self._CORE.create(name, capacity, list(shape), dtype, frame_stack, streams, n_step, gamma,
-                                   bool(prioritized), alpha, beta)
+                                   bool(prioritized), alpha, beta, action_history)
         self._adopt(handle, name, owner=True)
 
     def _from_handle(self, handle: Any) -> None:
@@ -183,7 +196,8 @@ class ReplayBuffer(SharedObject):
         self._gamma = float(handle.gamma)
         self._add = handle.add  # bound once: add() is the per-step hot path
         self._add_many = handle.add_many
-        self._pool = _BatchPool(self._frame_stack, self._obs_shape, self._dtype)
+        self._action_history = int(handle.action_history)
+        self._pool = _BatchPool(self._frame_stack, self._obs_shape, self._dtype, self._action_history)
         self._no_starts = np.zeros(self._streams, np.bool_)  # add_batch's default episode_start (read only)
         self._prioritized = bool(handle.prioritized)
         self._alpha = float(handle.alpha)
@@ -210,6 +224,11 @@ class ReplayBuffer(SharedObject):
     def frame_stack(self) -> int:
         """Frames per sampled observation stack."""
         return self._frame_stack
+
+    @property
+    def action_history(self) -> int:
+        """K: actions gathered before each sampled stack (0: none). See :meth:`sample`."""
+        return self._action_history
 
     @property
     def streams(self) -> int:
@@ -407,7 +426,13 @@ class ReplayBuffer(SharedObject):
             delay=np.zeros(b, np.int32),
             index=np.zeros(b, np.int64),
             weight=np.ones(b, np.float32),
+            action_history=np.zeros((b, self._hist_width), np.int64),
+            next_action_history=np.zeros((b, self._hist_width), np.int64),
         )
+
+    @property
+    def _hist_width(self) -> int:
+        return self._action_history + 1 if self._action_history else 0
 
     def sample(self, batch_size: int, out: ReplayBatch | None = None, beta: float | None = None,
                learn_on: str = "applied") -> ReplayBatch:
@@ -433,6 +458,18 @@ class ReplayBuffer(SharedObject):
         steps earlier, the one the action was computed from; ``next_obs`` ends ``delay`` steps before
         the bootstrap step, as a delayed-observation env would show it). Stacks never reach back
         before their episode's first frame. Both read frames already in the ring: no copy is kept.
+
+        Action history (a buffer made with ``action_history=K``): ``out.action_history`` gets, for the
+        stack ``obs`` (newest frame at env position ``u``), K + 1 entries: the actions applied at
+        positions ``u-K .. u-1`` (those that led to frames ``u-K+1 .. u``, oldest first; an action
+        applied as the default counts as applied), then the *pending* slot: the action applied at ``u``
+        when it is a posted (not default) action and ``u`` is before the transition's own step, i.e.
+        the action already on its way when ``u`` was observed (always :data:`NO_ACTION` with
+        ``learn_on="applied"`` or a delay of 0). Slots before the episode start are :data:`NO_ACTION`.
+        ``out.next_action_history`` is the same for ``next_obs``, whose own step is the bootstrap step
+        ``j + k``. This is the definition the inference workers use at act time
+        (:meth:`rtcore.ObsBoard.read` with ``history=``): the same values, except that the pending slot
+        a worker saw can differ when a newer post superseded it before the env applied it.
         """
         if learn_on not in ("applied", "acted"):
             raise ValueError(f"learn_on must be 'applied' or 'acted', got {learn_on!r}")
@@ -444,15 +481,16 @@ class ReplayBuffer(SharedObject):
         elif out.action.shape != (b,):
             raise ValueError(f"out holds a batch of {out.action.shape}, expected ({b},) for batch_size={b}")
         acted = learn_on == "acted"
+        hist = (out.action_history, out.next_action_history) if self._action_history else (None, None)
         if self._prioritized:
             b_exp = self._beta if beta is None else _unit("beta", beta)
             self._h.sample(out.obs, out.next_obs, out.action, out.reward, out.done, out.discount, out.was_default,
-                           out.delay, out.index, out.weight, b_exp, acted)
+                           out.delay, out.index, out.weight, b_exp, acted, *hist)
         else:
             if beta is not None:
                 raise ValueError("beta applies to prioritized buffers only (this one was created with prioritized=False)")
             self._h.sample(out.obs, out.next_obs, out.action, out.reward, out.done, out.discount, out.was_default,
-                           out.delay, out.index, None, 0.0, acted)
+                           out.delay, out.index, None, 0.0, acted, *hist)
         return out
 
     def _batch_size(self, batch_size: Any) -> int:
@@ -515,6 +553,7 @@ class ReplayBuffer(SharedObject):
             f"ReplayBuffer(name={self._name!r}, capacity={self._capacity}, obs_shape={self._obs_shape}, "
             f"obs_dtype={self._dtype}, frame_stack={self._frame_stack}, streams={self._streams}, "
             f"n_step={self._n_step}, gamma={self._gamma}, len={len(self)}"
+            + (f", action_history={self._action_history}" if self._action_history else "")
             + (f", prioritized=True, alpha={self._alpha}, beta={self._beta})" if self._prioritized else ")")
         )
 
@@ -530,7 +569,7 @@ class _BatchPool:
 
     Fresh numpy arrays for every batch would map and fault in their pages on every call (1.8 MB for a
     batch of 32 stacks of 4 84x84 frames), which cost ~8x the sample itself. Each pooled buffer is one
-    uint8 array carved into the ten arrays of a batch (views made once, 64-byte aligned). The base of
+    uint8 array carved into the twelve arrays of a batch (views made once, 64-byte aligned). The base of
     each array, of any view of one (numpy collapses view chains) and of a tensor made from one
     (``torch.from_numpy`` holds the array) is that buffer, so the reference counts of the buffer and of
     its arrays are back to what the pool alone holds exactly when nothing of a batch drawn into it is
@@ -541,8 +580,9 @@ class _BatchPool:
     MAX_PER_SIZE = 4  # buffers kept per batch size; a caller holding more batches gets fresh ones
     MAX_SIZES = 4  # batch sizes kept (the oldest size's buffers are dropped first)
 
-    def __init__(self, frame_stack: int, obs_shape: tuple[int, ...], dtype: np.dtype) -> None:
+    def __init__(self, frame_stack: int, obs_shape: tuple[int, ...], dtype: np.dtype, action_history: int = 0) -> None:
         self._stack_shape = (frame_stack, *obs_shape)
+        self._hist = action_history + 1 if action_history else 0
         self._dtype = dtype
         # batch size -> (entries [(buffer, arrays)], the free count of each entry)
         self._pools: dict[int, tuple[list[tuple[np.ndarray, tuple[np.ndarray, ...]]], list[int]]] = {}
@@ -579,6 +619,8 @@ class _BatchPool:
             ((b,), np.dtype(np.int32)),  # delay
             ((b,), np.dtype(np.int64)),  # index
             ((b,), np.dtype(np.float32)),  # weight (ones unless a prioritized sample fills it)
+            ((b, self._hist), np.dtype(np.int64)),  # action_history
+            ((b, self._hist), np.dtype(np.int64)),  # next_action_history
         ]
         offsets, nbytes = [], 0
         for shape, dt in fields:
@@ -588,7 +630,7 @@ class _BatchPool:
         start = -raw.ctypes.data % 64
         raw.fill(0)  # fault the pages in now, once
         arrays = tuple(np.ndarray(shape, dt, raw, start + off) for off, (shape, dt) in zip(offsets, fields))
-        arrays[-1].fill(1.0)  # weight, as empty_batch() makes it
+        arrays[9].fill(1.0)  # weight, as empty_batch() makes it
         return raw, arrays
 
 
