@@ -98,7 +98,7 @@ class EnvNode:
         return {"model_path": "", "device": "cuda" if self.worker_gpus > 0 else "cpu", "backend": cfg.backend,
                 "n_actions": r.n_actions, "epsilon_start": cfg.epsilon_start, "epsilon_end": cfg.epsilon_end,
                 "epsilon_decay_steps": cfg.epsilon_decay_steps, "inference_delay": cfg.inference_delay,
-                "seed": r.seed + 1}
+                "seed": r.seed + 1, "action_history": cfg.action_history}
 
     # --- the run
     def start(self, group: Any, version0: int, remote_workers: list[Any]) -> float:

@@ -205,7 +205,7 @@ class _ClusterRun:
                 "frame_stack": cfg.frame_stack, "n_actions": info["n_actions"], "obs_shape": info["obs_shape"],
                 "obs_dtype": info["obs_dtype"], "threads": cfg.learner_threads, "nice": cfg.learner_nice,
                 "learning_starts": cfg.learning_starts, "updates_per_step": cfg.updates_per_step,
-                "seed": cfg.seed, "prefetch": cfg.batch_prefetch}
+                "seed": cfg.seed, "prefetch": cfg.batch_prefetch, "action_history": cfg.action_history}
 
     def wait_learners_ready(self) -> None:
         from rtcore.agent.telemetry import LearnerCol

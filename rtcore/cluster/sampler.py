@@ -27,7 +27,8 @@ from rtcore.cluster._ray import lost_errors
 
 __all__ = ["ShardSampler", "ShardBatches", "BATCH_FIELDS"]
 
-BATCH_FIELDS = ("obs", "next_obs", "action", "reward", "done", "discount", "was_default", "delay", "index", "weight")
+BATCH_FIELDS = ("obs", "next_obs", "action", "reward", "done", "discount", "was_default", "delay", "index", "weight",
+                "action_history", "next_action_history")
 STATS_EVERY = 0.2  # seconds between size/step refreshes of idle shards
 
 
@@ -82,7 +83,8 @@ class ShardBatches:
     computes on this one."""
 
     def __init__(self, shards: list[tuple[int, Any]], batch_size: int, learn_on: str, prioritized: bool,
-                 frame_stack: int, obs_shape: tuple[int, ...], obs_dtype: str, prefetch: int = 2) -> None:
+                 frame_stack: int, obs_shape: tuple[int, ...], obs_dtype: str, prefetch: int = 2,
+                 action_history: int = 0) -> None:
         import queue
 
         import ray
@@ -97,6 +99,7 @@ class ShardBatches:
         self.obs_shape = tuple(int(d) for d in obs_shape)
         self.obs_dtype = np.dtype(obs_dtype)
         self.prefetch = int(prefetch)
+        self.action_history = int(action_history)  # K of the shards' buffers (history width K + 1, or 0)
         self.inflight: dict[int, list[Any]] = {i: [] for i in self.shards}  # the fetcher's only
         self.sizes = {i: 0 for i in self.shards}
         self.steps = {i: 0 for i in self.shards}
@@ -127,10 +130,12 @@ class ShardBatches:
 
         b = int(batch_size)
         stack = (b, self.frame_stack, *self.obs_shape)
+        hist = (b, self.action_history + 1 if self.action_history else 0)
         return ReplayBatch(obs=np.zeros(stack, self.obs_dtype), next_obs=np.zeros(stack, self.obs_dtype),
                            action=np.zeros(b, np.int64), reward=np.zeros(b, np.float32), done=np.zeros(b, np.bool_),
                            discount=np.zeros(b, np.float32), was_default=np.zeros(b, np.bool_),
-                           delay=np.zeros(b, np.int32), index=np.zeros(b, np.int64), weight=np.ones(b, np.float32))
+                           delay=np.zeros(b, np.int32), index=np.zeros(b, np.int64), weight=np.ones(b, np.float32),
+                           action_history=np.zeros(hist, np.int64), next_action_history=np.zeros(hist, np.int64))
 
     def sample(self, batch_size: int, out: Any = None, beta: float | None = None, learn_on: str | None = None):
         """Fills ``out`` with the next fetched batch (round-robin over the shards); waits for one if none is

@@ -32,13 +32,17 @@ __all__ = ["RemoteWorker", "relay_loop"]
 class _Given:
     """The ObsBoard face an Actor reads from: the stack the relay sent."""
 
-    def __init__(self) -> None:
+    def __init__(self, action_history: int) -> None:
+        self.action_history = action_history  # the Actor checks it against its model's
         self.stack: np.ndarray | None = None
+        self.history: np.ndarray | None = None
         self.step = -1
         self.published = 1
 
-    def read(self, out: np.ndarray) -> tuple[None, int]:
+    def read(self, out: np.ndarray, history: np.ndarray | None = None, actions: Any = None) -> tuple[None, int]:
         np.copyto(out, self.stack)
+        if history is not None:  # the env node read it with the stack (the pending action looked up there)
+            np.copyto(history, self.history)
         return None, self.step
 
 
@@ -60,16 +64,17 @@ class RemoteWorker:
             fh.write(model_bytes)
         self.params = rtcore.ParamStore(int(params0.size), buffers=4, max_readers=2)
         self.params.publish(params0)
-        self.given = _Given()
+        self.given = _Given(int(actor.get("action_history", 0)))
         self.actor = Actor(ActorConfig(**{**actor, "model_path": path}), self.given, self.params, frame_stack,
                            tuple(obs_shape), np.dtype(obs_dtype))
         self.actor.warmup()
         self.follower = ParamFollower(group, self.params, version0, name=f"rtcore-remote-worker-{index}").start()
         self.index = index
 
-    def act(self, stack: np.ndarray, step: int) -> tuple[int, int, float]:
-        """``(action, global parameter version, seconds of the forward pass)`` for the frame stack at ``step``."""
-        self.given.stack, self.given.step = stack, int(step)
+    def act(self, stack: np.ndarray, step: int, history: np.ndarray | None = None) -> tuple[int, int, float]:
+        """``(action, global parameter version, seconds of the forward pass)`` for the frame stack at ``step``
+        (and its action history, with ``--action-history``)."""
+        self.given.stack, self.given.step, self.given.history = stack, int(step), history
         t0 = time.perf_counter()
         action, _, _, _ = self.actor.act()
         dt = time.perf_counter() - t0
@@ -111,6 +116,8 @@ def relay_loop(w: int, handle: Any, node: Any, stats: RelayStats, stopping: Call
     row[WorkerCol.HEARTBEAT] = time.monotonic()
     row[WorkerCol.STARTS] += 1
     stack = np.zeros((node.cfg.frame_stack, *node.obs_shape), dtype=node.obs_dtype)
+    k = int(node.cfg.action_history)
+    hist = np.zeros(k + 1, np.int64) if k else None
     stop = lambda: stopping() or tel.stopping  # noqa: E731
     while board.published < 1:
         if stop():
@@ -133,10 +140,14 @@ def relay_loop(w: int, handle: Any, node: Any, stats: RelayStats, stopping: Call
                 row[WorkerCol.WAIT_S] += time.monotonic() - now
                 continue
             t0 = time.monotonic()
-            _, step = board.read(out=stack)
+            if hist is None:
+                _, step = board.read(out=stack)
+            else:
+                _, step = board.read(out=stack, history=hist, actions=node.action_board)
             t1 = time.monotonic()
             try:
-                action, version, compute = ray.get(handle.act.remote(stack, step), timeout=max(10.0, 50 * sched.tau_max))
+                action, version, compute = ray.get(handle.act.remote(stack, step, hist),
+                                                   timeout=max(10.0, 50 * sched.tau_max))
             except (lost + (ray.exceptions.GetTimeoutError,)) as exc:
                 stats.lost.append(f"remote worker {w}")
                 fault(f"remote worker {w} lost ({type(exc).__name__}); dropped from the schedule, the others re-stagger")
