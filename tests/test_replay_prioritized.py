@@ -282,3 +282,38 @@ def test_prioritized_writers_samplers_and_updaters_in_processes_with_a_writer_ki
     # with a writer killed mid-add and two processes updating the same transitions at once.
     assert consistent
     assert all(verify(after, i, c) == "" for i in range(64))
+
+
+def test_add_many_sets_the_same_priorities_as_single_adds():
+    """add_many on a prioritized buffer enters every new transition at the running maximum, and its
+    episode ends' terminal-obs slots at 0, exactly as the same steps added one at a time (before: its
+    slots kept priority 0, so a buffer filled by add_many could not be sampled)."""
+    rng = np.random.default_rng(3)
+    k = 40
+    obs = rng.integers(0, 256, (k, 2), dtype=np.uint8)
+    action = rng.integers(0, 4, k)
+    reward = rng.normal(size=k).astype(np.float32)
+    term = np.zeros(k, bool)
+    term[[9, 25]] = True
+    trunc = np.zeros(k, bool)
+    trunc[33] = True
+    nxt = rng.integers(0, 256, (k, 2), dtype=np.uint8)
+    with ReplayBuffer(64, (2,), "uint8", frame_stack=2, n_step=2, prioritized=True, alpha=0.5) as one, \
+            ReplayBuffer(64, (2,), "uint8", frame_stack=2, n_step=2, prioritized=True, alpha=0.5) as many:
+        for buf in (one, many):  # a raised running maximum first: the entry priority is not the default 1
+            buf.add(0, obs[0], 0, 0.0, False, False)
+            buf.update_priorities([0], [9.0])
+        for i in range(k):
+            one.add(0, obs[i], int(action[i]), float(reward[i]), bool(term[i]), bool(trunc[i]),
+                    next_obs=nxt[i] if term[i] or trunc[i] else None)
+        many.add_many(0, obs, action, reward, term, trunc, next_obs=nxt)
+        assert one.head(0) == many.head(0) == 1 + k + 3
+        for i in range(one.head(0)):
+            assert one.priority(i) == many.priority(i), i
+        assert many.priority(5) == pytest.approx(9.0, rel=1e-5) and many.priority(11) == 0.0  # 11: step 9's terminal obs
+        assert many._h.priority_tree_consistent()
+        one.seed(1)
+        many.seed(1)
+        a, b = one.sample(16), many.sample(16)
+        np.testing.assert_array_equal(a.index, b.index)
+        np.testing.assert_array_equal(a.weight, b.weight)

@@ -245,7 +245,10 @@ class ReplayHandle {
     const auto* e = has_es ? static_cast<const bool*>(es.data()) : nullptr;
     const std::uint64_t token = writer_token(token_, token_generation_);
     py::gil_scoped_release nogil;
-    st->ring.add_many(s, static_cast<std::size_t>(k), o, ac, re, term, trunc, next_base, w, d, token, e);
+    if (st->prio)  // a prioritized buffer: the new slots' leaves too (entry priority), as add() sets them
+      st->prio->add_many(s, static_cast<std::size_t>(k), o, ac, re, term, trunc, next_base, w, d, token, e);
+    else
+      st->ring.add_many(s, static_cast<std::size_t>(k), o, ac, re, term, trunc, next_base, w, d, token, e);
   }
 
   void sample(const py::array& obs, const py::array& next_obs, const py::array& action, const py::array& reward,

@@ -92,6 +92,31 @@ class Prioritized {
     return m ? m : to_value(1.0);
   }
 
+  // Ring::add_many, with the leaves of every new slot set first (entry value for the k steps, 0 for the
+  // terminal obs slot after each step that ends its episode), as k add() calls would set them. Same
+  // arguments and errors; wait-free like Ring::add_many plus one lock-free leaf set per slot.
+  void add_many(std::uint32_t stream, std::size_t k, const std::uint8_t* obs, const std::int64_t* action,
+                const float* reward, const bool* terminated, const bool* truncated, const std::uint8_t* next_obs,
+                const bool* was_default, const std::int32_t* delay, std::uint64_t writer = 0,
+                const bool* episode_start = nullptr) {
+    std::uint64_t h = ring_.head(stream);  // checks the stream; only this writer moves it
+    for (std::size_t i = 0; i < k; ++i) {
+      Ring::check_step(action[i], reward[i], delay ? delay[i] : 0);
+      if ((terminated[i] || truncated[i]) && next_obs == nullptr)
+        throw InvalidArgument("next_obs is required when terminated or truncated");
+    }
+    const std::uint64_t v = entry_value();
+    for (std::size_t i = 0; i < k; ++i, ++h) {
+      tree_.set(leaf_of(stream, h), v, h / S_);
+      if (terminated[i] || truncated[i]) {
+        ++h;
+        tree_.set(leaf_of(stream, h), 0, h / S_);
+      }
+    }
+    ring_.add_many(stream, k, obs, action, reward, terminated, truncated, next_obs, was_default, delay, writer,
+                   episode_start);
+  }
+
   // Ring::add, with the new slots' leaves set first (see the file comment). Same arguments and errors.
   void add(std::uint32_t stream, const void* obs, std::int64_t action, float reward, bool terminated, bool truncated,
            const void* next_obs, bool was_default, std::int32_t delay, std::uint64_t writer = 0,
