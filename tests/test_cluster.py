@@ -196,9 +196,10 @@ def test_an_action_history_crosses_nodes_with_the_batches_and_the_stacks(cluster
 @pytest.mark.timeout(240)
 def test_remote_inference_workers_act_through_a_relay(cluster, tmp_path):
     """``--workers-on gpu`` with no GPU: remote worker actors on other nodes; the env node's relays take
-    their turns, the round trip counts as the pass and is measured."""
+    their turns, the round trip counts as the pass and is measured. With an action history: the relay
+    sends it with the stack, the learners get it with their batches."""
     s = rtcore.run(cluster_config(tmp_path, env_nodes=1, workers="2", workers_on="gpu", cluster_placement="spread",
-                                  seconds=8.0))
+                                  seconds=8.0, action_history=2))  # the history travels with the stack
     c = s.extra["cluster"]
     assert s.stopped_by == "time" and not s.faults, s.faults
     relay = c["nodes"][0]["relay"]

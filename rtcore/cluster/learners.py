@@ -165,16 +165,16 @@ class Learner:
             import torch.multiprocessing  # noqa: F401  (CUDA IPC handles unpickle as shared tensors)
         objs = pickle.loads(handles)
         lcfg = LearnerConfig(**setup["learner_config"])
-        k = int(setup.get("action_history", 0))
         batches = ShardBatches(shards, lcfg.batch_size, lcfg.learn_on, lcfg.prioritized, setup["frame_stack"],
-                               tuple(setup["obs_shape"]), setup["obs_dtype"], setup["prefetch"], action_history=k)
+                               tuple(setup["obs_shape"]), setup["obs_dtype"], setup["prefetch"],
+                               action_history=setup["action_history"])
         spec = LearnerSpec(learner=j, model_spec=setup["model_spec"], in_frames=setup["frame_stack"],
                            n_actions=setup["n_actions"], config=lcfg, device=setup["device"],
                            threads=setup["threads"], nice=setup["nice"], learning_starts=setup["learning_starts"],
                            updates_per_step=setup["updates_per_step"], params=objs["params"], replay=batches,
                            turnstile=objs["turnstile"], state=objs["state"], telemetry=objs["telemetry"],
                            obs_board=batches, seed=setup["seed"] + 1000 + j, obs_shape=tuple(setup["obs_shape"]),
-                           action_history=k)
+                           action_history=setup["action_history"])
         try:
             learner_main(spec)
         finally:

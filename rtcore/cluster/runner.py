@@ -145,7 +145,7 @@ class _ClusterRun:
         for i in range(E):
             self.nodes[i] = node_cls.options(num_cpus=env_b["CPU"], num_gpus=env_b.get("GPU", 0), max_restarts=0,
                                              scheduling_strategy=bundle_strategy(pg, i)).remote(
-                cfg, i, str(self.run_dir / f"node-{i}"))
+                cfg, i, str(self.run_dir.resolve() / f"node-{i}"))  # the same absolute path on its node
         setups = {i: n.setup.remote() for i, n in self.nodes.items()}
         for i, ref in setups.items():
             self.infos[i] = ray.get(ref, timeout=STARTUP_TIMEOUT)
@@ -275,8 +275,9 @@ class _ClusterRun:
                     self.group_status = ray.get(gref, timeout=STATUS_TIMEOUT)
                 except self.lost + (ray.exceptions.GetTimeoutError,) as exc:
                     self.group_lost = True
+                    last = self.group_status["version"] if self.group_status else -1
                     self.fault(f"the learner group is lost ({type(exc).__name__}: its node died?); learning stops, "
-                               f"the env nodes act on with parameter version {self.group_status and self.group_status['version']}")
+                               f"the env nodes act on with parameter version {last}")
             self.check_learners()
             now = time.monotonic()
             if now >= next_row or now >= t_end:

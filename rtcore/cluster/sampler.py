@@ -11,8 +11,8 @@ the ``ReplayBuffer`` methods :class:`rtcore.agent.dqn.DQNLearner` and
 ``seed``, ``prioritized``, ``update_priorities``) and the ``ObsBoard`` ones the learner's throttle uses
 (``step``, ``wait_step``). A fetcher thread keeps ``prefetch`` requests in flight per shard and pulls the
 batches to the learner's node round-robin over the shards, so a batch travels while the learner computes
-on the previous one; the wait for one that has not arrived yet is counted in the learner's sample time. A shard whose actor is gone (its node
-was lost) is dropped and counted; the others carry on.
+on the previous one; the wait for one that has not arrived yet is counted in the learner's sample time.
+A shard whose actor is gone (its node was lost) is dropped and counted; the others carry on.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from rtcore.cluster._ray import lost_errors
 
 __all__ = ["ShardSampler", "ShardBatches", "BATCH_FIELDS"]
 
-BATCH_FIELDS = ("obs", "next_obs", "action", "reward", "done", "discount", "was_default", "delay", "index", "weight")
-HISTORY_FIELDS = ("action_history", "next_action_history")  # shards with an action history (--action-history K)
+BATCH_FIELDS = ("obs", "next_obs", "action", "reward", "done", "discount", "was_default", "delay", "index", "weight",
+                "action_history", "next_action_history")
 STATS_EVERY = 0.2  # seconds between size/step refreshes of idle shards
 
 
@@ -59,8 +59,7 @@ class ShardSampler:
             b = self.replay.sample(batch_size, beta=beta if self.replay.prioritized else None, learn_on=learn_on)
         except ValueError:  # fewer sampleable transitions than stored ones (episode starts, n-step tails)
             return None, stats
-        fields = BATCH_FIELDS + (HISTORY_FIELDS if self.replay.action_history else ())
-        out = {k: np.array(getattr(b, k)) for k in fields}  # own arrays: the pool reuses its memory
+        out = {k: np.array(getattr(b, k)) for k in BATCH_FIELDS}  # own arrays: the pool reuses its memory
         self.sample_s += time.perf_counter() - t0
         self.samples += 1
         return out, stats
@@ -81,8 +80,7 @@ class ShardBatches:
     :meth:`sample`) keeps ``prefetch`` requests in flight per shard and ``ray.get``s them in turn (Ray pulls
     an object to this node only when it is asked for, so the transfer itself must be asked for ahead), and
     holds up to ``prefetch`` fetched batches for the learner: it moves the next batches while the learner
-    computes on this one. ``action_history``: K of the shards' ReplayBuffers (their batches then carry the
-    histories too)."""
+    computes on this one."""
 
     def __init__(self, shards: list[tuple[int, Any]], batch_size: int, learn_on: str, prioritized: bool,
                  frame_stack: int, obs_shape: tuple[int, ...], obs_dtype: str, prefetch: int = 2,
@@ -101,8 +99,7 @@ class ShardBatches:
         self.obs_shape = tuple(int(d) for d in obs_shape)
         self.obs_dtype = np.dtype(obs_dtype)
         self.prefetch = int(prefetch)
-        self.action_history = int(action_history)
-        self._fields = BATCH_FIELDS + (HISTORY_FIELDS if self.action_history else ())
+        self.action_history = int(action_history)  # K of the shards' buffers (history width K + 1, or 0)
         self.inflight: dict[int, list[Any]] = {i: [] for i in self.shards}  # the fetcher's only
         self.sizes = {i: 0 for i in self.shards}
         self.steps = {i: 0 for i in self.shards}
@@ -132,13 +129,13 @@ class ShardBatches:
         from rtcore.shared.replay import ReplayBatch
 
         b = int(batch_size)
-        h = self.action_history + 1 if self.action_history else 0
         stack = (b, self.frame_stack, *self.obs_shape)
+        hist = (b, self.action_history + 1 if self.action_history else 0)
         return ReplayBatch(obs=np.zeros(stack, self.obs_dtype), next_obs=np.zeros(stack, self.obs_dtype),
                            action=np.zeros(b, np.int64), reward=np.zeros(b, np.float32), done=np.zeros(b, np.bool_),
                            discount=np.zeros(b, np.float32), was_default=np.zeros(b, np.bool_),
                            delay=np.zeros(b, np.int32), index=np.zeros(b, np.int64), weight=np.ones(b, np.float32),
-                           action_history=np.zeros((b, h), np.int64), next_action_history=np.zeros((b, h), np.int64))
+                           action_history=np.zeros(hist, np.int64), next_action_history=np.zeros(hist, np.int64))
 
     def sample(self, batch_size: int, out: Any = None, beta: float | None = None, learn_on: str | None = None):
         """Fills ``out`` with the next fetched batch (round-robin over the shards); waits for one if none is
@@ -165,7 +162,7 @@ class ShardBatches:
             self._ready.put(item)  # every later call says the same
             raise item
         i, arrays = item
-        for k in self._fields:
+        for k in BATCH_FIELDS:
             np.copyto(getattr(out, k), arrays[k])
         self._last_shard = i
         self.batches += 1

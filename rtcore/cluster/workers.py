@@ -30,19 +30,19 @@ __all__ = ["RemoteWorker", "relay_loop"]
 
 
 class _Given:
-    """The ObsBoard face an Actor reads from: the stack (and action history) the relay sent."""
+    """The ObsBoard face an Actor reads from: the stack the relay sent."""
 
-    def __init__(self, action_history: int = 0) -> None:
+    def __init__(self, action_history: int) -> None:
+        self.action_history = action_history  # the Actor checks it against its model's
         self.stack: np.ndarray | None = None
         self.history: np.ndarray | None = None
         self.step = -1
         self.published = 1
-        self.action_history = action_history
 
     def read(self, out: np.ndarray, history: np.ndarray | None = None, actions: Any = None) -> tuple[None, int]:
         np.copyto(out, self.stack)
-        if history is not None:
-            np.copyto(history, self.history)  # read on the env node with the stack (ObsBoard.read)
+        if history is not None:  # the env node read it with the stack (the pending action looked up there)
+            np.copyto(history, self.history)
         return None, self.step
 
 
@@ -73,7 +73,7 @@ class RemoteWorker:
 
     def act(self, stack: np.ndarray, step: int, history: np.ndarray | None = None) -> tuple[int, int, float]:
         """``(action, global parameter version, seconds of the forward pass)`` for the frame stack at ``step``
-        (and its action history, read with it on the env node, when the run has one)."""
+        (and its action history, with ``--action-history``)."""
         self.given.stack, self.given.step, self.given.history = stack, int(step), history
         t0 = time.perf_counter()
         action, _, _, _ = self.actor.act()
@@ -117,7 +117,7 @@ def relay_loop(w: int, handle: Any, node: Any, stats: RelayStats, stopping: Call
     row[WorkerCol.STARTS] += 1
     stack = np.zeros((node.cfg.frame_stack, *node.obs_shape), dtype=node.obs_dtype)
     k = int(node.cfg.action_history)
-    hist = np.zeros(k + 1, np.int64) if k else None  # the stack's action history, read with it
+    hist = np.zeros(k + 1, np.int64) if k else None
     stop = lambda: stopping() or tel.stopping  # noqa: E731
     while board.published < 1:
         if stop():
