@@ -40,6 +40,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from rtcore.cluster import _ray  # noqa: E402
 from rtcore.cluster._ray import LOOPBACK, pin_loopback  # noqa: E402
 
 pin_loopback()
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("node_a", "node_b"):
             c.add_node(num_cpus=2, resources={name: 8}, node_ip_address=LOOPBACK, object_store_memory=store)
         c.wait_for_nodes()
-        ray.init(address=c.address, _node_ip_address=LOOPBACK, include_dashboard=False)
+        _ray.init(address=c.address, _node_ip_address=LOOPBACK, include_dashboard=False)
         from rtcore.cluster.sampler import ShardSampler
 
         far, near = Far.remote(), Near.remote()

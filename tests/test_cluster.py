@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from rtcore.cluster import _ray
 from rtcore.cluster._ray import LOOPBACK, pin_loopback
 
 pin_loopback()  # before Ray is imported: Ray must not rewrite 127.0.0.1 to the interface address
@@ -48,7 +49,8 @@ def cluster():
         for _ in range(3):
             c.add_node(**_node_args())
         c.wait_for_nodes()
-        ray.init(address=c.address, _node_ip_address=LOOPBACK, include_dashboard=False)
+        # rtcore's ray.init: the actors import the rtcore under test, not a source tree in the cwd (CI)
+        _ray.init(address=c.address, _node_ip_address=LOOPBACK, include_dashboard=False)
         yield c
     finally:
         ray.shutdown()

@@ -6,14 +6,21 @@ every connection on 127.0.0.1. Ray's ``ray.init(address=...)`` rewrites a loopba
 machine's interface address (``resolve_ip_for_localhost``) unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
 is set before Ray is imported; :func:`pin_loopback` sets it (and the node-IP variables) for this process
 and the Ray processes it starts. The dashboard and usage statistics are off.
+
+Imports on the workers: ``ray.init`` puts the driver's current directory on every worker's ``sys.path``,
+ahead of site-packages. Run from another rtcore source tree (a checkout whose extension is not built,
+as in CI, which installs the package), the actors would import that tree and fail; :func:`init` then
+calls ``ray.init`` from a neutral directory. From any other directory (a user's project, whose env
+factories the actors import) the current directory is kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any
+from typing import Any, Iterator
 
-__all__ = ["import_ray", "pin_loopback", "connect", "lost_errors", "bundle_strategy", "PLACEMENT_STRATEGIES",
+__all__ = ["import_ray", "pin_loopback", "connect", "init", "lost_errors", "bundle_strategy", "PLACEMENT_STRATEGIES",
            "OBJECT_STORE_BYTES", "LOOPBACK"]
 
 LOOPBACK = "127.0.0.1"
@@ -48,6 +55,36 @@ def import_ray(loopback: bool = True) -> Any:
     return ray
 
 
+@contextlib.contextmanager
+def _cwd_not_shadowing_rtcore() -> Iterator[None]:
+    """The current directory for ``ray.init``: a neutral one when this one holds an rtcore source tree other
+    than the rtcore imported here (see the module docstring), else this one."""
+    import tempfile
+    from pathlib import Path
+
+    import rtcore
+
+    cwd = os.getcwd()
+    installed = Path(rtcore.__file__).resolve().parent.parent
+    if not (Path(cwd) / "rtcore" / "__init__.py").exists() or Path(cwd).resolve() == installed:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="rtcore-ray-init-") as neutral:
+        os.chdir(neutral)
+        try:
+            yield
+        finally:
+            os.chdir(cwd)
+
+
+def init(**kw: Any) -> Any:
+    """``ray.init(**kw)`` whose workers import the rtcore this process imported (see the module docstring)."""
+    import ray
+
+    with _cwd_not_shadowing_rtcore():
+        return ray.init(**kw)
+
+
 def _is_loopback(address: str) -> bool:
     host = address.rsplit(":", 1)[0] if ":" in address else address
     return host in ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -70,9 +107,9 @@ def connect(cluster: str, *, num_cpus: int | None = None, log_to_driver: bool = 
     if loopback:
         kw["_node_ip_address"] = LOOPBACK
     if address is None:
-        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, object_store_memory=OBJECT_STORE_BYTES, **kw)
+        init(num_cpus=num_cpus or os.cpu_count() or 1, object_store_memory=OBJECT_STORE_BYTES, **kw)
         return ray, True
-    ray.init(address=address, **kw)
+    init(address=address, **kw)
     return ray, False
 
 
