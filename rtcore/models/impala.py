@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rtcore.models.layers import (conv_out, head_parameters, image_geometry, make_head, min_frame_side, pool_out,
+from rtcore.models.layers import (FeatureNet, conv_out, head_parameters, image_geometry, make_head, min_frame_side, pool_out,
                                   scale_frames)
 from rtcore.models.spec import ModelSpec
 
@@ -85,7 +85,7 @@ class ConvStack(nn.Module):
         return self.res1(self.res0(self.pool(self.conv(x))))
 
 
-class ImpalaCNN(nn.Module):
+class ImpalaCNN(FeatureNet):
     """Impala ResNet Q-network of width multiplier ``k``; input uint8 frames (B, in_frames, *obs_shape).
 
     ``obs_shape`` is one frame, ``(H, W)`` or ``(C, H, W)`` (default: ``frame_size``); the stack's frames
@@ -120,21 +120,6 @@ class ImpalaCNN(nn.Module):
         """What the head sees: (B, features)."""
         x = obs.reshape(-1, self.in_channels, self.frame_size[0], self.frame_size[1])
         return F.relu(self.stacks(scale_frames(x))).flatten(1)
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(obs))
-
-    def log_dist(self, obs: torch.Tensor) -> torch.Tensor:
-        """C51 models only (eager): log-probabilities (B, n_actions, atoms) of the returns on ``head.support``."""
-        return self.head.log_dist(self.features(obs))
-
-    def forward_with(self, obs: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
-        """Q-values with ``extra`` features (B, history_features) beside the conv features (action history)."""
-        return self.head(torch.cat([self.features(obs), extra], 1))
-
-    def log_dist_with(self, obs: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
-        """:meth:`log_dist` with ``extra`` features, as :meth:`forward_with`."""
-        return self.head.log_dist(torch.cat([self.features(obs), extra], 1))
 
 
 def impala_parameters(spec: ModelSpec, in_frames: int, n_actions: int,

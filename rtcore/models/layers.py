@@ -96,3 +96,27 @@ def head_parameters(in_features: int, hidden: int, n_actions: int, dueling: bool
     if dueling:
         return mult * (2 * stream + (hidden * atoms + atoms) + (hidden * outs + outs))
     return mult * (stream + hidden * outs + outs)
+
+
+class FeatureNet(nn.Module):
+    """An rtcore model made of ``features(obs)`` (B, F) and a ``head``: Q-values, C51 log-probabilities, and
+    both with ``extra`` features (an action history) beside the conv features. Subclasses define
+    ``features`` and ``head``."""
+
+    def features(self, obs: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(obs))
+
+    def log_dist(self, obs: torch.Tensor) -> torch.Tensor:
+        """C51 models only (eager): log-probabilities (B, n_actions, atoms) of the returns on ``head.support``."""
+        return self.head.log_dist(self.features(obs))
+
+    def forward_with(self, obs: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        """Q-values with ``extra`` features (B, history_features) beside the conv features (action history)."""
+        return self.head(torch.cat([self.features(obs), extra], 1))
+
+    def log_dist_with(self, obs: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        """:meth:`log_dist` with ``extra`` features, as :meth:`forward_with`."""
+        return self.head.log_dist(torch.cat([self.features(obs), extra], 1))

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rtcore.models.layers import conv_out, head_parameters, image_geometry, make_head, min_frame_side, scale_frames
+from rtcore.models.layers import FeatureNet, conv_out, head_parameters, image_geometry, make_head, min_frame_side, scale_frames
 from rtcore.models.spec import ModelSpec
 
 __all__ = ["NatureCNN", "nature_parameters"]
@@ -44,7 +44,7 @@ def _feature_hw(frame_size: tuple[int, int]) -> tuple[int, int]:
                          f"at least {side}x{side}; use 'minatar' or 'mlp' for small frames") from None
 
 
-class NatureCNN(nn.Module):
+class NatureCNN(FeatureNet):
     """Nature DQN Q-network; input uint8 frames (B, in_frames, *obs_shape), ``obs_shape`` (H, W) or (C, H, W)."""
 
     def __init__(self, in_frames: int, n_actions: int, k: float = 2.0, dueling: bool = False, hidden: int = 512,
@@ -73,21 +73,6 @@ class NatureCNN(nn.Module):
         x = F.relu(self.conv0(scale_frames(x)))
         x = F.relu(self.conv1(x))
         return F.relu(self.conv2(x)).flatten(1)
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(obs))
-
-    def log_dist(self, obs: torch.Tensor) -> torch.Tensor:
-        """C51 models only (eager): log-probabilities (B, n_actions, atoms) of the returns on ``head.support``."""
-        return self.head.log_dist(self.features(obs))
-
-    def forward_with(self, obs: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
-        """Q-values with ``extra`` features (B, history_features) beside the conv features (action history)."""
-        return self.head(torch.cat([self.features(obs), extra], 1))
-
-    def log_dist_with(self, obs: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
-        """:meth:`log_dist` with ``extra`` features, as :meth:`forward_with`."""
-        return self.head.log_dist(torch.cat([self.features(obs), extra], 1))
 
 
 def nature_parameters(spec: ModelSpec, in_frames: int, n_actions: int,

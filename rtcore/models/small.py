@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rtcore.models.layers import conv_out, head_parameters, image_geometry, make_head, scale_frames
+from rtcore.models.layers import FeatureNet, conv_out, head_parameters, image_geometry, make_head, scale_frames
 from rtcore.models.spec import ModelSpec
 
 __all__ = ["MinAtarNet", "MLP", "minatar_parameters", "mlp_parameters"]
@@ -32,7 +32,7 @@ def _minatar_features(spec_k: float, in_frames: int, obs_shape: tuple[int, ...])
     return c_in, h, w, int(16 * spec_k) * fh * fw
 
 
-class MinAtarNet(nn.Module):
+class MinAtarNet(FeatureNet):
     """The MinAtar paper's Q-network (see the module docstring)."""
 
     def __init__(self, in_frames: int, n_actions: int, k: float = 1.0, dueling: bool = False, hidden: int = 128,
@@ -56,21 +56,6 @@ class MinAtarNet(nn.Module):
         x = obs.reshape(-1, self.in_channels, self.frame_size[0], self.frame_size[1])
         return F.relu(self.conv(scale_frames(x))).flatten(1)
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(obs))
-
-    def log_dist(self, obs: torch.Tensor) -> torch.Tensor:
-        """C51 models only (eager): log-probabilities (B, n_actions, atoms) of the returns on ``head.support``."""
-        return self.head.log_dist(self.features(obs))
-
-    def forward_with(self, obs: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
-        """Q-values with ``extra`` features (B, history_features) beside the conv features (action history)."""
-        return self.head(torch.cat([self.features(obs), extra], 1))
-
-    def log_dist_with(self, obs: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
-        """:meth:`log_dist` with ``extra`` features, as :meth:`forward_with`."""
-        return self.head.log_dist(torch.cat([self.features(obs), extra], 1))
-
 
 def minatar_parameters(spec: ModelSpec, in_frames: int, n_actions: int, obs_shape: tuple[int, ...],
                        history_features: int = 0) -> int:
@@ -79,7 +64,7 @@ def minatar_parameters(spec: ModelSpec, in_frames: int, n_actions: int, obs_shap
     return c_in * c * 9 + c + head_parameters(features + history_features, spec.hidden, n_actions, spec.dueling, spec.noisy, spec.atoms)
 
 
-class MLP(nn.Module):
+class MLP(FeatureNet):
     """A multilayer perceptron Q-network over the flattened observation stack (see the module docstring)."""
 
     def __init__(self, in_frames: int, n_actions: int, hidden: int = 256, layers: int = 2, dueling: bool = False,
@@ -111,13 +96,6 @@ class MLP(nn.Module):
     def features(self, obs: torch.Tensor) -> torch.Tensor:
         """What the head sees: (B, features)."""
         return self.body(obs.reshape(-1, self.in_features).to(torch.float32) * self.input_scale)
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(obs))
-
-    def log_dist(self, obs: torch.Tensor) -> torch.Tensor:
-        """C51 models only (eager): log-probabilities (B, n_actions, atoms) of the returns on ``head.support``."""
-        return self.head.log_dist(self.features(obs))
 
     def _input_with(self, obs: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
         return torch.cat([obs.reshape(-1, self.in_features).to(torch.float32) * self.input_scale, extra], 1)
