@@ -244,6 +244,7 @@ class RunAccounting:
             steps_completed=int(tel.control[Control.STEPS_COMPLETED]),
             extra={"learner_time_per_update_s": self._learner_time_per_update(r),
                    "act_time_mean_s": self._act_time(r),
+                   **self._frozen(r),
                    "driver_cost_us": 1e6 * float(_field(st, "cost_mean")),
                    "reset_time_mean_s": float(_field(st, "reset_time_mean")),
                    "params": r.numel,
@@ -276,6 +277,17 @@ class RunAccounting:
             return math.nan
         busy = sum(w[:, c].sum() for c in (WorkerCol.PICKUP_S, WorkerCol.READ_S, WorkerCol.INFER_S, WorkerCol.POST_S))
         return float(busy / turns)
+
+    def _frozen(self, r: Any) -> dict[str, float]:
+        """Backend 'frozen': refreshes of the spare copies, their mean time, and the mean number of versions
+        an action's parameters trailed the newest by (rtcore.models.frozen)."""
+        if r.cfg.backend != "frozen":
+            return {}
+        w = r.telemetry.workers
+        turns, n = w[:, WorkerCol.TURNS].sum(), w[:, WorkerCol.REFRESHES].sum()
+        return {"frozen_refreshes": int(n),
+                "frozen_refresh_s_mean": float(w[:, WorkerCol.REFRESH_S].sum() / n) if n > 0 else math.nan,
+                "frozen_version_lag_mean": float(w[:, WorkerCol.VERSION_LAG].sum() / turns) if turns > 0 else math.nan}
 
     def _learner_time_per_update(self, r: Any) -> float:
         L = r.telemetry.learners

@@ -33,6 +33,7 @@ __all__ = ["read_delay_schedule", "RunConfig", "add_config_arguments", "config_f
            "make_run_dir"]
 
 MODES = ("staggered", "sequential")
+BACKENDS = ("script", "export", "eager", "frozen")  # how workers run the model (frozen: rtcore.models.frozen)
 PARAM_SPARE_READERS = 8
 AGENTS = ("dqn", "rainbow")
 LEARN_ON = ("applied", "acted")
@@ -63,7 +64,7 @@ class RunConfig:
     learner_device: Optional[str] = None
     """Device of the learners (default: same as ``device``)."""
     backend: str = "script"
-    """How workers run the model: ``script`` (TorchScript), ``export`` (torch.export) or ``eager``."""
+    """How workers run the model: ``script`` (TorchScript), ``export`` (torch.export), ``eager``, or ``frozen`` (CPU only: frozen, oneDNN-optimized TorchScript whose constants a thread in each worker refreshes in place to each new parameter version while the worker acts on the other of two copies; faster passes, for two private copies of the parameters per worker and a version lag of one refresh plus at most a turn; not for noisy nets; see rtcore.models.frozen)."""
 
     # --- acting
     mode: str = "staggered"
@@ -236,8 +237,11 @@ class RunConfig:
         if self.learner_device is not None and not all(d.strip() == "cpu" or d.strip().startswith("cuda")
                                                        for d in self.learner_device.split(",")):
             bad("learner_device", "'cpu', 'cuda[:index]', a comma-separated list of GPUs ('cuda:0,cuda:1') or None")
-        if self.backend not in ("script", "export", "eager"):
-            bad("backend", "'script', 'export' or 'eager'")
+        if self.backend not in BACKENDS:
+            bad("backend", "'script', 'export', 'eager' or 'frozen'")
+        if self.backend == "frozen" and self.device != "cpu":
+            bad("backend", f"'script', 'export' or 'eager' with device = {self.device!r}: 'frozen' runs CPU "
+                f"workers only (torch's optimize_for_inference applies oneDNN on the CPU)")
         if self.mode not in MODES:
             bad("mode", " or ".join(repr(m) for m in MODES))
         if self.sequential_order not in SEQUENTIAL_ORDERS:
@@ -349,6 +353,10 @@ class RunConfig:
             parse_model_spec(self.model_spec())
         except ValueError as e:
             raise ValueError(f"model = {self.model!r}: {e}") from None
+        if self.backend == "frozen" and parse_model_spec(self.model_spec()).noisy:
+            raise ValueError(f"backend = 'frozen' with a noisy model ({self.model_spec()}): a frozen graph folds "
+                             f"mu + sigma * eps into constants, which cannot follow new versions or new noise in "
+                             f"place; use backend 'script'")
         self._validate_cluster(bad)
         if self.mode == "sequential" and w not in ("auto", "1"):
             bad("workers", "1 or 'auto' in sequential mode (one process acts and learns)")
@@ -370,6 +378,9 @@ class RunConfig:
                 bad("resume", "None with --cluster (a cluster run does not resume; it writes its final parameters)")
             if self.workers_on == "gpu" and self.elastic:
                 bad("elastic", "off with --workers-on gpu (elastic N grows local worker processes)")
+            if self.workers_on == "gpu" and self.backend == "frozen":
+                bad("backend", "'script', 'export' or 'eager' with --workers-on gpu (remote workers follow versions "
+                    "through Ray; 'frozen' is for worker processes on the env nodes)")
             if self.workers_on == "gpu" and str(self.workers).strip().lower() == "auto":
                 bad("workers", "a number with --workers-on gpu (auto sizes N from the forward pass measured on the "
                                "env node, which leaves out the network round trip)")
@@ -566,7 +577,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type = RunConfig)
 
     choices = {"mode": MODES, "learn_on": LEARN_ON, "stagger": STAGGER_MODES, "pushback": PUSHBACKS,
                "sequential_order": SEQUENTIAL_ORDERS, "workers_on": WORKERS_ON, "cluster_placement": PLACEMENTS,
-               "backend": ("script", "export", "eager")}
+               "backend": BACKENDS}
     for f in fields(cls):
         tp, optional = _base_type(hints[f.name])
         flag = "--" + f.name.replace("_", "-")

@@ -25,6 +25,7 @@ worker's row of :class:`rtcore.agent.metrics.Telemetry`; the runner turns it int
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import traceback
@@ -76,7 +77,10 @@ class Actor:
         self.obs_board = obs_board
         self.device = torch.device(cfg.device)
         self.rng = np.random.default_rng(cfg.seed)
-        self.module = load_for_inference(cfg.model_path, self.device, backend=cfg.backend)
+        frozen = cfg.backend == "frozen"
+        if frozen and self.device.type != "cpu":
+            raise ValueError(f"backend 'frozen' runs on the CPU only, got device {cfg.device!r}")
+        self.module = load_for_inference(cfg.model_path, self.device, backend="script" if frozen else cfg.backend)
         k = int(cfg.action_history)
         # an exported program keeps no attributes: its inputs are checked by the first forward pass (warmup)
         model_k = int(getattr(self.module, "action_history", k if cfg.backend == "export" else 0))
@@ -85,7 +89,8 @@ class Actor:
             raise ValueError(f"action_history: the actor is configured with {k}, its model takes {model_k} and its "
                              f"ObsBoard keeps {board_k}; build all three with the same K")
         self.action_board = action_board
-        self.reader = ParamReader(params, self.module, mirror)
+        self.frozen: Any = None  # backend 'frozen': the rtcore.models.frozen.FrozenFollower the actor runs
+        self.reader: Any = None if frozen else ParamReader(params, self.module, mirror)
         # the emulated latency can change at run time: the runner writes it into the control array
         self._delay_ns = control[Control.INFERENCE_DELAY_NS:Control.INFERENCE_DELAY_NS + 1] if control is not None else None
         from rtcore.models.noisy import noise_resetter
@@ -112,6 +117,24 @@ class Actor:
             self._hhost = hh
             self.history = hh.numpy()[0]
         self.last_infer_s = 0.0
+        if frozen:
+            from rtcore.models.frozen import FrozenFollower
+
+            self.frozen = FrozenFollower(params, self.module, self._example(torch, obs_dtype), seed=cfg.seed)
+            self.frozen.start()
+            self._refreshes_seen = (0, 0.0)
+            self.module = None  # the scripted module was the template: the two frozen copies are what runs
+
+    def _example(self, torch: Any, obs_dtype: Any) -> tuple[Any, ...]:
+        """Seeded inputs of the actor's shapes (the frozen module's build check)."""
+        g = torch.Generator().manual_seed(self.cfg.seed)
+        if np.dtype(obs_dtype) == np.uint8:
+            x = torch.randint(0, 256, tuple(self._host.shape), dtype=torch.uint8, generator=g)
+        else:
+            x = torch.randn(tuple(self._host.shape), generator=g).to(self._host.dtype)
+        if self._hhost is None:
+            return (x,)
+        return (x, torch.randint(-1, int(self.cfg.n_actions), tuple(self._hhost.shape), generator=g))
 
     @property
     def inference_delay(self) -> float:
@@ -121,7 +144,7 @@ class Actor:
     @property
     def version(self) -> int:
         """Parameter version of the last action."""
-        return self.reader.version
+        return self.frozen.version if self.frozen is not None else self.reader.version
 
     def act(self, timing: np.ndarray | None = None) -> tuple[int, int, bool, float]:
         """One action: ``(action, obs_step, random, epsilon)``; adds its times to a worker row when given.
@@ -131,7 +154,13 @@ class Actor:
         import torch
 
         t0 = monotonic()
-        with self.reader.pinned():
+        lag = 0
+        if self.frozen is not None:  # swap in the copy the refresh thread finished, if any; nothing to pin
+            lag = self.frozen.turn()
+            turn: Any = contextlib.nullcontext()
+        else:
+            turn = self.reader.pinned()
+        with turn:
             t1 = monotonic()
             if self.history is None:
                 _, step = self.obs_board.read(out=self.stack)
@@ -146,7 +175,8 @@ class Actor:
             if delay > 0:  # emulated extra latency, on top of the real forward pass
                 sleep_until(monotonic() + delay)
             t3 = monotonic()
-        self.reader.prefetch()  # CUDA: copy a newer version while waiting for the next turn
+        if self.reader is not None:
+            self.reader.prefetch()  # CUDA: copy a newer version while waiting for the next turn
         eps = epsilon_at(int(step), self.cfg.epsilon_start, self.cfg.epsilon_end, self.cfg.epsilon_decay_steps)
         rand = bool(self.rng.random() < eps)
         if rand:
@@ -158,9 +188,16 @@ class Actor:
             timing[WorkerCol.INFER_S] += t3 - t2
             if t3 - t2 > timing[WorkerCol.INFER_MAX]:
                 timing[WorkerCol.INFER_MAX] = t3 - t2
-            if self.reader.version != timing[WorkerCol.VERSION]:
+            version = self.version
+            if version != timing[WorkerCol.VERSION]:
                 timing[WorkerCol.PICKUPS] += 1
-                timing[WorkerCol.VERSION] = self.reader.version
+                timing[WorkerCol.VERSION] = version
+            if self.frozen is not None:
+                timing[WorkerCol.VERSION_LAG] += lag
+                n, secs = self.frozen.refreshes, self.frozen.refresh_s  # the row outlives a respawned worker: add
+                timing[WorkerCol.REFRESHES] += n - self._refreshes_seen[0]
+                timing[WorkerCol.REFRESH_S] += secs - self._refreshes_seen[1]
+                self._refreshes_seen = (n, secs)
             timing[WorkerCol.RANDOM] += rand
             timing[WorkerCol.EPSILON] = eps
             timing[WorkerCol.LAST_STEP] = step
@@ -171,7 +208,7 @@ class Actor:
         import torch
 
         for _ in range(passes):
-            with self.reader.pinned():
+            with self.reader.pinned() if self.frozen is None else contextlib.nullcontext():
                 self._forward(torch)
 
     def wait_first_frame(self, should_stop: Callable[[], bool], poll: float = 0.05) -> bool:
@@ -194,11 +231,15 @@ class Actor:
                 self._x.copy_(self._host, non_blocking=True)
                 if self._h is not None:
                     self._h.copy_(self._hhost, non_blocking=True)
-            q = self.module(self._x) if self._h is None else self.module(self._x, self._h)
+            module = self.module if self.frozen is None else self.frozen.module
+            q = module(self._x) if self._h is None else module(self._x, self._h)
             return int(q.argmax(dim=1).item())  # .item() synchronises a CUDA stream
 
     def close(self) -> None:
-        self.reader.close()
+        if self.frozen is not None:
+            self.frozen.close()
+        if self.reader is not None:
+            self.reader.close()
 
 
 @dataclass

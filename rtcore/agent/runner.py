@@ -33,6 +33,7 @@ plumbing in ``_proc``.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import functools
 import json
@@ -159,13 +160,23 @@ class _Runner:
                                  numel=int(self.numel), action_history=cfg.action_history)
         if self.start is not None:
             self.identity.check(self.start.identity, str(self.start_path))
-        fmt = {"script": ("script", "model.pt"), "export": ("export", "model.pt2"), "eager": ("checkpoint", "model.ckpt")}
+        fmt = {"script": ("script", "model.pt"), "export": ("export", "model.pt2"), "eager": ("checkpoint", "model.ckpt"),
+               "frozen": ("script", "model.pt")}
         kind, filename = fmt[cfg.backend]
         self.model_path = str((self.run_dir / filename).resolve())
         save_model(self.model, self.model_path, format=kind)
+        frozen = cfg.backend == "frozen"
+        if frozen:  # refused here, with the reason, rather than in every worker
+            from rtcore.models import example_history, example_input
+            from rtcore.models.export import script_model
+            from rtcore.models.frozen import RefreshableFrozen
+
+            example = (example_input(self.model),) + ((example_history(self.model),) if cfg.action_history else ())
+            RefreshableFrozen(script_model(copy.deepcopy(self.model).eval()), example, seed=cfg.seed)
         self.log(f"rtcore: measuring {self.model_spec} ({self.numel:,} parameters) on {cfg.device} ...")
-        self.latency = measure_latency(self.model, cfg.device, iters=cfg.latency_iters, warmup=5, backend=cfg.backend,
-                                       threads=1, seed=cfg.seed)
+        self.latency = measure_latency(self.model, cfg.device, iters=cfg.latency_iters, warmup=5,
+                                       backend="script" if frozen else cfg.backend, frozen=frozen, threads=1,
+                                       seed=cfg.seed)
         self.tau_theta_max = cfg.tau_theta if cfg.tau_theta else self.latency["p99"] + cfg.inference_delay
         from rtcore import n_star
 

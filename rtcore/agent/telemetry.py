@@ -34,7 +34,10 @@ class WorkerCol:
     EPSILON = 13     # epsilon of the last action
     LAST_STEP = 14   # env step of the observation of the last action
     POSTS = 15       # entries written to this worker's post-time ring (monotonic)
-    COUNT = 16
+    VERSION_LAG = 16  # versions the acted-on parameters trailed the newest by at the turn's start (sum; frozen backend)
+    REFRESHES = 17   # new versions written into the frozen module's spare copy (frozen backend)
+    REFRESH_S = 18   # seconds the refresh thread spent writing them (sum; off the worker's hot path)
+    COUNT = 19
 
 
 class LearnerCol:
