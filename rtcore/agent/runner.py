@@ -79,6 +79,13 @@ def _canonical_device(device: str) -> str:
     return "cuda:0" if d == "cuda" else d
 
 
+# "1": learners on the CPU keep the GPU-resident layout (the learner state a torch tensor passed to every
+# learner by torch's multiprocessing, as CUDA IPC handles are on a GPU; versions written into a device mirror
+# that CPU workers read): runs the protocol of the GPU path, minus CUDA itself, on a machine without a GPU.
+# For tests; the CPU default (host shared memory) is as fast.
+DEVICE_LAYOUT_ENV = "RTCORE_DEVICE_LAYOUT"
+
+
 def learner_devices(cfg: RunConfig) -> list[str]:
     """The learners' devices: ``--learner-device`` (a comma-separated list spreads the learners over several
     GPUs, learner j on entry j mod len), else ``--device``."""
@@ -250,7 +257,7 @@ class _Runner:
                                   opt_step=opt_step)
         self.learner_devices = learner_devices(cfg)
         self.mirrors: dict[str, Any] = {}
-        if all(d == "cpu" for d in self.learner_devices):
+        if all(d == "cpu" for d in self.learner_devices) and os.environ.get(DEVICE_LAYOUT_ENV) != "1":
             self.state = keep(SharedArray((STATE_ROWS, self.numel), "float32"))
             self.state.array[:] = rows
         else:
@@ -260,7 +267,7 @@ class _Runner:
             from rtcore.shared.params import device_mirror
 
             devs = sorted(set(self.learner_devices))
-            if "cpu" in devs:
+            if "cpu" in devs and len(devs) > 1:
                 raise ValueError(f"learner_device = {cfg.learner_device!r}: learners on the CPU and on GPUs cannot "
                                  f"share one learner state; use all-CPU or all-GPU learners")
             self.state = {d: new_learner_state(flat, d) for d in devs}
@@ -561,8 +568,6 @@ class _Runner:
         moments are those of optimizer step ``opt_step`` (one committed step, read whole while learners
         apply). During the run the parameters are the newest published version (one whole version: pinned);
         ``final``: the master copy of ``opt_step``, exact (every learner has stopped)."""
-        import torch
-
         from rtcore.agent.optim import read_learner_state
 
         state = self.state.array if not self.mirrors else next(iter(self.state.values()))
@@ -573,8 +578,7 @@ class _Runner:
             mirror = next(iter(self.mirrors.values()))
             version, b = self.params.pin_buffer()
             try:
-                params = mirror[b].cpu().numpy().copy()
-                torch.cuda.synchronize(mirror.device)
+                params = mirror[b].cpu().numpy().copy()  # (a device-to-host copy waits for the device)
             finally:
                 self.params.unpin()
             return version, params, target, moments, opt_step
