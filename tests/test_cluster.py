@@ -194,6 +194,69 @@ def test_an_action_history_crosses_nodes_with_the_batches_and_the_stacks(cluster
     assert s.actions_posted > 100 and s.learner_updates > 0 and s.worker_versions_picked_up > 0
 
 
+def _cluster_updates(path: Path) -> int:
+    import csv
+
+    if not path.is_file():
+        return 0
+    with path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    return int(rows[-1]["learner_updates"]) if rows else 0
+
+
+@pytest.mark.timeout(240)
+def test_a_stalled_learner_is_killed_before_its_turn_is_handed_on_and_respawned(cluster, tmp_path):
+    """A cluster learner SIGSTOPped in the turnstile (its turn held): the learner group's watchdog kills it
+    once its heartbeat has been silent for half the turnstile's timeout (before the turnstile would hand
+    the turn on), the driver respawns it in the group's bundle, updates go on, and the summary says so."""
+    import os
+    import signal
+    import threading
+    import _thread
+
+    cfg = cluster_config(tmp_path, env_nodes=1, cluster_placement="spread", seconds=150.0)
+    run_dir = Path(cfg.run_dir)
+    placement, metrics = run_dir / "placement.json", run_dir / "cluster_metrics.csv"
+    seen: dict = {}
+
+    def stall_one() -> None:  # in a thread: the run is in the main thread, so Ctrl-C (interrupt) ends it
+        try:
+            _wait_for(lambda: placement.is_file() and _cluster_updates(metrics) >= 3, 150, "learner updates")
+            pid = int(json.loads(placement.read_text())["learner_pids"]["0"])
+            seen["pid"] = pid
+            t0 = time.monotonic()
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                _wait_for(lambda: not alive(pid), 20, f"the stopped learner {pid} to be killed")
+                seen["killed_after_s"] = time.monotonic() - t0
+            finally:
+                if alive(pid):
+                    os.kill(pid, signal.SIGCONT)
+            seen["at_kill"] = at = _cluster_updates(metrics)
+            _wait_for(lambda: _cluster_updates(metrics) >= at + 3, 60, "updates after the respawn")
+            seen["new_pid"] = int(json.loads(placement.read_text())["learner_pids"]["0"])
+        except BaseException as exc:
+            seen["error"] = exc
+        finally:
+            _thread.interrupt_main()  # ends the run now (stopped_by "interrupt"), well before its 150 s
+
+    t = threading.Thread(target=stall_one, daemon=True)
+    t.start()
+    s = rtcore.run(cfg)
+    t.join(10)
+    if "error" in seen:
+        raise seen["error"]
+    assert s.stopped_by == "interrupt", s.faults
+    # the turnstile's timeout is 2 s: killed at about 1 s of silence, before the turn is handed on
+    assert seen["killed_after_s"] < 2.0 + 1.0, seen
+    stalled = [f for f in s.faults if f.startswith("learner 0 stalled")]
+    assert len(stalled) == 1 and "killed before the turnstile hands its turn on" in stalled[0], s.faults
+    assert any(f == "learner 0 died (killed by SIGKILL); respawned" for f in s.faults), s.faults
+    assert s.learner_restarts == 1 and s.learners_lost == 0 and not s.extra["cluster"]["learner_group_lost"]
+    assert seen["new_pid"] != seen["pid"] and s.learner_updates >= seen["at_kill"] + 3
+    assert json.loads((run_dir / "summary.json").read_text())["learner_restarts"] == 1
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_remote_inference_workers_act_through_a_relay(cluster, tmp_path):

@@ -53,6 +53,8 @@ def test_segment_names_carry_pid_and_start_time():
 
 
 def test_cleanup_removes_only_segments_of_dead_creators():
+    """``rtcore cleanup --prefix P``: only segments of P, only those whose creator is dead (pid and start
+    time), older names by the pid alone."""
     me = os.getpid()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -61,23 +63,23 @@ def test_cleanup_removes_only_segments_of_dead_creators():
         "dead": f"{PREFIX}-replay-{dead.pid}.123-0000dead",
         "legacy_dead": f"{PREFIX}-obs-{dead.pid}-00000bad",  # an older name: the pid alone
         "legacy_live": f"{PREFIX}-obs-{me}-0000aaaa",
-        "foreign": f"{PREFIX}x-array-{dead.pid}.1-0000cafe",  # another prefix: never touched
+        "foreign": f"{PREFIX}x-array-{dead.pid}.1-0000cafe",  # another prefix: not with --prefix
     }
     live = SharedArray((4,), "int64")
     try:
         for n in names.values():
             with open(os.path.join(SHM_DIR, n), "wb") as fh:
                 fh.write(b"\0" * 64)
-        dry = subprocess.run([sys.executable, "-m", "rtcore", "cleanup", "--dry-run", "--json"], capture_output=True,
-                             text=True, timeout=60)
+        dry = subprocess.run([sys.executable, "-m", "rtcore", "cleanup", "--prefix", PREFIX, "--dry-run", "--json"],
+                             capture_output=True, text=True, timeout=60)
         assert dry.returncode == 0, dry.stderr
         assert sorted(json.loads(dry.stdout)["removed"]) == sorted([names["reused"], names["dead"], names["legacy_dead"]])
         assert all(os.path.exists(os.path.join(SHM_DIR, n)) for n in names.values())  # a dry run removes nothing
-        out = subprocess.run([sys.executable, "-m", "rtcore", "cleanup", "--json"], capture_output=True, text=True,
-                             timeout=60)
+        out = subprocess.run([sys.executable, "-m", "rtcore", "cleanup", "--prefix", PREFIX, "--json"],
+                             capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         report = json.loads(out.stdout)
-        assert sorted(report["removed"]) == sorted([names["reused"], names["dead"], names["legacy_dead"]])
+        assert report["prefix"] == PREFIX and sorted(report["removed"]) == sorted([names["reused"], names["dead"], names["legacy_dead"]])
         assert report["bytes"] == 3 * 64 and report["kept_live"] >= 2
         left = set(os.listdir(SHM_DIR))
         assert live.name in left and names["legacy_live"] in left and names["foreign"] in left
@@ -90,6 +92,79 @@ def test_cleanup_removes_only_segments_of_dead_creators():
                 os.unlink(os.path.join(SHM_DIR, n))
             except FileNotFoundError:
                 pass
+
+
+SEGMENT_HOLDER = textwrap.dedent('''
+    """Creates a shared array under $RTCORE_SHM_PREFIX, says its name, holds it until stdin closes."""
+    import sys
+
+    from rtcore.shared.shared_array import SharedArray
+
+    a = SharedArray((1024,), "int64")
+    print(a.name, flush=True)
+    sys.stdin.read()
+    a.close()
+''')
+
+
+@pytest.mark.timeout(120)
+def test_cleanup_finds_dead_segments_of_every_prefix(tmp_path):
+    """A run killed under a custom ``RTCORE_SHM_PREFIX`` leaves segments that a plain ``rtcore cleanup``
+    (under another prefix) removes; a live creator's segment of that prefix stays, and so do another
+    program's files in /dev/shm, also one named like rtcore's but without rtcore's segment header;
+    ``--prefix`` restricts the cleanup to one prefix."""
+    custom = f"exp{os.getpid()}"  # not the test session's prefix
+    script = tmp_path / "holder.py"
+    script.write_text(SEGMENT_HOLDER)
+    env = {**os.environ, "RTCORE_SHM_PREFIX": custom}
+    holders = [subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                                text=True) for _ in range(2)]
+    victim, live = holders
+    dead_name = victim.stdout.readline().strip()
+    live_name = live.stdout.readline().strip()
+    foreign = [f"{custom}-notes.txt",  # not rtcore's name format
+               f"shmcache-blob-{victim.pid}.{_liveness.start_time(victim.pid)}-0000cafe"]  # alike, no header
+    try:
+        assert dead_name.startswith(f"{custom}-array-{victim.pid}.") and live_name.startswith(f"{custom}-array-")
+        for n in foreign:
+            with open(os.path.join(SHM_DIR, n), "wb") as fh:
+                fh.write(b"\0" * 64)
+        victim.kill()  # SIGKILL: no exit handler unlinks its segment
+        victim.wait(30)
+        assert os.path.exists(os.path.join(SHM_DIR, dead_name))
+
+        def cleanup(*flags: str) -> dict:
+            out = subprocess.run([sys.executable, "-m", "rtcore", "cleanup", "--json", *flags], capture_output=True,
+                                 text=True, timeout=60)
+            assert out.returncode == 0, out.stderr
+            return json.loads(out.stdout)
+
+        mine = cleanup("--prefix", PREFIX)  # another prefix only: the custom one's segments are not its
+        assert dead_name not in mine["removed"] and os.path.exists(os.path.join(SHM_DIR, dead_name))
+        dry = cleanup("--dry-run")  # every prefix (other sessions' dead segments may be in it too)
+        assert dry["prefix"] is None and dead_name in dry["removed"]
+        assert live_name not in dry["removed"] and not set(foreign) & set(dry["removed"])
+        assert os.path.exists(os.path.join(SHM_DIR, dead_name))  # a dry run removes nothing
+        report = cleanup()
+        assert dead_name in report["removed"] and live_name not in report["removed"] and report["kept_live"] >= 1
+        left = set(os.listdir(SHM_DIR))
+        assert dead_name not in left and live_name in left and set(foreign) <= left
+        assert live.poll() is None  # its creator still runs, its segment is whole
+        assert dead_name not in cleanup("--prefix", custom)["removed"]  # nothing more to do
+    finally:
+        for p in holders:
+            if p.poll() is None:
+                p.stdin.close()  # the holder closes (unlinks) its segment and exits
+                p.wait(30)
+            p.stdout.close()
+            if p.stdin and not p.stdin.closed:
+                p.stdin.close()
+        for n in foreign + [dead_name]:
+            try:
+                os.unlink(os.path.join(SHM_DIR, n))
+            except FileNotFoundError:
+                pass
+    assert not os.path.exists(os.path.join(SHM_DIR, live_name))  # unlinked by its creator at its exit
 
 
 FAKE_RUNNER = textwrap.dedent('''

@@ -55,6 +55,7 @@ from rtcore.agent.config import RunConfig, add_config_arguments, config_from_arg
 from rtcore.agent.checkpoint import Identity, LearnerState, check_resumable, find_state, load_state, write_checkpoint
 from rtcore.agent.accounting import RunAccounting, RunSummary, print_summary
 from rtcore.agent.metrics import LiveView, MetricsWriter
+from rtcore.agent.stall import kill_stalled_learners
 from rtcore.agent.telemetry import Control, LearnerCol, PostIntervals, Telemetry, WorkerCol
 from rtcore.shared.sched import MEAN_SLOT_FLOOR
 
@@ -502,21 +503,8 @@ class _Runner:
         ts = getattr(self, "turnstile", None)
         if ts is None or self.telemetry.stopping:
             return
-        limit = 0.5 * ts.heartbeat_timeout
-        now = time.monotonic()
-        for c in self.children:
-            if c.kind != "learner" or c.lost or c.dead:
-                continue
-            beat = float(self.telemetry.learners[c.index, LearnerCol.TURN_BEAT])
-            if beat > 0 and now - beat > limit:
-                try:
-                    os.kill(c.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    continue
-                self.telemetry.learners[c.index, LearnerCol.TURN_BEAT] = 0.0
-                self.fault(f"learner {c.index} stalled (no heartbeat for {now - beat:.1f} s: a stopped or descheduled "
-                           f"process); killed before the turnstile hands its turn on, so it cannot write the shared "
-                           f"state out of turn")
+        pids = {c.index: c.proc.pid for c in self.children if c.kind == "learner" and not c.lost and not c.dead}
+        kill_stalled_learners(self.telemetry.learners, pids, ts.heartbeat_timeout, self.fault)
 
     def check_children(self, intervals: PostIntervals) -> bool:
         """Respawns (or, with --no-respawn, writes off) dead children; True when the run must end."""

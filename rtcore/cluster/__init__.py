@@ -11,7 +11,9 @@ placement group (``--cluster-placement``):
 - **the learner group** (its own bundle, GPU nodes with ``--learner-gpus``):
   :class:`~rtcore.cluster.learners.LearnerGroup` holds the learner node's ParamStore, learner state and
   Turnstile; :class:`~rtcore.cluster.learners.Learner` actors run the local learner loop on it, so one
-  learner applies at a time (the turnstile) as on one machine.
+  learner applies at a time (the turnstile) as on one machine. The group's watchdog kills a learner stalled
+  for half the turnstile's timeout before its turn is handed on (:mod:`rtcore.agent.stall`, as a local
+  run's runner does), and the driver respawns it in the group's bundle.
 - **replay batches** cross nodes from a :class:`~rtcore.cluster.sampler.ShardSampler` next to each shard,
   prefetched (``--batch-prefetch``) through Ray's object store, round-robin over the shards.
 - **parameter versions** cross nodes through Ray's object store: the group ``ray.put``s the newest version

@@ -16,6 +16,13 @@ the version they get into their own ParamStore. Only the newest version's object
 
 GPU learners (``--learner-gpus``): the group takes a share of the same GPU, keeps the learner state there
 and hands it to the learners as CUDA IPC handles (as a local run's GPU learners share it).
+
+Stalled learners: a watchdog thread of the group does on the learner node what a local run's runner does
+(:mod:`rtcore.agent.stall`): a learner whose turnstile heartbeat has been silent for half the turnstile's
+timeout (a stopped or descheduled process) is SIGKILLed before the turnstile hands its turn on, so it
+cannot wake up and write the shared learner state out of turn. The group counts the kills per learner
+and keeps the faults; the driver (:mod:`rtcore.cluster.runner`) sees the learner's actor die, reports
+the faults and respawns the learner in the same bundle.
 """
 
 from __future__ import annotations
@@ -72,6 +79,13 @@ class LearnerGroup:
         self._put_newest()
         self.thread = threading.Thread(target=self._publisher, name="rtcore-param-publisher", daemon=True)
         self.thread.start()
+        # the stalled-learner watchdog: kills per learner, their faults, (pid, start time) of each learner
+        self.stall_lock = threading.Lock()
+        self.stall_kills = [0] * max(1, self.n)
+        self.stall_faults: list[str] = []
+        self._procs: dict[int, tuple[int, int | None]] = {}
+        self.watchdog = threading.Thread(target=self._watchdog, name="rtcore-learner-watchdog", daemon=True)
+        self.watchdog.start()
 
     def handles(self) -> bytes:
         """The shared objects, pickled for the learners on this node (segment names; CUDA IPC handles)."""
@@ -105,6 +119,48 @@ class LearnerGroup:
                 self.error = f"{type(exc).__name__}: {exc}"
             time.sleep(max(0.0, self.interval - (time.monotonic() - t0)))
 
+    # --- stalled learners
+    def _learner_pids(self) -> dict[int, int]:
+        """``slot -> pid`` of the learner processes that run now (pid and start time: never a reused pid)."""
+        from rtcore.agent.telemetry import LearnerCol
+        from rtcore.shared._liveness import alive, start_time
+
+        rows = self.telemetry.learners
+        out = {}
+        for j in range(self.n):
+            pid = int(rows[j, LearnerCol.PID])
+            if pid <= 0:
+                continue
+            if self._procs.get(j, (None,))[0] != pid:  # a new learner in this slot (the first, or a respawn)
+                self._procs[j] = (pid, start_time(pid))
+            if self._procs[j][1] is not None and alive(pid, self._procs[j][1]):
+                out[j] = pid
+        return out
+
+    def check_stalled(self) -> list[int]:
+        """Kills the learners stalled for half the turnstile's timeout (:func:`rtcore.agent.stall.kill_stalled_learners`);
+        returns their slots."""
+        from rtcore.agent.stall import kill_stalled_learners
+        from rtcore.agent.telemetry import Control
+
+        with self.stall_lock:  # a status taken after a learner's death was seen includes its kill
+            if self.closing or self.telemetry.control[Control.STOP]:
+                return []
+            killed = kill_stalled_learners(self.telemetry.learners, self._learner_pids(),
+                                           self.turnstile.heartbeat_timeout, self.stall_faults.append)
+            for j in killed:
+                self.stall_kills[j] += 1
+            return killed
+
+    def _watchdog(self) -> None:
+        period = min(0.05, self.turnstile.heartbeat_timeout / 8)  # well inside the half timeout
+        while not self.closing:
+            try:
+                self.check_stalled()
+            except Exception as exc:  # said in the status; the next round retries
+                self.error = f"watchdog: {type(exc).__name__}: {exc}"
+            time.sleep(period)
+
     def newer(self, have: int, timeout: float) -> tuple[int, float, list[Any]] | None:
         """Long poll: ``(version, put wall time, [ObjectRef])`` of the newest version once it is newer than
         ``have``, or None after ``timeout`` seconds."""
@@ -118,7 +174,10 @@ class LearnerGroup:
 
         c = self.telemetry.control
         put = np.asarray(self.put_s[-1000:])
-        return {"updates": int(c[Control.UPDATES]), "version": int(self.params.version), "pid": os.getpid(),
+        with self.stall_lock:
+            kills, faults = list(self.stall_kills), list(self.stall_faults)
+        return {"stall_kills": kills, "stall_faults": faults,
+                "updates": int(c[Control.UPDATES]), "version": int(self.params.version), "pid": os.getpid(),
                 "learners": self.telemetry.learners[: max(1, self.n)].copy(),
                 "param_put_ms_p50": float(np.median(put) * 1e3) if put.size else float("nan"),
                 "versions_put": len(self.put_s), "error": getattr(self, "error", None)}
@@ -144,6 +203,7 @@ class LearnerGroup:
     def close(self) -> None:
         self.stop()
         self.thread.join(2 * self.interval + 1.0)
+        self.watchdog.join(1.0)
         for obj in (self.telemetry, self.turnstile, self.params):
             obj.close()
         if self.device == "cpu":

@@ -11,12 +11,16 @@
    progress. A node that stops answering (``RayActorError``: its raylet or process died) is written off
    and the run goes on with the others, as with a dead local worker under ``--no-respawn``; the run ends
    when no env node is left. A lost learner group leaves the env nodes acting on the last parameters.
+   A learner stalled for half the turnstile's timeout is killed by the learner group's watchdog (as a
+   local run's runner does, :mod:`rtcore.agent.stall`) and respawned here, in the group's bundle (with
+   ``--no-respawn``: written off); both are faults of the run.
 4. At the end (time, Ctrl-C, SIGTERM): the env nodes stop and send their summaries, the learners stop,
    the final parameters are saved (``checkpoints/final.params.npy``, flat float32 in the model's
    ``parameters()`` order), every actor and the placement group are removed, and segments that dead
    actors left on this machine are reclaimed.
 
-``placement.json`` in the run directory says which Ray node each env node and the learner group run on.
+``placement.json`` in the run directory says which Ray node each env node and the learner group run on,
+and the pids of the learner processes on the learner node (rewritten when a learner is respawned).
 """
 
 from __future__ import annotations
@@ -95,6 +99,11 @@ class _ClusterRun:
         self.learners_lost: set[int] = set()
         self.learner_results: dict[int, Any] = {}
         self.learner_node_id: str | None = None
+        self.learner_start: tuple[Any, bytes, list, dict] | None = None  # (pg, handles, shards, setup): respawns
+        self.learner_pids: dict[int, int] = {}
+        self.learner_restarts = 0
+        self.respawned: dict[int, int] = {}  # learner -> respawns after the group's stall kills
+        self.group_faults_seen = 0
         self.remote_workers: list[Any] = []
         self.pgs: list[Any] = []
         self.final_params_path: Path | None = None
@@ -126,7 +135,7 @@ class _ClusterRun:
 
     def start(self) -> None:
         from rtcore.cluster.envnode import EnvNode
-        from rtcore.cluster.learners import Learner, LearnerGroup
+        from rtcore.cluster.learners import LearnerGroup
         from rtcore.cluster.sampler import ShardSampler
 
         ray, cfg = self.ray, self.cfg
@@ -169,12 +178,9 @@ class _ClusterRun:
             handles = ray.get(self.group.handles.remote(), timeout=STARTUP_TIMEOUT)
             version0 = int(ray.get(self.group.status.remote(), timeout=STARTUP_TIMEOUT)["version"])
             setup = self.learner_setup(device)
-            learner_cls = ray.remote(Learner)
+            self.learner_start = (pg, handles, shards, setup)
             for j in range(M):
-                a = learner_cls.options(num_cpus=cfg.learner_threads, num_gpus=cfg.learner_gpus, max_restarts=0,
-                                        scheduling_strategy=bundle_strategy(pg, E)).remote()
-                self.learners.append(a)
-                self.runs[j] = a.run.remote(j, handles, shards, setup)
+                self.start_learner(j)
             self.learner_node_id = ray.get(self.group_node_id(), timeout=STARTUP_TIMEOUT)
             self.wait_learners_ready()
         per_node: list[list[Any]] = [[] for _ in range(E)]
@@ -182,9 +188,41 @@ class _ClusterRun:
             per_node = self.start_remote_workers(params0, version0, model_bytes, suffix)
         starts = [self.nodes[i].start.remote(self.group, version0, per_node[i]) for i in range(E)]
         ray.get(starts, timeout=STARTUP_TIMEOUT)
-        placement = {"address": self.address, "env_nodes": {i: self.infos[i]["node_id"] for i in range(E)},
-                     "learner_node": self.learner_node_id}
-        (self.run_dir / "placement.json").write_text(json.dumps(placement, indent=1) + "\n")  # where each role runs
+        self.write_placement()
+
+    def write_placement(self) -> None:
+        """``placement.json``: where each role runs, and the learners' pids on the learner node."""
+        placement = {"address": self.address, "env_nodes": {i: self.infos[i]["node_id"] for i in sorted(self.infos)},
+                     "learner_node": self.learner_node_id, "learner_pids": self.learner_pids}
+        (self.run_dir / "placement.json").write_text(json.dumps(placement, indent=1) + "\n")
+
+    def start_learner(self, j: int) -> None:
+        """Starts learner ``j``'s actor in the learner group's bundle (at the start, and to respawn it)."""
+        from rtcore.cluster.learners import Learner
+
+        assert self.learner_start is not None
+        pg, handles, shards, setup = self.learner_start
+        a = self.ray.remote(Learner).options(
+            num_cpus=self.cfg.learner_threads, num_gpus=self.cfg.learner_gpus, max_restarts=0,
+            scheduling_strategy=bundle_strategy(pg, self.cfg.env_nodes)).remote()
+        self.learners.append(a)
+        self.runs[j] = a.run.remote(j, handles, shards, setup)
+
+    def take_group_status(self, st: dict[str, Any]) -> None:
+        """A status of the learner group: its new faults (stalled learners it killed) become the run's, and
+        new learner pids go into ``placement.json``."""
+        from rtcore.agent.telemetry import LearnerCol
+
+        self.group_status = st
+        faults = st.get("stall_faults", [])
+        for msg in faults[self.group_faults_seen:]:
+            self.fault(msg)
+        self.group_faults_seen = len(faults)
+        pids = {j: int(st["learners"][j, LearnerCol.PID]) for j in range(self.n_learners)
+                if st["learners"][j, LearnerCol.PID] > 0}
+        if pids != self.learner_pids and self.learner_node_id is not None:
+            self.learner_pids = pids
+            self.write_placement()
 
     def group_node_id(self) -> Any:
         @self.ray.remote(num_cpus=0)
@@ -214,6 +252,7 @@ class _ClusterRun:
         while True:
             st = self.ray.get(self.group.status.remote(), timeout=STARTUP_TIMEOUT)
             if all(st["learners"][j, LearnerCol.READY] >= 1 for j in range(self.n_learners)):
+                self.take_group_status(st)  # the learners' pids
                 return
             done, _ = self.ray.wait(list(self.runs.values()), timeout=0)
             if done:
@@ -272,7 +311,7 @@ class _ClusterRun:
                     self.fault(f"env node {i} stopped acting ({st['ended']}); {len(self.live)} env node(s) go on")
             if gref is not None:
                 try:
-                    self.group_status = ray.get(gref, timeout=STATUS_TIMEOUT)
+                    self.take_group_status(ray.get(gref, timeout=STATUS_TIMEOUT))
                 except self.lost + (ray.exceptions.GetTimeoutError,) as exc:
                     self.group_lost = True
                     last = self.group_status["version"] if self.group_status else -1
@@ -310,9 +349,34 @@ class _ClusterRun:
             try:
                 self.learner_results[j] = self.ray.get(ref)
                 self.fault(f"learner {j} ended before the run did")
+            except self.lost as exc:
+                if self.stall_killed(j):
+                    if self.cfg.respawn:
+                        self.respawned[j] = self.respawned.get(j, 0) + 1
+                        self.learner_restarts += 1
+                        self.start_learner(j)  # it takes its slot once the turnstile sees the dead one gone
+                        self.fault(f"learner {j} died (killed by SIGKILL); respawned")
+                        continue
+                    self.learners_lost.add(j)
+                    self.fault(f"learner {j} died (killed by SIGKILL); not respawned (--no-respawn): "
+                               f"{len(self.runs)} learner(s) go on")
+                    continue
+                self.learners_lost.add(j)
+                self.fault(f"learner {j} lost ({type(exc).__name__}); {len(self.runs)} learner(s) go on")
             except Exception as exc:
                 self.learners_lost.add(j)
                 self.fault(f"learner {j} lost ({type(exc).__name__}); {len(self.runs)} learner(s) go on")
+
+    def stall_killed(self, j: int) -> bool:
+        """Whether the learner group killed learner ``j`` as stalled (more often than it was respawned); a
+        fresh status, so a kill that just happened is in it (the group reports kills under the same lock)."""
+        if self.group is None or self.group_lost:
+            return False
+        try:
+            self.take_group_status(self.ray.get(self.group.status.remote(), timeout=STATUS_TIMEOUT))
+        except self.lost + (self.ray.exceptions.GetTimeoutError,):
+            return False  # the group is gone too (its node died): the supervisor's next status says so
+        return self.group_status["stall_kills"][j] > self.respawned.get(j, 0)
 
     # --- the end
     def stop(self) -> None:
@@ -332,7 +396,7 @@ class _ClusterRun:
                     except Exception as exc:
                         self.learners_lost.add(j)
                         self.fault(f"learner {j} lost at the end ({type(exc).__name__})")
-                self.group_status = ray.get(self.group.status.remote(), timeout=STOP_TIMEOUT)
+                self.take_group_status(ray.get(self.group.status.remote(), timeout=STOP_TIMEOUT))
                 version, flat = ray.get(self.group.final.remote(), timeout=STOP_TIMEOUT)
                 path = self.run_dir / "checkpoints" / "final.params.npy"
                 path.parent.mkdir(exist_ok=True)

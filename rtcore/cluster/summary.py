@@ -150,7 +150,7 @@ def cluster_summary(run: Any, wall: float) -> RunSummary:
         param_version=int(group.get("version", -1)), worker_versions_picked_up=max(picked, default=-1),
         episodes=int(sum(episodes)), mean_return=w("mean_return", episodes),
         actions_posted=int(sum(int(s.get("actions_posted") or 0) for s in ss)),
-        worker_restarts=int(sum(int(s.get("worker_restarts") or 0) for s in ss)), learner_restarts=0,
+        worker_restarts=int(sum(int(s.get("worker_restarts") or 0) for s in ss)), learner_restarts=run.learner_restarts,
         lateness_p99_us=worst("lateness_p99_us"), overruns=int(sum(int(s.get("overruns") or 0) for s in ss)),
         stopped_by=run.stopped_by, env_error="; ".join(env_errors) or None, faults=faults,
         workers_lost=int(sum(int(s.get("workers_lost") or 0) for s in ss)), learners_lost=len(run.learners_lost),

@@ -11,8 +11,8 @@ attach on unpickling.
 
 A process killed by SIGKILL (or the OOM killer) runs no exit handler, so its segments stay in
 ``/dev/shm``. Default names carry the creator's pid *and start time*, so
-:func:`reclaim_dead_segments` (run when a run starts, and by ``rtcore cleanup``) can tell a dead
-creator from a live one, even when the pid was handed to another process since; it never touches a
+:func:`reclaim_dead_segments` (run when a run starts, for its prefix, and by ``rtcore cleanup``, for
+every prefix) can tell a dead creator from a live one, even when the pid was handed to another process since; it never touches a
 segment whose creator runs.
 """
 
@@ -31,7 +31,8 @@ from rtcore._validate import as_name
 from rtcore.errors import ClosedError
 from rtcore.shared._liveness import alive, self_start_time
 
-__all__ = ["SharedObject", "default_name", "owned_segments", "SegmentInfo", "list_segments", "reclaim_dead_segments"]
+__all__ = ["SharedObject", "default_name", "owned_segments", "SegmentInfo", "list_segments", "reclaim_dead_segments",
+           "ANY_PREFIX"]
 
 SHM_DIR = "/dev/shm"
 
@@ -49,6 +50,19 @@ def default_name(kind: str) -> str:
 
 # <prefix>-<kind>-<pid>[.<start>]-<8 hex>; names without a start time come from rtcore before it
 _NAME = re.compile(r"^(?P<prefix>.+)-(?P<kind>[a-z_]+)-(?P<pid>[0-9]+)(?:\.(?P<start>[0-9]+))?-(?P<token>[0-9a-f]{8})$")
+# the first bytes of every segment rtcore's core creates (csrc/shm/segment.h: Header.magic, "TCORE_" then
+# the layout generation)
+_MAGIC = b"TCORE_"
+ANY_PREFIX = "*"  # list_segments / reclaim_dead_segments: the segments of every prefix (rtcore cleanup)
+
+
+def _is_rtcore_segment(path: str) -> bool:
+    """Whether the file at ``path`` starts with rtcore's segment header."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(len(_MAGIC)) == _MAGIC
+    except OSError:  # gone, or another user's and unreadable
+        return False
 
 
 @dataclass(frozen=True)
@@ -65,8 +79,15 @@ class SegmentInfo:
 
 def list_segments(prefix: str | None = None, shm_dir: str = SHM_DIR) -> list[SegmentInfo]:
     """The segments in ``shm_dir`` with default names of ``prefix`` (default: ``$RTCORE_SHM_PREFIX`` or
-    ``rtcore``), with whether their creator still runs. Other names are never listed."""
-    prefix = _PREFIX if prefix is None else prefix
+    ``rtcore``), with whether their creator still runs. Other names are never listed.
+
+    ``prefix=ANY_PREFIX`` (``"*"``): rtcore's segments of every prefix (a run under another
+    ``$RTCORE_SHM_PREFIX``), which must show they are rtcore's twice over, since another program may name
+    its files alike: a name of the current format (``<prefix>-<kind>-<pid>.<start>-<8 hex>``: the creator's
+    start time in it), and rtcore's segment header at the start of the file. Names of the current prefix
+    are listed as with ``prefix=None`` (older names without the start time, half-created segments)."""
+    every = prefix == ANY_PREFIX
+    prefix = _PREFIX if prefix is None or every else prefix
     out = []
     try:
         names = sorted(os.listdir(shm_dir))
@@ -74,7 +95,10 @@ def list_segments(prefix: str | None = None, shm_dir: str = SHM_DIR) -> list[Seg
         return []
     for name in names:
         m = _NAME.match(name)
-        if m is None or m["prefix"] != prefix:
+        if m is None:
+            continue
+        if m["prefix"] != prefix and not (every and m["start"] is not None
+                                          and _is_rtcore_segment(os.path.join(shm_dir, name))):
             continue
         try:
             size = os.stat(os.path.join(shm_dir, name)).st_size
@@ -87,8 +111,8 @@ def list_segments(prefix: str | None = None, shm_dir: str = SHM_DIR) -> list[Seg
 
 def reclaim_dead_segments(prefix: str | None = None, *, dry_run: bool = False,
                           shm_dir: str = SHM_DIR) -> list[SegmentInfo]:
-    """Unlinks the segments of ``prefix`` whose creating process is dead (killed before it could unlink
-    them); returns them. A segment whose creator runs is never touched. Processes that still map a
+    """Unlinks the segments of ``prefix`` (as :func:`list_segments`: ``ANY_PREFIX`` for every prefix) whose
+    creating process is dead (killed before it could unlink them); returns them. A segment whose creator runs is never touched. Processes that still map a
     reclaimed segment keep their mapping (unlinking only removes the name)."""
     gone = []
     for seg in list_segments(prefix, shm_dir):
