@@ -39,7 +39,7 @@ from rtcore.agent.config import epsilon_at
 from rtcore.agent.telemetry import Control, Telemetry, WorkerCol
 from rtcore.shared.timer import monotonic, sleep_until
 
-__all__ = ["Actor", "ActorConfig", "WorkerSpec", "worker_main"]
+__all__ = ["Actor", "ActorConfig", "WorkerSpec", "take_turns", "worker_main"]
 
 @dataclass
 class ActorConfig:
@@ -276,48 +276,75 @@ def worker_main(spec: WorkerSpec) -> None:
     quiet_gc()
     row[WorkerCol.STARTS] += 1  # ready: the runner starts the env when every worker is
     if not actor.wait_first_frame(lambda: tel.stopping):
+        actor.close()
         return
     sched = spec.schedule
     w = join_slot(sched.join, spec.worker, sched.heartbeat_timeout + 2 * sched.tau_max + 5.0, lambda: tel.stopping)
     if w is None:
         actor.close()
         return
+
+    def act() -> tuple[int, int]:
+        action, step, _, _ = actor.act(row)
+        return action, step
+
+    def retired() -> bool:  # by elastic N: leave the schedule (the others re-stagger) and exit
+        active = int(tel.control[Control.ACTIVE_WORKERS])
+        return 0 < active <= spec.worker
+
     try:
-        while not tel.stopping:
-            active = int(tel.control[Control.ACTIVE_WORKERS])
-            if 0 < active <= spec.worker:
-                break  # retired by elastic N: leave the schedule (the others re-stagger) and exit
+        take_turns(sched, w, tel, spec.worker, act, spec.action_board.post, lambda: tel.stopping,
+                   turn_timeout=spec.turn_timeout, retired=retired)
+    except Exception:
+        traceback.print_exc()
+        raise
+    finally:
+        actor.close()
+
+
+def take_turns(sched: Any, slot: int, tel: Telemetry, row_index: int, act: Callable[[], tuple[int, int] | None],
+               post: Callable[[int, int, int], Any], stop: Callable[[], bool], *, turn_timeout: float = 0.05,
+               retired: Callable[[], bool] | None = None) -> None:
+    """The turn loop of one staggered worker, local (:func:`worker_main`) or remote (the relay of
+    :mod:`rtcore.cluster.workers`): wait for the turn, ``act()`` -> ``(action, obs_step)`` (None: stop), report
+    the pass to the schedule, wait for the publish instant, ``post(action, obs_step, slot)``. Heart-beats and
+    sums the waits and posts into telemetry row ``row_index`` (``act`` adds its own times); leaves the
+    schedule on the way out, however it ends."""
+    row = tel.workers[row_index]
+    try:
+        while not stop():
+            if retired is not None and retired():
+                break
             now = time.monotonic()
             row[WorkerCol.HEARTBEAT] = now
             try:
-                if not sched.wait_turn(w, spec.turn_timeout):
+                if not sched.wait_turn(slot, turn_timeout):
                     break  # the runner stopped the schedule
             except TimeoutError:
                 row[WorkerCol.WAIT_S] += time.monotonic() - now
                 continue  # (the wait heart-beats the schedule)
             t0 = time.monotonic()
             row[WorkerCol.WAIT_S] += t0 - now
-            action, step, _, _ = actor.act(row)
+            got = act()
+            if got is None:
+                break
+            action, step = got
             t1 = time.monotonic()
-            sched.report(w, t1 - t0)
+            sched.report(slot, t1 - t0)
             try:
-                if not sched.wait_publish(w, max(1.0, 4 * sched.tau_max)):
+                if not sched.wait_publish(slot, max(1.0, 4 * sched.tau_max)):
                     break
             except TimeoutError:
                 continue
             t2 = time.monotonic()
-            spec.action_board.post(action, step, w)
+            post(action, step, slot)
             t3 = time.monotonic()
             row[WorkerCol.WAIT_S] += t2 - t1
             row[WorkerCol.POST_S] += t3 - t2
             row[WorkerCol.TURNS] += 1
-            tel.record_post(spec.worker, t3)
-    except Exception:
-        traceback.print_exc()
-        raise
+            tel.record_post(row_index, t3)
     finally:
         try:
-            sched.leave(w)
+            sched.leave(slot)
         except Exception:
             pass
-        actor.close()

@@ -107,6 +107,7 @@ def relay_loop(w: int, handle: Any, node: Any, stats: RelayStats, stopping: Call
     import ray
 
     from rtcore.agent._proc import join_slot
+    from rtcore.agent.inference import take_turns
     from rtcore.agent.telemetry import WorkerCol
 
     lost = lost_errors()
@@ -129,54 +130,31 @@ def relay_loop(w: int, handle: Any, node: Any, stats: RelayStats, stopping: Call
     slot = join_slot(sched.join, w, sched.heartbeat_timeout + 2 * sched.tau_max + 5.0, stop)
     if slot is None:
         return
-    try:
-        while not stop():
-            now = time.monotonic()
-            row[WorkerCol.HEARTBEAT] = now
-            try:
-                if not sched.wait_turn(slot, 0.05):
-                    break
-            except TimeoutError:
-                row[WorkerCol.WAIT_S] += time.monotonic() - now
-                continue
-            t0 = time.monotonic()
-            if hist is None:
-                _, step = board.read(out=stack)
-            else:
-                _, step = board.read(out=stack, history=hist, actions=node.action_board)
-            t1 = time.monotonic()
-            try:
-                action, version, compute = ray.get(handle.act.remote(stack, step, hist),
-                                                   timeout=max(10.0, 50 * sched.tau_max))
-            except (lost + (ray.exceptions.GetTimeoutError,)) as exc:
-                stats.lost.append(f"remote worker {w}")
-                fault(f"remote worker {w} lost ({type(exc).__name__}); dropped from the schedule, the others re-stagger")
-                break
-            t2 = time.monotonic()
-            sched.report(slot, t2 - t0)  # the network both ways is part of this pass
-            try:
-                if not sched.wait_publish(slot, max(1.0, 4 * sched.tau_max)):
-                    break
-            except TimeoutError:
-                continue
-            t3 = time.monotonic()
-            node.action_board.post(action, step, slot)
-            t4 = time.monotonic()
-            stats.round_trip.append(t2 - t1)
-            stats.network.append(max(0.0, t2 - t1 - compute))
-            row[WorkerCol.READ_S] += t1 - t0
-            row[WorkerCol.INFER_S] += t2 - t1
-            row[WorkerCol.INFER_MAX] = max(row[WorkerCol.INFER_MAX], t2 - t1)
-            row[WorkerCol.WAIT_S] += t3 - t2
-            row[WorkerCol.POST_S] += t4 - t3
-            row[WorkerCol.TURNS] += 1
-            row[WorkerCol.LAST_STEP] = step
-            if version >= 0 and version != row[WorkerCol.VERSION]:
-                row[WorkerCol.PICKUPS] += 1
-                row[WorkerCol.VERSION] = version
-            tel.record_post(w, t4)
-    finally:
+
+    def act() -> tuple[int, int] | None:
+        t0 = time.monotonic()
+        if hist is None:
+            _, step = board.read(out=stack)
+        else:
+            _, step = board.read(out=stack, history=hist, actions=node.action_board)
+        t1 = time.monotonic()
         try:
-            sched.leave(slot)
-        except Exception:
-            pass
+            action, version, compute = ray.get(handle.act.remote(stack, step, hist),
+                                               timeout=max(10.0, 50 * sched.tau_max))
+        except (lost + (ray.exceptions.GetTimeoutError,)) as exc:
+            stats.lost.append(f"remote worker {w}")
+            fault(f"remote worker {w} lost ({type(exc).__name__}); dropped from the schedule, the others re-stagger")
+            return None
+        t2 = time.monotonic()  # the network both ways is part of this pass, as the schedule is told
+        stats.round_trip.append(t2 - t1)
+        stats.network.append(max(0.0, t2 - t1 - compute))
+        row[WorkerCol.READ_S] += t1 - t0
+        row[WorkerCol.INFER_S] += t2 - t1
+        row[WorkerCol.INFER_MAX] = max(row[WorkerCol.INFER_MAX], t2 - t1)
+        row[WorkerCol.LAST_STEP] = step
+        if version >= 0 and version != row[WorkerCol.VERSION]:
+            row[WorkerCol.PICKUPS] += 1
+            row[WorkerCol.VERSION] = version
+        return int(action), int(step)
+
+    take_turns(sched, slot, tel, w, act, node.action_board.post, stop)

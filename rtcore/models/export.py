@@ -10,8 +10,10 @@ Backends (``backend=`` everywhere below):
 - ``"eager"``: the plain ``nn.Module``; the fallback when neither compiler handles a model.
 
 ``frozen=True`` (script only) folds the parameters into the graph as constants
-(``torch.jit.freeze`` + ``torch.jit.optimize_for_inference``): faster on CPU, but a frozen module can
-never pick up new parameters, so it is for evaluating a fixed checkpoint, not for learning while playing.
+(``torch.jit.freeze`` + ``torch.jit.optimize_for_inference``): faster on CPU, but the module has no
+parameters left to bind, so by itself it is for evaluating a fixed checkpoint. Workers that learn while
+playing run it through :mod:`rtcore.models.frozen` (``--backend frozen``), which refreshes the frozen
+graph's constants in place for each new version.
 
 Files: :func:`save_model` writes a checkpoint (spec + state dict) that any backend can load;
 ``torch.jit.save`` archives load with ``backend="script"`` and ``torch.export.save`` archives (``.pt2``)
