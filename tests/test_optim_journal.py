@@ -181,3 +181,49 @@ def test_a_learner_that_lost_its_turn_while_stalled_does_not_commit():
     assert control[Control.OPT_STEP] == 5
     np.testing.assert_array_equal(bank(state, 5), bank(want, 5))
     del ra
+
+
+@pytest.mark.parametrize("died", ["in the tail", "before the commit"])
+def test_the_run_settles_a_step_its_last_learner_died_in(died):
+    """No learner runs after the last one dies: the runner settles its step before the final checkpoint
+    (rtcore.agent.dqn.settle_journal), so the update count, the target and the published version match the
+    committed step. Before, the checkpoint kept UPDATES one behind OPT_STEP."""
+    from rtcore import ParamStore
+    from rtcore.agent.dqn import settle_journal
+
+    n = 4096
+    state = init_learner_state(np.zeros((STATE_ROWS, n), np.float32), np.linspace(-1, 1, n, dtype=np.float32))
+    control = np.zeros(Control.COUNT, np.int64)
+    store = ParamStore(n, buffers=3)
+    try:
+        store.publish(state[0])
+        j, r = StepJournal(control), Replica(state, control)
+
+        def publish(t: int) -> int:
+            return store.publish(bank(r.state, t)[0].numpy())
+
+        for t in (1, 2):
+            j.apply([r], [grad_of(t, n)], TARGET_UPDATE, publish)
+        # step 3 (it refreshes the target: 3 % TARGET_UPDATE == 0), and the learner dies
+        t, refresh = j.begin(TARGET_UPDATE)
+        assert t == 3 and refresh
+        r.adam.step_into(bank(r.state, 2), bank(r.state, 3), grad_of(3, n), 3)
+        if died == "in the tail":
+            j.commit(3)
+        version = store.version
+        how = settle_journal(store, state, control)
+        if died == "in the tail":
+            assert how == "completed"
+            assert control[Control.OPT_STEP] == control[Control.UPDATES] == control[Control.JOURNAL_DONE] == 3
+            assert control[Control.TARGET_VERSION] == 1 and control[Control.STEPS_COMPLETED] == 1
+            np.testing.assert_array_equal(state[TARGET], bank(state, 3)[0])
+            assert store.version == version + 1
+            with store.read() as (_, view):
+                np.testing.assert_array_equal(view, bank(state, 3)[0])
+        else:
+            assert how == "rolled back"
+            assert control[Control.OPT_STEP] == control[Control.UPDATES] == control[Control.JOURNAL_STEP] == 2
+            assert control[Control.STEPS_ROLLED_BACK] == 1 and store.version == version
+        assert settle_journal(store, state, control) is None  # settled once
+    finally:
+        store.close()

@@ -393,21 +393,7 @@ class DQNLearner:
         return self.journal.recover(self.replicas, self._publish)
 
     def _publish(self, t: int) -> int:
-        b = self.params.begin_write(0.0)
-        if b < 0:
-            return self.params.version
-        try:
-            for r in self.replicas:
-                if r.mirror is not None:
-                    r.mirror[b].copy_(bank(r.state, t)[0])
-            if self.host:
-                self._host_views[b].copy_(bank(self.local.state, t)[0])
-            for r in self.replicas:
-                r.sync()  # the version is complete on every device before readers can pin it
-        except BaseException:
-            self.params.abort_write()
-            raise
-        return self.params.commit()
+        return _publish_bank(self.params, self.replicas, self.local, self._host_views if self.host else None, t)
 
     def _sync_target(self) -> None:
         tv = int(self.control[Control.TARGET_VERSION])
@@ -492,6 +478,44 @@ class DQNLearner:
             s[LearnerCol.STALENESS] += max(0, version - 1 - self.snapshot_version)
             s[LearnerCol.HEARTBEAT] = t4
         return info
+
+
+def _publish_bank(params: Any, replicas: list[_Replica], local: _Replica, host_views: list[Any] | None, t: int) -> int:
+    """Publishes bank ``t % 2``'s master as a new version: into every replica's mirror, and into the
+    store's host buffer when ``host_views`` are given (from ``local``'s state). -1 -> the newest version
+    (skipped: the master keeps the update, the next publish carries it)."""
+    b = params.begin_write(0.0)
+    if b < 0:
+        return params.version
+    try:
+        for r in replicas:
+            if r.mirror is not None:
+                r.mirror[b].copy_(bank(r.state, t)[0])
+        if host_views is not None:
+            host_views[b].copy_(bank(local.state, t)[0])
+        for r in replicas:
+            r.sync()  # the version is complete on every device before readers can pin it
+    except BaseException:
+        params.abort_write()
+        raise
+    return params.commit()
+
+
+def settle_journal(params: Any, states: Any, control: np.ndarray, *, mirrors: Any = None,
+                   host: bool = True) -> str | None:
+    """Once every learner has stopped: settles an optimizer step the last of them died in, as the next turn
+    holder would have (:meth:`rtcore.agent.optim.StepJournal.recover`): ``"rolled back"``, ``"completed"``
+    (its tail redone: target refresh, publish, counters) or None. So a run's final checkpoint never keeps a
+    committed step whose update count and target were not brought up to date. ``states``/``mirrors``: as
+    a learner gets them (one state or a list of replicas; host shared-memory rows or tensors)."""
+    import torch
+
+    states = list(states) if isinstance(states, (list, tuple)) else [states]
+    mirrors = list(mirrors) if isinstance(mirrors, (list, tuple)) else [mirrors] * len(states)
+    numel = int(params.numel)
+    replicas = [_Replica(st, m, control, LearnerConfig(), numel) for st, m in zip(states, mirrors)]
+    views = [torch.from_numpy(params.buffer_view(b)) for b in range(params.buffers)] if host else None
+    return StepJournal(control).recover(replicas, lambda t: _publish_bank(params, replicas, replicas[0], views, t))
 
 
 def _batch_items(batch: Any, history: bool = False) -> list[tuple[str, Any]]:

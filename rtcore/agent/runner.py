@@ -308,6 +308,7 @@ class _Runner:
         devs = sorted(self.mirrors)
         worker_dev = _canonical_device(cfg.device)
         host = not self.mirrors or worker_dev not in self.mirrors  # some reader needs the host buffers
+        self.host_versions = host
 
         def learner_spec(j: int) -> LearnerSpec:
             state = self.state if not self.mirrors else [self.state[d] for d in devs]
@@ -551,6 +552,22 @@ class _Runner:
         update even when the last publish was skipped."""
         return write_checkpoint(self, tag, final=final)
 
+    def settle_learners(self) -> None:
+        """Every learner has stopped: an optimizer step the last one died in is rolled back or completed
+        here (rtcore.agent.dqn.settle_journal), so the final checkpoint's update count and target match
+        its step."""
+        if self.n_learners <= 0 or getattr(self, "state", None) is None:
+            return
+        from rtcore.agent.dqn import settle_journal
+
+        devs = sorted(self.mirrors)
+        state = self.state.array if not self.mirrors else [self.state[d] for d in devs]
+        how = settle_journal(self.params, state, self.telemetry.control,
+                             mirrors=[self.mirrors[d] for d in devs] if devs else None,
+                             host=getattr(self, "host_versions", True))
+        if how is not None:
+            self.fault(f"the last learner stopped inside an optimizer step: {how} at the end of the run")
+
     def learner_arrays(self, final: bool = False) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, int]:
         """``(version, params, target, moments, opt_step)`` as host float32 arrays, for a checkpoint: the
         moments are those of optimizer step ``opt_step`` (one committed step, read whole while learners
@@ -688,6 +705,7 @@ def execute(cfg: RunConfig, prepare: Callable[[_Runner], None] | None = None) ->
             r.stop_all()
         if r.driver is not None:
             wall = getattr(r, "t_stop", time.monotonic()) - t_start
+            r.settle_learners()
             r.checkpoint("final", final=True)
             summary = r.accounting.summary(r, wall)
             if writer is not None:
