@@ -62,7 +62,8 @@ _CONST_KINDS = ("prim::Constant", "prim::ConstantMKLDNNTensor")
 def _tensor_constants(graph: Any) -> list[tuple[Any, torch.Tensor]]:
     out = []
     for node in graph.nodes():
-        if node.kind() in _CONST_KINDS and node.hasAttribute("value") and node.kindOf("value") == "t":
+        if (node.kind() in _CONST_KINDS and node.hasAttribute("value") and node.kindOf("value") == "t"
+                and node.output().uses()):
             out.append((node, node.t("value")))
     return out
 
@@ -81,6 +82,17 @@ def _conv_args(node: Any, value: Any) -> tuple[list[int], list[int], list[int], 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a, b))
+
+
+def _release_heap() -> None:
+    """Returns freed heap memory to the system (glibc's ``malloc_trim``; elsewhere nothing): building the
+    frozen copies frees several model-sized temporaries that the allocator would otherwise keep."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class RefreshableFrozen:
@@ -116,16 +128,20 @@ class RefreshableFrozen:
         with torch.no_grad():
             for p in params:  # distinct values: the freeze pools equal constants, the match goes by value
                 p.data = torch.randn(p.shape, generator=gen, dtype=p.dtype)
-            values = [p.detach().clone() for p in params]
-            buffers = [b.detach().clone() for b in template.buffers()]
+            values = [p.detach() for p in params]  # the freeze copies or aliases them; neither writes them
+            buffers = [b.detach() for b in template.buffers()]
         with _quiet_jit():
             frozen = torch.jit.freeze(template)
             if optimize:
                 frozen = torch.jit.optimize_for_inference(frozen)
+        # the optimization leaves the replaced constants in the graph, unused (a linear layer's weight
+        # beside its pre-transposed copy): dropped, they cost neither memory nor refresh time
+        torch._C._jit_pass_dce(frozen.graph)
         self.module = frozen
         self._slots = self._match(frozen.graph, values, buffers)
+        del values, buffers, params
         self.version = 0
-        self._check(scripted, example, seed + 1)
+        self._check(template, example, seed + 1)  # the template is the reference: freezing did not change it
 
     # ---- building ------------------------------------------------------------------------------------
 
@@ -171,10 +187,9 @@ class RefreshableFrozen:
                 f"versions in place; run this model with backend 'script'")
         return slots
 
-    def _check(self, scripted: torch.jit.ScriptModule, example: Sequence[torch.Tensor], seed: int) -> None:
+    def _check(self, ref: torch.jit.ScriptModule, example: Sequence[torch.Tensor], seed: int) -> None:
         from rtcore.shared.params import bind_flat
 
-        ref = copy.deepcopy(scripted).eval()
         gen = torch.Generator().manual_seed(seed)
         flat = torch.randn(self.numel, generator=gen)
         bind_flat(ref, flat)
@@ -251,6 +266,7 @@ class FrozenFollower:
                         RefreshableFrozen(scripted, example, seed=seed + 2)]
         if self._copies[0].numel != store.numel:
             raise ValueError(f"module has {self._copies[0].numel} parameters, the store {store.numel}")
+        _release_heap()  # the builds' temporaries (templates, check versions) would stay in the malloc heap
         self._store = ParamStore.attach(store.name)
         self._store_name = store.name
         self._newest = store  # the caller's handle: reads the version number only
