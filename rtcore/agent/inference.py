@@ -9,7 +9,9 @@ with one CPU thread, and runs the stagger schedule's loop (the paper's Algorithm
 Parameters: the worker pins the newest complete version in the :class:`rtcore.ParamStore` for the
 whole forward pass, so it never runs a mix of two versions. On CPU the model's parameters are views
 of the pinned shared buffer (picking up a version copies nothing); on CUDA the pinned buffer is copied
-host-to-device once per new version.
+host-to-device once per new version. With ``backend="frozen"`` (CPU) the worker runs a frozen, oneDNN-optimized
+copy of the model that a thread keeps near the newest version (:mod:`rtcore.models.frozen`): nothing is pinned
+in the turn, and the action's parameters trail the newest by at most one refresh and one turn.
 
 With an action history (``--action-history K``) the model takes ``forward(obs, hist)``: the worker reads
 the history with the stack (:meth:`rtcore.ObsBoard.read` with ``history=``, the pending slot looked up on
