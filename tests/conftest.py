@@ -16,6 +16,13 @@ os.environ.setdefault("PYTHONSAFEPATH", "1")
 
 import glob  # noqa: E402
 import random  # noqa: E402
+import signal  # noqa: E402
+
+# Ctrl-C is a behaviour under test (runs, waits, the cluster's early end). A suite launched in the
+# background by a non-interactive shell (`cmd &`, nohup) inherits SIGINT ignored, and so would every
+# process it starts: give this process Python's own handler, which its children get back as the default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

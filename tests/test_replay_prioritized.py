@@ -8,14 +8,13 @@ import math
 import multiprocessing as mp
 import os
 import pickle
-import signal
 import time
 from collections import Counter
 
 import numpy as np
 import pytest
 from test_replay import Model, random_run
-from test_replay_stress import GAMMA, K, N, SHAPE, L, next_step, verify, writer
+from test_replay_stress import GAMMA, K, N, SHAPE, L, kill_and_hand_over, next_step, verify, writer
 
 import rtcore
 from rtcore import ReplayBuffer
@@ -235,22 +234,9 @@ def test_prioritized_writers_samplers_and_updaters_in_processes_with_a_writer_ki
         deadline = time.monotonic() + 60
         while buf.head(0) < 2500 and time.monotonic() < deadline:
             time.sleep(0.005)
-        os.kill(victim.pid, signal.SIGKILL)
-        victim.join(10)
-        assert victim.exitcode == -signal.SIGKILL
-        killed_at = next_step(buf, 0)
-        head_at_kill = buf.head(0)
-        # A new process writes stream 0 on from its head, starting the world's next episode (a restarted
-        # env). If the dead writer left an episode open, the heir's first add closes it as truncated: its
-        # last complete step becomes that episode's final obs (the same rule as tests/test_replay_stress.py).
-        if killed_at % L(0):
-            cut.value = killed_at - 1
-            heir_start = (killed_at - 1) - (killed_at - 1) % L(0) + L(0)
-        else:
-            heir_start = killed_at
-        heir = ctx.Process(target=writer, args=(buf.name, 0, 1500, go, heir_start))
+        # the heir starts the world's next episode; the dead writer's open episode ends, truncated
+        killed_at, head_at_kill, heir = kill_and_hand_over(ctx, buf, victim, go, cut, 1500)
         procs.append(heir)
-        heir.start()
         for p in procs[1:3] + [heir]:
             p.join(90)
             assert p.exitcode == 0

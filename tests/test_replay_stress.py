@@ -70,6 +70,27 @@ def writer(name: str, s: int, steps: int, go, start: int = -1) -> None:
     buf.close()
 
 
+def kill_and_hand_over(ctx, buf: ReplayBuffer, victim, go, cut, heir_steps: int):
+    """SIGKILLs stream 0's writer mid-stream and starts its heir; returns ``(killed_at, head_at_kill, heir)``.
+
+    The heir, a new process, writes stream 0 on from its head, starting the world's next episode (a
+    restarted env). If the dead writer left an episode open, the heir's first add closes it as truncated:
+    its last complete step becomes that episode's final obs, recorded in ``cut`` for :func:`verify`."""
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.join(10)
+    assert victim.exitcode == -signal.SIGKILL
+    killed_at = next_step(buf, 0)  # steps completely written
+    head_at_kill = buf.head(0)
+    if killed_at % L(0):
+        cut.value = killed_at - 1
+        heir_start = (killed_at - 1) - (killed_at - 1) % L(0) + L(0)
+    else:
+        heir_start = killed_at
+    heir = ctx.Process(target=writer, args=(buf.name, 0, heir_steps, go, heir_start))
+    heir.start()
+    return killed_at, head_at_kill, heir
+
+
 def verify(batch, i: int, cut: int = -1) -> str:
     """'' if row i of the batch is exactly what the world says, else what is wrong. ``cut``: the step of
     stream 0 whose slot became the final obs of the killed writer's episode (-1: none yet)."""
@@ -153,22 +174,9 @@ def test_writers_and_sampler_processes_never_see_a_torn_transition_even_when_a_w
         deadline = time.monotonic() + 60
         while buf.head(0) < 8000 and time.monotonic() < deadline:
             time.sleep(0.005)
-        os.kill(victim.pid, signal.SIGKILL)
-        victim.join(10)
-        assert victim.exitcode == -signal.SIGKILL
-        killed_at = next_step(buf, 0)  # steps completely written
-        head_at_kill = buf.head(0)
+        killed_at, head_at_kill, heir = kill_and_hand_over(ctx, buf, victim, go, cut, 5000)
         assert killed_at >= 8000 - 8000 // 6
-        # A new process writes stream 0 on from its head, starting the world's next episode. If the
-        # dead writer left an episode open, its last step becomes that episode's final obs.
-        if killed_at % L(0):
-            cut.value = killed_at - 1
-            heir_start = (killed_at - 1) - (killed_at - 1) % L(0) + L(0)
-        else:
-            heir_start = killed_at
-        heir = ctx.Process(target=writer, args=(buf.name, 0, 5000, go, heir_start))
         procs.append(heir)
-        heir.start()
         for p in procs[1:3] + [heir]:
             p.join(90)
             assert p.exitcode == 0

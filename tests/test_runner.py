@@ -355,34 +355,44 @@ def test_no_respawn_worker_death_goes_on_and_sigterm_exits_143_with_a_summary(tm
     assert_all_gone(children)
 
 
+# one learner that updates most of the time (batch 8, 0.2 updates per env step): the learner fault tests
+LEARNER_RUN = ("--inference-delay", str(DELAY), "--tau-theta", str(TAU_THETA), "--learners", "1", "--learning-starts",
+               "60", "--batch-size", "8", "--updates-per-step", "0.2", "--no-plots", "--metrics-interval", "0.5")
+
+
+def learner_updates(run_dir: Path) -> float:
+    """The run's update count in its newest metrics row (0 before the first)."""
+    from rtcore.agent.metrics import read_metrics
+
+    if not (run_dir / "metrics.csv").exists():
+        return 0
+    u = read_metrics(run_dir)["learner_updates"]
+    return float(u[-1]) if len(u) else 0
+
+
+def wait_for_updates(run_dir: Path, p: subprocess.Popen, at_least: float, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while learner_updates(run_dir) < at_least:
+        assert time.monotonic() < deadline, what
+        assert p.poll() is None, f"run ended early: {p.stderr.read()[-3000:]}"
+        time.sleep(0.1)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_sole_learner_killed_mid_update_is_replaced_and_updates_resume(tmp_path):
     """One learner, SIGKILLed repeatedly while it updates (it spends most of its time in updates): each
     replacement takes its slot (and the interrupted update) over, and the updates go on. Before: the
     replacement failed 'learner slot 0 is taken by a live learner' for the rest of the run."""
-    p = rtcore_run(tmp_path, "--seconds", "40", "--inference-delay", str(DELAY), "--tau-theta", str(TAU_THETA),
-                   "--learners", "1", "--learning-starts", "60", "--batch-size", "8", "--updates-per-step", "0.2",
-                   "--no-plots", "--metrics-interval", "0.5")
+    p = rtcore_run(tmp_path, "--seconds", "40", *LEARNER_RUN)
     run_dir = tmp_path / "run"
-    children: list[psutil.Process] = []
-    from rtcore.agent.metrics import read_metrics
-
     try:
         wait_for_rows(run_dir, 4, p, timeout=180)
-        children = descendants(p.pid)
-        deadline = time.monotonic() + 60
-        while read_metrics(run_dir)["learner_updates"][-1] < 3:
-            assert time.monotonic() < deadline, "no learner updates"
-            time.sleep(0.2)
+        wait_for_updates(run_dir, p, 3, 60, "no learner updates")
         for _ in range(2):
             kill_child(run_dir, "learner", 0)
-            at_kill = read_metrics(run_dir)["learner_updates"][-1]
-            deadline = time.monotonic() + 60
-            while read_metrics(run_dir)["learner_updates"][-1] < at_kill + 3:
-                assert time.monotonic() < deadline, f"updates did not resume after the kill (at {at_kill})"
-                assert p.poll() is None
-                time.sleep(0.2)
+            at_kill = learner_updates(run_dir)
+            wait_for_updates(run_dir, p, at_kill + 3, 60, f"updates did not resume after the kill (at {at_kill})")
             time.sleep(1.0)  # so the next kill hits the replacement, not its start-up
     finally:
         code, s, err = finish(p, timeout=200)
@@ -422,27 +432,16 @@ def test_learner_killed_mid_update_is_replaced_and_updates_resume_fast(tmp_path)
     updates; its replacement takes the slot over, settles the interrupted optimizer step (rolled back or
     completed, never half applied: tests/test_optim_journal.py checks the state bit for bit) and updates
     go on. Ended early by SIGTERM."""
-    p = rtcore_run(tmp_path, "--seconds", "60", "--inference-delay", str(DELAY), "--tau-theta", str(TAU_THETA),
-                   "--learners", "1", "--learning-starts", "60", "--batch-size", "8", "--updates-per-step", "0.2",
-                   "--no-plots", "--metrics-interval", "0.5")
+    p = rtcore_run(tmp_path, "--seconds", "60", *LEARNER_RUN)
     run_dir = tmp_path / "run"
     children: list[psutil.Process] = []
-    from rtcore.agent.metrics import read_metrics
-
     try:
         wait_for_rows(run_dir, 2, p, timeout=120)
         children = descendants(p.pid)
-        deadline = time.monotonic() + 60
-        while read_metrics(run_dir)["learner_updates"][-1] < 3:
-            assert time.monotonic() < deadline, "no learner updates"
-            time.sleep(0.1)
+        wait_for_updates(run_dir, p, 3, 60, "no learner updates")
         kill_child(run_dir, "learner", 0)
-        at_kill = read_metrics(run_dir)["learner_updates"][-1]
-        deadline = time.monotonic() + 60
-        while read_metrics(run_dir)["learner_updates"][-1] < at_kill + 3:
-            assert time.monotonic() < deadline, f"updates did not resume after the kill (at {at_kill})"
-            assert p.poll() is None
-            time.sleep(0.1)
+        at_kill = learner_updates(run_dir)
+        wait_for_updates(run_dir, p, at_kill + 3, 60, f"updates did not resume after the kill (at {at_kill})")
         p.send_signal(signal.SIGTERM)
     finally:
         code, s, err = finish(p, timeout=120)
@@ -457,20 +456,13 @@ def test_learner_killed_mid_update_is_replaced_and_updates_resume_fast(tmp_path)
 def test_stalled_learner_is_killed_before_its_turn_is_handed_on(tmp_path):
     """A learner SIGSTOPped for 3 s (longer than half the turnstile's 2 s timeout): the runner kills it
     and respawns it, so it cannot wake up and write the shared learner state out of turn; updates go on."""
-    p = rtcore_run(tmp_path, "--seconds", "60", "--inference-delay", str(DELAY), "--tau-theta", str(TAU_THETA),
-                   "--learners", "1", "--learning-starts", "60", "--batch-size", "8", "--updates-per-step", "0.2",
-                   "--no-plots", "--metrics-interval", "0.5")
+    p = rtcore_run(tmp_path, "--seconds", "60", *LEARNER_RUN)
     run_dir = tmp_path / "run"
     children: list[psutil.Process] = []
-    from rtcore.agent.metrics import read_metrics
-
     try:
         wait_for_rows(run_dir, 2, p, timeout=120)
         children = descendants(p.pid)
-        deadline = time.monotonic() + 60
-        while read_metrics(run_dir)["learner_updates"][-1] < 2:
-            assert time.monotonic() < deadline, "no learner updates"
-            time.sleep(0.1)
+        wait_for_updates(run_dir, p, 2, 60, "no learner updates")
         procs = json.loads((run_dir / "processes.json").read_text())["children"]
         pid = next(c["pid"] for c in procs if c["kind"] == "learner")
         os.kill(pid, signal.SIGSTOP)
@@ -479,11 +471,8 @@ def test_stalled_learner_is_killed_before_its_turn_is_handed_on(tmp_path):
             os.kill(pid, signal.SIGCONT)
         except ProcessLookupError:
             pass
-        at = read_metrics(run_dir)["learner_updates"][-1]
-        deadline = time.monotonic() + 60
-        while read_metrics(run_dir)["learner_updates"][-1] < at + 2:
-            assert time.monotonic() < deadline, f"updates did not resume after the stall (at {at})"
-            time.sleep(0.1)
+        at = learner_updates(run_dir)
+        wait_for_updates(run_dir, p, at + 2, 60, f"updates did not resume after the stall (at {at})")
         p.send_signal(signal.SIGTERM)
     finally:
         code, s, err = finish(p, timeout=120)

@@ -21,6 +21,10 @@
 
 ``placement.json`` in the run directory says which Ray node each env node and the learner group run on,
 and the pids of the learner processes on the learner node (rewritten when a learner is respawned).
+
+Length: the driver is one sequence (place, start, supervise and respawn, stop, sum up) over one set of
+actors and placement groups, which every step of it owns in turn; split, each part would reach into the
+others' state.
 """
 
 from __future__ import annotations
