@@ -9,6 +9,7 @@ is killed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -16,7 +17,9 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
+from typing import Iterator
 
 import psutil
 import pytest
@@ -426,44 +429,47 @@ def test_sigstopped_worker_is_a_stall_and_the_run_recovers(tmp_path):
     assert s["action_interval_target"] < 0.1  # tau_max / N at the end: the 3 s stop was not kept
 
 
+@contextlib.contextmanager
+def learner_fault_run(tmp_path: Path, first_updates: int) -> Iterator[types.SimpleNamespace]:
+    """A 60 s run of LEARNER_RUN, handed to the block once its learner has made ``first_updates`` updates
+    (``p``, ``run_dir``, ``children``); ended by SIGTERM after the block, which then sets ``code``,
+    ``summary`` and ``err``."""
+    r = types.SimpleNamespace(p=rtcore_run(tmp_path, "--seconds", "60", *LEARNER_RUN), run_dir=tmp_path / "run",
+                              children=[])
+    try:
+        wait_for_rows(r.run_dir, 2, r.p, timeout=120)
+        r.children = descendants(r.p.pid)
+        wait_for_updates(r.run_dir, r.p, first_updates, 60, "no learner updates")
+        yield r
+        r.p.send_signal(signal.SIGTERM)
+    finally:
+        r.code, r.summary, r.err = finish(r.p, timeout=120)
+
+
 @pytest.mark.timeout(200)
 def test_learner_killed_mid_update_is_replaced_and_updates_resume_fast(tmp_path):
     """The default suite's version of the slow test above: one SIGKILL of the only learner while it
     updates; its replacement takes the slot over, settles the interrupted optimizer step (rolled back or
     completed, never half applied: tests/test_optim_journal.py checks the state bit for bit) and updates
     go on. Ended early by SIGTERM."""
-    p = rtcore_run(tmp_path, "--seconds", "60", *LEARNER_RUN)
-    run_dir = tmp_path / "run"
-    children: list[psutil.Process] = []
-    try:
-        wait_for_rows(run_dir, 2, p, timeout=120)
-        children = descendants(p.pid)
-        wait_for_updates(run_dir, p, 3, 60, "no learner updates")
-        kill_child(run_dir, "learner", 0)
-        at_kill = learner_updates(run_dir)
-        wait_for_updates(run_dir, p, at_kill + 3, 60, f"updates did not resume after the kill (at {at_kill})")
-        p.send_signal(signal.SIGTERM)
-    finally:
-        code, s, err = finish(p, timeout=120)
-    assert code == 143, err[-3000:]
+    with learner_fault_run(tmp_path, 3) as r:
+        kill_child(r.run_dir, "learner", 0)
+        at_kill = learner_updates(r.run_dir)
+        wait_for_updates(r.run_dir, r.p, at_kill + 3, 60, f"updates did not resume after the kill (at {at_kill})")
+    s, err = r.summary, r.err
+    assert r.code == 143, err[-3000:]
     assert s["learner_restarts"] == 1 and "taken by a live learner" not in err
     assert s["steps_rolled_back"] + s["steps_completed"] <= 1
     assert s["learner_updates"] >= at_kill + 3
-    assert_all_gone(children)
+    assert_all_gone(r.children)
 
 
 @pytest.mark.timeout(200)
 def test_stalled_learner_is_killed_before_its_turn_is_handed_on(tmp_path):
     """A learner SIGSTOPped for 3 s (longer than half the turnstile's 2 s timeout): the runner kills it
     and respawns it, so it cannot wake up and write the shared learner state out of turn; updates go on."""
-    p = rtcore_run(tmp_path, "--seconds", "60", *LEARNER_RUN)
-    run_dir = tmp_path / "run"
-    children: list[psutil.Process] = []
-    try:
-        wait_for_rows(run_dir, 2, p, timeout=120)
-        children = descendants(p.pid)
-        wait_for_updates(run_dir, p, 2, 60, "no learner updates")
-        procs = json.loads((run_dir / "processes.json").read_text())["children"]
+    with learner_fault_run(tmp_path, 2) as r:
+        procs = json.loads((r.run_dir / "processes.json").read_text())["children"]
         pid = next(c["pid"] for c in procs if c["kind"] == "learner")
         os.kill(pid, signal.SIGSTOP)
         time.sleep(3.0)
@@ -471,12 +477,10 @@ def test_stalled_learner_is_killed_before_its_turn_is_handed_on(tmp_path):
             os.kill(pid, signal.SIGCONT)
         except ProcessLookupError:
             pass
-        at = learner_updates(run_dir)
-        wait_for_updates(run_dir, p, at + 2, 60, f"updates did not resume after the stall (at {at})")
-        p.send_signal(signal.SIGTERM)
-    finally:
-        code, s, err = finish(p, timeout=120)
-    assert code == 143, err[-3000:]
+        at = learner_updates(r.run_dir)
+        wait_for_updates(r.run_dir, r.p, at + 2, 60, f"updates did not resume after the stall (at {at})")
+    s, err = r.summary, r.err
+    assert r.code == 143, err[-3000:]
     assert any("learner 0 stalled" in f and "killed" in f for f in s["faults"]), s["faults"]
     assert s["learner_restarts"] == 1 and "lost its turn" not in err
-    assert_all_gone(children)
+    assert_all_gone(r.children)

@@ -182,13 +182,7 @@ class ObsBoardHandle : public SegmentHandle {
 
   std::tuple<py::array, std::int64_t> read(std::optional<py::array> out) {
     auto seg = live();
-    py::array arr;
-    if (out) {
-      check_array("out", *out, stack_shape_, dtype_, /*writeable=*/true);
-      arr = *out;
-    } else {
-      arr = py::array(dtype_, stack_shape_);
-    }
+    py::array arr = stack_out(out);
     void* data = arr.mutable_data();
     std::int64_t step;
     {
@@ -229,6 +223,12 @@ class ObsBoardHandle : public SegmentHandle {
       throw LayoutMismatch("ObsBoard '" + name_ + "' has inconsistent layout parameters");
     stack_shape_ = shape_;
     stack_shape_.insert(stack_shape_.begin(), params_.frame_stack);
+  }
+  // The caller's `out` (checked: a writeable array of the stack's shape and dtype) or a new stack array.
+  py::array stack_out(const std::optional<py::array>& out) const {
+    if (!out) return py::array(dtype_, stack_shape_);
+    check_array("out", *out, stack_shape_, dtype_, /*writeable=*/true);
+    return *out;
   }
   ObsParams params_;
   board::ObsBoardView view_;
@@ -318,13 +318,7 @@ std::tuple<py::array, std::int64_t> ObsBoardHandle::read_history(std::optional<p
     aseg = ah->keep();
     av = &ah->view();
   }
-  py::array arr;
-  if (out) {
-    check_array("out", *out, stack_shape_, dtype_, /*writeable=*/true);
-    arr = *out;
-  } else {
-    arr = py::array(dtype_, stack_shape_);
-  }
+  py::array arr = stack_out(out);
   void* data = arr.mutable_data();
   auto* hist = static_cast<std::int64_t*>(const_cast<void*>(history.data()));
   std::int64_t step;

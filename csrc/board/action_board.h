@@ -195,21 +195,8 @@ class ActionBoardView {
     for (;;) {
       const std::uint64_t last = c.last_taken.load(std::memory_order_acquire);  // acquire: see above
       const std::uint64_t packed = c.latest.load(std::memory_order_acquire);  // acquire: the named record is complete
-      const std::uint64_t seq = packed >> kIndexBits;
-      if (seq <= last) return false;
-      const std::uint64_t index = packed & ((std::uint64_t{1} << kIndexBits) - 1);
-      const Record& rec = workers()[index / 2].rec[index % 2];
-      const std::uint64_t s0 = rec.state.load(std::memory_order_acquire);  // acquire: the fields below are at least this new
-      const std::int64_t action = rec.action.load(std::memory_order_relaxed);      // relaxed: validated below
-      const std::int64_t obs_step = rec.obs_step.load(std::memory_order_relaxed);  // relaxed: validated below
-      std::atomic_thread_fence(std::memory_order_acquire);  // acquire: the field loads complete before the re-read
-      const std::uint64_t s1 = rec.state.load(std::memory_order_relaxed);  // relaxed: ordered by the fence above
-      if (s0 != (seq << 1) || s1 != s0) continue;  // the worker has moved on twice since: `latest` has moved past it
-      out->action = action;
-      out->obs_step = obs_step;
-      out->worker = static_cast<std::int32_t>(index / 2);
-      out->seq = seq;
-      return true;
+      if ((packed >> kIndexBits) <= last) return false;
+      if (read_post(packed, out)) return true;  // else the worker has moved on twice since: `latest` has moved past it
     }
   }
 
@@ -221,14 +208,8 @@ class ActionBoardView {
       const std::uint64_t packed = c.latest.load(std::memory_order_acquire);  // acquire: the named record is complete
       const std::uint64_t seq = packed >> kIndexBits;
       if (seq <= last) return false;
-      const std::uint64_t index = packed & ((std::uint64_t{1} << kIndexBits) - 1);
-      const Record& rec = workers()[index / 2].rec[index % 2];
-      const std::uint64_t s0 = rec.state.load(std::memory_order_acquire);  // acquire: the fields below are at least this new
-      const std::int64_t action = rec.action.load(std::memory_order_relaxed);      // relaxed: validated below
-      const std::int64_t obs_step = rec.obs_step.load(std::memory_order_relaxed);  // relaxed: validated below
-      std::atomic_thread_fence(std::memory_order_acquire);  // acquire: the field loads complete before the re-read
-      const std::uint64_t s1 = rec.state.load(std::memory_order_relaxed);  // relaxed: ordered by the fence above
-      if (s0 != (seq << 1) || s1 != s0) {
+      Taken t;
+      if (!read_post(packed, &t)) {
         // The worker has moved on twice since: `latest` has moved past `seq`, so retry.
         std::atomic_thread_fence(std::memory_order_acquire);  // acquire: see the `latest` that the overwrite implies
         continue;
@@ -237,15 +218,31 @@ class ActionBoardView {
       if (!c.last_taken.compare_exchange_strong(last, seq, std::memory_order_acq_rel, std::memory_order_relaxed)) continue;
       c.taken.fetch_add(1, std::memory_order_relaxed);                   // relaxed: a counter
       c.superseded.fetch_add(seq - last - 1, std::memory_order_relaxed);  // relaxed: a counter
-      out->action = action;
-      out->obs_step = obs_step;
-      out->worker = static_cast<std::int32_t>(index / 2);
-      out->seq = seq;
+      *out = t;
       return true;
     }
   }
 
  private:
+  // Reads the post `packed` (seq and record index, as in `latest`) whole into *out; false if its worker
+  // has overwritten that record since (a seqlock read: state, fields, state again).
+  bool read_post(std::uint64_t packed, Taken* out) const noexcept {
+    const std::uint64_t seq = packed >> kIndexBits;
+    const std::uint64_t index = packed & ((std::uint64_t{1} << kIndexBits) - 1);
+    const Record& rec = workers()[index / 2].rec[index % 2];
+    const std::uint64_t s0 = rec.state.load(std::memory_order_acquire);  // acquire: the fields below are at least this new
+    const std::int64_t action = rec.action.load(std::memory_order_relaxed);      // relaxed: validated below
+    const std::int64_t obs_step = rec.obs_step.load(std::memory_order_relaxed);  // relaxed: validated below
+    std::atomic_thread_fence(std::memory_order_acquire);  // acquire: the field loads complete before the re-read
+    const std::uint64_t s1 = rec.state.load(std::memory_order_relaxed);  // relaxed: ordered by the fence above
+    if (s0 != (seq << 1) || s1 != s0) return false;
+    out->action = action;
+    out->obs_step = obs_step;
+    out->worker = static_cast<std::int32_t>(index / 2);
+    out->seq = seq;
+    return true;
+  }
+
   Control& control() const noexcept { return *reinterpret_cast<Control*>(base_); }
   Worker* workers() const noexcept { return reinterpret_cast<Worker*>(base_ + sizeof(Control)); }
 

@@ -99,25 +99,15 @@ class Actor:
 
         self._reset_noise = noise_resetter(self.module)  # noisy nets: new noise for every new parameter version
         self._noise_version = -1
-        host = torch.zeros((1, frame_stack, *obs_shape), dtype=getattr(torch, np.dtype(obs_dtype).name))
-        if self.device.type == "cuda":
-            host = host.pin_memory()
-            self._x = torch.empty_like(host, device=self.device)
-        else:
-            self._x = host
-        self._host = host
-        self.stack = host.numpy()[0]  # the ObsBoard copies the frame stack straight into the input tensor
+        # inputs: host tensors the boards write into, and (CUDA) their device copies; one tensor on the CPU
+        self._host, self._x = self._staged(torch.zeros((1, frame_stack, *obs_shape),
+                                                       dtype=getattr(torch, np.dtype(obs_dtype).name)))
+        self.stack = self._host.numpy()[0]  # the ObsBoard copies the frame stack straight into the input tensor
         self._h = self._hhost = None
         self.history: np.ndarray | None = None  # the action history of the last read (K + 1 entries)
         if k:
-            hh = torch.zeros((1, k + 1), dtype=torch.int64)
-            if self.device.type == "cuda":
-                hh = hh.pin_memory()
-                self._h = torch.empty_like(hh, device=self.device)
-            else:
-                self._h = hh
-            self._hhost = hh
-            self.history = hh.numpy()[0]
+            self._hhost, self._h = self._staged(torch.zeros((1, k + 1), dtype=torch.int64))
+            self.history = self._hhost.numpy()[0]
         self.last_infer_s = 0.0
         if frozen:
             from rtcore.models.frozen import FrozenFollower
@@ -126,6 +116,13 @@ class Actor:
             self.frozen.start()
             self._refreshes_seen = (0, 0.0)
             self.module = None  # the scripted module was the template: the two frozen copies are what runs
+
+    def _staged(self, host: Any) -> tuple[Any, Any]:
+        """``(host, input)``: on CUDA a page-locked host tensor and its device twin, else the tensor twice."""
+        if self.device.type != "cuda":
+            return host, host
+        host = host.pin_memory()
+        return host, host.new_empty(host.shape, device=self.device)
 
     def _example(self, torch: Any, obs_dtype: Any) -> tuple[Any, ...]:
         """Seeded inputs of the actor's shapes (the frozen module's build check)."""

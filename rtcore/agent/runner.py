@@ -305,20 +305,19 @@ class _Runner:
                              priority_beta_steps=cfg.priority_beta_steps, priority_eps=cfg.priority_eps,
                              learn_on=cfg.learn_on)
 
-        devs = sorted(self.mirrors)
         worker_dev = _canonical_device(cfg.device)
         host = not self.mirrors or worker_dev not in self.mirrors  # some reader needs the host buffers
         self.host_versions = host
+        state, mirrors = self.learner_state()
 
         def learner_spec(j: int) -> LearnerSpec:
-            state = self.state if not self.mirrors else [self.state[d] for d in devs]
             return LearnerSpec(learner=j, model_spec=self.model_spec, in_frames=cfg.frame_stack, n_actions=self.n_actions,
                                config=lcfg, device=self.learner_devices[j % len(self.learner_devices)],
                                threads=cfg.learner_threads, nice=cfg.learner_nice if cfg.mode == "staggered" else 0,
                                learning_starts=cfg.learning_starts, updates_per_step=cfg.updates_per_step,
                                params=self.params, replay=self.replay, turnstile=self.turnstile, state=state,
                                telemetry=self.telemetry, obs_board=self.obs_board, seed=self.seed + 1000 + j,
-                               mirrors=[self.mirrors[d] for d in devs] if devs else None, host=host,
+                               mirrors=mirrors, host=host,
                                obs_shape=self.obs_shape, action_history=cfg.action_history)
 
         self._worker_mirror = self.mirrors.get(worker_dev)
@@ -552,6 +551,14 @@ class _Runner:
         update even when the last publish was skipped."""
         return write_checkpoint(self, tag, final=final)
 
+    def learner_state(self) -> tuple[Any, Any]:
+        """``(state, mirrors)`` as learners take them: the host shared-memory state (no mirrors), or one
+        replica and one mirror per learner GPU, in device order."""
+        if not self.mirrors:
+            return self.state, None
+        devs = sorted(self.mirrors)
+        return [self.state[d] for d in devs], [self.mirrors[d] for d in devs]
+
     def settle_learners(self) -> None:
         """Every learner has stopped: an optimizer step the last one died in is rolled back or completed
         here (rtcore.agent.dqn.settle_journal), so the final checkpoint's update count and target match
@@ -559,11 +566,10 @@ class _Runner:
         if self.n_learners <= 0 or getattr(self, "state", None) is None:
             return
         from rtcore.agent.dqn import settle_journal
+        from rtcore.agent.learner import state_arrays
 
-        devs = sorted(self.mirrors)
-        state = self.state.array if not self.mirrors else [self.state[d] for d in devs]
-        how = settle_journal(self.params, state, self.telemetry.control,
-                             mirrors=[self.mirrors[d] for d in devs] if devs else None,
+        state, mirrors = self.learner_state()
+        how = settle_journal(self.params, state_arrays(state), self.telemetry.control, mirrors=mirrors,
                              host=getattr(self, "host_versions", True))
         if how is not None:
             self.fault(f"the last learner stopped inside an optimizer step: {how} at the end of the run")

@@ -121,9 +121,9 @@ class RefreshableFrozen:
             raise FrozenUnsupported("the module has no parameters (already frozen?)")
         self.numel = sum(p.numel() for p in params)
         self.shapes = [tuple(p.shape) for p in params]
-        self.device = params[0].device
-        if self.device.type != "cpu":
-            raise FrozenUnsupported(f"frozen workers run on the CPU only, the module is on {self.device}")
+        self._numels = [p.numel() for p in params]
+        if params[0].device.type != "cpu":
+            raise FrozenUnsupported(f"frozen workers run on the CPU only, the module is on {params[0].device}")
         gen = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             for p in params:  # distinct values: the freeze pools equal constants, the match goes by value
@@ -213,13 +213,7 @@ class RefreshableFrozen:
         if isinstance(flat, torch.Tensor):
             if flat.dim() != 1 or flat.numel() != self.numel:
                 raise ValueError(f"flat has shape {tuple(flat.shape)}, expected ({self.numel},)")
-            parts, off = [], 0
-            for shape in self.shapes:
-                n = 1
-                for d in shape:
-                    n *= d
-                parts.append(flat[off:off + n].view(shape))
-                off += n
+            parts = [t.view(shape) for t, shape in zip(flat.split(self._numels), self.shapes)]
         else:
             parts = list(flat)
             if [tuple(p.shape) for p in parts] != self.shapes:
@@ -268,7 +262,6 @@ class FrozenFollower:
             raise ValueError(f"module has {self._copies[0].numel} parameters, the store {store.numel}")
         _release_heap()  # the builds' temporaries (templates, check versions) would stay in the malloc heap
         self._store = ParamStore.attach(store.name)
-        self._store_name = store.name
         self._newest = store  # the caller's handle: reads the version number only
         self._active = 0
         self._ready = False       # the standby copy holds a newer version, waiting for turn()
@@ -277,7 +270,6 @@ class FrozenFollower:
         self._error: BaseException | None = None
         self.refreshes = 0       # versions written by the thread (and the first, by start())
         self.refresh_s = 0.0     # seconds spent writing them
-        self.swaps = 0
         self._thread: threading.Thread | None = None
 
     @property
@@ -307,7 +299,6 @@ class FrozenFollower:
         if self._ready:
             self._active ^= 1
             self._ready = False
-            self.swaps += 1
         newest = self._newest.version
         lag = max(0, newest - self.version)
         if lag and not self._ready:
