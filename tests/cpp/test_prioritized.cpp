@@ -133,14 +133,19 @@ TEST(quiescent_draws_follow_the_priorities_exactly) {
 TEST(threads_write_sample_and_update_without_torn_rows) {
   constexpr std::uint32_t streams = 2;
   Buffer b(2 * 48, streams, 0.6);
+  // Enough written before the threads start for a batch of 16 (each stream's newest step waits for its
+  // n-step chain): with 8 per stream, a sampler that ran before both writers had 14 and threw (seen once
+  // under ASan).
+  constexpr std::uint64_t prefill = 20;
   for (std::uint32_t s = 0; s < streams; ++s)
-    for (std::uint64_t p = 0; p < 8; ++p) add(b, s, p);
+    for (std::uint64_t p = 0; p < prefill; ++p) add(b, s, p);
+  CHECK(b.prio.ring().size() >= 16);
   std::atomic<bool> stop{false};
   std::atomic<std::uint64_t> bad{0}, rows{0}, applied{0};
   std::vector<std::thread> th;
   for (std::uint32_t s = 0; s < streams; ++s)
     th.emplace_back([&, s] {
-      for (std::uint64_t p = 8; p < 60000; ++p) add(b, s, p);
+      for (std::uint64_t p = prefill; p < 60000; ++p) add(b, s, p);
     });
   for (int k = 0; k < 2; ++k)
     th.emplace_back([&, k] {
