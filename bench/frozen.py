@@ -19,7 +19,8 @@ learner here; try 0.02 for a GPU learner's), as learners do in a run.
 Printed: pass latency p50 and p99 (p99 only where a run has >= 10,000 passes: impala:k=1 outside
 ``--quick``), the ratio frozen / script (< 1: frozen is faster), the refresh time per version (in the
 worker's refresh thread, off the pass), and the mean number of versions the frozen module trailed the
-newest by at each turn. Medians of 3 runs, interleaved. One JSON line at the end.
+newest by at each turn, and the memory the two frozen copies add to a worker process (PSS, with one
+pass run). Medians of 3 runs, interleaved. One JSON line at the end.
 
 No other library runs workers that follow a learner's versions through shared memory, so the peer is
 rtcore's own default path, the one the issue measured (k=7: 50.7 ms frozen against 58.0 ms).
@@ -61,6 +62,13 @@ def _publisher(name: str, interval: float, stop: mp.Event, seed: int) -> None:
         store.close()
 
 
+def _pss() -> int:
+    """This process's proportional set size, bytes (what a worker's memory costs the machine)."""
+    import psutil
+
+    return int(psutil.Process().memory_full_info().pss)
+
+
 def _percentile(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q))
 
@@ -87,8 +95,14 @@ def run_once(spec: str, passes: int, interval: float, seed: int) -> dict:
     try:
         scripted = load_for_inference(model, "cpu", backend="script")
         reader = ParamReader(store, scripted)
-        follower = FrozenFollower(store, load_for_inference(model, "cpu", backend="script"), (x,), seed=seed)
+        template = load_for_inference(model, "cpu", backend="script")
+        pss0 = _pss()
+        follower = FrozenFollower(store, template, (x,), seed=seed)
         follower.start()
+        with torch.inference_mode():
+            follower.module(x)  # oneDNN's working memory too
+        del template  # a worker drops the scripted module once its frozen copies are built
+        out["frozen_extra_mib"] = (_pss() - pss0) / 2**20
         fixed = load_for_inference(model, "cpu", backend="script", frozen=True)
         pub.start()
         while store.version < 2:  # the publisher is running
@@ -155,7 +169,8 @@ def main() -> None:
         big = "k=1" not in spec and "mlp" not in spec and "minatar" not in spec
         passes = (100 if args.quick else 400) if big else (2_000 if args.quick else 10_000)
         runs = [run_once(spec, passes, args.publish_interval, seed) for seed in range(args.repeats)]
-        med = {m: {k: statistics.median(r[m][k] for r in runs) for k in runs[0][m]} for m in runs[0]}
+        med = {m: {k: statistics.median(r[m][k] for r in runs) for k in runs[0][m]} for m in ("script", "frozen", "fixed")}
+        med["frozen_extra_mib"] = statistics.median(r["frozen_extra_mib"] for r in runs)
         med["ratio_p50"] = med["frozen"]["p50"] / med["script"]["p50"]
         med["ratio_p99"] = med["frozen"]["p99"] / med["script"]["p99"]
         med["fixed_ratio_p50"] = med["fixed"]["p50"] / med["script"]["p50"]
@@ -175,6 +190,8 @@ def main() -> None:
         print(f"      refresh {m['frozen']['refresh_ms']:.2f} ms per version (worker's refresh thread), "
               f"{m['frozen']['refreshes']:.0f} refreshes, mean lag {m['frozen']['lag_mean']:.2f} versions at a turn")
         print(f"    frozen once, fixed (cannot learn): p50 {m['fixed']['p50'] * 1e3:6.2f} ms ({m['fixed_ratio_p50']:.2f}x)")
+        print(f"    memory of the two frozen copies (PSS growth of the worker process; script: views of shared "
+              f"memory, none): {m['frozen_extra_mib']:.0f} MiB")
     print(describe(start, end))
     print(json.dumps({"bench": "frozen", "publish_interval": args.publish_interval, "repeats": args.repeats,
                       "results": results, "machine": {"start": start, "end": end}}))
